@@ -1,0 +1,54 @@
+# vgcore: `make demo` and `make test` work as the first commands on a fresh clone.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.vgcore-installed
+EXTRAS ?= dev,offline,workflow
+# Snakemake parallelism for `make demo` / `make paper` (e.g. `make paper JOBS=8`).
+JOBS   ?= 1
+
+.PHONY: help setup test lint demo paper lab data bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-7s %s\n", $$1, $$2}'
+
+# The venv is rebuilt only when pyproject.toml changes (the stamp records the last install).
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
+	touch $@
+
+setup: $(STAMP)  ## create .venv and install vgcore with its dev, offline and workflow extras
+
+test: $(STAMP)  ## unit tests and nbval on the notebooks (smoke profile)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)  ## ruff on the package, tests, benchmarks and notebooks
+	$(BIN)/ruff check vgcore tests benchmarks notebooks workflow
+
+demo: $(STAMP)  ## the offline demo profile: real FashionMNIST + EfficientNet-Lite0 and a synthetic fine-grained set
+	$(BIN)/python -m vgcore demo --jobs $(JOBS)
+
+paper: $(STAMP)  ## the paper profile: ViT-B/32 on the five datasets (needs internet for data and weights, a GPU helps)
+	$(BIN)/python -m vgcore paper --jobs $(JOBS)
+
+lab: $(STAMP)  ## JupyterLab on the notebooks
+	$(BIN)/jupyter lab notebooks/
+
+data:  ## make the offline FashionMNIST available (Debian package dataset-fashion-mnist)
+	@if [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then \
+	  echo "FashionMNIST found in /usr/share/datasets/fashion-mnist"; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  apt-get install -y dataset-fashion-mnist || { apt-get update && apt-get install -y dataset-fashion-mnist; }; \
+	else \
+	  echo "FashionMNIST is not installed. Either run (as root, on Debian/Ubuntu) 'apt-get install dataset-fashion-mnist',"; \
+	  echo "or put the four *-ubyte.gz files in data/fashionmnist/, or let vgcore download them (needs internet)."; \
+	fi
+
+bench: $(STAMP)  ## run every benchmark in benchmarks/ (results printed and written to benchmarks/out/)
+	@set -e; for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b; done
+
+clean:  ## remove caches, run results and the venv
+	rm -rf $(VENV) .pytest_cache .ruff_cache .snakemake cache results artifacts benchmarks/out
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
