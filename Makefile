@@ -4,8 +4,6 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.vgcore-installed
 EXTRAS ?= dev,offline,workflow
-# Snakemake parallelism for `make demo` / `make paper` (e.g. `make paper JOBS=8`).
-JOBS   ?= 1
 
 .PHONY: help setup test lint demo paper lab data bench clean
 
@@ -28,10 +26,10 @@ lint: $(STAMP)  ## ruff on the package, tests, benchmarks and notebooks
 	$(BIN)/ruff check vgcore tests benchmarks notebooks workflow
 
 demo: $(STAMP)  ## the offline demo profile: real FashionMNIST + EfficientNet-Lite0 and a synthetic fine-grained set
-	$(BIN)/python -m vgcore demo --jobs $(JOBS)
+	$(BIN)/python -m vgcore demo
 
 paper: $(STAMP)  ## the paper profile: ViT-B/32 on the five datasets (needs internet for data and weights, a GPU helps)
-	$(BIN)/python -m vgcore paper --jobs $(JOBS)
+	$(BIN)/python -m vgcore paper
 
 lab: $(STAMP)  ## JupyterLab on the notebooks
 	$(BIN)/jupyter lab notebooks/

@@ -1,0 +1,205 @@
+"""Run configuration and the named profiles (smoke, demo, paper).
+
+A `RunConfig` says everything one training run needs; a `Profile` is a sweep: which datasets (each
+with its backbone and options), which losses and which seeds, on top of shared settings. Every key
+and every categorical value is validated, and a bad one is rejected with the list of valid choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from vgcore.backbones import BACKBONES
+from vgcore.data import DATASETS
+from vgcore.losses import LOSSES
+
+HEADS = ("linear", "mlp")
+SAMPLERS = ("random", "pk")
+DEVICES = ("cpu", "cuda", "auto")
+
+
+@dataclass
+class RunConfig:
+    """One training run: a projection head trained with one loss on frozen features.
+
+    Defaults are the paper's where it states them (Adam, lr 1e-4, batch 512, 128-d L2-normalised
+    output); the rest are ours and are listed in PROTOCOL.md ("Training").
+    """
+
+    profile: str = "smoke"
+    dataset: str = "synthetic"
+    backbone: str = "pixels"
+    loss: str = "contrastive"
+    seed: int = 0
+    epochs: int = 100
+    batch_size: int = 512
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    embedding_dim: int = 128
+    head: str = "linear"
+    head_hidden: int = 512
+    sampler: str = "random"
+    samples_per_class: int = 4
+    eval_every: int = 1
+    eval_train_size: int = 2000
+    eval_split: str = "test"
+    grad_threshold: float | None = None
+    diagnostics: bool = True
+    sync_every: int = 50
+    device: str = "cpu"
+    loss_params: dict[str, Any] = field(default_factory=dict)
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+    backbone_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_choice("loss", self.loss, LOSSES)
+        _check_choice("dataset", self.dataset, DATASETS)
+        _check_choice("backbone", self.backbone, BACKBONES)
+        _check_choice("head", self.head, HEADS)
+        _check_choice("sampler", self.sampler, SAMPLERS)
+        _check_choice("device", self.device, DEVICES)
+        _check_choice("profile", self.profile, tuple(PROFILES))
+        for name in ("epochs", "batch_size", "embedding_dim", "head_hidden", "samples_per_class",
+                     "eval_every", "eval_train_size", "sync_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr!r}")
+        if self.sampler == "pk" and self.batch_size % self.samples_per_class:
+            raise ValueError(
+                f"sampler 'pk' needs batch_size divisible by samples_per_class; got "
+                f"batch_size={self.batch_size}, samples_per_class={self.samples_per_class}"
+            )
+        for name in ("loss_params", "dataset_options", "backbone_options"):
+            if not isinstance(getattr(self, name), dict):
+                raise ValueError(f"{name} must be a dict of keyword arguments, got {getattr(self, name)!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def config_hash(self) -> str:
+        """sha256 (first 16 hex digits) of the canonical JSON of every field."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, default=str)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RunConfig:
+        _check_keys(values)
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A named sweep: datasets (each with its own overrides) x losses x seeds on shared settings."""
+
+    name: str
+    description: str
+    datasets: dict[str, dict[str, Any]]
+    losses: tuple[str, ...] = LOSSES
+    seeds: tuple[int, ...] = (0, 1, 2)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def config(self, dataset: str, loss: str, seed: int, **overrides: Any) -> RunConfig:
+        """The RunConfig of one cell of the sweep, with `overrides` applied last."""
+        _check_choice("dataset", dataset, tuple(self.datasets), what=f"dataset of profile {self.name!r}")
+        values: dict[str, Any] = {**self.settings, **self.datasets[dataset]}
+        values.update(profile=self.name, dataset=dataset, loss=loss, seed=seed)
+        for key, value in overrides.items():
+            if isinstance(value, dict) and isinstance(values.get(key), dict):
+                values[key] = {**values[key], **value}  # dotted overrides add to a dict field
+            else:
+                values[key] = value
+        return RunConfig.from_dict(values)
+
+    def configs(self, **overrides: Any) -> list[RunConfig]:
+        """Every run of the sweep, in a fixed order (dataset, loss, seed)."""
+        return [self.config(d, loss, s, **overrides) for d in self.datasets for loss in self.losses for s in self.seeds]
+
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile(
+        name="smoke",
+        description="seconds: a tiny synthetic set through `pixels`, for tests and nbval",
+        datasets={
+            "synthetic": {
+                "backbone": "pixels",
+                "dataset_options": {"n_superclasses": 2, "n_fine_per_super": 3, "n_per_class": 24, "dim": 16},
+            },
+        },
+        seeds=(0,),
+        settings={"epochs": 2, "batch_size": 32, "lr": 1e-3, "eval_train_size": 64},
+    ),
+    "demo": Profile(
+        name="demo",
+        description=(
+            "minutes, offline and real: FashionMNIST through pretrained EfficientNet-Lite0, plus a "
+            "synthetic fine-grained set (many fine classes in few superclasses)"
+        ),
+        datasets={
+            "fashionmnist": {"backbone": "efficientnet_lite0", "backbone_options": {"resolution": 64}},
+            "synthetic": {
+                "backbone": "pixels",
+                "dataset_options": {"n_superclasses": 10, "n_fine_per_super": 10, "n_per_class": 60, "dim": 64},
+            },
+        },
+        seeds=(0, 1, 2),
+        settings={"epochs": 5, "batch_size": 512, "lr": 1e-3},
+    ),
+    "paper": Profile(
+        name="paper",
+        description="the paper's setup: frozen ViT-B/32 on the five datasets, 100 epochs, batch 512, Adam 1e-4",
+        datasets={
+            name: {"backbone": "vit_b_32"}
+            for name in ("cifar10", "fashionmnist", "cars196", "cub200", "tinyimagenet")
+        },
+        seeds=(0, 1, 2),
+        settings={"epochs": 100, "batch_size": 512, "lr": 1e-4, "device": "auto"},
+    ),
+}
+
+
+def get_profile(name: str) -> Profile:
+    _check_choice("profile", name, tuple(PROFILES))
+    return PROFILES[name]
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """Parse `key=value` strings (values as JSON where they parse, else strings).
+
+    Dotted keys set one entry of a dict field: `loss_params.margin=0.2`.
+    """
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"override {item!r} is not of the form key=value (e.g. epochs=3)")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        head, dot, sub = key.partition(".")
+        if dot:
+            overrides.setdefault(head, {})[sub] = value
+        else:
+            overrides[key] = value
+    _check_keys(overrides)
+    return overrides
+
+
+def _check_keys(values: dict[str, Any]) -> None:
+    valid = [f.name for f in dataclasses.fields(RunConfig)]
+    unknown = sorted(set(values) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown config key(s) {unknown}; valid keys: {', '.join(valid)}")
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...], what: str | None = None) -> None:
+    if value not in choices:
+        raise ValueError(f"unknown {what or name} {value!r}; choose one of: {', '.join(choices)}")

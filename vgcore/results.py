@@ -1,0 +1,145 @@
+"""The one results schema: how a run is written to disk and how many runs are read back.
+
+A run lives in ``<root>/<profile>/<dataset>/<loss>/seed<k>/``:
+
+- ``config.json``     the RunConfig (written first)
+- ``steps.csv``       one row per training step: STEP_COLUMNS
+- ``epochs.csv``      one row per (evaluated epoch, split): EPOCH_COLUMNS (epoch 0 = untrained head)
+- ``embeddings.npz``  final evaluation embeddings (float16) and labels, compressed
+- ``summary.json``    final metrics, convergence epochs, wall time, versions, config hash (written last)
+- ``failure.json``    only when the run stopped on an error (then there is no summary.json)
+
+Every file is written atomically (temporary file in the same folder, then ``os.replace``); a run
+directory is complete only when ``summary.json`` exists and its config hash matches.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from vgcore.diagnostics import GREEDINESS_KEYS, VARIANCE_KEYS
+from vgcore.retrieval import retrieval_keys
+
+DEFAULT_KS = (1, 2, 4, 8)
+RUN_ID_COLUMNS = ("profile", "dataset", "backbone", "loss", "seed")
+STEP_COLUMNS = ("step", "epoch", "loss", "has_positives", "n_terms", "n_active_terms", *GREEDINESS_KEYS)
+EPOCH_COLUMNS = ("epoch", "split", "train_loss", *VARIANCE_KEYS, *retrieval_keys(DEFAULT_KS))
+TABLES = ("epochs", "steps", "summary")
+
+
+def run_dir(root: str | os.PathLike, config) -> Path:
+    """``<root>/<profile>/<dataset>/<loss>/seed<k>`` for a RunConfig."""
+    return Path(root) / config.profile / config.dataset / config.loss / f"seed{config.seed}"
+
+
+def is_complete(path: str | os.PathLike, config_hash: str | None = None) -> bool:
+    """True when ``summary.json`` exists (and, if given, records the same config hash)."""
+    summary = Path(path) / "summary.json"
+    if not summary.is_file():
+        return False
+    if config_hash is None:
+        return True
+    try:
+        return json.loads(summary.read_text()).get("config_hash") == config_hash
+    except (json.JSONDecodeError, OSError):
+        return False
+
+
+def start_run(path: str | os.PathLike, config) -> Path:
+    """Clear whatever an earlier, unfinished or stale run left in `path` and write config.json."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    for name in ("summary.json", "failure.json", "steps.csv", "epochs.csv", "embeddings.npz"):
+        (path / name).unlink(missing_ok=True)
+    write_json(path / "config.json", config.to_dict())
+    return path
+
+
+def write_tables(path: str | os.PathLike, steps: pd.DataFrame, epochs: pd.DataFrame) -> None:
+    """steps.csv and epochs.csv, in the schema's column order."""
+    path = Path(path)
+    _atomic_write(path / "steps.csv", lambda f: steps.reindex(columns=STEP_COLUMNS).to_csv(f, index=False))
+    _atomic_write(path / "epochs.csv", lambda f: epochs.reindex(columns=EPOCH_COLUMNS).to_csv(f, index=False))
+
+
+def write_embeddings(path: str | os.PathLike, z: np.ndarray, y: np.ndarray) -> None:
+    _atomic_write(Path(path) / "embeddings.npz",
+                  lambda f: np.savez_compressed(f, z=z.astype(np.float16), y=y.astype(np.int64)), binary=True)
+
+
+def write_json(path: str | os.PathLike, payload: dict[str, Any]) -> None:
+    _atomic_write(Path(path), lambda f: f.write(json.dumps(payload, indent=2, sort_keys=True, default=_jsonable)))
+
+
+def load_run(path: str | os.PathLike) -> dict[str, Any]:
+    """config, steps, epochs, summary (None if incomplete) and embeddings of one run directory."""
+    path = Path(path)
+    out: dict[str, Any] = {"config": json.loads((path / "config.json").read_text())}
+    out["steps"] = pd.read_csv(path / "steps.csv") if (path / "steps.csv").exists() else None
+    out["epochs"] = pd.read_csv(path / "epochs.csv") if (path / "epochs.csv").exists() else None
+    out["summary"] = json.loads((path / "summary.json").read_text()) if is_complete(path) else None
+    if (path / "embeddings.npz").exists():
+        with np.load(path / "embeddings.npz") as npz:
+            out["embeddings"] = (npz["z"].astype(np.float32), npz["y"])
+    return out
+
+
+def collect(root: str | os.PathLike, table: str = "epochs", profile: str | None = None) -> pd.DataFrame:
+    """Every complete run under `root` as one tidy DataFrame.
+
+    table="epochs": EPOCH_COLUMNS per run and epoch and split; "steps": STEP_COLUMNS per step;
+    "summary": one row per run with the final metrics. Each row also carries RUN_ID_COLUMNS and
+    ``config_hash``. Incomplete runs (no summary.json) are left out.
+    """
+    if table not in TABLES:
+        raise ValueError(f"unknown table {table!r}; choose one of: {', '.join(TABLES)}")
+    root = Path(root)
+    pattern = f"{profile}/*/*/seed*/summary.json" if profile else "*/*/*/seed*/summary.json"
+    frames = []
+    for summary_path in sorted(root.glob(pattern)):
+        summary = json.loads(summary_path.read_text())
+        ids = {k: summary["config"][k] for k in RUN_ID_COLUMNS} | {"config_hash": summary["config_hash"]}
+        if table == "summary":
+            frame = pd.DataFrame([{**ids, **summary["final"], **summary["convergence"],
+                                   **summary["greediness_mean"], "wall_time_s": summary["wall_time_s"],
+                                   "steps_per_s": summary["steps_per_s"]}])
+        else:
+            frame = pd.read_csv(summary_path.parent / f"{table}.csv")
+            for k, v in reversed(ids.items()):
+                frame.insert(0, k, v)
+        frames.append(frame)
+    columns = {"epochs": EPOCH_COLUMNS, "steps": STEP_COLUMNS}.get(table, ())
+    if not frames:
+        return pd.DataFrame(columns=[*RUN_ID_COLUMNS, "config_hash", *columns])
+    return pd.concat(frames, ignore_index=True)
+
+
+def _atomic_write(path: Path, write: Callable, binary: bool = False) -> None:
+    """Write through `write(file)` to a temporary file beside `path`, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"newline": ""})) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
