@@ -1,0 +1,91 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 01 · Features: one dataset through its frozen backbone
+#
+# The paper trains only a projection head on top of a **frozen** backbone, so the backbone's
+# features are computed once per dataset and cached on disk (`vgcore.backbones`, cache in
+# `$VGCORE_CACHE` or `./cache`). This notebook shows a few images of the dataset, extracts (or
+# loads) the train and test features of the profile's backbone, and draws a 2-D PCA of them: the
+# starting point every loss works from.
+#
+# In the build (`make demo`, `make paper`) it runs once per dataset, before any training notebook,
+# so that the parallel training jobs find the cache ready.
+
+# %% tags=["parameters"]
+profile = "demo"  # smoke | demo | paper
+dataset = "fashionmnist"  # one of the profile's datasets
+data_root = None  # dataset root (default: $VGCORE_DATA or ./data)
+cache_dir = None  # feature cache (default: $VGCORE_CACHE or ./cache)
+n_images = 16  # sample images to show
+
+# %%
+import time
+
+import numpy as np
+
+from vgcore import plots, train
+from vgcore.config import get_profile
+from vgcore.data import check_available, load_dataset
+
+# Bad input stops here, naming the valid choices.
+prof = get_profile(profile)
+config = prof.config(dataset, prof.losses[0], prof.seeds[0])
+check_available(config.dataset, data_root, **config.dataset_options)
+plots.use_style()
+print(f"profile {profile!r}: dataset {dataset!r} through backbone {config.backbone!r}")
+
+# %% [markdown]
+# ## Sample images
+#
+# A few training images with their class names (for a set of feature vectors, such as the
+# synthetic fine-grained set, there is nothing to show here: its "images" are vectors, drawn below).
+
+# %%
+split = load_dataset(dataset, data_root, "train", **config.dataset_options)
+print(split)
+if split.kind == "vectors":
+    print(f"{tuple(split.images.shape)} float vectors: no images to show")
+else:
+    pick = sorted(np.random.default_rng(0).choice(len(split), min(n_images, len(split)), replace=False).tolist())
+    fig = plots.sample_images(split.get(pick), split.labels[pick].numpy(), split.class_names)
+
+# %% [markdown]
+# ## Features
+#
+# Extracted once and cached; a second run of this cell loads the cache (the time printed below
+# tells which happened). The shapes are what every training run of this dataset sees.
+
+# %%
+t0 = time.perf_counter()
+feats = {s: train.load_features(config, s, data_root, cache_dir, progress=False) for s in ("train", config.eval_split)}
+print(f"features ready in {time.perf_counter() - t0:.1f} s")
+
+# %%
+# NBVAL_CHECK_OUTPUT
+for s, (x, y) in feats.items():
+    print(f"{s}: {x.shape[0]} samples x {x.shape[1]} features, {y.unique().numel()} classes, dtype {x.dtype}")
+
+# %% [markdown]
+# ## The frozen features before any training
+#
+# A 2-D PCA of the test features, coloured by class (classes beyond ten share colours). How much the
+# classes already separate here is what the head starts from; the training notebooks show how each
+# loss reshapes this space.
+
+# %%
+x, y = feats[config.eval_split]
+fig = plots.feature_projection(x.numpy(), y.numpy(), title=f"{dataset} · {config.backbone} features (PCA)")

@@ -1,0 +1,115 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 03 · VARIANCE: how each loss shapes the embedding space
+#
+# Collects every complete run of the profile (`vgcore.results.collect`) and compares the final
+# test embeddings of the seven losses:
+#
+# - **intra-class variance**: mean squared distance of a sample to its class centroid (how much
+#   within-class diversity a loss keeps);
+# - **inter-class variance**: spread of the class centroids; **centroid distances** (mean, and their
+#   coefficient of variation CV: how *evenly* the classes are spaced);
+# - **margin**: per sample, distance to the nearest other centroid minus distance to its own.
+#
+# Every number is a mean over seeds with its standard deviation; definitions in PROTOCOL.md.
+
+# %% tags=["parameters"]
+profile = "demo"  # smoke | demo | paper
+results_root = "results"  # where the training runs are
+figures_root = "figures"  # figures go to <figures_root>/<profile>/, tables to <figures_root>/<profile>/tables/
+
+# %%
+from pathlib import Path
+
+from vgcore import plots
+from vgcore.analysis import VARIANCE_TABLE, mean_std_table
+from vgcore.build import Outputs, collect_profile
+from vgcore.results import load_run, run_dir
+
+summary = collect_profile(results_root, profile, "summary")  # fails naming valid profiles, or if nothing ran
+epochs = collect_profile(results_root, profile, "epochs")
+out = Outputs("03_variance", Path(figures_root) / profile, profile)
+plots.use_style()
+print(f"{len(summary)} runs: datasets {sorted(summary.dataset.unique())}, seeds {sorted(summary.seed.unique())}")
+
+# %% [markdown]
+# ## The VARIANCE table
+#
+# Final test-split embeddings, mean ± std over seeds. Reading it: a loss with **higher intra-class
+# variance** keeps more within-class diversity (the paper: Triplet, SCL); **lower** means it
+# compacts classes (Contrastive, InfoNCE). A high **centroid-distance CV** means uneven spacing
+# (the paper: N-pair).
+
+# %%
+table = mean_std_table(summary, VARIANCE_TABLE)
+out.table(table, "03_variance")
+table
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(list(table.columns))
+
+# %% [markdown]
+# ## Variance and spacing per loss
+#
+# Bars: seed mean, ticks: seed std, dots: individual seeds.
+
+# %%
+fig = plots.metric_bars(summary, ["intra_var", "inter_var", "centroid_dist_cv"])
+out.figure(fig, "03_variance_bars")
+fig
+
+# %% [markdown]
+# ## Intra-class variance over training
+#
+# Epoch 0 is the untrained head (a random projection of the frozen features). Losses that compact
+# quickly drop early; losses that keep diversity stay higher.
+
+# %%
+fig = plots.metric_over_epochs(epochs, "intra_var")
+out.figure(fig, "03_intra_var_over_epochs")
+fig
+
+# %% [markdown]
+# ## Separation against evenness
+#
+# Mean centroid distance (x: how far apart classes are on average) against the CV of the
+# centroid distances (y: how unevenly). Large x with large y is the paper's N-pair pattern: a large
+# mean separation reached by pushing some classes far apart and leaving others close.
+
+# %%
+fig = plots.scatter_means(summary, "centroid_dist_mean", "centroid_dist_cv")
+out.figure(fig, "03_separation_vs_spacing")
+fig
+
+# %% [markdown]
+# ## The embeddings themselves
+#
+# 2-D PCA of the final test embeddings of seed 0, one row per dataset, one panel per loss, colour =
+# class (first ten classes). PCA keeps distances comparable: tight blobs are low intra-class variance.
+
+# %%
+seed0 = summary[summary.seed == summary.seed.min()]
+emb = {d: {r.loss: load_run(run_dir(results_root, r))["embeddings"] for r in frame.itertuples()}
+       for d, frame in seed0.groupby("dataset")}
+fig = plots.embedding_projections(emb)
+out.figure(fig, "03_embeddings_pca")
+fig
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print("missing outputs:", out.missing())

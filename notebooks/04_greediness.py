@@ -1,0 +1,96 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 04 · GREEDINESS: how many samples each loss updates, and how hard
+#
+# Per training step (from the step's own backward pass, no second pass):
+#
+# - **active ratio**: the share of samples that take part in the update. `active_ratio` counts
+#   samples in at least one active loss term (a hinge above zero, a non-negligible softmax weight);
+#   `grad_active_ratio` counts samples whose embedding gradient is non-negligible;
+# - **gradient norms**: of the head's (and proxies') parameters, and per sample of the embeddings.
+#
+# A *greedy* loss updates through many samples with small steps (the paper: Contrastive, InfoNCE);
+# a selective one through few, larger ones (Triplet with its margin). The exact rules for each loss
+# are in PROTOCOL.md ("Diagnostics: GREEDINESS").
+
+# %% tags=["parameters"]
+profile = "demo"  # smoke | demo | paper
+results_root = "results"  # where the training runs are
+figures_root = "figures"  # figures go to <figures_root>/<profile>/, tables to <figures_root>/<profile>/tables/
+
+# %%
+from pathlib import Path
+
+from vgcore import plots
+from vgcore.analysis import GREEDINESS_TABLE, mean_std_table
+from vgcore.build import Outputs, collect_profile
+
+summary = collect_profile(results_root, profile, "summary")  # fails naming valid profiles, or if nothing ran
+steps = collect_profile(results_root, profile, "steps")
+out = Outputs("04_greediness", Path(figures_root) / profile, profile)
+plots.use_style()
+print(f"{len(summary)} runs, {len(steps)} logged steps")
+
+# %% [markdown]
+# ## The GREEDINESS table
+#
+# Means over all training steps, then mean ± std over seeds; with the epochs each run needed to reach
+# 90% of its loss decrease and 95% of its final Recall@1 (convergence speed).
+
+# %%
+table = mean_std_table(summary, GREEDINESS_TABLE)
+out.table(table, "04_greediness")
+table
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(list(table.columns))
+
+# %% [markdown]
+# ## Active ratio over training
+#
+# Rolling mean over steps, then mean over seeds (band: seed std). A loss whose active ratio falls
+# during training stops updating the samples it already satisfies (hinge losses); softmax losses
+# keep every sample active with shrinking weights.
+
+# %%
+fig = plots.metric_over_steps(steps, ["active_ratio", "grad_active_ratio"])
+out.figure(fig, "04_active_ratio_over_training")
+fig
+
+# %% [markdown]
+# ## Gradient norms over training
+#
+# Log scale. Compare the parameter gradient norm (the size of each update) with the mean per-sample
+# embedding gradient (how much each sample pushes).
+
+# %%
+fig = plots.metric_over_steps(steps, ["grad_norm", "emb_grad_norm_mean"], logy=("grad_norm", "emb_grad_norm_mean"))
+out.figure(fig, "04_grad_norm_over_training")
+fig
+
+# %% [markdown]
+# ## Per loss, averaged over training
+
+# %%
+fig = plots.metric_bars(summary, ["active_ratio_mean", "grad_active_ratio_mean", "grad_norm_mean"])
+out.figure(fig, "04_greediness_bars")
+fig
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print("missing outputs:", out.missing())
