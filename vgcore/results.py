@@ -30,7 +30,7 @@ from vgcore.retrieval import retrieval_keys
 
 DEFAULT_KS = (1, 2, 4, 8)
 RUN_ID_COLUMNS = ("profile", "dataset", "backbone", "loss", "seed")
-STEP_COLUMNS = ("step", "epoch", "loss", "has_positives", "n_terms", "n_active_terms", *GREEDINESS_KEYS)
+STEP_COLUMNS = ("step", "epoch", "loss", *GREEDINESS_KEYS)
 EPOCH_COLUMNS = ("epoch", "split", "train_loss", *VARIANCE_KEYS, *retrieval_keys(DEFAULT_KS))
 TABLES = ("epochs", "steps", "summary")
 

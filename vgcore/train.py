@@ -26,8 +26,9 @@ from tqdm.auto import tqdm
 
 import vgcore
 from vgcore import results
+from vgcore.backbones import features
 from vgcore.config import RunConfig
-from vgcore.data import check_available, features
+from vgcore.data import check_available
 from vgcore.diagnostics import (
     GREEDINESS_KEYS,
     convergence_epoch,
@@ -38,7 +39,7 @@ from vgcore.diagnostics import (
 from vgcore.losses import make_loss
 from vgcore.retrieval import retrieval_metrics
 
-STAT_KEYS = ("loss", "has_positives", "n_terms", "n_active_terms", *GREEDINESS_KEYS)
+STAT_KEYS = ("loss", *GREEDINESS_KEYS)
 """What one step records, in order (STEP_COLUMNS less step and epoch)."""
 
 
@@ -127,14 +128,13 @@ def train_step(learners: Sequence[Learner], x: Tensor, y: Tensor, *, diagnostics
         out = learner.loss_fn(z, y)
         learner.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
-        row = [out.loss.detach(), out.has_positives.to(out.loss.dtype), out.n_terms.to(out.loss.dtype),
-               out.n_active_terms.to(out.loss.dtype)]
         if diagnostics:
             kwargs = {} if grad_threshold is None else {"grad_threshold": grad_threshold}
             g = greediness(out, z.grad, learner.head.parameters(), learner.loss_fn.parameters(), **kwargs)
-            row += [g[k].to(out.loss.dtype) for k in GREEDINESS_KEYS]
-        else:
-            row += [torch.full((), float("nan"), dtype=out.loss.dtype, device=x.device)] * len(GREEDINESS_KEYS)
+        else:  # the loss's own counts only
+            nan = torch.full((), float("nan"), device=x.device)
+            g = {k: getattr(out, k, nan) for k in GREEDINESS_KEYS}
+        row = [out.loss.detach()] + [g[k].detach().to(out.loss.dtype) for k in GREEDINESS_KEYS]
         learner.optimizer.step()
         stats.append(torch.stack(row))
     return stats
@@ -165,7 +165,7 @@ def resolve_device(name: str) -> torch.device:
 
 def load_features(config: RunConfig, split: str, data_root=None, cache_dir=None, progress: bool = True):
     return features(config.backbone, config.dataset, split, root=data_root, cache_dir=cache_dir,
-                    progress=progress, backbone_options=config.backbone_options, **config.dataset_options)
+                    progress=progress, **config.backbone_options, **config.dataset_options)
 
 
 def run(config: RunConfig, out_dir, *, data_root=None, cache_dir=None, progress: bool = True) -> RunResult:
@@ -268,7 +268,7 @@ def _fail(path, config, step_rows, epoch_rows, step: int, epoch: int, value: flo
 
 def _summary(config: RunConfig, steps: pd.DataFrame, epochs: pd.DataFrame, wall: float, t_train: float) -> dict:
     test = epochs[epochs["split"] == config.eval_split].sort_values("epoch")
-    trained = test[test["epoch"] > 0]
+    loss_by_epoch = steps.groupby("epoch")["loss"].mean()
     final = test.iloc[-1].drop(["epoch", "split"]).to_dict()
     greedy = steps[[*GREEDINESS_KEYS]].mean().to_dict() if len(steps) else {}
     return {
@@ -277,8 +277,8 @@ def _summary(config: RunConfig, steps: pd.DataFrame, epochs: pd.DataFrame, wall:
         "config_hash": config.config_hash(),
         "final": final,
         "convergence": {
-            "loss_convergence_epoch": convergence_epoch(trained["train_loss"].to_numpy()) + 1,
-            "recall_convergence_epoch": recall_convergence_epoch(test["recall@1"].to_numpy()),
+            "loss_convergence_epoch": int(loss_by_epoch.index[convergence_epoch(loss_by_epoch.to_numpy())]),
+            "recall_convergence_epoch": int(test["epoch"].iloc[recall_convergence_epoch(test["recall@1"])]),
         },
         "greediness_mean": {f"{k}_mean": v for k, v in greedy.items()},
         "batches_without_positives": int((~steps["has_positives"]).sum()),
