@@ -5,10 +5,15 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.vgcore-installed
 EXTRAS ?= dev,offline,workflow
 
-.PHONY: help setup test lint demo paper lab data bench clean
+JOBS   ?= all
+PROFILE ?= smoke
+# optional subsets for demo/paper/figures, e.g. make demo LOSSES="triplet scl" SEEDS=0
+SELECT := $(if $(DATASETS),--datasets $(DATASETS)) $(if $(LOSSES),--losses $(LOSSES)) $(if $(SEEDS),--seeds $(SEEDS))
+
+.PHONY: help setup test lint demo paper figures sync-notebooks lab data bench clean
 
 help:  ## list the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-7s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 # The venv is rebuilt only when pyproject.toml changes (the stamp records the last install).
 $(STAMP): pyproject.toml
@@ -25,13 +30,19 @@ test: $(STAMP)  ## unit tests and nbval on the notebooks (smoke profile)
 lint: $(STAMP)  ## ruff on the package, tests, benchmarks and notebooks
 	$(BIN)/ruff check vgcore tests benchmarks notebooks workflow
 
-demo: $(STAMP)  ## the offline demo profile: real FashionMNIST + EfficientNet-Lite0 and a synthetic fine-grained set
-	$(BIN)/python -m vgcore demo
+demo: $(STAMP)  ## notebook build, demo profile (FashionMNIST + EfficientNet-Lite0, synthetic fine-grained) -> figures/demo
+	$(BIN)/python -m vgcore demo -j $(JOBS) $(SELECT)
 
-paper: $(STAMP)  ## the paper profile: ViT-B/32 on the five datasets (needs internet for data and weights, a GPU helps)
-	$(BIN)/python -m vgcore paper
+paper: $(STAMP)  ## notebook build, paper profile (ViT-B/32, five datasets; needs internet, a GPU helps) -> figures/paper
+	$(BIN)/python -m vgcore paper -j $(JOBS) $(SELECT)
 
-lab: $(STAMP)  ## JupyterLab on the notebooks
+figures: $(STAMP)  ## notebook build of any profile: make figures PROFILE=smoke -> figures/<profile>
+	$(BIN)/python -m vgcore figures --profile $(PROFILE) -j $(JOBS) $(SELECT)
+
+sync-notebooks: $(STAMP)  ## sync each notebooks/*.py with its paired .ipynb (the newer one wins)
+	$(BIN)/jupytext --sync notebooks/*.py
+
+lab: $(STAMP)  ## JupyterLab on the notebooks (jupytext pairs: edit either file)
 	$(BIN)/jupyter lab notebooks/
 
 data:  ## make the offline FashionMNIST available (Debian package dataset-fashion-mnist)

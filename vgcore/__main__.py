@@ -6,6 +6,8 @@ Examples::
     python -m vgcore run --profile demo --dataset fashionmnist --loss triplet --seed 0 epochs=3
     python -m vgcore sweep --profile demo                # resumes: complete runs are skipped
     python -m vgcore sweep --profile smoke loss_params.margin=0.3
+    python -m vgcore demo -j 2                           # the notebook build (Snakemake): = make demo
+    python -m vgcore figures --profile smoke --losses triplet scl --dry-run
 """
 
 from __future__ import annotations
@@ -40,17 +42,32 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=0)
     _add_paths(run)
 
-    for name, helptext in (("sweep", "every dataset x loss x seed of a profile, skipping complete runs"),
-                           ("demo", "the demo profile's sweep, then its summary table"),
-                           ("paper", "the paper profile's sweep, then its summary table")):
-        p = sub.add_parser(name, help=helptext)
-        if name == "sweep":
-            p.add_argument("--profile", default="demo")
-        p.add_argument("--datasets", nargs="+", default=None, help="subset of the profile's datasets")
-        p.add_argument("--losses", nargs="+", default=None, help="subset of the profile's losses")
-        p.add_argument("--seeds", nargs="+", type=int, default=None, help="seeds (default: the profile's)")
-        _add_paths(p)
+    p = sub.add_parser("sweep", help="every dataset x loss x seed of a profile, skipping complete runs")
+    p.add_argument("--profile", default="demo")
+    _add_selection(p)
+    _add_paths(p)
+
+    for name, helptext in (("demo", "the notebook build of the demo profile (= make demo)"),
+                           ("paper", "the notebook build of the paper profile (= make paper)"),
+                           ("figures", "the notebook build of any profile (= make figures PROFILE=...)")):
+        p = sub.add_parser(name, help=helptext + ": features -> training notebooks -> analysis notebooks "
+                           "-> figures/<profile>/, through workflow/Snakefile (only missing or stale outputs rerun)")
+        if name == "figures":
+            p.add_argument("--profile", required=True)
+        _add_selection(p)
+        p.add_argument("-j", "--jobs", default="all", help="parallel jobs / cores (default: all cores)")
+        p.add_argument("--results", default=DEFAULT_RESULTS, help="results root (default: results/)")
+        p.add_argument("--figures", default="figures", help="figures root (default: figures/)")
+        p.add_argument("--dry-run", action="store_true", help="print what would run, run nothing")
+        p.add_argument("snakemake_args", nargs=argparse.REMAINDER,
+                       help="after `--`: further snakemake options, e.g. -- --profile workflow/profiles/slurm")
     return parser
+
+
+def _add_selection(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--datasets", nargs="+", default=None, help="subset of the profile's datasets")
+    p.add_argument("--losses", nargs="+", default=None, help="subset of the profile's losses")
+    p.add_argument("--seeds", nargs="+", type=int, default=None, help="seeds (default: the profile's)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    if args.command in ("demo", "paper", "figures"):
+        return _build(args)
     from vgcore import train  # imported here so that `list` and `--help` stay fast
 
     if args.command == "list":
@@ -88,7 +107,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"wrote {result.path}")
         return 0
 
-    profile = get_profile(args.profile if args.command == "sweep" else args.command)
+    profile = get_profile(args.profile)
     _check_subset("dataset", args.datasets, tuple(profile.datasets))
     _check_subset("loss", args.losses, profile.losses)
     configs = [c for c in profile.configs(**overrides)
@@ -106,6 +125,24 @@ def _dispatch(args: argparse.Namespace) -> int:
     cols = ["dataset", "loss", "seed", "recall@1", "map@r", "intra_var", "inter_var", "active_ratio_mean"]
     print(table[[c for c in cols if c in table.columns]].to_string(index=False))
     return 0
+
+
+def _build(args: argparse.Namespace) -> int:
+    """Run the Snakemake notebook build (workflow/Snakefile) for a profile."""
+    import subprocess
+
+    from vgcore.build import snakemake_command
+
+    profile = args.profile if args.command == "figures" else args.command
+    extra = [a for a in (args.snakemake_args or []) if a != "--"] + (["--dry-run"] if args.dry_run else [])
+    cmd = snakemake_command(profile, jobs=args.jobs, results=args.results, figures=args.figures,
+                            datasets=args.datasets, losses=args.losses, seeds=args.seeds, extra=extra)
+    try:
+        import snakemake  # noqa: F401
+    except ImportError:
+        raise ValueError("the notebook build needs Snakemake: pip install 'vgcore[workflow]' (make setup does)") from None
+    print("+ " + " ".join(cmd), file=sys.stderr, flush=True)
+    return subprocess.call(cmd)
 
 
 def _check_subset(what: str, chosen: list[str] | None, valid: tuple[str, ...]) -> None:

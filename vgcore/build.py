@@ -228,7 +228,8 @@ def write_index(figures_dir: str | os.PathLike, profile: str, description: str =
 
 
 def snakemake_command(profile: str, *, jobs: int | str = "all", results: str = "results", figures: str = "figures",
-                      datasets=None, losses=None, seeds=None, extra=()) -> list[str]:
+                      datasets=None, losses=None, seeds=None, directory: str | os.PathLike | None = None,
+                      extra=()) -> list[str]:
     """The snakemake invocation of the build (profile and selections checked first)."""
     from vgcore.config import get_profile
 
@@ -242,7 +243,7 @@ def snakemake_command(profile: str, *, jobs: int | str = "all", results: str = "
         config.append("seeds=" + ",".join(str(s) for s in parse_seeds(seeds, prof.seeds)))
     root = Path(__file__).resolve().parents[1]
     return [sys.executable, "-m", "snakemake", "--snakefile", str(root / "workflow" / "Snakefile"),
-            "--directory", os.getcwd(), "--cores", str(jobs), "--rerun-incomplete", "--printshellcmds",
+            "--directory", str(directory or os.getcwd()), "--cores", str(jobs), "--rerun-incomplete", "--printshellcmds",
             "--config", *config, *extra]
 
 

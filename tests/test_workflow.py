@@ -1,0 +1,201 @@
+"""The notebook build (workflow/Snakefile, vgcore.build): the DAG, bad input, resuming, retries."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from vgcore import build
+from vgcore.config import get_profile
+
+from _smoke_build import ROOT, env, smoke_build
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def snakemake(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "workflow" / "Snakefile"),
+           "--directory", str(cwd), "--cores", "2", *args]
+    return subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=timeout)
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """{rule: jobs} from the table of `snakemake --dry-run --quiet rules`."""
+    counts = {}
+    for line in output.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def test_dry_run_of_the_demo_lists_the_whole_dag(tmp_path):
+    proc = snakemake("--dry-run", "--quiet", "rules", "--config", "profile=demo", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    prof = get_profile("demo")
+    n_train = len(prof.datasets) * len(prof.losses) * len(prof.seeds)
+    counts = job_counts(proc.stdout + proc.stderr)
+    assert counts["features"] == len(prof.datasets)
+    assert counts["train"] == n_train
+    assert all(counts[f"analysis_{nb}"] == 1 for nb in build.ANALYSIS)
+    assert counts["index"] == 1 and counts["all"] == 1
+
+
+@pytest.mark.parametrize(("config", "message"), [
+    (["profile=nope"], "choose one of: smoke, demo, paper"),
+    (["profile=smoke", "losses=triplet,hinge"], "unknown loss(s) ['hinge'] of profile 'smoke'; choose from: contrastive"),
+    (["profile=demo", "datasets=cifar10"], "unknown dataset(s) ['cifar10'] of profile 'demo'; choose from: fashionmnist"),
+    (["profile=smoke", "seeds=a"], "seeds must be non-negative integers"),
+])
+def test_bad_profile_loss_dataset_or_seed_stops_the_dag_naming_the_choices(tmp_path, config, message):
+    proc = snakemake("--dry-run", "--config", *config, cwd=tmp_path)
+    assert proc.returncode != 0
+    assert message in proc.stdout + proc.stderr
+
+
+def test_the_cli_and_make_check_the_selection_before_starting_snakemake(capsys):
+    from vgcore.__main__ import main
+
+    assert main(["demo", "--losses", "triplet", "hinge", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown loss(s) ['hinge']" in err and "triplet" in err
+    assert main(["figures", "--profile", "nope", "--dry-run"]) == 2
+    assert "unknown profile 'nope'; choose one of: smoke, demo, paper" in capsys.readouterr().err
+
+
+def test_snakemake_command_carries_profile_and_selection():
+    cmd = build.snakemake_command("smoke", jobs=3, losses="triplet,scl", seeds="0,4", directory="/x")
+    assert cmd[1:3] == ["-m", "snakemake"]
+    assert cmd[cmd.index("--cores") + 1] == "3" and cmd[cmd.index("--directory") + 1] == "/x"
+    config = cmd[cmd.index("--config") + 1:]
+    assert "profile=smoke" in config and "losses=triplet,scl" in config and "seeds=0,4" in config
+    with pytest.raises(ValueError, match="choose one of: smoke, demo, paper"):
+        build.snakemake_command("huge")
+
+
+def test_slurm_profile_is_a_valid_snakemake_profile():
+    config = yaml.safe_load((ROOT / "workflow" / "profiles" / "slurm" / "config.yaml").read_text())
+    assert config["executor"] == "slurm"
+    assert config["retries"] >= 1 and config["rerun-incomplete"] is True
+    assert {"runtime", "mem_mb"} <= set(config["default-resources"])
+    assert "train" in config["set-resources"] and "features" in config["set-resources"]
+
+
+# --- executing notebooks ---------------------------------------------------------------------
+
+def tiny_notebook(path: Path) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("print(x + 1)")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+def fake_kernel(root: Path, name: str, fail_times: int) -> Path:
+    """A kernel spec whose first `fail_times` starts exit at once; later ones start ipykernel."""
+    counter = root / f"{name}.starts"
+    launcher = root / f"{name}.py"
+    launcher.write_text(
+        "import pathlib, runpy, sys\n"
+        f"c = pathlib.Path({str(counter)!r})\n"
+        "n = int(c.read_text()) + 1 if c.exists() else 1\n"
+        "c.write_text(str(n))\n"
+        f"if n <= {fail_times}:\n    sys.exit(1)\n"
+        "sys.argv = ['ipykernel_launcher', *sys.argv[1:]]\n"
+        "runpy.run_module('ipykernel_launcher', run_name='__main__')\n")
+    spec = root / "kernels" / name
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, str(launcher), "-f", "{connection_file}"], "display_name": name,
+        "language": "python"}))
+    return counter
+
+
+def test_a_kernel_that_fails_to_start_is_retried(tmp_path, monkeypatch):
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
+    counter = fake_kernel(tmp_path, "flaky", fail_times=1)
+    out = build.execute(tiny_notebook(tmp_path / "in.ipynb"), tmp_path / "out.ipynb", {"x": 41}, kernel="flaky",
+                        retries=2, start_timeout=60, log=lambda m: None)
+    assert counter.read_text() == "2"
+    assert nbformat.read(out, 4).cells[-1].outputs[0]["text"] == "42\n"
+
+
+def test_a_kernel_that_never_starts_fails_after_the_retries(tmp_path, monkeypatch):
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
+    counter = fake_kernel(tmp_path, "dead", fail_times=99)
+    with pytest.raises(RuntimeError, match="(?i)kernel"):
+        build.execute(tiny_notebook(tmp_path / "in.ipynb"), tmp_path / "out.ipynb", kernel="dead", retries=1,
+                      start_timeout=30, log=lambda m: None)
+    assert counter.read_text() == "2"
+
+
+def test_a_failing_notebook_keeps_its_partial_output_and_is_not_retried(tmp_path):
+    """Bad input through papermill: the notebook stops in its first cell, naming the valid losses."""
+    out = tmp_path / "run" / "02_train.ipynb"
+    proc = subprocess.run([sys.executable, "-m", "vgcore.build", "execute", str(ROOT / "notebooks" / "02_train.ipynb"),
+                           str(out), "-p", "profile", "smoke", "-p", "dataset", "synthetic", "-p", "loss", "hinge",
+                           "-p", "results_root", str(tmp_path / "results")],
+                          cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert "unknown loss 'hinge'; choose one of: contrastive, triplet" in proc.stderr
+    partial = build.failed_copy(out)
+    assert partial.exists() and "unknown loss 'hinge'" in partial.read_text()
+    assert "retrying" not in proc.stderr
+
+
+# --- the real smoke build ---------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_smoke_build_makes_every_target_and_names_its_notebooks():
+    b = smoke_build()
+    prof = get_profile("smoke")
+    runs = b.results / "smoke"
+    for dataset in prof.datasets:
+        assert (runs / dataset / "01_features.ipynb").exists()
+        for loss in prof.losses:
+            for seed in prof.seeds:
+                run = runs / dataset / loss / f"seed{seed}"
+                assert {"02_train.ipynb", "summary.json", "steps.csv", "epochs.csv"} <= {p.name for p in run.iterdir()}
+    fig = b.figures / "smoke"
+    expected = {*build.analysis_files(fig), fig / "README.md", *(fig / "notebooks" / f"{nb}.ipynb" for nb in build.ANALYSIS)}
+    written = {p for p in fig.rglob("*") if p.is_file()}
+    assert written == expected
+    index = (fig / "README.md").read_text()
+    for nb, items in build.ANALYSIS.items():
+        for item in items:
+            row = next(line for line in index.splitlines() if f"`{item.name}`" in line and item.caption in line)
+            assert f"notebooks/{nb}.ipynb" in row
+    for table in fig.glob("tables/*.md"):
+        assert f"notebooks/{table.stem}.ipynb" in table.read_text()
+
+
+@pytest.mark.slow
+def test_a_second_build_does_nothing_and_a_stale_run_reruns_only_what_depends_on_it():
+    b = smoke_build()
+    files = [p for p in (b.results.rglob("*"), b.figures.rglob("*")) for p in p if p.is_file()]
+    before = {p: p.stat().st_mtime_ns for p in files}
+    t0 = time.perf_counter()
+    proc = b.snakemake()
+    assert time.perf_counter() - t0 < 60
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+    assert {p: p.stat().st_mtime_ns for p in files} == before
+
+    # A changed run result makes the analysis stale, not the other runs. (Snakemake compares input
+    # checksums too: a `touch` that leaves the content alone reruns nothing.)
+    summary = b.results / "smoke" / "synthetic" / "triplet" / "seed0" / "summary.json"
+    original = summary.read_text()
+    try:
+        summary.write_text(original.replace('"status"', '"note": "edited by the test",\n  "status"', 1))
+        counts = job_counts(b.snakemake("--dry-run", "--quiet", "rules").stdout)
+    finally:
+        summary.write_text(original)
+    assert all(counts.get(f"analysis_{nb}") == 1 for nb in build.ANALYSIS) and counts.get("index") == 1
+    assert "train" not in counts and "features" not in counts
