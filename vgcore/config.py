@@ -130,11 +130,12 @@ PROFILES: dict[str, Profile] = {
         datasets={
             "synthetic": {
                 "backbone": "pixels",
-                "dataset_options": {"n_superclasses": 2, "n_fine_per_super": 3, "n_per_class": 24, "dim": 16},
+                "dataset_options": {"n_superclasses": 3, "n_fine_per_super": 4, "n_per_class": 16, "dim": 16,
+                                    "fine_spread": 0.5, "noise": 0.6},
             },
         },
         seeds=(0,),
-        settings={"epochs": 2, "batch_size": 32, "lr": 1e-3, "eval_train_size": 64},
+        settings={"epochs": 3, "batch_size": 32, "lr": 1e-2, "eval_train_size": 64},
     ),
     "demo": Profile(
         name="demo",
