@@ -15,7 +15,7 @@ from typing import Any
 
 from vgcore.backbones import BACKBONES
 from vgcore.data import DATASETS
-from vgcore.losses import LOSSES
+from vgcore.losses import LOSSES, make_loss
 
 HEADS = ("linear", "mlp")
 SAMPLERS = ("random", "pk")
@@ -80,6 +80,8 @@ class RunConfig:
         for name in ("loss_params", "dataset_options", "backbone_options"):
             if not isinstance(getattr(self, name), dict):
                 raise ValueError(f"{name} must be a dict of keyword arguments, got {getattr(self, name)!r}")
+        # unknown loss hyperparameters are rejected now, with the accepted ones, not after feature extraction
+        make_loss(self.loss, num_classes=2, embedding_dim=self.embedding_dim, **self.loss_params)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
