@@ -108,7 +108,9 @@ def validate_inputs(
             "pass labels.view(-1) of length batch"
         )
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-        raise ValueError(f"labels must be an integer tensor, got {labels.dtype}; call labels.long()")
+        raise ValueError(
+            f"labels must be an integer tensor, got {labels.dtype}; call labels.long()"
+        )
     if embedding_dim is not None and embeddings.shape[1] != embedding_dim:
         raise ValueError(
             f"embeddings have dimension {embeddings.shape[1]} but the loss was built with "

@@ -43,8 +43,8 @@ def similarity_matrix(embeddings: Tensor, normalize: bool) -> Tensor:
 
 
 def safe_sqrt(x: Tensor) -> Tensor:
-    """``sqrt(max(x, 0))`` whose gradient is 0 (not inf or NaN) where ``x <= 0``."""
-    positive = x > 0
+    """``sqrt(max(x, 0))`` whose gradient is 0 (not inf or NaN) where ``x <= 0``; NaN stays NaN."""
+    positive = ~(x <= 0)
     return torch.where(positive, torch.sqrt(torch.where(positive, x, torch.ones_like(x))), 0.0)
 
 
