@@ -30,11 +30,11 @@ from torch import Tensor, nn
 from vgcore.pairwise import (
     batch_all_triplet_sums,
     distance_matrix,
+    eye_mask,
     label_masks,
     masked_logsumexp,
-    row_mean,
     safe_sqrt,
-    similarity_matrix,
+    same_label,
     within_class_rank,
 )
 
@@ -55,6 +55,8 @@ __all__ = [
 LOSSES: tuple[str, ...] = ("contrastive", "triplet", "npair", "infonce", "arcface", "scl", "ccl")
 
 _REDUCTIONS = ("mean", "nonzero_mean")
+# softplus(x) returns x above this threshold; log1p(exp(-40)) is below float64 resolution at 40.
+_SOFTPLUS_EXACT = 40.0
 
 
 @dataclass(frozen=True)
@@ -225,25 +227,31 @@ class ContrastiveLoss(_MetricLoss):
         self.reduction = reduction
 
     def _compute(self, embeddings: Tensor, labels: Tensor) -> LossOutput:
-        pos, neg = label_masks(labels)
-        dist = distance_matrix(embeddings, normalize=self.normalize)
-        pos_term = F.relu(dist - self.pos_margin)
+        same, eye = same_label(labels), eye_mask(labels)
+        d2 = distance_matrix(embeddings, normalize=self.normalize, squared=True)
+        dist = safe_sqrt(d2)
         neg_term = F.relu(self.margin - dist)
-        if self.squared:
-            pos_term = 0.5 * pos_term.square()
-            neg_term = 0.5 * neg_term.square()
-        term = torch.where(pos, pos_term, torch.where(neg, neg_term, 0.0))
-        valid = pos | neg
-        active = valid & (term > 0)
-        n_terms = _count(valid)
-        if self.reduction == "mean":
-            loss = _safe_div(term.sum(), n_terms)
+        if self.squared:  # the 1/2 of both hinges is applied to the sums below
+            neg_term = neg_term.square()
+            pos_term = d2 if self.pos_margin == 0 else F.relu(dist - self.pos_margin).square()
         else:
-            loss = _safe_div(torch.where(pos, term, 0.0).sum(), _count(pos & active))
-            loss = loss + _safe_div(torch.where(neg, term, 0.0).sum(), _count(neg & active))
+            pos_term = F.relu(dist - self.pos_margin)
+        term = torch.where(same, pos_term, neg_term).masked_fill(eye, 0.0)
+        half = 0.5 if self.squared else 1.0
+        batch = labels.shape[0]
+        n_terms = torch.full((), batch * (batch - 1), dtype=torch.int64, device=labels.device)
+        active = term > 0
+        pos = same & ~eye
+        if self.reduction == "mean":
+            loss = half * _safe_div(term.sum(), n_terms)
+        else:
+            pos_sum = torch.where(pos, term, 0.0).sum()
+            loss = _safe_div(pos_sum, _count(pos & active))
+            loss = loss + _safe_div(term.sum() - pos_sum, _count(active & ~same))
+            loss = half * loss
         return LossOutput(
             loss=loss,
-            per_sample=row_mean(term, valid),
+            per_sample=half * term.sum(dim=1) / max(batch - 1, 1),
             n_terms=n_terms,
             n_active_terms=_count(active),
             has_positives=pos.any(),
@@ -328,21 +336,23 @@ class _PairSoftmaxLoss(_MetricLoss):
         self.normalize = normalize
 
     def _logits(self, embeddings: Tensor) -> Tensor:
-        return similarity_matrix(embeddings, normalize=self.normalize) / self.temperature
+        z = F.normalize(embeddings, dim=1) if self.normalize else embeddings
+        return (z / self.temperature) @ z.T  # scale the B x D factor, not the B x B product
 
     def _all_pairs(self, embeddings: Tensor, labels: Tensor) -> LossOutput:
-        pos, neg = label_masks(labels)
+        same, eye = same_label(labels), eye_mask(labels)
         logits = self._logits(embeddings)
-        lse_neg = masked_logsumexp(logits, neg, dim=1)
-        # log(1 + exp(x)) computed stably; an anchor without negatives gives exactly 0.
-        term = torch.logaddexp(torch.zeros_like(logits), lse_neg.unsqueeze(1) - logits)
+        lse_neg = masked_logsumexp(logits, ~same, dim=1)
+        # log(1 + exp(x)); an anchor without negatives (lse = -inf) gives exactly 0.
+        term = F.softplus(lse_neg.unsqueeze(1) - logits, threshold=_SOFTPLUS_EXACT)
+        pos = same & ~eye
         term = torch.where(pos, term, 0.0)
         n_terms = _count(pos)
         return LossOutput(
             loss=_safe_div(term.sum(), n_terms),
-            per_sample=row_mean(term, pos),
+            per_sample=_safe_div(term.sum(dim=1), pos.sum(dim=1)),
             n_terms=n_terms,
-            n_active_terms=_count(pos & (term > 0)),
+            n_active_terms=_count(term > 0),
             has_positives=n_terms > 0,
         )
 
@@ -456,17 +466,20 @@ class SupConLoss(_MetricLoss):
         self.normalize = normalize
 
     def _compute(self, embeddings: Tensor, labels: Tensor) -> LossOutput:
-        pos, neg = label_masks(labels)
-        logits = similarity_matrix(embeddings, normalize=self.normalize) / self.temperature
-        lse_all = masked_logsumexp(logits, pos | neg, dim=1)
-        neg_log_prob = torch.where(pos, lse_all.unsqueeze(1) - logits, 0.0)
-        per_sample = row_mean(neg_log_prob, pos)
-        anchors = pos.any(dim=1)
+        same, eye = same_label(labels), eye_mask(labels)
+        z = F.normalize(embeddings, dim=1) if self.normalize else embeddings
+        logits = (z / self.temperature) @ z.T
+        lse_all = masked_logsumexp(logits, ~eye, dim=1)
+        pos = same & ~eye
+        n_pos = pos.sum(dim=1)
+        pos_logits = torch.where(pos, logits, 0.0)
+        per_sample = torch.where(n_pos > 0, lse_all - _safe_div(pos_logits.sum(dim=1), n_pos), 0.0)
+        anchors = n_pos > 0
         return LossOutput(
             loss=_safe_div(per_sample.sum(), _count(anchors)),
             per_sample=per_sample,
             n_terms=_count(pos),
-            n_active_terms=_count(pos & (neg_log_prob > 0)),
+            n_active_terms=_count(pos & (logits < lse_all.unsqueeze(1))),
             has_positives=anchors.any(),
         )
 

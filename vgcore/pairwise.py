@@ -14,6 +14,8 @@ from torch import Tensor
 
 __all__ = [
     "label_masks",
+    "same_label",
+    "eye_mask",
     "similarity_matrix",
     "distance_matrix",
     "masked_logsumexp",
@@ -31,9 +33,18 @@ def label_masks(labels: Tensor) -> tuple[Tensor, Tensor]:
     pair); ``neg[i, j]`` is True when the labels differ. Pairs are ordered: (i, j) and (j, i) are two
     entries, as in pytorch-metric-learning's ``get_all_pairs_indices``.
     """
-    same = labels.unsqueeze(0) == labels.unsqueeze(1)
-    eye = torch.eye(labels.shape[0], dtype=torch.bool, device=labels.device)
-    return same & ~eye, ~same
+    same = same_label(labels)
+    return same & ~eye_mask(labels), ~same
+
+
+def same_label(labels: Tensor) -> Tensor:
+    """``labels[i] == labels[j]`` as [B, B] bool, diagonal included."""
+    return labels.unsqueeze(0) == labels.unsqueeze(1)
+
+
+def eye_mask(labels: Tensor) -> Tensor:
+    """The [B, B] bool identity on the labels' device."""
+    return torch.eye(labels.shape[0], dtype=torch.bool, device=labels.device)
 
 
 def similarity_matrix(embeddings: Tensor, normalize: bool) -> Tensor:
@@ -42,43 +53,54 @@ def similarity_matrix(embeddings: Tensor, normalize: bool) -> Tensor:
     return z @ z.T
 
 
+class _SafeSqrt(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        out = torch.sqrt(x.clamp_min(0.0))
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (out,) = ctx.saved_tensors
+        return torch.where(out > 0, grad / (2.0 * out), 0.0)
+
+
 def safe_sqrt(x: Tensor) -> Tensor:
     """``sqrt(max(x, 0))`` whose gradient is 0 (not inf or NaN) where ``x <= 0``; NaN stays NaN."""
-    positive = ~(x <= 0)
-    return torch.where(positive, torch.sqrt(torch.where(positive, x, torch.ones_like(x))), 0.0)
+    return _SafeSqrt.apply(x)
 
 
 def distance_matrix(embeddings: Tensor, normalize: bool, squared: bool = False) -> Tensor:
     """Euclidean distance ``||z_i - z_j||_2`` [B, B] (its square when ``squared``).
 
     Computed from the Gram matrix, ``|z_i|^2 + |z_j|^2 - 2 z_i . z_j`` clamped at 0, so it is one
-    matmul; the diagonal is set to exactly 0. When ``normalize`` the rows are L2-normalised first
+    matmul; the diagonal is only 0 up to rounding (every loss masks it out). When ``normalize`` the rows are L2-normalised first
     (distances then lie in [0, 2]). The square root has a zero gradient at zero distance.
     """
     z = F.normalize(embeddings, dim=1) if normalize else embeddings
     sq_norm = (z * z).sum(dim=1)
-    d2 = sq_norm.unsqueeze(0) + sq_norm.unsqueeze(1) - 2.0 * (z @ z.T)
-    eye = torch.eye(z.shape[0], dtype=torch.bool, device=z.device)
-    d2 = d2.clamp_min(0.0).masked_fill(eye, 0.0)
+    d2 = torch.addmm(sq_norm.unsqueeze(0) + sq_norm.unsqueeze(1), z, z.T, alpha=-2.0)
+    d2 = d2.clamp_min(0.0)
     return d2 if squared else safe_sqrt(d2)
 
 
 def masked_logsumexp(x: Tensor, mask: Tensor, dim: int = 1) -> Tensor:
     """``log(sum_{j: mask} exp(x_j))`` along ``dim``; ``-inf`` for an empty row.
 
+    Shifted by the maximum over the masked entries only, so no term underflows however far the
+    masked-out entries lie (e.g. a small temperature).
+
     Unlike ``torch.logsumexp`` on a row filled with ``-inf``, the gradient of an empty row is 0,
     not NaN, so a batch without negatives (or positives) still backpropagates cleanly.
     """
-    lowest = torch.finfo(x.dtype).min
-    xm = x.masked_fill(~mask, lowest)
-    shift = xm.amax(dim=dim, keepdim=True).detach()
-    total = (torch.exp(xm - shift) * mask).sum(dim=dim, keepdim=True)
-    nonempty = mask.any(dim=dim, keepdim=True)
-    lse = torch.where(
-        nonempty,
-        torch.log(torch.where(nonempty, total, torch.ones_like(total))) + shift,
-        float("-inf"),
-    )
+    xm = x.masked_fill(~mask, float("-inf"))
+    shift = xm.detach().amax(dim=dim, keepdim=True)
+    shift = torch.where(torch.isfinite(shift), shift, 0.0)
+    # a non-empty row has total >= 1 (its max contributes exp(0)); an empty row has total 0
+    total = torch.exp(xm - shift).sum(dim=dim, keepdim=True)
+    nonempty = total > 0
+    lse = torch.where(nonempty, torch.log(torch.where(nonempty, total, 1.0)) + shift, float("-inf"))
     return lse.squeeze(dim)
 
 
