@@ -35,6 +35,7 @@ from vgcore.pairwise import (
     masked_logsumexp,
     safe_sqrt,
     same_label,
+    similarity_matrix,
     within_class_rank,
 )
 
@@ -336,8 +337,7 @@ class _PairSoftmaxLoss(_MetricLoss):
         self.normalize = normalize
 
     def _logits(self, embeddings: Tensor) -> Tensor:
-        z = F.normalize(embeddings, dim=1) if self.normalize else embeddings
-        return (z / self.temperature) @ z.T  # scale the B x D factor, not the B x B product
+        return similarity_matrix(embeddings, normalize=self.normalize) / self.temperature
 
     def _all_pairs(self, embeddings: Tensor, labels: Tensor) -> LossOutput:
         same, eye = same_label(labels), eye_mask(labels)
@@ -467,8 +467,7 @@ class SupConLoss(_MetricLoss):
 
     def _compute(self, embeddings: Tensor, labels: Tensor) -> LossOutput:
         same, eye = same_label(labels), eye_mask(labels)
-        z = F.normalize(embeddings, dim=1) if self.normalize else embeddings
-        logits = (z / self.temperature) @ z.T
+        logits = similarity_matrix(embeddings, normalize=self.normalize) / self.temperature
         lse_all = masked_logsumexp(logits, ~eye, dim=1)
         pos = same & ~eye
         n_pos = pos.sum(dim=1)

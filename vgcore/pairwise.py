@@ -17,10 +17,10 @@ __all__ = [
     "same_label",
     "eye_mask",
     "similarity_matrix",
+    "gram",
     "distance_matrix",
     "masked_logsumexp",
     "safe_sqrt",
-    "row_mean",
     "batch_all_triplet_sums",
     "within_class_rank",
 ]
@@ -47,10 +47,29 @@ def eye_mask(labels: Tensor) -> Tensor:
     return torch.eye(labels.shape[0], dtype=torch.bool, device=labels.device)
 
 
+class _Gram(torch.autograd.Function):
+    """``z @ z.T`` whose backward is one matmul, ``(g + g.T) @ z``, instead of autograd's two."""
+
+    @staticmethod
+    def forward(ctx, z: Tensor) -> Tensor:
+        ctx.save_for_backward(z)
+        return z @ z.T
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (z,) = ctx.saved_tensors
+        return (grad + grad.T) @ z
+
+
+def gram(z: Tensor) -> Tensor:
+    """Gram matrix ``z @ z.T`` [B, B] with a single-matmul backward."""
+    return _Gram.apply(z)
+
+
 def similarity_matrix(embeddings: Tensor, normalize: bool) -> Tensor:
     """Dot-product similarity ``z_i . z_j`` [B, B]; cosine similarity when ``normalize``."""
     z = F.normalize(embeddings, dim=1) if normalize else embeddings
-    return z @ z.T
+    return gram(z)
 
 
 class _SafeSqrt(torch.autograd.Function):
@@ -80,7 +99,7 @@ def distance_matrix(embeddings: Tensor, normalize: bool, squared: bool = False) 
     """
     z = F.normalize(embeddings, dim=1) if normalize else embeddings
     sq_norm = (z * z).sum(dim=1)
-    d2 = torch.addmm(sq_norm.unsqueeze(0) + sq_norm.unsqueeze(1), z, z.T, alpha=-2.0)
+    d2 = (sq_norm.unsqueeze(0) + sq_norm.unsqueeze(1)).sub_(gram(z), alpha=2.0)
     d2 = d2.clamp_min(0.0)
     return d2 if squared else safe_sqrt(d2)
 
@@ -102,12 +121,6 @@ def masked_logsumexp(x: Tensor, mask: Tensor, dim: int = 1) -> Tensor:
     nonempty = total > 0
     lse = torch.where(nonempty, torch.log(torch.where(nonempty, total, 1.0)) + shift, float("-inf"))
     return lse.squeeze(dim)
-
-
-def row_mean(values: Tensor, mask: Tensor) -> Tensor:
-    """Mean of ``values`` over the True entries of each row of ``mask`` (0 for an empty row)."""
-    count = mask.sum(dim=1).clamp_min(1).to(values.dtype)
-    return torch.where(mask, values, 0.0).sum(dim=1) / count
 
 
 def within_class_rank(labels: Tensor) -> Tensor:
