@@ -55,8 +55,10 @@ data:  ## make the offline FashionMNIST available (Debian package dataset-fashio
 	  echo "or put the four *-ubyte.gz files in data/fashionmnist/, or let vgcore download them (needs internet)."; \
 	fi
 
-bench: $(STAMP)  ## run every benchmark in benchmarks/ (results printed and written to benchmarks/out/)
-	@set -e; for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b; done
+# `make bench` runs every benchmark; `make bench BENCH=losses` runs benchmarks/bench_losses.py only.
+BENCH ?= *
+bench: $(STAMP)  ## benchmarks in benchmarks/ (printed, and written to benchmarks/out/); BENCH=losses for one
+	@set -e; for b in benchmarks/bench_$(BENCH).py; do echo "== $$b"; $(BIN)/python $$b; done
 
 clean:  ## remove caches, run results and the venv
 	rm -rf $(VENV) .pytest_cache .ruff_cache .snakemake cache results artifacts benchmarks/out

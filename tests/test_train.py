@@ -21,8 +21,8 @@ SMOKE = get_profile("smoke")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def smoke_config(loss="contrastive", **overrides):
-    return SMOKE.config("synthetic", loss, 0, **overrides)
+def smoke_config(loss="contrastive", seed=0, **overrides):
+    return SMOKE.config("synthetic", loss, seed, **overrides)
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def test_smoke_run_writes_the_full_schema(smoke_runs, loss):
     # epoch 0 (untrained head) and every epoch, each for the eval split and the training subset
     assert sorted(set(record["epochs"]["epoch"])) == list(range(config.epochs + 1))
     assert set(record["epochs"]["split"]) == {"test", "train_subset"}
-    assert np.isfinite(record["steps"]["loss"]).all()
+    assert np.isfinite(record["steps"]["train_loss"]).all()
     assert record["steps"]["active_ratio"].between(0, 1).all()
     assert (record["steps"]["grad_norm"] > 0).all()
     summary = record["summary"]
@@ -75,8 +75,8 @@ def test_training_lowers_the_loss(smoke_runs):
     _, runs = smoke_runs
     for loss, result in runs.items():
         epochs = result.epochs[result.epochs["split"] == "test"]
-        losses = result.steps.groupby("epoch")["loss"].mean()
-        assert losses.iloc[-1] < losses.iloc[0] or loss in ("ccl",), loss
+        losses = result.steps.groupby("epoch")["train_loss"].mean()
+        assert losses.iloc[-1] < losses.iloc[0], loss
         assert epochs["recall@1"].iloc[-1] > 0
 
 
@@ -114,7 +114,7 @@ def test_diagnostics_do_not_change_training(tmp_path):
     on = train.run(smoke_config("scl"), tmp_path / "on", cache_dir=tmp_path / "cache", progress=False)
     off = train.run(smoke_config("scl", diagnostics=False), tmp_path / "off", cache_dir=tmp_path / "cache",
                     progress=False)
-    np.testing.assert_array_equal(on.steps["loss"], off.steps["loss"])
+    np.testing.assert_array_equal(on.steps["train_loss"], off.steps["train_loss"])
     assert off.steps["active_ratio"].isna().all()
 
 
@@ -135,12 +135,15 @@ def test_random_sampler_drops_the_incomplete_batch_and_repeats_nothing():
     assert len(batches) == 48 and len(batches.unique()) == 48
 
 
-def test_a_batch_without_positives_is_logged_not_fatal(tmp_path):
-    config = smoke_config("contrastive", sampler="pk", samples_per_class=1, batch_size=4)
+@pytest.mark.parametrize("loss", ["triplet", "contrastive"])
+def test_a_batch_without_positives_is_logged_not_fatal(tmp_path, loss):
+    config = smoke_config(loss, sampler="pk", samples_per_class=1, batch_size=4)
     result = train.run(config, tmp_path / "r", cache_dir=tmp_path / "cache", progress=False)
     assert not result.steps["has_positives"].any()
     assert result.summary["batches_without_positives"] == result.summary["n_steps"]
-    assert np.isfinite(result.steps["loss"]).all() and (result.steps["loss"] == 0).all()
+    assert np.isfinite(result.steps["train_loss"]).all()
+    if loss == "triplet":  # no positive, no triplet; contrastive still pushes negatives apart
+        assert (result.steps["train_loss"] == 0).all() and (result.steps["n_terms"] == 0).all()
 
 
 def test_nan_loss_stops_with_the_step_and_leaves_partial_logs(tmp_path, monkeypatch):
@@ -164,7 +167,7 @@ def test_nan_loss_stops_with_the_step_and_leaves_partial_logs(tmp_path, monkeypa
     monkeypatch.setattr(train, "make_loss", poisoned)
     config = smoke_config("infonce", sync_every=2)
     path = tmp_path / "run"
-    with pytest.raises(train.TrainingDivergedError, match=r"at step 3 \(epoch 1\).*last finite values: loss="):
+    with pytest.raises(train.TrainingDivergedError, match=r"at step 3 \(epoch 2\).*last finite values: train_loss="):
         train.run(config, path, cache_dir=tmp_path / "cache", progress=False)
     assert not results.is_complete(path)
     failure = json.loads((path / "failure.json").read_text())
@@ -191,6 +194,8 @@ def test_config_rejects_unknown_keys_and_values():
         get_profile("huge")
     with pytest.raises(ValueError, match="positive integer"):
         RunConfig(epochs=0)
+    with pytest.raises(ValueError, match="unknown hyperparameter.*margin"):
+        RunConfig(loss="triplet", loss_params={"margn": 0.2})
     with pytest.raises(ValueError, match="dataset of profile 'smoke'"):
         SMOKE.config("cifar10", "triplet", 0)
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from vgcore.backbones import BACKBONES
 from vgcore.data import DATASETS
-from vgcore.losses import LOSSES
+from vgcore.losses import LOSSES, make_loss
 
 HEADS = ("linear", "mlp")
 SAMPLERS = ("random", "pk")
@@ -80,6 +80,8 @@ class RunConfig:
         for name in ("loss_params", "dataset_options", "backbone_options"):
             if not isinstance(getattr(self, name), dict):
                 raise ValueError(f"{name} must be a dict of keyword arguments, got {getattr(self, name)!r}")
+        # unknown loss hyperparameters are rejected now, with the accepted ones, not after feature extraction
+        make_loss(self.loss, num_classes=2, embedding_dim=self.embedding_dim, **self.loss_params)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -130,11 +132,12 @@ PROFILES: dict[str, Profile] = {
         datasets={
             "synthetic": {
                 "backbone": "pixels",
-                "dataset_options": {"n_superclasses": 2, "n_fine_per_super": 3, "n_per_class": 24, "dim": 16},
+                "dataset_options": {"n_superclasses": 3, "n_fine_per_super": 4, "n_per_class": 16, "dim": 16,
+                                    "fine_spread": 0.5, "noise": 0.6},
             },
         },
         seeds=(0,),
-        settings={"epochs": 2, "batch_size": 32, "lr": 1e-3, "eval_train_size": 64},
+        settings={"epochs": 3, "batch_size": 32, "lr": 1e-2, "eval_train_size": 64},
     ),
     "demo": Profile(
         name="demo",

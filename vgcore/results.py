@@ -30,7 +30,7 @@ from vgcore.retrieval import retrieval_keys
 
 DEFAULT_KS = (1, 2, 4, 8)
 RUN_ID_COLUMNS = ("profile", "dataset", "backbone", "loss", "seed")
-STEP_COLUMNS = ("step", "epoch", "loss", *GREEDINESS_KEYS)
+STEP_COLUMNS = ("step", "epoch", "train_loss", *GREEDINESS_KEYS)
 EPOCH_COLUMNS = ("epoch", "split", "train_loss", *VARIANCE_KEYS, *retrieval_keys(DEFAULT_KS))
 TABLES = ("epochs", "steps", "summary")
 
@@ -59,6 +59,8 @@ def start_run(path: str | os.PathLike, config) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     for name in ("summary.json", "failure.json", "steps.csv", "epochs.csv", "embeddings.npz"):
         (path / name).unlink(missing_ok=True)
+    for tmp in path.glob(".*.tmp"):  # left by a process killed in the middle of a write
+        tmp.unlink()
     write_json(path / "config.json", config.to_dict())
     return path
 

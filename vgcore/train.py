@@ -39,7 +39,7 @@ from vgcore.diagnostics import (
 from vgcore.losses import make_loss
 from vgcore.retrieval import retrieval_metrics
 
-STAT_KEYS = ("loss", *GREEDINESS_KEYS)
+STAT_KEYS = ("train_loss", *GREEDINESS_KEYS)
 """What one step records, in order (STEP_COLUMNS less step and epoch)."""
 
 
@@ -82,8 +82,10 @@ def make_learner(config: RunConfig, in_dim: int, num_classes: int, device: torch
     """Head and loss initialised from ``config.seed``; one Adam over head and loss parameters."""
     torch.manual_seed(config.seed)
     head = ProjectionHead(in_dim, config.embedding_dim, config.head, config.head_hidden).to(device)
+    # The loss's per-step input validation is a host sync; training checks the features once instead
+    # and catches a non-finite loss every `sync_every` steps.
     loss_fn = make_loss(config.loss, num_classes=num_classes, embedding_dim=config.embedding_dim,
-                        **config.loss_params).to(device)
+                        **{"check_inputs": False, **config.loss_params}).to(device)
     params = [*head.parameters(), *loss_fn.parameters()]
     optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     return Learner(head, loss_fn, optimizer)
@@ -175,6 +177,10 @@ def run(config: RunConfig, out_dir, *, data_root=None, cache_dir=None, progress:
     device = resolve_device(config.device)
     x_train, y_train = (t.to(device) for t in load_features(config, "train", data_root, cache_dir, progress))
     x_eval, y_eval = (t.to(device) for t in load_features(config, config.eval_split, data_root, cache_dir, progress))
+    for split, x in (("train", x_train), (config.eval_split, x_eval)):
+        if not torch.isfinite(x).all():
+            raise ValueError(f"the {config.backbone} features of {config.dataset}/{split} contain NaN or inf; "
+                             f"delete the feature cache and recompute them")
     path = results.start_run(out_dir, config)
 
     learner = make_learner(config, x_train.shape[1], int(y_train.max()) + 1, device)
@@ -258,7 +264,7 @@ def _fail(path, config, step_rows, epoch_rows, step: int, epoch: int, value: flo
     steps_df = _steps_frame(step_rows)
     results.write_tables(path, steps_df, pd.DataFrame(epoch_rows))
     last = steps_df.iloc[-1].to_dict() if len(steps_df) else {}
-    last_txt = ", ".join(f"{k}={last[k]:.6g}" for k in ("loss", "grad_norm") if k in last) or "none (first step)"
+    last_txt = ", ".join(f"{k}={last[k]:.6g}" for k in ("train_loss", "grad_norm") if k in last) or "none (first step)"
     message = (f"loss {config.loss!r} became {value} at step {step} (epoch {epoch}) on {config.dataset!r} "
                f"(seed {config.seed}); last finite values: {last_txt}. The partial logs are in {path}. "
                f"Try a lower lr (now {config.lr}) or check the features for NaN.")
@@ -268,7 +274,7 @@ def _fail(path, config, step_rows, epoch_rows, step: int, epoch: int, value: flo
 
 def _summary(config: RunConfig, steps: pd.DataFrame, epochs: pd.DataFrame, wall: float, t_train: float) -> dict:
     test = epochs[epochs["split"] == config.eval_split].sort_values("epoch")
-    loss_by_epoch = steps.groupby("epoch")["loss"].mean()
+    loss_by_epoch = steps.groupby("epoch")["train_loss"].mean()
     final = test.iloc[-1].drop(["epoch", "split"]).to_dict()
     greedy = steps[[*GREEDINESS_KEYS]].mean().to_dict() if len(steps) else {}
     return {

@@ -1,0 +1,194 @@
+"""Training-step throughput of vgcore's losses against their pytorch-metric-learning equivalents.
+
+One step = Linear(768 -> 128) head, L2-normalise, loss, backward, Adam step, on a fixed batch of
+512 random features with an m-per-class label layout (default 128 classes x 4 samples). Our steps
+and PML's are interleaved in the same process and rates come from median step times, so the
+ratio is meaningful even on a loaded machine; absolute figures are noisy.
+
+    python benchmarks/bench_losses.py            # full run (PML's NTXent takes a few s a step)
+    python benchmarks/bench_losses.py --quick    # sanity run, few steps
+Writes benchmarks/out/bench_losses.csv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from vgcore.losses import LOSSES, make_loss  # noqa: E402
+
+OUT = Path(__file__).resolve().parent / "out"
+FEATURE_DIM, EMBED_DIM = 768, 128
+
+
+# Extra rows: our loss configured to compute exactly PML's function (PROTOCOL.md mapping).
+VARIANTS = {
+    "contrastive=pml": (
+        "contrastive",
+        dict(squared=False, normalize=True, reduction="nonzero_mean"),
+    ),
+    "npair=pml": ("npair", dict(pairs="one_per_class", normalize=True)),
+}
+
+
+def pml_equivalent(name: str, num_classes: int):
+    """The PML loss closest to our default (PROTOCOL.md, Losses), or None."""
+    try:
+        from pytorch_metric_learning import distances, losses, reducers
+    except ImportError:
+        return None, "pytorch-metric-learning not installed"
+    table = {
+        "contrastive": (lambda: losses.ContrastiveLoss(), "ContrastiveLoss()"),
+        "triplet": (
+            lambda: losses.TripletMarginLoss(
+                margin=0.2, distance=distances.LpDistance(power=2), reducer=reducers.MeanReducer()
+            ),
+            "TripletMarginLoss(0.2, LpDistance(power=2), MeanReducer)",
+        ),
+        "npair": (lambda: losses.NPairsLoss(), "NPairsLoss()"),
+        "infonce": (lambda: losses.NTXentLoss(temperature=0.1), "NTXentLoss(0.1)"),
+        "arcface": (
+            lambda: losses.ArcFaceLoss(num_classes, EMBED_DIM, margin=math.degrees(0.5), scale=64),
+            "ArcFaceLoss(margin=28.65, scale=64)",
+        ),
+        "scl": (lambda: losses.SupConLoss(temperature=0.1), "SupConLoss(0.1)"),
+    }
+    if name not in table:
+        return None, "-"
+    factory, label = table[name]
+    return factory(), label
+
+
+def make_step(loss_fn, is_ours, features, labels):
+    """A closure running one full training step; the head is seeded so both sides match."""
+    torch.manual_seed(0)
+    head = torch.nn.Linear(FEATURE_DIM, EMBED_DIM)
+    opt = torch.optim.Adam(list(head.parameters()) + list(loss_fn.parameters()), lr=1e-4)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        z = F.normalize(head(features), dim=1)
+        out = loss_fn(z, labels)
+        loss = out.loss if is_ours else out
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def timed(step) -> float:
+    start = time.perf_counter()
+    step()
+    return time.perf_counter() - start
+
+
+def compare_steps(ours, pml, min_rounds, max_rounds, budget_s, warmup, pml_every=1, pml_max=None):
+    """Interleave our steps with PML's so both see the same machine load.
+
+    Returns (our step times, PML step times). PML runs every ``pml_every``-th round, at most
+    ``pml_max`` times (its NTXent takes seconds per step).
+    """
+    for _ in range(warmup):
+        ours()
+        if pml is not None:
+            pml()
+    ours_t, pml_t = [], []
+    start = time.perf_counter()
+    rounds = 0
+    while rounds < min_rounds or (rounds < max_rounds and time.perf_counter() - start < budget_s):
+        ours_t.append(timed(ours))
+        if (
+            pml is not None
+            and rounds % pml_every == 0
+            and (pml_max is None or len(pml_t) < pml_max)
+        ):
+            pml_t.append(timed(pml))
+        rounds += 1
+    return ours_t, pml_t
+
+
+def rate(times) -> float:
+    """Steps per second from the median step time (robust to load spikes)."""
+    return 1.0 / statistics.median(times) if times else float("nan")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="few steps: a sanity run")
+    parser.add_argument("--batch", type=int, default=512)
+    parser.add_argument("--per-class", type=int, default=4, help="samples per class in a batch")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--losses", nargs="*", default=list(LOSSES), choices=LOSSES)
+    parser.add_argument("--out", type=Path, default=OUT / "bench_losses.csv")
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    gen = torch.Generator().manual_seed(0)
+    features = torch.randn(args.batch, FEATURE_DIM, generator=gen)
+    num_classes = math.ceil(args.batch / args.per_class)
+    labels = torch.arange(args.batch) // args.per_class
+    labels = labels[torch.randperm(args.batch, generator=gen)]
+    # (min rounds, max rounds, time budget in s, warmup rounds)
+    cfg = (5, 20, 1.0, 1) if args.quick else (30, 300, 6.0, 3)
+    slow_pml = dict(pml_every=10, pml_max=1 if args.quick else 3)  # PML NTXent: seconds a step
+    rows = []
+    print(
+        f"batch {args.batch}, {num_classes} classes x {args.per_class}, {args.threads} threads, "
+        f"torch {torch.__version__}, {platform.processor() or platform.machine()}"
+    )
+    header = f"{'loss':<16} {'ours steps/s':>13} {'PML steps/s':>12} {'ratio':>9}  PML loss"
+    print(header)
+    print("-" * len(header))
+    runs = [(name, name, {}) for name in args.losses]
+    runs += [(row, base, hp) for row, (base, hp) in VARIANTS.items() if base in args.losses]
+    for row, name, hp in runs:
+        ours = make_loss(
+            name, num_classes=num_classes, embedding_dim=EMBED_DIM, check_inputs=False, **hp
+        )
+        pml, pml_label = pml_equivalent(name, num_classes)
+        ours_step = make_step(ours, True, features, labels)
+        pml_step = None if pml is None else make_step(pml, False, features, labels)
+        extra = slow_pml if name == "infonce" else {}
+        ours_t, pml_t = compare_steps(ours_step, pml_step, *cfg, **extra)
+        ours_sps, ours_n = rate(ours_t), len(ours_t)
+        pml_sps, pml_n = rate(pml_t), len(pml_t)
+        ratio = ours_sps / pml_sps if pml is not None else float("nan")
+        print(f"{row:<16} {ours_sps:>13.1f} {pml_sps:>12.2f} {ratio:>8.1f}x  {pml_label}")
+        sys.stdout.flush()
+        rows.append(
+            dict(
+                loss=row,
+                ours_steps_per_s=round(ours_sps, 3),
+                ours_steps_timed=ours_n,
+                pml_loss=pml_label,
+                pml_steps_per_s=round(pml_sps, 4),
+                pml_steps_timed=pml_n,
+                ratio=round(ratio, 2),
+                batch=args.batch,
+                num_classes=num_classes,
+                threads=args.threads,
+                torch=torch.__version__,
+                quick=args.quick,
+            )
+        )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

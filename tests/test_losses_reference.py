@@ -1,0 +1,547 @@
+"""vgcore.losses against hand-enumerated references and structural properties.
+
+Every reference below lists its tuples with plain Python loops on a tiny float64 batch, using
+only per-pair scalar arithmetic (no vgcore.pairwise), so it shares no code with the losses.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vgcore.losses import LOSSES, LossOutput, make_loss
+
+F64 = torch.float64
+
+LAYOUTS = {
+    "pairs_and_singleton": [0, 0, 1, 1, 2, 2, 2, 3],
+    "unsorted": [2, 0, 1, 0, 2, 1, 1, 0, 3],
+    "two_classes": [1, 0, 1, 1, 0, 0, 1],
+}
+SEEDS = (0, 1)
+NUM_CLASSES = 4
+DIM = 5
+
+
+def batch(layout: str, seed: int, dim: int = DIM):
+    gen = torch.Generator().manual_seed(seed)
+    labels = torch.tensor(LAYOUTS[layout])
+    z = torch.randn(len(labels), dim, generator=gen, dtype=F64) * 0.6
+    return z.requires_grad_(True), labels
+
+
+def build(name: str, seed: int = 0, **hp):
+    torch.manual_seed(seed)
+    return make_loss(name, num_classes=NUM_CLASSES, embedding_dim=DIM, **hp).double()
+
+
+def grad_of(value: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    (g,) = torch.autograd.grad(value, z, retain_graph=True, allow_unused=True)
+    return torch.zeros_like(z) if g is None else g
+
+
+def close(a, b, tol=1e-9):
+    torch.testing.assert_close(torch.as_tensor(a), torch.as_tensor(b), rtol=tol, atol=tol)
+
+
+# ---------------------------------------------------------------- hand references (loops)
+
+
+def dist(z, i, j, squared=False, normalize=False):
+    a, b = (F.normalize(z[i], dim=0), F.normalize(z[j], dim=0)) if normalize else (z[i], z[j])
+    d2 = ((a - b) ** 2).sum()
+    return d2 if squared else d2.sqrt()
+
+
+def cos(a, b):
+    return (a * b).sum() / (a.norm() * b.norm())
+
+
+def ref_contrastive(z, y, margin=1.0, pos_margin=0.0, squared=True, normalize=False):
+    terms = {}
+    for i, j in itertools.permutations(range(len(y)), 2):
+        d = dist(z, i, j, normalize=normalize)
+        if y[i] == y[j]:
+            t = max(d - pos_margin, torch.zeros((), dtype=F64))
+        else:
+            t = max(margin - d, torch.zeros((), dtype=F64))
+        terms[i, j] = 0.5 * t**2 if squared else t
+    return terms
+
+
+def ref_triplet(z, y, margin=0.2, squared=True, normalize=True):
+    terms = {}
+    n = len(y)
+    for a, p, q in itertools.product(range(n), repeat=3):
+        if a != p and y[a] == y[p] and y[a] != y[q]:
+            dap = dist(z, a, p, squared, normalize)
+            daq = dist(z, a, q, squared, normalize)
+            terms[a, p, q] = torch.clamp(dap - daq + margin, min=0)
+    return terms
+
+
+def ref_pair_softmax(z, y, temperature, normalize):
+    """term(a, p) = -log(e^{s_ap} / (e^{s_ap} + sum_n e^{s_an})): InfoNCE / N-pair ('all')."""
+    n = len(y)
+
+    def s(i, j):
+        v = cos(z[i], z[j]) if normalize else (z[i] * z[j]).sum()
+        return v / temperature
+
+    terms = {}
+    for a, p in itertools.permutations(range(n), 2):
+        if y[a] == y[p]:
+            num = torch.exp(s(a, p))
+            den = num + sum(
+                (torch.exp(s(a, q)) for q in range(n) if y[q] != y[a]), torch.zeros((), dtype=F64)
+            )
+            terms[a, p] = -torch.log(num / den)
+    return terms
+
+
+def ref_npair_one_per_class(z, y, normalize=False):
+    """Sohn's N-pair as PML builds it: first two samples of each class form its pair."""
+    first, second = {}, {}
+    for i, c in enumerate(y):
+        if c not in first:
+            first[c] = i
+        elif c not in second:
+            second[c] = i
+    classes = [c for c in first if c in second]
+
+    def s(i, j):
+        return cos(z[i], z[j]) if normalize else (z[i] * z[j]).sum()
+
+    terms = {}
+    for c in classes:
+        a = first[c]
+        logits = torch.stack([s(a, second[k]) for k in classes])
+        terms[a] = torch.logsumexp(logits, 0) - s(a, second[c])
+    return terms
+
+
+def ref_scl(z, y, temperature=0.1):
+    n = len(y)
+    per = {}
+    for i in range(n):
+        positives = [p for p in range(n) if p != i and y[p] == y[i]]
+        if not positives:
+            continue
+        den = sum(torch.exp(cos(z[i], z[a]) / temperature) for a in range(n) if a != i)
+        per[i] = {p: -torch.log(torch.exp(cos(z[i], z[p]) / temperature) / den) for p in positives}
+    return per
+
+
+def ref_arcface(z, y, weight, scale=64.0, margin=0.5):
+    out = []
+    for i in range(len(y)):
+        logits = []
+        for j in range(weight.shape[0]):
+            c = cos(z[i], weight[j])
+            if j == y[i]:
+                theta = torch.acos(c)
+                c = (
+                    torch.cos(theta + margin)
+                    if theta <= math.pi - margin
+                    else c - margin * math.sin(margin)
+                )
+            logits.append(scale * c)
+        logits = torch.stack(logits)
+        out.append(-torch.log(torch.exp(logits[y[i]]) / torch.exp(logits).sum()))
+    return out
+
+
+def ref_ccl(z, y, centers, temperature=0.1, margin=0.0, center_weight=1.0):
+    out = []
+    for i in range(len(y)):
+        cs = [cos(z[i], centers[j]) for j in range(centers.shape[0])]
+        num = torch.exp((cs[y[i]] - margin) / temperature)
+        den = num + sum(torch.exp(cs[j] / temperature) for j in range(len(cs)) if j != y[i])
+        out.append(-torch.log(num / den) + center_weight * (1 - cs[y[i]]))
+    return out
+
+
+def per_anchor_mean(terms: dict, n: int) -> torch.Tensor:
+    rows = []
+    for a in range(n):
+        mine = [t for k, t in terms.items() if k[0] == a]
+        rows.append(torch.stack(mine).mean() if mine else torch.zeros((), dtype=F64))
+    return torch.stack(rows)
+
+
+def check(out: LossOutput, z, loss, per_sample, n_terms, n_active, tol=1e-9):
+    close(out.loss, loss, tol)
+    close(out.per_sample, per_sample, tol)
+    assert int(out.n_terms) == n_terms
+    assert int(out.n_active_terms) == n_active
+    close(grad_of(out.loss, z), grad_of(loss, z), tol)
+
+
+# ---------------------------------------------------------------- references, every loss
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize(
+    "hp", [{}, {"squared": False, "normalize": True, "margin": 0.8, "pos_margin": 0.1}]
+)
+def test_contrastive_reference(layout, seed, hp):
+    z, y = batch(layout, seed)
+    yl = y.tolist()
+    terms = ref_contrastive(z, yl, **hp)
+    values = torch.stack(list(terms.values()))
+    out = build("contrastive", **hp)(z, y)
+    check(
+        out, z, values.mean(), per_anchor_mean(terms, len(yl)), len(terms), int((values > 0).sum())
+    )
+    # PML-style reduction: mean of non-zero positive terms + mean of non-zero negative terms
+    out = build("contrastive", reduction="nonzero_mean", **hp)(z, y)
+    pos = [t for (i, j), t in terms.items() if yl[i] == yl[j] and t > 0]
+    neg = [t for (i, j), t in terms.items() if yl[i] != yl[j] and t > 0]
+    expect = sum(pos) / max(len(pos), 1) + sum(neg) / max(len(neg), 1)
+    close(out.loss, expect)
+    close(grad_of(out.loss, z), grad_of(expect, z))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("hp", [{}, {"squared": False, "margin": 0.3, "normalize": False}])
+def test_triplet_reference(layout, seed, hp):
+    z, y = batch(layout, seed)
+    terms = ref_triplet(z, y.tolist(), **hp)
+    values = torch.stack(list(terms.values()))
+    out = build("triplet", **hp)(z, y)
+    n_active = int((values > 0).sum())
+    check(out, z, values.mean(), per_anchor_mean(terms, len(y)), len(terms), n_active)
+    out = build("triplet", reduction="nonzero_mean", **hp)(z, y)
+    expect = values.sum() / n_active
+    close(out.loss, expect)
+    close(grad_of(out.loss, z), grad_of(expect, z))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize(
+    "name,hp",
+    [
+        ("infonce", {}),
+        ("infonce", {"temperature": 0.5}),
+        ("npair", {}),
+        ("npair", {"normalize": True}),
+    ],
+)
+def test_pair_softmax_reference(layout, seed, name, hp):
+    z, y = batch(layout, seed)
+    loss_fn = build(name, **hp)
+    terms = ref_pair_softmax(z, y.tolist(), loss_fn.temperature, loss_fn.normalize)
+    values = torch.stack(list(terms.values()))
+    out = loss_fn(z, y)
+    check(
+        out, z, values.mean(), per_anchor_mean(terms, len(y)), len(terms), int((values > 0).sum())
+    )
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("normalize", [False, True])
+def test_npair_one_per_class_reference(layout, seed, normalize):
+    z, y = batch(layout, seed)
+    terms = ref_npair_one_per_class(z, y.tolist(), normalize)
+    per_sample = torch.stack([terms.get(i, torch.zeros((), dtype=F64)) for i in range(len(y))])
+    out = build("npair", pairs="one_per_class", normalize=normalize)(z, y)
+    values = torch.stack(list(terms.values()))
+    check(out, z, values.mean(), per_sample, len(terms), int((values > 0).sum()))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("temperature", [0.1, 0.7])
+def test_scl_reference(layout, seed, temperature):
+    z, y = batch(layout, seed)
+    per = ref_scl(z, y.tolist(), temperature)
+    anchor_loss = {i: torch.stack(list(t.values())).mean() for i, t in per.items()}
+    per_sample = torch.stack(
+        [anchor_loss.get(i, torch.zeros((), dtype=F64)) for i in range(len(y))]
+    )
+    all_terms = torch.stack([t for d in per.values() for t in d.values()])
+    out = build("scl", temperature=temperature)(z, y)
+    loss = torch.stack(list(anchor_loss.values())).mean()
+    check(out, z, loss, per_sample, len(all_terms), int((all_terms > 0).sum()))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("hp", [{}, {"scale": 8.0, "margin": 0.3}])
+def test_arcface_reference(layout, seed, hp):
+    z, y = batch(layout, seed)
+    loss_fn = build("arcface", seed=seed, **hp)
+    per = torch.stack(ref_arcface(z, y.tolist(), loss_fn.weight, **hp))
+    out = loss_fn(z, y)
+    check(out, z, per.mean(), per, len(y), int((per > 0).sum()))
+    (g_ours,) = torch.autograd.grad(out.loss, loss_fn.weight, retain_graph=True)
+    (g_ref,) = torch.autograd.grad(per.mean(), loss_fn.weight)
+    close(g_ours, g_ref)
+
+
+def test_arcface_fallback_branch_beyond_pi_minus_margin():
+    """theta_y > pi - m takes the monotone branch cos(theta) - m sin(m)."""
+    loss_fn = build("arcface", scale=2.0, margin=0.5)
+    with torch.no_grad():
+        loss_fn.weight.copy_(torch.eye(NUM_CLASSES, DIM))
+    z = torch.tensor(
+        [[-1.0, 0.05, 0.0, 0.0, 0.0], [0.9, 0.1, 0.2, 0.0, 0.0]], dtype=F64, requires_grad=True
+    )
+    y = torch.tensor([0, 0])
+    per = torch.stack(ref_arcface(z, y.tolist(), loss_fn.weight, scale=2.0, margin=0.5))
+    check(loss_fn(z, y), z, per.mean(), per, 2, 2)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("hp", [{}, {"temperature": 0.5, "margin": 0.2, "center_weight": 0.3}])
+def test_ccl_reference(layout, seed, hp):
+    z, y = batch(layout, seed)
+    loss_fn = build("ccl", seed=seed, **hp)
+    per = torch.stack(ref_ccl(z, y.tolist(), loss_fn.centers, **hp))
+    out = loss_fn(z, y)
+    check(out, z, per.mean(), per, len(y), int((per > 0).sum()))
+    (g_ours,) = torch.autograd.grad(out.loss, loss_fn.centers, retain_graph=True)
+    (g_ref,) = torch.autograd.grad(per.mean(), loss_fn.centers)
+    close(g_ours, g_ref)
+
+
+def test_ccl_parameters_and_ema_update():
+    grad_mode = build("ccl")
+    assert [p.shape for p in grad_mode.parameters()] == [(NUM_CLASSES, DIM)]
+    ema = build("ccl", center_update="ema", momentum=0.75)
+    assert list(ema.parameters()) == []
+    before = ema.centers.clone()
+    z, y = batch("pairs_and_singleton", 0)
+    expected = before.clone()
+    for c in range(NUM_CLASSES):
+        members = [F.normalize(z[i].detach(), dim=0) for i in range(len(y)) if y[i] == c]
+        if members:
+            mean = torch.stack(members).mean(0)
+            expected[c] = F.normalize(0.75 * before[c] + 0.25 * mean, dim=0)
+    out = ema(z, y)
+    # the loss used the centers from before the update
+    close(out.loss, torch.stack(ref_ccl(z, y.tolist(), before)).mean())
+    close(ema.centers, expected)
+    out.loss.backward()  # the in-place update did not corrupt the graph
+    ema.eval()
+    after = ema.centers.clone()
+    ema(z, y)
+    close(ema.centers, after)  # no update in eval mode
+    # a class absent from the batch keeps its center
+    ema.train()
+    ema(z[:2], y[:2])
+    close(ema.centers[1:], after[1:])
+
+
+# ---------------------------------------------------------------- batch-all triplet: fast == B^3
+
+
+def naive_triplet(z, y, margin, squared):
+    zn = F.normalize(z, dim=1)
+    d = torch.cdist(zn, zn) ** (2 if squared else 1)
+    same = y[:, None] == y[None, :]
+    valid = (same & ~torch.eye(len(y), dtype=torch.bool))[:, :, None] & ~same[:, None, :]
+    hinge = torch.where(valid, F.relu(d[:, :, None] - d[:, None, :] + margin), 0.0)
+    n = valid.sum()
+    per = hinge.sum((1, 2)) / valid.sum((1, 2)).clamp_min(1)
+    return hinge.sum() / n, per, n, (hinge > 0).sum()
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("squared", [True, False])
+def test_triplet_sort_prefix_sum_equals_naive_cube(seed, squared):
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 5, (40,), generator=gen)
+    z = torch.randn(40, 6, generator=gen, dtype=F64).requires_grad_(True)
+    margin = 0.4
+    loss, per, n, n_active = naive_triplet(z, y, margin, squared)
+    out = build("triplet", margin=margin, squared=squared)(z, y)
+    close(out.loss, loss, 1e-12)
+    close(out.per_sample, per, 1e-12)
+    assert int(out.n_terms) == int(n) and int(out.n_active_terms) == int(n_active)
+    close(grad_of(out.loss, z), grad_of(loss, z), 1e-12)
+
+
+# ---------------------------------------------------------------- properties of every loss
+
+
+def all_losses():
+    return [(n, {}) for n in LOSSES] + [("npair", {"pairs": "one_per_class"})]
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_gradcheck(name):
+    gen = torch.Generator().manual_seed(3)
+    y = torch.tensor([0, 1, 0, 2, 1, 0])
+    z = torch.randn(6, DIM, generator=gen, dtype=F64).requires_grad_(True)
+    loss_fn = build(name, seed=3)
+    assert torch.autograd.gradcheck(lambda e: loss_fn(e, y).loss, (z,), eps=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_permutation_invariance(name):
+    z, y = batch("unsorted", 4)
+    loss_fn = build(name)
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(1))
+    a, b = loss_fn(z, y), loss_fn(z[perm], y[perm])
+    close(a.loss, b.loss, 1e-12)
+    close(a.per_sample[perm], b.per_sample, 1e-12)
+    assert int(a.n_terms) == int(b.n_terms) and int(a.n_active_terms) == int(b.n_active_terms)
+
+
+@pytest.mark.parametrize("name", ["contrastive", "triplet"])
+def test_perfectly_separated_gives_zero_loss_and_no_active_terms(name):
+    y = torch.tensor([0, 0, 1, 1, 1, 2, 2])
+    z = (5.0 * F.one_hot(y, DIM).to(torch.float64)).requires_grad_(True)
+    if name == "contrastive":
+        z = (F.one_hot(y, DIM).to(torch.float64)).requires_grad_(True)  # distance sqrt(2) > 1
+    out = build(name)(z, y)
+    assert float(out.loss.detach()) == 0.0
+    assert int(out.n_active_terms) == 0 and int(out.n_terms) > 0
+    assert not bool((out.per_sample > 0).any())
+    out.loss.backward()
+    assert torch.equal(z.grad, torch.zeros_like(z))
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_no_positive_pair_is_a_zero_that_backpropagates(name):
+    z, _ = batch("pairs_and_singleton", 0)
+    # all labels distinct (proxy losses: labels repeat, but every class proxy is a positive)
+    y = torch.arange(len(z)) % NUM_CLASSES if name in ("arcface", "ccl") else torch.arange(len(z))
+    out = build(name)(z, y)
+    assert torch.isfinite(out.loss)
+    out.loss.backward()
+    assert torch.isfinite(z.grad).all()
+    if name in ("arcface", "ccl"):
+        assert bool(out.has_positives)  # every sample's class proxy is its positive
+        return
+    assert not bool(out.has_positives)
+    if name == "contrastive":  # negative pairs still count (documented)
+        assert int(out.n_terms) == len(y) * (len(y) - 1)
+        return
+    assert float(out.loss.detach()) == 0.0 and int(out.n_terms) == 0
+    assert out.loss.requires_grad and torch.equal(z.grad, torch.zeros_like(z))
+
+
+@pytest.mark.parametrize("name", LOSSES)
+@pytest.mark.parametrize("labels", [[0], [1, 1, 1, 1]])
+def test_degenerate_batches(name, labels):
+    """One sample; one class only (no negatives): finite, backpropagates."""
+    y = torch.tensor(labels)
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(len(y), DIM, generator=gen, dtype=F64).requires_grad_(True)
+    out = build(name)(z, y)
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and torch.isfinite(z.grad).all()
+
+
+@pytest.mark.parametrize("name,hp", all_losses())
+def test_output_types_and_determinism(name, hp):
+    z, y = batch("unsorted", 2)
+    loss_fn = build(name, **hp)
+    a, b = loss_fn(z, y), loss_fn(z, y)
+    assert isinstance(a, LossOutput)
+    assert a.loss.shape == () and a.per_sample.shape == (len(y),)
+    assert a.n_terms.shape == () and a.n_terms.dtype == torch.int64
+    assert a.n_active_terms.dtype == torch.int64 and a.has_positives.dtype == torch.bool
+    for f in ("loss", "per_sample", "n_terms", "n_active_terms", "has_positives"):
+        assert torch.equal(getattr(a, f), getattr(b, f))
+    with pytest.raises(AttributeError):
+        a.loss = a.loss  # frozen
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_float32_input_with_default_module(name):
+    """The head gives float32, L2-normalised embeddings; modules are built in float32."""
+    z = F.normalize(torch.randn(16, 8, dtype=torch.float32), dim=1).requires_grad_(True)
+    y = torch.arange(16) % 4
+    out = make_loss(name, num_classes=4, embedding_dim=8)(z, y)
+    out.loss.backward()
+    assert out.loss.dtype == torch.float32 and torch.isfinite(z.grad).all()
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_unknown_name_lists_valid_ones():
+    with pytest.raises(ValueError, match="contrastive, triplet, npair, infonce, arcface, scl, ccl"):
+        make_loss("softtriple")
+
+
+def test_unknown_hyperparameter():
+    with pytest.raises(ValueError, match="temperature"):
+        make_loss("infonce", temprature=0.1)
+
+
+@pytest.mark.parametrize("name", ["arcface", "ccl"])
+def test_proxy_losses_need_sizes(name):
+    with pytest.raises(ValueError, match="num_classes and embedding_dim"):
+        make_loss(name)
+    with pytest.raises(ValueError, match="num_classes and embedding_dim"):
+        make_loss(name, num_classes=3)
+
+
+@pytest.mark.parametrize(
+    "z,y,match",
+    [
+        (torch.randn(4), torch.arange(4), "2-D"),
+        (torch.randn(4, 3, 1), torch.arange(4), "2-D"),
+        (torch.randn(4, DIM), torch.arange(3), "length batch"),
+        (torch.randn(4, DIM), torch.zeros(4, 1, dtype=torch.long), "length batch"),
+        (torch.randn(4, DIM), torch.zeros(4), "integer"),
+        (torch.tensor([[float("nan")] * DIM] * 4), torch.arange(4), "NaN or inf"),
+        (torch.tensor([[float("inf")] * DIM] * 4), torch.arange(4), "NaN or inf"),
+        (torch.randint(0, 3, (4, DIM)), torch.arange(4), "floating point"),
+    ],
+)
+@pytest.mark.parametrize("name", ["triplet", "arcface"])
+def test_bad_input_raises_value_error(z, y, match, name):
+    with pytest.raises(ValueError, match=match):
+        build(name)(z, y)
+
+
+@pytest.mark.parametrize("name", ["arcface", "ccl"])
+@pytest.mark.parametrize("bad", [-1, NUM_CLASSES])
+def test_label_out_of_range(name, bad):
+    y = torch.tensor([0, 1, bad])
+    with pytest.raises(ValueError, match=r"\[0, num_classes=4\)"):
+        build(name)(torch.randn(3, DIM), y)
+
+
+def test_wrong_embedding_dim_for_proxy():
+    with pytest.raises(ValueError, match="embedding_dim=7"):
+        build("ccl")(torch.randn(3, 7), torch.tensor([0, 1, 2]))
+
+
+def test_check_inputs_off_skips_validation():
+    z = torch.tensor([[float("nan"), 0.0], [1.0, 0.0]])
+    out = make_loss("contrastive", check_inputs=False)(z, torch.tensor([0, 0]))
+    assert torch.isnan(out.loss)
+    loss_fn = make_loss("contrastive")
+    loss_fn.check_inputs = False
+    assert torch.isnan(loss_fn(z, torch.tensor([0, 0])).loss)
+
+
+@pytest.mark.parametrize(
+    "name,hp",
+    [
+        ("infonce", {"temperature": 0}),
+        ("triplet", {"margin": -1}),
+        ("contrastive", {"reduction": "sum"}),
+        ("arcface", {"margin": 28.6}),
+        ("ccl", {"center_update": "wen"}),
+        ("npair", {"pairs": "some"}),
+    ],
+)
+def test_bad_hyperparameters(name, hp):
+    with pytest.raises(ValueError):
+        make_loss(name, num_classes=3, embedding_dim=4, **hp)
