@@ -20,8 +20,8 @@ import seaborn as sns
 
 from vgcore.losses import LOSSES
 
-STEP_LOSS = "step_loss"
-"""Column of the per-step loss value in ``collect(root, "steps")`` (``loss`` names the loss function)."""
+STEP_LOSS = "train_loss"
+"""Column of the per-step loss value in steps.csv (``loss`` names the loss function)."""
 
 LABELS = {
     "intra_var": "intra-class variance",
@@ -39,7 +39,6 @@ LABELS = {
     "recall@1": "Recall@1",
     "map@r": "MAP@R",
     "train_loss": "training loss",
-    STEP_LOSS: "training loss",
 }
 
 
@@ -116,10 +115,8 @@ def run_curves(steps: pd.DataFrame, epochs: pd.DataFrame, title: str = "", smoot
                eval_split: str = "test") -> plt.Figure:
     """One run's curves: loss, active ratios and gradient norms per step; variance and Recall@1 per epoch.
 
-    `steps` and `epochs` are the run's ``steps.csv`` and ``epochs.csv`` (``loss`` is the step loss
-    there); step curves are a rolling mean over `smooth` steps with the raw values faint behind.
+    `steps` and `epochs` are the run's ``steps.csv`` and ``epochs.csv``; step curves are a rolling mean over `smooth` steps with the raw values faint behind.
     """
-    steps = steps.rename(columns={"loss": STEP_LOSS}) if "loss" in steps and STEP_LOSS not in steps else steps
     _check_columns(steps, ["step", STEP_LOSS, "active_ratio", "grad_norm"], "run_curves(steps)")
     _check_columns(epochs, ["epoch", "split", "intra_var", "inter_var", "recall@1"], "run_curves(epochs)")
     fig, axes = _grid(6, 3)

@@ -1,0 +1,142 @@
+"""vgcore.plots and the bookkeeping of vgcore.build, on hand-made tables in the results schema."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from vgcore import build, plots
+from vgcore.losses import LOSSES
+
+rng = np.random.default_rng(0)
+
+
+def summary_table(datasets=("synthetic", "fashionmnist"), seeds=(0, 1)) -> pd.DataFrame:
+    rows = [{"profile": "smoke", "dataset": d, "loss": loss, "seed": s, "intra_var": rng.random(),
+             "inter_var": rng.random(), "centroid_dist_mean": rng.random(), "centroid_dist_cv": rng.random(),
+             "recall@1": rng.random(), "map@r": rng.random(), "loss_convergence_epoch": int(rng.integers(1, 5)),
+             "active_ratio_mean": rng.random()}
+            for d in datasets for loss in LOSSES for s in seeds]
+    return pd.DataFrame(rows)
+
+
+def epochs_table(n_epochs=3) -> pd.DataFrame:
+    rows = [{"dataset": "synthetic", "loss": loss, "seed": s, "epoch": e, "split": split, "train_loss": rng.random(),
+             "intra_var": rng.random(), "inter_var": rng.random(), "recall@1": rng.random()}
+            for loss in LOSSES for s in (0, 1) for e in range(n_epochs + 1) for split in ("test", "train_subset")]
+    return pd.DataFrame(rows)
+
+
+def steps_table(n=30) -> pd.DataFrame:
+    rows = [{"dataset": "synthetic", "loss": loss, "seed": s, "step": i, "epoch": i // 10 + 1, "train_loss": 1 / (i + 1),
+             "active_ratio": rng.random(), "grad_active_ratio": rng.random(), "tuple_active_ratio": rng.random(),
+             "grad_norm": rng.random() + 0.1, "emb_grad_norm_mean": rng.random() + 0.1}
+            for loss in LOSSES for s in (0, 1) for i in range(n)]
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(autouse=True)
+def _style():
+    plots.use_style()
+
+
+def test_every_loss_has_its_own_fixed_colour():
+    full = plots.loss_palette()
+    assert list(full) == list(LOSSES) and len(set(full.values())) == len(LOSSES)
+    assert plots.loss_palette(["scl", "triplet"]) == {"scl": full["scl"], "triplet": full["triplet"]}
+
+
+def test_run_curves_draws_the_six_panels_of_one_run():
+    steps, epochs = steps_table(), epochs_table()
+    one = lambda t: t[(t.loss == "triplet") & (t.seed == 0)]  # noqa: E731
+    fig = plots.run_curves(one(steps), one(epochs), title="triplet")
+    assert len([ax for ax in fig.axes if ax.get_visible()]) == 6
+    with pytest.raises(ValueError, match="needs columns"):
+        plots.run_curves(one(steps).drop(columns="active_ratio"), one(epochs))
+
+
+def test_figures_across_runs_have_one_panel_per_dataset_and_metric():
+    summary = summary_table()
+    assert len(plots.metric_bars(summary, ["intra_var", "inter_var"]).axes) == 4
+    assert len([a for a in plots.metric_over_epochs(epochs_table(), "intra_var").axes if a.get_visible()]) == 1
+    assert len(plots.metric_over_steps(steps_table(), ["active_ratio", "grad_norm"], logy=["grad_norm"]).axes) == 2
+    assert len(plots.tradeoff(summary).axes) == 2
+    emb = {"synthetic": {loss: (rng.normal(size=(40, 8)), np.repeat(np.arange(4), 10)) for loss in ("npair", "scl")}}
+    assert len([a for a in plots.embedding_projections(emb).axes if a.get_visible()]) == 2
+    with pytest.raises(ValueError, match="no rows of split"):
+        plots.metric_over_epochs(epochs_table(), "intra_var", split="val")
+    with pytest.raises(ValueError, match="empty"):
+        plots.metric_bars(summary.iloc[:0], ["intra_var"])
+
+
+def test_claims_grid_colours_each_claim_and_dataset():
+    claims = pd.DataFrame({"claim": ["a", "a", "b"], "dataset": ["x", "y", "x"], "holds": [True, False, True],
+                           "group_mean": [1.0, 2.0, 3.0], "rest_mean": [0.5, 2.5, 1.0]})
+    fig = plots.claims_grid(claims)
+    grid = fig.axes[0].images[0].get_array()
+    assert grid.shape == (2, 2) and grid[0, 0] == 1 and grid[0, 1] == 0 and grid.mask[1, 1]
+
+
+def test_save_figure_writes_png_and_pdf_naming_the_notebook_and_is_byte_stable(tmp_path):
+    paths = []
+    for name in ("a", "b"):
+        fig = plots.metric_bars(summary_table(seeds=(0,)).assign(intra_var=1.0), ["intra_var"])
+        paths.append(plots.save_figure(fig, tmp_path / name, "03_variance.ipynb", "demo"))
+        assert any("notebooks/03_variance.ipynb · profile demo" in t.get_text() for t in fig.texts)
+    for (png_a, pdf_a), (png_b, pdf_b) in [paths]:
+        assert png_a.read_bytes() == png_b.read_bytes() and pdf_a.read_bytes() == pdf_b.read_bytes()
+        assert png_a.read_bytes()[:4] == b"\x89PNG" and pdf_a.read_bytes()[:4] == b"%PDF"
+
+
+def test_outputs_write_only_what_the_notebook_declares(tmp_path):
+    out = build.Outputs("06_claims", tmp_path, "smoke")
+    assert set(out.missing()) == set(build.analysis_files(tmp_path, "06_claims"))
+    out.table(pd.DataFrame({"claim": ["a"], "verdict": ["holds"]}), "06_claims")
+    with pytest.raises(ValueError, match="declares no figure 'other'.*declared: 06_claims"):
+        out.figure(None, "other")
+    assert [p.suffix for p in out.missing()] == [".png", ".pdf"]
+    assert "notebooks/06_claims.ipynb" in (tmp_path / "tables" / "06_claims.md").read_text()
+    with pytest.raises(ValueError, match="unknown analysis notebook"):
+        build.Outputs("07_more", tmp_path, "smoke")
+
+
+def test_every_output_name_is_unique_and_starts_with_its_notebook_number():
+    names = [(i.kind, i.name) for items in build.ANALYSIS.values() for i in items]
+    assert len(names) == len(set(names))
+    for nb, items in build.ANALYSIS.items():
+        assert all(i.name.startswith(nb[:3]) and i.kind in ("figure", "table") for i in items)
+    assert set(build.ANALYSIS) == set(build.NOTEBOOKS[2:])
+
+
+def test_index_lists_every_figure_and_table_with_its_notebook(tmp_path):
+    path = build.write_index(tmp_path, "demo", "minutes")
+    text = path.read_text()
+    for nb, items in build.ANALYSIS.items():
+        for item in items:
+            assert f"`{item.name}`" in text
+        assert f"notebooks/{nb}.ipynb" in text
+    assert "make demo" in text
+
+
+def test_selection_and_seed_parsing():
+    assert build.select(None, ("a", "b"), "loss") == ["a", "b"]
+    assert build.select("b, a", ("a", "b"), "loss") == ["b", "a"]
+    with pytest.raises(ValueError, match=r"unknown loss\(s\) \['c'\] of profile 'p'; choose from: a, b"):
+        build.select(["a", "c"], ("a", "b"), "loss", "p")
+    assert build.parse_seeds("", (0, 1)) == [0, 1] and build.parse_seeds("3,4", (0,)) == [3, 4]
+    assert build.parse_seeds([5], (0,)) == [5]
+    for bad in ("-1", "x", "1.5"):
+        with pytest.raises(ValueError, match="non-negative integers"):
+            build.parse_seeds(bad, (0,))
+
+
+def test_kernel_start_failures_are_told_apart_from_cell_errors():
+    from papermill.exceptions import PapermillExecutionError
+
+    assert build.is_kernel_start_failure(RuntimeError("Kernel died before replying to kernel_info"))
+    assert build.is_kernel_start_failure(RuntimeError("Kernel didn't respond in 60 seconds"))
+    assert not build.is_kernel_start_failure(ValueError("unknown loss"))
+    assert not build.is_kernel_start_failure(
+        PapermillExecutionError(0, 1, "ValueError", "ValueError", "Kernel died before replying", []))
+    assert build.failed_copy("a/02_train.ipynb").as_posix() == "a/02_train.failed.ipynb"
