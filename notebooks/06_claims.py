@@ -31,10 +31,8 @@ figures_root = "figures"  # figures go to <figures_root>/<profile>/, tables to <
 # %%
 from pathlib import Path
 
-import pandas as pd
-
 from vgcore import plots
-from vgcore.analysis import CLAIMS, check_claims
+from vgcore.analysis import CLAIMS, check_claims, format_claims
 from vgcore.build import Outputs, collect_profile
 
 summary = collect_profile(results_root, profile, "summary")  # fails naming valid profiles, or if nothing ran
@@ -44,17 +42,7 @@ print(f"{len(summary)} runs: datasets {sorted(summary.dataset.unique())}, seeds 
 
 # %%
 claims = check_claims(summary)
-table = pd.DataFrame({
-    "claim": claims["text"],
-    "dataset": claims["dataset"],
-    "metric": claims["metric"],
-    "verdict": claims["holds"].map({True: "holds", False: "does not hold"}),
-    "claim group best": [f"{g} {m:.4g} ± {s:.2g}" for g, m, s in zip(claims.group_best, claims.group_mean,
-                                                                     claims.group_std.fillna(0), strict=True)],
-    "rest best": [f"{g} {m:.4g} ± {s:.2g}" for g, m, s in zip(claims.rest_best, claims.rest_mean,
-                                                             claims.rest_std.fillna(0), strict=True)],
-    "seeds": claims["n_seeds"],
-})
+table = format_claims(claims)
 out.table(table, "06_claims")
 table
 

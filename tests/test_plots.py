@@ -140,3 +140,15 @@ def test_kernel_start_failures_are_told_apart_from_cell_errors():
     assert not build.is_kernel_start_failure(
         PapermillExecutionError(0, 1, "ValueError", "ValueError", "Kernel died before replying", []))
     assert build.failed_copy("a/02_train.ipynb").as_posix() == "a/02_train.failed.ipynb"
+
+
+def test_format_claims_shows_spread_only_with_several_seeds():
+    from vgcore.analysis import CLAIMS, check_claims, format_claims
+
+    one = summary_table(datasets=("synthetic",), seeds=(0,)).assign(margin_mean=1.0, grad_active_ratio_mean=1.0)
+    one["recall@1"] = [0.9 if loss == "triplet" else 0.5 for loss in one["loss"]]
+    table = format_claims(check_claims(one, [c for c in CLAIMS if c.key == "triplet_scl_win_fine_grained"]))
+    assert table.iloc[0]["verdict"] == "holds" and table.iloc[0]["claim group best"] == "triplet 0.9"
+    two = summary_table(datasets=("synthetic",), seeds=(0, 1))
+    row = format_claims(check_claims(two, [c for c in CLAIMS if c.key == "triplet_scl_keep_variance"])).iloc[0]
+    assert " ± " in row["claim group best"] and row["seeds"] == 2

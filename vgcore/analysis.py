@@ -131,3 +131,22 @@ def check_claims(summary: pd.DataFrame, claims=CLAIMS, fine_grained=FINE_GRAINED
                 "n_seeds": int(min(group["count"].min(), rest["count"].min())),
             })
     return pd.DataFrame(rows)
+
+
+def format_claims(claims: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
+    """`check_claims` as a readable table: claim text, dataset, verdict, and each side's best loss with
+    its seed mean ± std (just the mean when there is one seed)."""
+
+    def side(loss, mean, std):
+        spread = "" if pd.isna(std) else f" ± {std:.2g}"
+        return f"{loss} {mean:.{digits}g}{spread}"
+
+    return pd.DataFrame({
+        "claim": claims["text"],
+        "dataset": claims["dataset"],
+        "metric": claims["metric"],
+        "verdict": claims["holds"].map({True: "holds", False: "does not hold"}),
+        "claim group best": [side(*r) for r in zip(claims.group_best, claims.group_mean, claims.group_std, strict=True)],
+        "rest best": [side(*r) for r in zip(claims.rest_best, claims.rest_mean, claims.rest_std, strict=True)],
+        "seeds": claims["n_seeds"],
+    })
