@@ -377,7 +377,7 @@ def claims_grid(claims: pd.DataFrame) -> plt.Figure:
     order = list(dict.fromkeys(claims["claim"]))
     datasets = sorted(claims["dataset"].unique())
     grid = np.full((len(order), len(datasets)), np.nan)
-    fig, ax = plt.subplots(figsize=(2.0 + 2.2 * len(datasets), 0.9 + 0.5 * len(order)))
+    fig, ax = plt.subplots(figsize=(max(3.5, 1.2 + 2.0 * len(datasets)), 0.9 + 0.5 * len(order)))
     for _, row in claims.iterrows():
         i, j = order.index(row["claim"]), datasets.index(row["dataset"])
         grid[i, j] = float(row["holds"])
@@ -391,6 +391,6 @@ def claims_grid(claims: pd.DataFrame) -> plt.Figure:
     ax.set_yticks(np.arange(-0.5, len(order)), minor=True)
     ax.grid(False)
     ax.grid(which="minor", color="white", lw=2)
-    ax.set_title("the paper's claims: green = holds, red = does not (claim group best vs rest best)", loc="left")
+    ax.set_title("green: holds, red: does not\n(claim group's best mean vs the rest's best)", fontsize="small")
     fig.tight_layout()
     return fig
