@@ -263,8 +263,11 @@ def spectral_decay_from_singular_values(s: Tensor, *, skip: int = 0) -> Tensor:
 
 
 def _sq_grad_sum(params: Iterable[Any], like: Tensor) -> Tensor:
-    total = torch.zeros((), dtype=torch.float32 if like.dtype != torch.float64 else torch.float64,
-                        device=like.device)
+    total = torch.zeros(
+        (),
+        dtype=torch.float32 if like.dtype != torch.float64 else torch.float64,
+        device=like.device,
+    )
     for p in params:
         g = getattr(p, "grad", None)
         if g is None:

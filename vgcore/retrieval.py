@@ -43,8 +43,14 @@ _AUTO_CHUNK_BYTES = 64 * 2**20
 
 def retrieval_keys(ks: Sequence[int] = DEFAULT_KS) -> tuple[str, ...]:
     """Column names returned by :func:`retrieval_metrics` for the given ``ks``, in order."""
-    return (*(f"recall@{k}" for k in ks), "map@r", "r_precision", "nmi", "n_queries",
-            "n_excluded_queries")
+    return (
+        *(f"recall@{k}" for k in ks),
+        "map@r",
+        "r_precision",
+        "nmi",
+        "n_queries",
+        "n_excluded_queries",
+    )
 
 
 #: Keys for the default ``ks=(1, 2, 4, 8)``.
