@@ -278,9 +278,10 @@ def retrieval_metrics(
         k_max = min(n - 1, max(max(ks), int(r_all.max())))
         zn = _normalise(z)
         chunk = chunk_size or _auto_chunk(n)
-        hits = torch.zeros(len(ks), dtype=torch.float64)
-        ap_sum = torch.zeros((), dtype=torch.float64)
-        rp_sum = torch.zeros((), dtype=torch.float64)
+        # per-query values, summed once at the end: results do not depend on the chunking
+        hits = torch.zeros(len(ks), dtype=torch.int64)
+        ap_all = torch.zeros(n, dtype=torch.float64, device=zn.device)
+        rp_all = torch.zeros(n, dtype=torch.float64, device=zn.device)
         cols = torch.arange(1, k_max + 1, device=zn.device)
         for start, stop, _vals, idx in _knn_iter(zn, k_max, chunk, backend):
             q_valid = valid[start:stop]
@@ -290,7 +291,7 @@ def retrieval_metrics(
                 match.any(dim=1), match.int().argmax(dim=1) + 1, torch.full_like(r, k_max + 1)
             )
             for j, k in enumerate(ks):
-                hits[j] += (q_valid & (first_hit <= k)).sum().double().cpu()
+                hits[j] += int((q_valid & (first_hit <= k)).sum())
             in_r = cols.unsqueeze(0) <= r.unsqueeze(1)
             rel = match & in_r
             n_rel = rel.sum(dim=1)
@@ -299,12 +300,12 @@ def retrieval_metrics(
             r_safe = r.clamp(min=1).double()
             ap = prec.sum(dim=1) / r_safe
             rp = n_rel.double() / r_safe
-            ap_sum += ap[q_valid].sum().cpu()
-            rp_sum += rp[q_valid].sum().cpu()
+            ap_all[start:stop] = torch.where(q_valid, ap, 0.0)
+            rp_all[start:stop] = torch.where(q_valid, rp, 0.0)
         for j, k in enumerate(ks):
-            out[f"recall@{k}"] = float(hits[j] / n_valid)
-        out["map@r"] = float(ap_sum / n_valid)
-        out["r_precision"] = float(rp_sum / n_valid)
+            out[f"recall@{k}"] = int(hits[j]) / n_valid
+        out["map@r"] = float(ap_all.sum()) / n_valid
+        out["r_precision"] = float(rp_all.sum()) / n_valid
     else:
         for k in ks:
             out[f"recall@{k}"] = math.nan
