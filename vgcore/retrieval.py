@@ -106,25 +106,28 @@ def _topk_rows(sims: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """Top-``k`` of each row of ``sims`` ordered by (value descending, column ascending).
 
     Exact under ties: when equal values straddle the k-th place, the lowest column indices win.
+    One ``topk(k + 1)`` finds the rows where that can happen (k-th value == (k+1)-th value); only
+    those rows are rescanned, so the common case costs no extra pass over the [chunk, N] block.
     """
-    vals, idx = torch.topk(sims, k, dim=1, largest=True, sorted=True)
-    kth = vals[:, -1:]
-    n_greater = (sims > kth).sum(dim=1)
-    n_equal = (sims == kth).sum(dim=1)
-    straddle = (n_greater + n_equal) > k
-    if bool(straddle.any()):
-        rows = straddle.nonzero().squeeze(1)
-        sub = sims[rows]
-        sub_kth = kth[rows]
-        eq = sub == sub_kth
-        need = (k - n_greater[rows]).unsqueeze(1)
-        keep = (sub > sub_kth) | (eq & (eq.cumsum(dim=1) <= need))
-        # exactly k kept per row; boolean indexing is row-major, so columns come out ascending
-        cols = keep.nonzero()[:, 1].view(len(rows), k)
-        idx = idx.clone()
-        vals = vals.clone()
-        idx[rows] = cols
-        vals[rows] = sub.gather(1, cols)
+    n_cols = sims.shape[1]
+    kk = min(k + 1, n_cols)
+    vals, idx = torch.topk(sims, kk, dim=1, largest=True, sorted=True)
+    if kk > k:
+        straddle = vals[:, k - 1] == vals[:, k]
+        vals, idx = vals[:, :k], idx[:, :k]
+        if bool(straddle.any()):
+            rows = straddle.nonzero().squeeze(1)
+            sub = sims[rows]
+            kth = vals[rows, k - 1 :]
+            greater = sub > kth
+            eq = sub == kth
+            need = (k - greater.sum(dim=1)).unsqueeze(1)
+            keep = greater | (eq & (eq.cumsum(dim=1) <= need))
+            # exactly k kept per row; boolean indexing is row-major, so columns come out ascending
+            cols = keep.nonzero()[:, 1].view(len(rows), k)
+            idx, vals = idx.clone(), vals.clone()
+            idx[rows] = cols
+            vals[rows] = sub.gather(1, cols)
     # order each row by column index, then stable-sort by value: ties end up by lower index
     order = torch.argsort(idx, dim=1)
     idx = idx.gather(1, order)
