@@ -183,6 +183,40 @@ def test_outputs_are_detached_0d_tensors():
     assert g["n_terms"].dtype == torch.int64 and g["has_positives"].dtype == torch.bool
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_greediness_does_not_synchronise_with_the_host():
+    z, y = _line_batch()
+    z = z.detach().cuda().requires_grad_(True)
+    out = batch_all_triplet_cuda(z, y.cuda())
+    out.loss.backward()
+    head = torch.nn.Linear(2, 2).cuda()
+    head(z.detach()).sum().backward()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        g = greediness(out, z.grad, head.parameters())
+        sweep = grad_active_sweep(z.grad)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert float(g["active_ratio"]) == 0.25 and sweep.is_cuda
+
+
+def batch_all_triplet_cuda(z, y, margin=0.5):
+    d = torch.cdist(z, z)
+    same = y[:, None] == y[None, :]
+    pos = same & ~torch.eye(len(y), dtype=torch.bool, device=z.device)
+    valid = pos[:, :, None] & ~same[:, None, :]
+    terms = (d[:, :, None] - d[:, None, :] + margin).clamp(min=0) * valid
+    per_sample = terms.sum((1, 2)) / valid.sum((1, 2)).clamp(min=1)
+    return SimpleNamespace(
+        loss=per_sample.mean(),
+        per_sample=per_sample,
+        n_terms=valid.sum(),
+        n_active_terms=((terms > 0) & valid).sum(),
+        has_positives=pos.any(),
+    )
+
+
 def test_grad_active_rule_is_batch_size_invariant():
     # per-sample loss that depends only on z_i: ||dL/dz_i|| = ||dl_i/dz_i|| / B
     torch.manual_seed(8)

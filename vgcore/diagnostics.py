@@ -286,7 +286,8 @@ def _masked_quantile(values: Tensor, mask: Tensor, q: float) -> Tensor:
     pos = (n_act - 1).clamp(min=0).to(values.dtype) * q
     lo = pos.floor().long().clamp(0, n - 1)
     hi = pos.ceil().long().clamp(0, n - 1)
-    v_lo, v_hi = srt[lo], srt[hi]
+    v_lo = srt.gather(0, lo.view(1)).squeeze(0)  # gather, not srt[lo]: no host sync
+    v_hi = srt.gather(0, hi.view(1)).squeeze(0)
     frac = pos - pos.floor()
     # v_hi - v_lo is finite whenever hi is within the active block
     res = v_lo + torch.where(hi == lo, torch.zeros_like(frac), (v_hi - v_lo) * frac)
