@@ -125,15 +125,32 @@ def _topk_rows(sims: Tensor, k: int) -> tuple[Tensor, Tensor]:
             keep = greater | (eq & (eq.cumsum(dim=1) <= need))
             # exactly k kept per row; boolean indexing is row-major, so columns come out ascending
             cols = keep.nonzero()[:, 1].view(len(rows), k)
+            sub_vals = sub.gather(1, cols)
+            order = torch.sort(sub_vals, dim=1, descending=True, stable=True).indices
             idx, vals = idx.clone(), vals.clone()
-            idx[rows] = cols
-            vals[rows] = sub.gather(1, cols)
-    # order each row by column index, then stable-sort by value: ties end up by lower index
-    order = torch.argsort(idx, dim=1)
-    idx = idx.gather(1, order)
-    vals = vals.gather(1, order)
-    order = torch.sort(vals, dim=1, descending=True, stable=True).indices
-    return vals.gather(1, order), idx.gather(1, order)
+            idx[rows] = cols.gather(1, order)
+            vals[rows] = sub_vals.gather(1, order)
+    return _order_ties_by_index(vals, idx)
+
+
+def _order_ties_by_index(vals: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
+    """Reorder rows sorted by descending value so that equal values come by ascending index.
+
+    Only rows that contain equal neighbouring values are touched (rare for continuous data).
+    """
+    if vals.shape[1] < 2:
+        return vals, idx
+    tied = (vals[:, 1:] == vals[:, :-1]).any(dim=1)
+    if not bool(tied.any()):
+        return vals, idx
+    rows = tied.nonzero().squeeze(1)
+    v, i = vals[rows], idx[rows]
+    order = torch.argsort(i, dim=1)
+    v, i = v.gather(1, order), i.gather(1, order)
+    order = torch.sort(v, dim=1, descending=True, stable=True).indices
+    vals, idx = vals.clone(), idx.clone()
+    vals[rows], idx[rows] = v.gather(1, order), i.gather(1, order)
+    return vals, idx
 
 
 def _iter_knn_torch(
@@ -180,11 +197,7 @@ def _iter_knn_faiss(
         # a tie at the boundary (k-th == (k+1)-th score) may hide lower-index items: redo exactly
         redo = scores[:, k - 1] == scores[:, k] if kk - 1 > k else torch.zeros_like(no_self)
         redo = redo | no_self
-        scores = scores[:, :k]
-        order = torch.argsort(ids, dim=1)
-        ids, scores = ids.gather(1, order), scores.gather(1, order)
-        order = torch.sort(scores, dim=1, descending=True, stable=True).indices
-        ids, scores = ids.gather(1, order), scores.gather(1, order)
+        scores, ids = _order_ties_by_index(scores[:, :k], ids)
         if bool(redo.any()):
             rows = redo.nonzero().squeeze(1)
             sims = zn[start + rows] @ zn.T
