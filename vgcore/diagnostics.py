@@ -3,7 +3,7 @@
 VARIANCE (:func:`variance`) describes the geometry of a set of embeddings with labels: how spread each
 class is, how far apart and how evenly spaced the class centroids are, per-sample margins, and Roth et
 al.'s (2020) density and spectral decay. It runs in O(N*D + N*C + C^2*D + N*D^2) time and O(N + C*D +
-D^2 + chunk*max(C, D)) extra memory (no N x N matrix), with float64 accumulation.
+C^2 + D^2 + chunk*max(C, D)) extra memory (no N x N matrix), with float64 accumulation.
 
 GREEDINESS (:func:`greediness`) describes one training step from quantities the step already has: the
 loss output (duck-typed ``LossOutput``: ``per_sample``, ``n_terms``, ``n_active_terms``,
@@ -146,6 +146,8 @@ def variance(
     _check_zy(z, y)
     if spectral_skip < 0:
         raise ValueError("spectral_skip must be >= 0")
+    if chunk_size < 1:
+        raise ValueError("chunk_size must be >= 1")
     n, d = z.shape
     z = z.detach()
     y = y.to(z.device)
@@ -158,6 +160,8 @@ def variance(
         raise ValueError("variance needs at least one class with 2 or more samples")
     dev = z.device
     f64 = torch.float64
+    # keep the [chunk, C] distance block and the [chunk, D] float64 copy at about 32 MiB
+    chunk_size = max(1, min(chunk_size, 4_194_304 // max(c, d)))
 
     # pass 1: class sums, sums of unit vectors, Gram matrix (all float64)
     sums = torch.zeros(c, d, dtype=f64, device=dev)
