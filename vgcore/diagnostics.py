@@ -34,6 +34,7 @@ __all__ = [
     "grad_active_sweep",
     "convergence_epoch",
     "recall_convergence_epoch",
+    "spectral_decay_from_singular_values",
 ]
 
 #: Keys returned by :func:`variance`, in order (column names in epochs.csv).
