@@ -1,0 +1,315 @@
+"""GREEDINESS measures: hand-enumerated counts, gradients from the same backward, thresholds.
+
+The losses module is not imported: tiny losses returning a duck-typed LossOutput live here.
+"""
+
+import itertools
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from vgcore.diagnostics import (
+    GRAD_THRESHOLD,
+    GRAD_THRESHOLD_SWEEP,
+    GREEDINESS_KEYS,
+    _masked_quantile,
+    convergence_epoch,
+    grad_active_sweep,
+    greediness,
+    recall_convergence_epoch,
+)
+
+# --------------------------------------------------------------------------------------------------
+# tiny reference losses (mean over anchors of each anchor's mean over its tuples)
+# --------------------------------------------------------------------------------------------------
+
+
+def _out(per_sample, n_terms, n_active, has_pos):
+    return SimpleNamespace(
+        loss=per_sample.mean(),
+        per_sample=per_sample,
+        n_terms=torch.tensor(n_terms, dtype=torch.int64),
+        n_active_terms=torch.tensor(n_active, dtype=torch.int64),
+        has_positives=torch.tensor(has_pos),
+    )
+
+
+def batch_all_triplet(z, y, margin=0.5):
+    d = torch.cdist(z, z)
+    same = y[:, None] == y[None, :]
+    eye = torch.eye(len(y), dtype=torch.bool)
+    pos = same & ~eye
+    valid = pos[:, :, None] & ~same[:, None, :]  # [a, p, n]
+    terms = (d[:, :, None] - d[:, None, :] + margin).clamp(min=0) * valid
+    n_per_anchor = valid.sum((1, 2))
+    per_sample = terms.sum((1, 2)) / n_per_anchor.clamp(min=1)
+    return _out(per_sample, int(valid.sum()), int(((terms > 0) & valid).sum()), bool(pos.any()))
+
+
+def contrastive(z, y, pos_margin=0.0, neg_margin=1.0):
+    d = torch.cdist(z, z)
+    same = y[:, None] == y[None, :]
+    offdiag = ~torch.eye(len(y), dtype=torch.bool)
+    terms = torch.where(same, (d - pos_margin).clamp(min=0), (neg_margin - d).clamp(min=0))
+    terms = terms * offdiag
+    per_sample = terms.sum(1) / offdiag.sum(1)
+    return _out(
+        per_sample, int(offdiag.sum()), int((terms > 0).sum()), bool((same & offdiag).any())
+    )
+
+
+def enumerate_triplets(z, y, margin=0.5):
+    """Plain loops over every (a, p, n): returns (n_terms, n_active, active anchors)."""
+    n_terms = n_active = 0
+    active = set()
+    for a, p, n in itertools.product(range(len(y)), repeat=3):
+        if a == p or y[a] != y[p] or y[a] == y[n]:
+            continue
+        n_terms += 1
+        if float((z[a] - z[p]).norm() - (z[a] - z[n]).norm()) + margin > 0:
+            n_active += 1
+            active.add(a)
+    return n_terms, n_active, active
+
+
+def enumerate_pairs(z, y, neg_margin=1.0):
+    n_terms = n_active = 0
+    active = set()
+    for a, b in itertools.permutations(range(len(y)), 2):
+        n_terms += 1
+        dist = float((z[a] - z[b]).norm())
+        loss = dist if y[a] == y[b] else max(0.0, neg_margin - dist)
+        if loss > 0:
+            n_active += 1
+            active.add(a)
+    return n_terms, n_active, active
+
+
+# --------------------------------------------------------------------------------------------------
+# hand-worked example: four points on a line, batch-all triplet with margin 0.5
+# --------------------------------------------------------------------------------------------------
+
+
+def _line_batch():
+    z = torch.tensor([[0.0, 0.0], [0.1, 0.0], [1.0, 0.0], [3.0, 0.0]], requires_grad=True)
+    y = torch.tensor([0, 0, 1, 1])
+    return z, y
+
+
+def test_hand_worked_triplet_example():
+    z, y = _line_batch()
+    out = batch_all_triplet(z, y)
+    out.loss.backward()
+    # only anchor 2 (x=1, positive x=3) violates the margin, against both negatives
+    assert int(out.n_terms) == 8 and int(out.n_active_terms) == 2
+    g = greediness(out, z.grad, head_params=[])
+    assert float(g["active_ratio"]) == 0.25
+    assert float(g["tuple_active_ratio"]) == 0.25
+    # L = (1/4)(1/2)[(d23 - d20 + .5) + (d23 - d21 + .5)]: all four points get a gradient
+    expected = torch.tensor([[0.125, 0.0], [0.125, 0.0], [-0.5, 0.0], [0.25, 0.0]])
+    torch.testing.assert_close(z.grad, expected)
+    assert float(g["grad_active_ratio"]) == 1.0
+    assert float(g["emb_grad_norm_mean"]) == pytest.approx(0.25)
+    assert float(g["emb_grad_norm_p50"]) == pytest.approx(0.1875)
+    assert float(g["emb_grad_norm_p90"]) == pytest.approx(0.25 + 0.7 * 0.25)
+    # B * ||g_i|| = 0.5, 0.5, 2, 1: a threshold of 0.75 keeps two samples
+    g2 = greediness(out, z.grad, head_params=[], grad_threshold=0.75)
+    assert float(g2["grad_active_ratio"]) == 0.5
+    assert float(g2["emb_grad_norm_mean"]) == pytest.approx(0.375)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_counts_equal_hand_enumeration(seed):
+    torch.manual_seed(seed)
+    y = torch.tensor([0, 0, 0, 1, 1, 2, 2, 3])
+    z = torch.nn.functional.normalize(torch.randn(8, 3), dim=1)
+    for loss_fn, enum in ((batch_all_triplet, enumerate_triplets), (contrastive, enumerate_pairs)):
+        zz = z.clone().requires_grad_(True)
+        out = loss_fn(zz, y)
+        out.loss.backward()
+        g = greediness(out, zz.grad, head_params=[])
+        n_terms, n_active, active = enum(z, y)
+        assert int(g["n_terms"]) == n_terms
+        assert int(g["n_active_terms"]) == n_active
+        assert float(g["tuple_active_ratio"]) == pytest.approx(n_active / n_terms)
+        assert float(g["active_ratio"]) == pytest.approx(len(active) / len(y))
+        assert bool(g["has_positives"])
+
+
+def test_emb_grad_from_same_backward_equals_autograd_grad():
+    torch.manual_seed(7)
+    head = torch.nn.Linear(6, 3)
+    centers = torch.nn.Parameter(torch.randn(4, 3))  # a loss with its own parameters
+    x = torch.randn(10, 6)
+    y = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3, 0, 1])
+
+    def step():
+        z = torch.nn.functional.normalize(head(x), dim=1)
+        out = contrastive(z, y, neg_margin=1.2)
+        loss = out.loss + 0.1 * (z - centers[y]).pow(2).sum(1).mean()
+        return z, out, loss
+
+    # reference: torch.autograd.grad on a separate graph
+    z_ref, _, loss_ref = step()
+    (ref,) = torch.autograd.grad(loss_ref, z_ref)
+
+    # the training-loop way: retain_grad on z, one backward that also fills the parameter grads
+    head.zero_grad()
+    centers.grad = None
+    z, out, loss = step()
+    z.retain_grad()
+    loss.backward()
+    torch.testing.assert_close(z.grad, ref, rtol=0, atol=0)
+    g = greediness(out, z.grad, head.parameters(), [centers])
+    g_ref = greediness(out, ref, head.parameters(), [centers])
+    for key in GREEDINESS_KEYS:
+        torch.testing.assert_close(g[key], g_ref[key], equal_nan=True)
+    head_norm = torch.cat([p.grad.flatten() for p in head.parameters()]).norm()
+    assert float(g["grad_norm"]) == pytest.approx(float(head_norm), rel=1e-6)
+    assert float(g["loss_grad_norm"]) == pytest.approx(float(centers.grad.norm()), rel=1e-6)
+    assert float(greediness(out, z.grad, head.parameters())["loss_grad_norm"]) == 0.0
+
+
+def test_outputs_are_detached_0d_tensors():
+    z, y = _line_batch()
+    out = batch_all_triplet(z, y)
+    out.loss.backward()
+    g = greediness(out, z.grad, head_params=[])
+    assert tuple(g) == GREEDINESS_KEYS
+    for v in g.values():
+        assert isinstance(v, torch.Tensor) and v.ndim == 0 and not v.requires_grad
+    assert g["n_terms"].dtype == torch.int64 and g["has_positives"].dtype == torch.bool
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_greediness_does_not_synchronise_with_the_host():
+    z, y = _line_batch()
+    z = z.detach().cuda().requires_grad_(True)
+    out = batch_all_triplet_cuda(z, y.cuda())
+    out.loss.backward()
+    head = torch.nn.Linear(2, 2).cuda()
+    head(z.detach()).sum().backward()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        g = greediness(out, z.grad, head.parameters())
+        sweep = grad_active_sweep(z.grad)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert float(g["active_ratio"]) == 0.25 and sweep.is_cuda
+
+
+def batch_all_triplet_cuda(z, y, margin=0.5):
+    d = torch.cdist(z, z)
+    same = y[:, None] == y[None, :]
+    pos = same & ~torch.eye(len(y), dtype=torch.bool, device=z.device)
+    valid = pos[:, :, None] & ~same[:, None, :]
+    terms = (d[:, :, None] - d[:, None, :] + margin).clamp(min=0) * valid
+    per_sample = terms.sum((1, 2)) / valid.sum((1, 2)).clamp(min=1)
+    return SimpleNamespace(
+        loss=per_sample.mean(),
+        per_sample=per_sample,
+        n_terms=valid.sum(),
+        n_active_terms=((terms > 0) & valid).sum(),
+        has_positives=pos.any(),
+    )
+
+
+def test_grad_active_rule_is_batch_size_invariant():
+    # per-sample loss that depends only on z_i: ||dL/dz_i|| = ||dl_i/dz_i|| / B
+    torch.manual_seed(8)
+    z = torch.randn(16, 4)
+    c = torch.randn(16, 4) * 0.01
+    c[:8] = z[:8]  # half the samples sit exactly on their target
+
+    def grads(zz, cc):
+        zz = zz.clone().requires_grad_(True)
+        per = (zz - cc).pow(2).sum(1)
+        per.mean().backward()
+        return _out(per.detach(), len(per), int((per > 0).sum()), True), zz.grad
+
+    o1, g1 = grads(z, c)
+    o2, g2 = grads(torch.cat([z, z, z]), torch.cat([c, c, c]))
+    for thr in (1e-6, 1e-3, 1.0, 10.0):
+        r1 = greediness(o1, g1, [], grad_threshold=thr)["grad_active_ratio"]
+        r2 = greediness(o2, g2, [], grad_threshold=thr)["grad_active_ratio"]
+        assert float(r1) == pytest.approx(float(r2))
+    assert float(greediness(o1, g1, [])["grad_active_ratio"]) == 0.5
+
+
+def test_grad_active_sweep():
+    torch.manual_seed(9)
+    grad = torch.randn(32, 8) * torch.logspace(-8, 0, 32).unsqueeze(1)
+    sweep = grad_active_sweep(grad)
+    assert sweep.shape == (len(GRAD_THRESHOLD_SWEEP),)
+    assert bool((sweep[1:] <= sweep[:-1]).all())
+    i = GRAD_THRESHOLD_SWEEP.index(GRAD_THRESHOLD)
+    out = _out(torch.ones(32), 1, 1, True)
+    assert float(sweep[i]) == float(greediness(out, grad, [])["grad_active_ratio"])
+    rel = grad_active_sweep(grad, [0.0, 0.5, 1.0], relative=True)
+    norms = grad.norm(dim=1)
+    assert float(rel[0]) == 1.0 and float(rel[2]) == 0.0
+    assert float(rel[1]) == pytest.approx(float((norms > 0.5 * norms.max()).float().mean()))
+
+
+@pytest.mark.parametrize("q", [0.0, 0.1, 0.5, 0.9, 1.0])
+def test_masked_quantile_matches_torch_quantile(q):
+    torch.manual_seed(10)
+    v = torch.rand(37)
+    m = torch.rand(37) > 0.4
+    assert float(_masked_quantile(v, m, q)) == pytest.approx(float(torch.quantile(v[m], q)))
+    assert math.isnan(float(_masked_quantile(v, torch.zeros(37, dtype=torch.bool), q)))
+
+
+def test_no_active_samples_gives_nan_statistics_and_zero_ratios():
+    out = _out(torch.zeros(4), 0, 0, False)
+    g = greediness(out, torch.zeros(4, 3), [])
+    assert float(g["active_ratio"]) == 0.0 and float(g["grad_active_ratio"]) == 0.0
+    assert math.isnan(float(g["tuple_active_ratio"]))
+    assert math.isnan(float(g["emb_grad_norm_mean"]))
+    assert math.isnan(float(g["emb_grad_norm_p90"]))
+
+
+def test_greediness_bad_input():
+    out = _out(torch.ones(4), 1, 1, True)
+    with pytest.raises(ValueError, match="rows"):
+        greediness(out, torch.zeros(5, 3), [])
+    with pytest.raises(ValueError, match="empty"):
+        greediness(_out(torch.ones(0), 0, 0, False), torch.zeros(0, 3), [])
+    with pytest.raises(ValueError, match="retain_grad"):
+        greediness(out, None, [])
+    with pytest.raises(ValueError, match=r"\[B, D\]"):
+        greediness(out, torch.zeros(4), [])
+
+
+# --------------------------------------------------------------------------------------------------
+# convergence helpers
+# --------------------------------------------------------------------------------------------------
+
+
+def test_convergence_epoch():
+    # total fall 9; 90 % -> loss <= 1.9 first at index 3
+    assert convergence_epoch([10.0, 5.0, 2.0, 1.5, 1.0]) == 3
+    assert convergence_epoch([10.0, 5.0, 1.9, 1.5, 1.0]) == 2  # exactly 90 %
+    assert convergence_epoch([3.0, 3.0, 3.0]) == 0
+    assert convergence_epoch([1.0, 2.0, 3.0], fraction=0.5) == 1  # works for increasing series
+    assert convergence_epoch(torch.tensor([4.0, 1.0])) == 1
+    assert convergence_epoch([4.0, 1.0], fraction=0.0) == 0
+
+
+def test_recall_convergence_epoch():
+    assert recall_convergence_epoch([0.1, 0.5, 0.78, 0.8]) == 2  # 0.95 * 0.8 = 0.76
+    assert recall_convergence_epoch([0.1, 0.9, 0.5, 0.8]) == 1  # first time, not last time
+    assert recall_convergence_epoch([0.0, 0.0]) == 0
+
+
+@pytest.mark.parametrize("fn", [convergence_epoch, recall_convergence_epoch])
+def test_convergence_bad_input(fn):
+    with pytest.raises(ValueError, match="empty"):
+        fn([])
+    with pytest.raises(ValueError, match="NaN"):
+        fn([1.0, float("nan")])
+    with pytest.raises(ValueError, match="fraction"):
+        fn([1.0, 0.5], fraction=1.5)
