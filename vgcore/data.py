@@ -109,7 +109,9 @@ ARCHIVES: dict[str, Remote] = {
     ),
 }
 
-FASHIONMNIST_MIRRORS: tuple[str, ...] = ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",)
+FASHIONMNIST_MIRRORS: tuple[str, ...] = (
+    "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+)
 # MD5 of the official .gz files (the Debian package recompresses them, so its .gz differ).
 FASHIONMNIST_FILES: dict[str, tuple[tuple[str, str], tuple[str, str]]] = {
     "train": (
@@ -159,7 +161,9 @@ class Split:
             raise ValueError("a Split holds either in-memory images or file paths")
         n = len(self.images) if self.images is not None else len(self.paths)
         if self.labels.dtype != torch.int64 or self.labels.shape != (n,):
-            raise ValueError(f"labels must be int64 [{n}], got {self.labels.dtype} {tuple(self.labels.shape)}")
+            raise ValueError(
+                f"labels must be int64 [{n}], got {self.labels.dtype} {tuple(self.labels.shape)}"
+            )
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -248,7 +252,9 @@ def _check_split(split: str) -> str:
     return split
 
 
-def load_dataset(name: str, root: str | os.PathLike | None = None, split: str = "train", **options: Any) -> Split:
+def load_dataset(
+    name: str, root: str | os.PathLike | None = None, split: str = "train", **options: Any
+) -> Split:
     """Load one split of a registered dataset (downloading it first when allowed and needed).
 
     ``options`` are dataset specific (see :func:`dataset_options`); every real dataset accepts
@@ -293,9 +299,15 @@ class _DatasetSpec:
 
 
 def _not_found(
-    name: str, root: Path, looked: Sequence[Path | str], ways: Sequence[str], cause: str | None = None
+    name: str,
+    root: Path,
+    looked: Sequence[Path | str],
+    ways: Sequence[str],
+    cause: str | None = None,
 ) -> DataNotFoundError:
-    lines = [f"dataset {name!r} not found (data root {root}; set it with root=... or $VGCORE_DATA)."]
+    lines = [
+        f"dataset {name!r} not found (data root {root}; set it with root=... or $VGCORE_DATA)."
+    ]
     lines.append("Looked in:")
     lines += [f"  - {p}" for p in looked]
     if cause:
@@ -311,10 +323,15 @@ def _download(url: str, dest: Path, md5: str | None) -> Path:
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     req = urllib.request.Request(url, headers={"User-Agent": "vgcore (python urllib)"})
-    with urllib.request.urlopen(req, timeout=DOWNLOAD_TIMEOUT_S) as resp, atomic_open(dest, "wb") as fh:
+    with (
+        urllib.request.urlopen(req, timeout=DOWNLOAD_TIMEOUT_S) as resp,
+        atomic_open(dest, "wb") as fh,
+    ):
         digest = hashlib.md5(usedforsecurity=False)
         total = resp.length if isinstance(resp.length, int) else None
-        with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {dest.name}", leave=False) as bar:
+        with tqdm(
+            total=total, unit="B", unit_scale=True, desc=f"download {dest.name}", leave=False
+        ) as bar:
             while chunk := resp.read(1 << 20):
                 fh.write(chunk)
                 digest.update(chunk)
@@ -415,7 +432,9 @@ def _ensure_archive_dataset(
     return out
 
 
-def _contiguous(raw: Sequence[int] | np.ndarray, names_by_raw: dict[int, str]) -> tuple[torch.Tensor, list[str]]:
+def _contiguous(
+    raw: Sequence[int] | np.ndarray, names_by_raw: dict[int, str]
+) -> tuple[torch.Tensor, list[str]]:
     """Map raw class ids to ``0..C-1`` in increasing raw-id order."""
     raw = np.asarray(raw, dtype=np.int64)
     ids = sorted(set(raw.tolist()))
@@ -446,7 +465,9 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         with opener(path, "rb") as fh:
             raw = fh.read()
     except (OSError, EOFError, zlib.error) as e:
-        raise DataIntegrityError(f"{path}: cannot read ({type(e).__name__}: {e}); the file is truncated or corrupt") from e
+        raise DataIntegrityError(
+            f"{path}: cannot read ({type(e).__name__}: {e}); the file is truncated or corrupt"
+        ) from e
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
         raise DataIntegrityError(f"{path}: not an IDX file (bad magic number)")
     ndim = raw[3]
@@ -457,7 +478,9 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     dtype = np.dtype(_IDX_DTYPES[raw[2]])
     expected = int(np.prod(shape)) * dtype.itemsize
     if len(raw) - header != expected:
-        raise DataIntegrityError(f"{path}: IDX header says shape {shape} ({expected} bytes) but the file holds {len(raw) - header}")
+        raise DataIntegrityError(
+            f"{path}: IDX header says shape {shape} ({expected} bytes) but the file holds {len(raw) - header}"
+        )
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
 
 
@@ -513,7 +536,9 @@ def _load_fashionmnist(root: Path, split: str, *, download: bool = True) -> Spli
     images = read_idx(_idx_file(folder, img_stem))
     labels = read_idx(_idx_file(folder, lab_stem))
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-        raise DataIntegrityError(f"{folder}: images {images.shape} and labels {labels.shape} do not match")
+        raise DataIntegrityError(
+            f"{folder}: images {images.shape} and labels {labels.shape} do not match"
+        )
     if labels.size and labels.max() >= len(FASHIONMNIST_CLASSES):
         raise DataIntegrityError(f"{folder}: label {labels.max()} out of range")
     return Split(
@@ -554,18 +579,24 @@ def _unpickle(path: Path) -> dict:
         with open(path, "rb") as fh:
             return pickle.load(fh, encoding="latin1")
     except (pickle.UnpicklingError, EOFError, ValueError) as e:
-        raise DataIntegrityError(f"{path}: cannot unpickle ({type(e).__name__}: {e}); truncated or corrupt") from e
+        raise DataIntegrityError(
+            f"{path}: cannot unpickle ({type(e).__name__}: {e}); truncated or corrupt"
+        ) from e
 
 
 def _load_cifar10(root: Path, split: str, *, download: bool = True) -> Split:
-    folder = _ensure_archive_dataset("cifar10", root, _CIFAR_FOLDER, _cifar_complete, _CIFAR_WAYS, download)
+    folder = _ensure_archive_dataset(
+        "cifar10", root, _CIFAR_FOLDER, _cifar_complete, _CIFAR_WAYS, download
+    )
     names = list(_unpickle(folder / "batches.meta")["label_names"])
     data, labels = [], []
     for f in _CIFAR_TRAIN if split == "train" else _CIFAR_TEST:
         batch = _unpickle(folder / f)
         arr = np.asarray(batch["data"], dtype=np.uint8)
         if arr.ndim != 2 or arr.shape[1] != 3 * 32 * 32:
-            raise DataIntegrityError(f"{folder / f}: data has shape {arr.shape}, expected [N, 3072]")
+            raise DataIntegrityError(
+                f"{folder / f}: data has shape {arr.shape}, expected [N, 3072]"
+            )
         data.append(arr.reshape(-1, 3, 32, 32))
         labels.extend(batch["labels"])
     return Split(
@@ -613,7 +644,9 @@ def _read_table(path: Path, ncols: int) -> list[list[str]]:
 
 
 def _load_cub200(root: Path, split: str, *, download: bool = True) -> Split:
-    folder = _ensure_archive_dataset("cub200", root, _CUB_FOLDER, _cub_complete, _CUB_WAYS, download)
+    folder = _ensure_archive_dataset(
+        "cub200", root, _CUB_FOLDER, _cub_complete, _CUB_WAYS, download
+    )
     paths = {int(i): p for i, p in _read_table(folder / "images.txt", 2)}
     classes = {int(i): name.split(".", 1)[-1] for i, name in _read_table(folder / "classes.txt", 2)}
     img_class = {int(i): int(c) for i, c in _read_table(folder / "image_class_labels.txt", 2)}
@@ -658,7 +691,9 @@ def _tiny_complete(folder: Path) -> bool:
 
 
 def _load_tinyimagenet(root: Path, split: str, *, download: bool = True) -> Split:
-    folder = _ensure_archive_dataset("tinyimagenet", root, _TINY_FOLDER, _tiny_complete, _TINY_WAYS, download)
+    folder = _ensure_archive_dataset(
+        "tinyimagenet", root, _TINY_FOLDER, _tiny_complete, _TINY_WAYS, download
+    )
     wnids = sorted({w.strip() for w in (folder / "wnids.txt").read_text().split() if w.strip()})
     words: dict[str, str] = {}
     if (folder / "words.txt").is_file():
@@ -673,11 +708,15 @@ def _load_tinyimagenet(root: Path, split: str, *, download: bool = True) -> Spli
             img_dir = folder / "train" / w / "images"
             if not img_dir.is_dir():
                 raise DataIntegrityError(f"{img_dir} is missing (wnid {w} is listed in wnids.txt)")
-            files = sorted(p for p in img_dir.iterdir() if p.suffix.lower() in (".jpeg", ".jpg", ".png"))
+            files = sorted(
+                p for p in img_dir.iterdir() if p.suffix.lower() in (".jpeg", ".jpg", ".png")
+            )
             paths += files
             raw += [index[w]] * len(files)
     else:
-        for n, line in enumerate((folder / "val" / "val_annotations.txt").read_text().splitlines(), 1):
+        for n, line in enumerate(
+            (folder / "val" / "val_annotations.txt").read_text().splitlines(), 1
+        ):
             if not line.strip():
                 continue
             parts = line.split("\t")
@@ -687,11 +726,20 @@ def _load_tinyimagenet(root: Path, split: str, *, download: bool = True) -> Spli
             raw.append(index[parts[1]])
     names = {i: words.get(w, w) for w, i in index.items()}
     labels, class_names = _contiguous(raw, names)
-    return Split("tinyimagenet", split, labels=labels, class_names=class_names, paths=paths, options={"source": str(folder)})
+    return Split(
+        "tinyimagenet",
+        split,
+        labels=labels,
+        class_names=class_names,
+        paths=paths,
+        options={"source": str(folder)},
+    )
 
 
 def _check_tinyimagenet(root: Path, *, download: bool = True) -> None:
-    _ensure_archive_dataset("tinyimagenet", root, _TINY_FOLDER, _tiny_complete, _TINY_WAYS, download)
+    _ensure_archive_dataset(
+        "tinyimagenet", root, _TINY_FOLDER, _tiny_complete, _TINY_WAYS, download
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -724,7 +772,10 @@ def _cars_layout(root: Path) -> tuple[str, Path]:
     for base in _cars_bases(root):
         if (base / "cars_annos.mat").is_file() and (base / "car_ims").is_dir():
             return "annos", base
-        test_annos = [base / "cars_test_annos_withlabels.mat", base / "devkit" / "cars_test_annos_withlabels.mat"]
+        test_annos = [
+            base / "cars_test_annos_withlabels.mat",
+            base / "devkit" / "cars_test_annos_withlabels.mat",
+        ]
         if (
             (base / "devkit" / "cars_meta.mat").is_file()
             and (base / "devkit" / "cars_train_annos.mat").is_file()
@@ -751,7 +802,9 @@ def _load_cars196(root: Path, split: str, *, download: bool = True) -> Split:
         for a in np.atleast_1d(mat["annotations"]):
             entries.append((base / str(a["relative_im_path"]), int(a["class"])))
     else:
-        class_names = _mat_names(loadmat(base / "devkit" / "cars_meta.mat", squeeze_me=True)["class_names"])
+        class_names = _mat_names(
+            loadmat(base / "devkit" / "cars_meta.mat", squeeze_me=True)["class_names"]
+        )
         test_mat = base / "cars_test_annos_withlabels.mat"
         if not test_mat.is_file():
             test_mat = base / "devkit" / "cars_test_annos_withlabels.mat"
@@ -786,7 +839,14 @@ def _check_cars196(root: Path, *, download: bool = True) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _load_digits(root: Path, split: str, *, class_split: str = "shared", test_fraction: float = 0.5, seed: int = 0) -> Split:
+def _load_digits(
+    root: Path,
+    split: str,
+    *,
+    class_split: str = "shared",
+    test_fraction: float = 0.5,
+    seed: int = 0,
+) -> Split:
     """sklearn's bundled 8x8 digits (1,797 images), rescaled from 0..16 to uint8 0..255.
 
     ``class_split="shared"``: all ten digits in both splits, a stratified random split with
@@ -869,7 +929,9 @@ def _load_synthetic(
         for f in fine_ids:
             c = len(names)
             names.append(f"super{s:02d}/fine{f:02d}")
-            xs.append(fine[s, f] + srng.normal(0.0, noise / math.sqrt(dim), size=(n_per_class, dim)))
+            xs.append(
+                fine[s, f] + srng.normal(0.0, noise / math.sqrt(dim), size=(n_per_class, dim))
+            )
             fine_lab += [c] * n_per_class
             super_lab += [s] * n_per_class
     return Split(
