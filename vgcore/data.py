@@ -328,7 +328,8 @@ def _download(url: str, dest: Path, md5: str | None) -> Path:
         atomic_open(dest, "wb") as fh,
     ):
         digest = hashlib.md5(usedforsecurity=False)
-        total = resp.length if isinstance(resp.length, int) else None
+        length = getattr(resp, "length", None)  # absent for file:// URLs
+        total = length if isinstance(length, int) else None
         with tqdm(
             total=total, unit="B", unit_scale=True, desc=f"download {dest.name}", leave=False
         ) as bar:
