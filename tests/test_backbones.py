@@ -238,3 +238,17 @@ def test_features_on_gpu_match_cpu(tmp_path):
         "efficientnet_lite0", "digits", "test", cache_dir=tmp_path / "g", device="cuda", **kw
     )
     assert Xg.device.type == "cpu" and torch.allclose(Xc, Xg, atol=1e-3)
+
+
+def test_prefetch_order_errors_and_early_stop():
+    assert list(B._prefetch(iter(range(10)))) == list(range(10))
+
+    def broken():
+        yield 1
+        raise OSError("disk gone")
+
+    with pytest.raises(OSError, match="disk gone"):
+        list(B._prefetch(broken()))
+    gen = B._prefetch(iter(range(1000)), depth=1)
+    assert next(gen) == 0
+    gen.close()  # consumer stops early: the worker thread must not hang

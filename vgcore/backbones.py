@@ -382,16 +382,24 @@ def _prefetch(it: Iterable, depth: int = 2) -> Iterator:
     done = object()
     stop = threading.Event()
 
+    def put(item: object) -> bool:
+        while not stop.is_set():  # never block forever if the consumer has gone
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def work() -> None:
         try:
             for item in it:
-                if stop.is_set():
+                if not put(item):
                     return
-                q.put(item)
         except BaseException as e:  # re-raised in the consumer
-            q.put(e)
+            put(e)
             return
-        q.put(done)
+        put(done)
 
     t = threading.Thread(target=work, daemon=True)
     t.start()
