@@ -500,8 +500,9 @@ def features(
 
     t0 = time.perf_counter()
     dev = _device(device)
+    model = None if spec.name == "pixels" else build_backbone(spec, dev)  # fail fast
     data_split = _data.load_dataset(dataset, root, split, **dataset_options)
-    if spec.name == "pixels":
+    if model is None:
         train = (
             data_split
             if split == "train"
@@ -509,7 +510,6 @@ def features(
         )
         X = _extract_pixels(data_split, train)
     else:
-        model = build_backbone(spec, dev)
         X = extract(model, spec, data_split, device=dev, batch_size=batch_size, progress=progress)
     y = data_split.labels.clone()
     seconds = time.perf_counter() - t0
