@@ -214,6 +214,9 @@ def test_vit_b_32_offline_error_names_offline_backbone(tmp_path, monkeypatch):
     assert "vit_b_32" in msg and "efficientnet_lite0" in msg and "offline" in msg
     assert str(tmp_path / "torch") in msg  # where to put the file by hand
     assert not (tmp_path / "torch" / "hub" / "checkpoints" / "vit_b_32-d86f8d99.pth").exists()
+    # features() reports the backbone before touching (here: missing) data
+    with pytest.raises(B.BackboneUnavailableError):
+        B.features("vit_b_32", "cars196", "train", tmp_path / "no-data", tmp_path / "cache")
 
 
 def test_vit_b_32_class_token_architecture():
