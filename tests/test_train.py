@@ -245,5 +245,5 @@ def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path):
     after = {p: p.stat().st_mtime_ns for d in finished for p in d.iterdir()}
     assert after == before, "finished runs were rewritten"
     assert len(list(root.glob("*/seed0/summary.json"))) == len(LOSSES)
-    leftovers = [p for p in root.rglob("*") if p.name.endswith(".tmp") or p.name == "failure.json"]
+    leftovers = [p for p in root.rglob("*") if p.name.startswith(".tmp-") or p.name == "failure.json"]
     assert not leftovers

@@ -146,7 +146,7 @@ PROFILES: dict[str, Profile] = {
             "synthetic fine-grained set (many fine classes in few superclasses)"
         ),
         datasets={
-            "fashionmnist": {"backbone": "efficientnet_lite0", "backbone_options": {"resolution": 64}},
+            "fashionmnist": {"backbone": "efficientnet_lite0", "backbone_options": {"resolution": 48}},
             "synthetic": {
                 "backbone": "pixels",
                 "dataset_options": {"n_superclasses": 10, "n_fine_per_super": 10, "n_per_class": 60, "dim": 64},

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from vgcore.diagnostics import GREEDINESS_KEYS, VARIANCE_KEYS
+from vgcore.io import atomic_open
 from vgcore.retrieval import retrieval_keys
 
 DEFAULT_KS = (1, 2, 4, 8)
@@ -59,7 +58,7 @@ def start_run(path: str | os.PathLike, config) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     for name in ("summary.json", "failure.json", "steps.csv", "epochs.csv", "embeddings.npz"):
         (path / name).unlink(missing_ok=True)
-    for tmp in path.glob(".*.tmp"):  # left by a process killed in the middle of a write
+    for tmp in path.glob(".tmp-*"):  # left by a process killed in the middle of a write
         tmp.unlink()
     write_json(path / "config.json", config.to_dict())
     return path
@@ -67,18 +66,19 @@ def start_run(path: str | os.PathLike, config) -> Path:
 
 def write_tables(path: str | os.PathLike, steps: pd.DataFrame, epochs: pd.DataFrame) -> None:
     """steps.csv and epochs.csv, in the schema's column order."""
-    path = Path(path)
-    _atomic_write(path / "steps.csv", lambda f: steps.reindex(columns=STEP_COLUMNS).to_csv(f, index=False))
-    _atomic_write(path / "epochs.csv", lambda f: epochs.reindex(columns=EPOCH_COLUMNS).to_csv(f, index=False))
+    for name, frame, columns in (("steps.csv", steps, STEP_COLUMNS), ("epochs.csv", epochs, EPOCH_COLUMNS)):
+        with atomic_open(Path(path) / name, "w") as f:
+            frame.reindex(columns=columns).to_csv(f, index=False)
 
 
 def write_embeddings(path: str | os.PathLike, z: np.ndarray, y: np.ndarray) -> None:
-    _atomic_write(Path(path) / "embeddings.npz",
-                  lambda f: np.savez_compressed(f, z=z.astype(np.float16), y=y.astype(np.int64)), binary=True)
+    with atomic_open(Path(path) / "embeddings.npz", "wb") as f:
+        np.savez_compressed(f, z=z.astype(np.float16), y=y.astype(np.int64))
 
 
 def write_json(path: str | os.PathLike, payload: dict[str, Any]) -> None:
-    _atomic_write(Path(path), lambda f: f.write(json.dumps(payload, indent=2, sort_keys=True, default=_jsonable)))
+    with atomic_open(path, "w") as f:
+        f.write(json.dumps(payload, indent=2, sort_keys=True, default=_jsonable))
 
 
 def load_run(path: str | os.PathLike) -> dict[str, Any]:
@@ -122,21 +122,6 @@ def collect(root: str | os.PathLike, table: str = "epochs", profile: str | None 
     if not frames:
         return pd.DataFrame(columns=[*RUN_ID_COLUMNS, "config_hash", *columns])
     return pd.concat(frames, ignore_index=True)
-
-
-def _atomic_write(path: Path, write: Callable, binary: bool = False) -> None:
-    """Write through `write(file)` to a temporary file beside `path`, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"newline": ""})) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _jsonable(value: Any) -> Any:

@@ -1,0 +1,446 @@
+"""Small archives in the exact official on-disk formats, loaded through the real code paths.
+
+CIFAR-10 python batches, the CUB_200_2011 folder, the tiny-imagenet-200 layout, both Stanford
+Cars layouts; downloads (file:// URLs), checksum failures and truncated archives.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import tarfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vgcore import data
+from vgcore.data import DataIntegrityError, DataNotFoundError, Remote
+
+
+def md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def write_image(path: Path, seed: int, size=(6, 5), fmt=None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = np.random.default_rng(seed).integers(0, 256, size=(size[1], size[0], 3)).astype(np.uint8)
+    Image.fromarray(arr).save(
+        path, format=fmt or ("JPEG" if path.suffix.lower() != ".png" else "PNG")
+    )
+
+
+def tgz(folder: Path, archive: Path, extra: dict[str, bytes] | None = None) -> Path:
+    with tarfile.open(archive, "w:gz") as tf:
+        tf.add(folder, arcname=folder.name)
+        for name, content in (extra or {}).items():
+            p = archive.parent / name
+            p.write_bytes(content)
+            tf.add(p, arcname=name)
+    return archive
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+# ------------------------------------------------------------------ CIFAR-10
+
+
+CIFAR_NAMES = [
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+]
+
+
+def make_cifar(parent: Path, n=3) -> Path:
+    folder = parent / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    files = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for k, name in enumerate(files):
+        batch = {
+            "batch_label": f"batch {k}",
+            "labels": [(k + j) % 10 for j in range(n)],
+            "data": rng.integers(0, 256, size=(n, 3072)).astype(np.uint8),
+            "filenames": [f"img_{k}_{j}.png" for j in range(n)],
+        }
+        with open(folder / name, "wb") as fh:
+            pickle.dump(batch, fh, protocol=2)
+    with open(folder / "batches.meta", "wb") as fh:
+        pickle.dump({"label_names": CIFAR_NAMES, "num_cases_per_batch": n, "num_vis": 3072}, fh)
+    return folder
+
+
+def test_cifar10_folder(tmp_path):
+    folder = make_cifar(tmp_path / "cifar10")
+    tr = data.load_dataset("cifar10", tmp_path, "train", download=False)
+    te = data.load_dataset("cifar10", tmp_path, "test", download=False)
+    assert tr.images.shape == (15, 3, 32, 32) and te.images.shape == (3, 3, 32, 32)
+    assert tr.class_names == CIFAR_NAMES
+    with open(folder / "data_batch_1", "rb") as fh:
+        first = pickle.load(fh)
+    assert torch.equal(tr.images[0], torch.from_numpy(first["data"][0].reshape(3, 32, 32)))
+    assert tr.labels[:3].tolist() == first["labels"]
+
+
+def test_cifar10_torchvision_layout_at_root(tmp_path):
+    make_cifar(tmp_path)  # <root>/cifar-10-batches-py, where torchvision keeps it
+    data.check_available("cifar10", tmp_path, download=False)
+
+
+def test_cifar10_download_verify_extract(tmp_path, monkeypatch):
+    server = tmp_path / "server"
+    folder = make_cifar(server)
+    archive = tgz(folder, server / "cifar-10-python.tar.gz")
+    monkeypatch.setitem(
+        data.ARCHIVES, "cifar10", Remote(archive.as_uri(), archive.name, md5(archive))
+    )
+    root = tmp_path / "root"
+    data.check_available("cifar10", root)
+    assert leftovers(root / "cifar10") == ["cifar-10-batches-py", "cifar-10-python.tar.gz"]
+    assert len(data.load_dataset("cifar10", root, "test")) == 3
+
+
+def test_cifar10_offline_error(tmp_path, monkeypatch):
+    missing = (tmp_path / "nowhere" / "cifar-10-python.tar.gz").as_uri()
+    monkeypatch.setitem(
+        data.ARCHIVES, "cifar10", Remote(missing, "cifar-10-python.tar.gz", "0" * 32)
+    )
+    with pytest.raises(DataNotFoundError) as err:
+        data.check_available("cifar10", tmp_path / "root")
+    msg = str(err.value)
+    assert "cifar10" in msg and str(tmp_path / "root" / "cifar10") in msg
+    assert "Download failed" in msg and "cifar-10-batches-py" in msg
+    assert leftovers(tmp_path / "root" / "cifar10") == []
+
+
+def test_cifar10_truncated_batch(tmp_path):
+    folder = make_cifar(tmp_path / "cifar10")
+    (folder / "test_batch").write_bytes((folder / "test_batch").read_bytes()[:100])
+    with pytest.raises(DataIntegrityError, match="truncated or corrupt"):
+        data.load_dataset("cifar10", tmp_path, "test", download=False)
+
+
+# ------------------------------------------------------------------ CUB-200-2011
+
+
+CUB_CLASSES = ["Black_footed_Albatross", "Laysan_Albatross", "Sooty_Albatross", "Groove_billed_Ani"]
+
+
+def make_cub(parent: Path, per_class=2) -> Path:
+    folder = parent / "CUB_200_2011"
+    images, classes, labels, split = [], [], [], []
+    img_id = 0
+    for c, name in enumerate(CUB_CLASSES, 1):
+        cdir = f"{c:03d}.{name}"
+        classes.append(f"{c} {cdir}")
+        for k in range(per_class):
+            img_id += 1
+            rel = f"{cdir}/{name}_{k:04d}_{100 + img_id}.jpg"
+            write_image(folder / "images" / rel, img_id)
+            images.append(f"{img_id} {rel}")
+            labels.append(f"{img_id} {c}")
+            split.append(f"{img_id} {k % 2}")
+    for fname, lines in (
+        ("images.txt", images),
+        ("classes.txt", classes),
+        ("image_class_labels.txt", labels),
+        ("train_test_split.txt", split),
+    ):
+        (folder / fname).write_text("\n".join(lines) + "\n")
+    (folder / "README").write_text("CUB-200-2011 (test copy)\n")
+    return folder
+
+
+def test_cub200_folder_zero_shot_split(tmp_path):
+    make_cub(tmp_path / "cub200")
+    tr = data.load_dataset("cub200", tmp_path, "train", download=False)
+    te = data.load_dataset("cub200", tmp_path, "test", download=False)
+    assert tr.class_names == CUB_CLASSES[:2] and te.class_names == CUB_CLASSES[2:]
+    assert tr.labels.tolist() == [0, 0, 1, 1] and te.labels.tolist() == [0, 0, 1, 1]
+    assert tr.paths is not None and all(p.is_file() for p in tr.paths)
+    assert "003.Sooty_Albatross" in str(te.paths[0])
+    imgs = te.get([0, 1])  # lazily opened, RGB
+    assert len(imgs) == 2 and imgs[0].mode == "RGB" and imgs[0].size == (6, 5)
+
+
+@pytest.fixture
+def cub_server(tmp_path, monkeypatch):
+    server = tmp_path / "server"
+    folder = make_cub(server)
+    archive = tgz(folder, server / "CUB_200_2011.tgz", extra={"attributes.txt": b"1 has_bill\n"})
+    monkeypatch.setitem(
+        data.ARCHIVES, "cub200", Remote(archive.as_uri(), archive.name, md5(archive))
+    )
+    return archive
+
+
+def test_cub200_download_verify_extract(tmp_path, cub_server):
+    root = tmp_path / "root"
+    data.check_available("cub200", root)
+    assert leftovers(root / "cub200") == ["CUB_200_2011", "CUB_200_2011.tgz"]
+    assert len(data.load_dataset("cub200", root, "test")) == 4
+
+
+def test_cub200_local_archive(tmp_path, cub_server):
+    root = tmp_path / "root"
+    (root / "cub200").mkdir(parents=True)
+    (root / "cub200" / cub_server.name).write_bytes(cub_server.read_bytes())
+    assert len(data.load_dataset("cub200", root, "train", download=False)) == 4
+
+
+def test_cub200_checksum_mismatch(tmp_path, cub_server, monkeypatch):
+    monkeypatch.setitem(
+        data.ARCHIVES, "cub200", Remote(cub_server.as_uri(), cub_server.name, "0" * 32)
+    )
+    root = tmp_path / "root"
+    (root / "cub200").mkdir(parents=True)
+    (root / "cub200" / cub_server.name).write_bytes(cub_server.read_bytes())
+    with pytest.raises(DataIntegrityError, match="checksum mismatch") as err:
+        data.check_available("cub200", root)
+    assert "delete it" in str(err.value)
+    assert leftovers(root / "cub200") == [cub_server.name]  # nothing extracted
+
+
+def test_cub200_download_checksum_mismatch_keeps_nothing(tmp_path, cub_server, monkeypatch):
+    monkeypatch.setitem(
+        data.ARCHIVES, "cub200", Remote(cub_server.as_uri(), cub_server.name, "0" * 32)
+    )
+    with pytest.raises(DataIntegrityError, match="MD5"):
+        data.check_available("cub200", tmp_path / "root")
+    assert leftovers(tmp_path / "root" / "cub200") == []
+
+
+def test_cub200_truncated_archive_leaves_nothing(tmp_path, cub_server, monkeypatch):
+    root = tmp_path / "root"
+    (root / "cub200").mkdir(parents=True)
+    cut = root / "cub200" / cub_server.name
+    cut.write_bytes(cub_server.read_bytes()[: cub_server.stat().st_size // 2])
+    # with the official checksum the truncated file is caught before extraction ...
+    with pytest.raises(DataIntegrityError, match="checksum mismatch"):
+        data.check_available("cub200", root)
+    # ... and if its checksum matched, extraction fails cleanly, all or nothing
+    monkeypatch.setitem(data.ARCHIVES, "cub200", Remote(cub_server.as_uri(), cut.name, md5(cut)))
+    with pytest.raises(DataIntegrityError, match="truncated or corrupt"):
+        data.check_available("cub200", root)
+    assert leftovers(root / "cub200") == [cut.name]  # no CUB_200_2011/, no .extract-* temp dir
+
+
+def test_cub200_not_found(tmp_path):
+    with pytest.raises(DataNotFoundError) as err:
+        data.check_available("cub200", tmp_path, download=False)
+    assert "CUB_200_2011.tgz" in str(err.value) and "data.caltech.edu" in str(err.value)
+
+
+# ------------------------------------------------------------------ Tiny-ImageNet
+
+
+TINY_WNIDS = ["n02124075", "n01443537", "n04067472"]  # wnids.txt is not sorted
+TINY_WORDS = {
+    "n01443537": "goldfish, Carassius auratus",
+    "n02124075": "Egyptian cat",
+    "n04067472": "reel",
+    "n00001740": "entity",  # words.txt covers all of WordNet, not only the 200
+}
+
+
+def make_tiny(parent: Path, per_class=2, val_per_class=2) -> Path:
+    folder = parent / "tiny-imagenet-200"
+    folder.mkdir(parents=True)
+    (folder / "wnids.txt").write_text("\n".join(TINY_WNIDS) + "\n")
+    (folder / "words.txt").write_text("".join(f"{w}\t{t}\n" for w, t in TINY_WORDS.items()))
+    seed = 0
+    for w in TINY_WNIDS:
+        boxes = []
+        for k in range(per_class):
+            seed += 1
+            write_image(
+                folder / "train" / w / "images" / f"{w}_{k}.JPEG", seed, size=(8, 8), fmt="JPEG"
+            )
+            boxes.append(f"{w}_{k}.JPEG\t0\t0\t7\t7")
+        (folder / "train" / w / f"{w}_boxes.txt").write_text("\n".join(boxes) + "\n")
+    ann = []
+    for i in range(val_per_class * len(TINY_WNIDS)):
+        w = TINY_WNIDS[i % len(TINY_WNIDS)]
+        write_image(folder / "val" / "images" / f"val_{i}.JPEG", 100 + i, size=(8, 8), fmt="JPEG")
+        ann.append(f"val_{i}.JPEG\t{w}\t0\t1\t6\t7")
+    (folder / "val" / "val_annotations.txt").write_text("\n".join(ann) + "\n")
+    write_image(folder / "test" / "images" / "test_0.JPEG", 999, size=(8, 8), fmt="JPEG")
+    return folder
+
+
+def zip_folder(folder: Path, archive: Path) -> Path:
+    with zipfile.ZipFile(archive, "w") as zf:
+        for p in sorted(folder.rglob("*")):
+            zf.write(p, p.relative_to(folder.parent).as_posix())
+    return archive
+
+
+def test_tinyimagenet_folder(tmp_path):
+    make_tiny(tmp_path / "tinyimagenet")
+    tr = data.load_dataset("tinyimagenet", tmp_path, "train", download=False)
+    te = data.load_dataset("tinyimagenet", tmp_path, "val", download=False)  # val == test
+    assert te.split == "test"
+    assert (
+        tr.class_names == te.class_names == ["goldfish, Carassius auratus", "Egyptian cat", "reel"]
+    )
+    assert tr.labels.tolist() == [0, 0, 1, 1, 2, 2]
+    # val_annotations: val_0 -> n02124075 (Egyptian cat, label 1), val_1 -> n01443537 (0)
+    assert te.labels[:3].tolist() == [1, 0, 2] and te.paths[0].name == "val_0.JPEG"
+    x, y = next(te.batches(4))
+    assert len(x) == 4 and x[0].size == (8, 8)
+
+
+def test_tinyimagenet_zip_download_and_truncation(tmp_path, monkeypatch):
+    server = tmp_path / "server"
+    archive = zip_folder(make_tiny(server), server / "tiny-imagenet-200.zip")
+    monkeypatch.setitem(
+        data.ARCHIVES, "tinyimagenet", Remote(archive.as_uri(), archive.name, md5(archive))
+    )
+    root = tmp_path / "root"
+    data.check_available("tinyimagenet", root)
+    assert len(data.load_dataset("tinyimagenet", root, "test")) == 6
+    # a truncated zip whose checksum is (wrongly) accepted: clean error, nothing extracted
+    root2 = tmp_path / "root2"
+    (root2 / "tinyimagenet").mkdir(parents=True)
+    cut = root2 / "tinyimagenet" / archive.name
+    cut.write_bytes(archive.read_bytes()[:-200])
+    monkeypatch.setitem(
+        data.ARCHIVES, "tinyimagenet", Remote(archive.as_uri(), archive.name, md5(cut))
+    )
+    with pytest.raises(DataIntegrityError, match="truncated or corrupt"):
+        data.check_available("tinyimagenet", root2)
+    assert leftovers(root2 / "tinyimagenet") == [archive.name]
+
+
+def test_tinyimagenet_bad_annotation(tmp_path):
+    folder = make_tiny(tmp_path / "tinyimagenet")
+    with open(folder / "val" / "val_annotations.txt", "a") as fh:
+        fh.write("val_99.JPEG\tn99999999\t0\t0\t1\t1\n")
+    with pytest.raises(DataIntegrityError, match="val_annotations"):
+        data.load_dataset("tinyimagenet", tmp_path, "test", download=False)
+
+
+# ------------------------------------------------------------------ Stanford Cars
+
+
+CARS_NAMES = [
+    "AM General Hummer SUV 2000",
+    "Acura RL Sedan 2012",
+    "Acura TL Sedan 2012",
+    "Acura TL Type-S 2008",
+]
+
+
+def _struct_array(rows: list[dict]) -> np.ndarray:
+    fields = list(rows[0])
+    arr = np.empty((1, len(rows)), dtype=[(f, "O") for f in fields])
+    for i, row in enumerate(rows):
+        for f in fields:
+            v = row[f]
+            arr[0, i][f] = np.array([v]) if isinstance(v, str) else np.array([[v]], dtype=np.uint16)
+    return arr
+
+
+def _cell(strings: list[str]) -> np.ndarray:
+    out = np.empty((1, len(strings)), dtype=object)
+    for i, s in enumerate(strings):
+        out[0, i] = np.array([s])
+    return out
+
+
+def make_cars_annos(base: Path, per_class=2) -> Path:
+    """Layout A: cars_annos.mat + car_ims/ (16,185 images in the real set)."""
+    from scipy.io import savemat
+
+    rows, k = [], 0
+    for c in range(1, len(CARS_NAMES) + 1):
+        for j in range(per_class):
+            k += 1
+            write_image(base / "car_ims" / f"{k:06d}.jpg", k)
+            rows.append(
+                dict(
+                    relative_im_path=f"car_ims/{k:06d}.jpg",
+                    bbox_x1=1, bbox_y1=1, bbox_x2=5, bbox_y2=4,
+                    **{"class": c, "test": j % 2},
+                )
+            )  # fmt: skip
+    savemat(
+        base / "cars_annos.mat",
+        {"annotations": _struct_array(rows), "class_names": _cell(CARS_NAMES)},
+    )
+    return base
+
+
+def make_cars_devkit(base: Path, per_class=2, nested=False, test_mat_in_devkit=False) -> Path:
+    """Layout B: devkit/ + cars_train/ + cars_test/ + cars_test_annos_withlabels.mat."""
+    from scipy.io import savemat
+
+    (base / "devkit").mkdir(parents=True)
+    savemat(base / "devkit" / "cars_meta.mat", {"class_names": _cell(CARS_NAMES)})
+    for part in ("train", "test"):
+        rows = []
+        img_dir = base / f"cars_{part}"
+        if nested:
+            img_dir = img_dir / f"cars_{part}"
+        for c in range(1, len(CARS_NAMES) + 1):
+            for j in range(per_class):
+                fname = f"{len(rows) + 1:05d}.jpg"
+                write_image(img_dir / fname, 10 * c + j + (500 if part == "test" else 0))
+                rows.append(
+                    dict(bbox_x1=1, bbox_y1=1, bbox_x2=5, bbox_y2=4, **{"class": c}, fname=fname)
+                )
+        mat = {"annotations": _struct_array(rows)}
+        if part == "train":
+            savemat(base / "devkit" / "cars_train_annos.mat", mat)
+        else:
+            where = base / "devkit" if test_mat_in_devkit else base
+            savemat(where / "cars_test_annos_withlabels.mat", mat)
+    return base
+
+
+def _check_cars(root: Path, n_per_split: int, layout: str) -> None:
+    tr = data.load_dataset("cars196", root, "train")
+    te = data.load_dataset("cars196", root, "test")
+    assert tr.class_names == CARS_NAMES[:2] and te.class_names == CARS_NAMES[2:]
+    assert len(tr) == len(te) == n_per_split
+    assert torch.equal(tr.labels.unique(), torch.arange(2))
+    assert all(p.is_file() for p in tr.paths + te.paths)
+    assert tr.options["layout"] == layout
+
+
+def test_cars196_annos_layout(tmp_path):
+    make_cars_annos(tmp_path / "cars196")
+    _check_cars(tmp_path, 4, "annos")  # all 16 images (both official halves) split by class
+
+
+def test_cars196_devkit_layout(tmp_path):
+    make_cars_devkit(tmp_path / "cars196")
+    _check_cars(tmp_path, 8, "devkit")  # official train and test images merged, then split
+
+
+def test_cars196_torchvision_and_kaggle_layouts(tmp_path):
+    make_cars_devkit(tmp_path / "stanford_cars", nested=True, test_mat_in_devkit=True)
+    _check_cars(tmp_path, 8, "devkit")
+
+
+def test_cars196_not_found_says_where(tmp_path):
+    (tmp_path / "cars196" / "devkit").mkdir(parents=True)  # incomplete
+    with pytest.raises(DataNotFoundError) as err:
+        data.check_available("cars196", tmp_path)
+    msg = str(err.value)
+    for needle in ("cars_annos.mat", "car_ims", "cars_meta.mat", "cars_train_annos.mat",
+                   "cars_test_annos_withlabels.mat", str(tmp_path / "cars196"), "#7545"):  # fmt: skip
+        assert needle in msg
