@@ -47,6 +47,8 @@ class RunConfig:
     eval_every: int = 1
     eval_train_size: int = 2000
     eval_split: str = "test"
+    train_size: int | None = None
+    eval_size: int | None = None
     grad_threshold: float | None = None
     diagnostics: bool = True
     sync_every: int = 50
@@ -68,6 +70,10 @@ class RunConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("train_size", "eval_size"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 2):
+                raise ValueError(f"{name} must be None (all samples) or an integer >= 2, got {value!r}")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         if not self.lr > 0:
@@ -146,7 +152,8 @@ PROFILES: dict[str, Profile] = {
             "synthetic fine-grained set (many fine classes in few superclasses)"
         ),
         datasets={
-            "fashionmnist": {"backbone": "efficientnet_lite0", "backbone_options": {"resolution": 48}},
+            "fashionmnist": {"backbone": "efficientnet_lite0", "backbone_options": {"resolution": 48},
+                             "train_size": 20000, "eval_size": 5000},
             "synthetic": {
                 "backbone": "pixels",
                 "dataset_options": {"n_superclasses": 10, "n_fine_per_super": 10, "n_per_class": 60, "dim": 64},
