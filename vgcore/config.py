@@ -156,7 +156,10 @@ PROFILES: dict[str, Profile] = {
                              "train_size": 20000, "eval_size": 5000},
             "synthetic": {
                 "backbone": "pixels",
-                "dataset_options": {"n_superclasses": 10, "n_fine_per_super": 10, "n_per_class": 60, "dim": 64},
+                # noise 0.8: raw-feature Recall@1 on the test classes is about 0.78, so the set is
+                # fine-grained (at the default noise 0.25 every loss reaches Recall@1 = 1.0)
+                "dataset_options": {"n_superclasses": 10, "n_fine_per_super": 10, "n_per_class": 60, "dim": 64,
+                                    "noise": 0.8},
             },
         },
         seeds=(0, 1, 2),
