@@ -220,6 +220,7 @@ return {
   status: indicator ? indicator.getAttribute('data-status') : null,
   kernel: Array.from(document.querySelectorAll('#jp-main-statusbar .jp-StatusBar-TextItem'))
     .map(e => e.textContent).find(t => / \| \w+$/.test(t)) || null,  // e.g. "Python 3 (ipykernel) | Idle"
+  dirty: !!document.querySelector('.lm-DockPanel-tabBar .lm-TabBar-tab.lm-mod-current.jp-mod-dirty'),
   tab: (document.querySelector('.lm-DockPanel-tabBar .lm-TabBar-tab.lm-mod-current .lm-TabBar-tabLabel') || {textContent: ''}).textContent,
 };
 """
@@ -267,6 +268,22 @@ def click_menu(driver, menu: str, command: str) -> None:
     WebDriverWait(driver, 10).until(EC.invisibility_of_element_located((By.CSS_SELECTOR, selector)))
 
 
+def read_saved(path: Path, n_code: int, timeout: float = 30):
+    """The notebook JupyterLab saved, once the file is complete and holds the run (the write may lag)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            nb = nbformat.read(path, as_version=4)
+            code = [c for c in nb.cells if c.cell_type == "code"]
+            if len(code) == n_code and all(c.execution_count for c in code):
+                return nb
+        except (ValueError, OSError):  # caught mid-write
+            pass
+        if time.monotonic() > deadline:
+            return nbformat.read(path, as_version=4)  # let the assertions say what is missing
+        time.sleep(0.3)
+
+
 def screenshot(driver, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     driver.save_screenshot(str(path))
@@ -307,13 +324,10 @@ def test_short_notebook_runs_from_the_page(browser, lab):
     assert counts == sorted(counts) and len(set(counts)) == len(counts), f"cells ran out of order: {counts}"
 
     # save from the page, then read what JupyterLab wrote: the run is on disk, and jupytext paired it
-    saved = lab.root / f"{SHORT}.ipynb"
-    mtime = saved.stat().st_mtime
+    assert done["dirty"], "the run should have left unsaved changes (the tab's dirty mark)"
     click_menu(browser, "File", "docmanager:save")
-    deadline = time.monotonic() + 30
-    while saved.stat().st_mtime == mtime and time.monotonic() < deadline:
-        time.sleep(0.3)
-    nb = nbformat.read(saved, as_version=4)
+    wait_for(browser, lambda s: not s["dirty"], 30, "File > Save to finish")
+    nb = read_saved(lab.root / f"{SHORT}.ipynb", done["code_cells"])
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(isinstance(c.execution_count, int) for c in code), [c.execution_count for c in code]
     errors = [o for c in code for o in c.outputs if o.output_type == "error"]
