@@ -105,3 +105,31 @@ def test_cpu_index_serves_binders_torch(tmp_path):
     for line in pins:
         name, version = line.split("==")
         assert resolved[name] == version, f"{name}: resolved {resolved[name]}, pinned {version}"
+
+
+# --- the committed results snapshot that Binder and Colab start from -------------------------------
+
+
+@pytest.mark.slow
+def test_snapshot_restores_what_the_analysis_notebooks_read(tmp_path):
+    from pandas.testing import assert_frame_equal
+
+    from vgcore import snapshot
+    from vgcore.build import collect_profile
+    from vgcore.results import load_run
+
+    from _smoke_build import smoke_build
+
+    b = smoke_build()
+    archive = snapshot.write(b.results, "smoke", tmp_path / "results.tar.gz")
+    first = archive.read_bytes()
+    assert snapshot.write(b.results, "smoke", archive).read_bytes() == first, "the archive is not deterministic"
+    restored = tmp_path / "restored"
+    runs = snapshot.restore(archive, restored)
+    assert len(runs) == len(list((b.results / "smoke").glob("*/*/seed*/summary.json")))
+    for table in ("summary", "epochs", "steps"):
+        assert_frame_equal(collect_profile(restored, "smoke", table), collect_profile(b.results, "smoke", table))
+    for run in runs:
+        original = load_run(b.results / run.relative_to(restored))
+        assert (load_run(run)["embeddings"][0] == original["embeddings"][0]).all()
+    assert snapshot.restore(archive, restored) == [], "runs already present must be kept"
