@@ -118,6 +118,18 @@ def test_diagnostics_do_not_change_training(tmp_path):
     assert off.steps["active_ratio"].isna().all()
 
 
+def test_fixed_subset_is_the_same_for_every_seed_and_keeps_order():
+    x, y = torch.arange(100.0).unsqueeze(1), torch.arange(100) % 7
+    xa, ya = train.fixed_subset(x, y, 30)
+    torch.manual_seed(123)
+    xb, _ = train.fixed_subset(x, y, 30)
+    assert torch.equal(xa, xb) and len(ya) == 30
+    assert (xa[1:, 0] > xa[:-1, 0]).all() and torch.equal(ya, y[xa[:, 0].long()])
+    assert train.fixed_subset(x, y, None)[0] is x
+    with pytest.raises(ValueError, match="train_size"):
+        RunConfig(train_size=1)
+
+
 def test_pk_sampler_batches_have_p_classes_of_k():
     labels = torch.arange(12).repeat_interleave(5)
     config = RunConfig(sampler="pk", batch_size=16, samples_per_class=4)

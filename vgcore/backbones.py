@@ -441,7 +441,7 @@ def extract(
     progress: bool = True,
 ) -> torch.Tensor:
     """Run a built backbone over a split, in batches; returns float32 ``[N, D]`` on the CPU."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     if split.kind == "vectors":
         raise ValueError(

@@ -275,6 +275,13 @@ def parse_seeds(chosen, default) -> list[int]:
     return out
 
 
+def dataset_spec(profile, dataset: str) -> str:
+    """What a profile's features of `dataset` depend on (backbone and options), as canonical JSON."""
+    config = profile.config(dataset, profile.losses[0], profile.seeds[0])
+    keys = ("dataset", "backbone", "backbone_options", "dataset_options")
+    return json.dumps({k: getattr(config, k) for k in keys}, sort_keys=True, default=str)
+
+
 def _parse_value(raw: str) -> Any:
     try:
         return json.loads(raw)

@@ -47,6 +47,8 @@ class RunConfig:
     eval_every: int = 1
     eval_train_size: int = 2000
     eval_split: str = "test"
+    train_size: int | None = None
+    eval_size: int | None = None
     grad_threshold: float | None = None
     diagnostics: bool = True
     sync_every: int = 50
@@ -68,6 +70,10 @@ class RunConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("train_size", "eval_size"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 2):
+                raise ValueError(f"{name} must be None (all samples) or an integer >= 2, got {value!r}")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         if not self.lr > 0:
@@ -146,10 +152,14 @@ PROFILES: dict[str, Profile] = {
             "synthetic fine-grained set (many fine classes in few superclasses)"
         ),
         datasets={
-            "fashionmnist": {"backbone": "efficientnet_lite0", "backbone_options": {"resolution": 48}},
+            "fashionmnist": {"backbone": "efficientnet_lite0", "backbone_options": {"resolution": 48},
+                             "train_size": 20000, "eval_size": 5000},
             "synthetic": {
                 "backbone": "pixels",
-                "dataset_options": {"n_superclasses": 10, "n_fine_per_super": 10, "n_per_class": 60, "dim": 64},
+                # noise 0.8: raw-feature Recall@1 on the test classes is about 0.78, so the set is
+                # fine-grained (at the default noise 0.25 every loss reaches Recall@1 = 1.0)
+                "dataset_options": {"n_superclasses": 10, "n_fine_per_super": 10, "n_per_class": 60, "dim": 64,
+                                    "noise": 0.8},
             },
         },
         seeds=(0, 1, 2),

@@ -319,7 +319,7 @@ def _not_found(
 
 def _download(url: str, dest: Path, md5: str | None) -> Path:
     """Fetch ``url`` to ``dest`` atomically, verifying ``md5``. Network errors propagate as OSError."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     req = urllib.request.Request(url, headers={"User-Agent": "vgcore (python urllib)"})

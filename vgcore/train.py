@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 import vgcore
 from vgcore import results
@@ -157,6 +157,17 @@ def evaluate(z: Tensor, y: Tensor) -> dict[str, float]:
     return {**variance(z, y), **retrieval_metrics(z, y, ks=results.DEFAULT_KS)}
 
 
+def fixed_subset(x: Tensor, y: Tensor, size: int | None) -> tuple[Tensor, Tensor]:
+    """`size` rows drawn without replacement with a fixed seed (0), in their original order.
+
+    The draw does not depend on the run's seed, so every loss and seed sees the same data.
+    """
+    if size is None or size >= len(y):
+        return x, y
+    keep = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))[:size].sort().values
+    return x[keep], y[keep]
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -175,8 +186,10 @@ def run(config: RunConfig, out_dir, *, data_root=None, cache_dir=None, progress:
     t_start = time.perf_counter()
     check_available(config.dataset, data_root)
     device = resolve_device(config.device)
-    x_train, y_train = (t.to(device) for t in load_features(config, "train", data_root, cache_dir, progress))
-    x_eval, y_eval = (t.to(device) for t in load_features(config, config.eval_split, data_root, cache_dir, progress))
+    x_train, y_train = fixed_subset(*load_features(config, "train", data_root, cache_dir, progress), config.train_size)
+    x_eval, y_eval = fixed_subset(*load_features(config, config.eval_split, data_root, cache_dir, progress),
+                                  config.eval_size)
+    x_train, y_train, x_eval, y_eval = (t.to(device) for t in (x_train, y_train, x_eval, y_eval))
     for split, x in (("train", x_train), (config.eval_split, x_eval)):
         if not torch.isfinite(x).all():
             raise ValueError(f"the {config.backbone} features of {config.dataset}/{split} contain NaN or inf; "
