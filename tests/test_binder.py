@@ -121,9 +121,9 @@ def test_snapshot_restores_what_the_analysis_notebooks_read(tmp_path):
     from _smoke_build import smoke_build
 
     b = smoke_build()
-    archive = snapshot.write(b.results, "smoke", tmp_path / "results.tar.gz")
-    first = archive.read_bytes()
-    assert snapshot.write(b.results, "smoke", archive).read_bytes() == first, "the archive is not deterministic"
+    archive = b.figures / "smoke" / "results.tar.gz"  # written by the build's snapshot rule
+    rewritten = snapshot.write(b.results, "smoke", tmp_path / "results.tar.gz")
+    assert rewritten.read_bytes() == archive.read_bytes(), "the archive is not deterministic"
     restored = tmp_path / "restored"
     runs = snapshot.restore(archive, restored)
     assert len(runs) == len(list((b.results / "smoke").glob("*/*/seed*/summary.json")))
@@ -133,3 +133,26 @@ def test_snapshot_restores_what_the_analysis_notebooks_read(tmp_path):
         original = load_run(b.results / run.relative_to(restored))
         assert (load_run(run)["embeddings"][0] == original["embeddings"][0]).all()
     assert snapshot.restore(archive, restored) == [], "runs already present must be kept"
+
+
+def test_committed_demo_snapshot_gives_the_committed_demo_tables(tmp_path):
+    """Binder and Colab start from figures/demo/results.tar.gz: it must be the runs behind figures/demo."""
+    from vgcore import analysis, snapshot
+    from vgcore.build import ANALYSIS, collect_profile
+
+    demo = ROOT / "figures" / "demo"
+    archive = demo / "results.tar.gz"
+    assert archive.exists(), "figures/demo/results.tar.gz is missing: `make demo` writes it"
+    snapshot.restore(archive, tmp_path / "results")
+    summary = collect_profile(tmp_path / "results", "demo", "summary")
+    tables = {
+        "03_variance": analysis.mean_std_table(summary, analysis.VARIANCE_TABLE),
+        "04_greediness": analysis.mean_std_table(summary, analysis.GREEDINESS_TABLE),
+        "05_retrieval": analysis.mean_std_table(summary, analysis.RETRIEVAL_TABLE),
+        "06_claims": analysis.format_claims(analysis.check_claims(summary)),
+    }
+    assert set(tables) == set(ANALYSIS)
+    for name, table in tables.items():
+        (written, *_) = analysis.write_table(table, tmp_path / "tables" / name, "", f"{name}.ipynb")
+        assert written.read_text() == (demo / "tables" / f"{name}.csv").read_text(), \
+            f"figures/demo/results.tar.gz does not give figures/demo/tables/{name}.csv: rebuild with `make demo`"
