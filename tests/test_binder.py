@@ -15,6 +15,7 @@ then skips, saying so. Where the index is reachable, the file's lines are resolv
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import urllib.error
@@ -156,3 +157,73 @@ def test_committed_demo_snapshot_gives_the_committed_demo_tables(tmp_path):
         (written, *_) = analysis.write_table(table, tmp_path / "tables" / name, "", f"{name}.ipynb")
         assert written.read_text() == (demo / "tables" / f"{name}.csv").read_text(), \
             f"figures/demo/results.tar.gz does not give figures/demo/tables/{name}.csv: rebuild with `make demo`"
+
+
+# --- Colab and Binder in the notebooks: badges and the setup cell ---------------------------------
+
+import nbformat  # noqa: E402
+
+from vgcore import build  # noqa: E402
+
+NOTEBOOKS = ROOT / "notebooks"
+SLUG, BRANCH = "OWNER/vgcore", "main"  # the GitHub repository the badges and the Colab cell use
+
+
+def _code_cells(name: str):
+    nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    return nb, [c for c in nb.cells if c.cell_type == "code"]
+
+
+@pytest.mark.parametrize("name", build.NOTEBOOKS)
+def test_notebook_opens_on_colab_and_binder_and_sets_up_first(name):
+    nb, code = _code_cells(name)
+    intro = nb.cells[0].source
+    assert f"https://colab.research.google.com/github/{SLUG}/blob/{BRANCH}/notebooks/{name}.ipynb" in intro
+    assert f"https://mybinder.org/v2/gh/{SLUG}/{BRANCH}?urlpath=lab/tree/notebooks/{name}.ipynb" in intro
+    assert '"google.colab" in sys.modules' in code[0].source, "the first code cell is the Colab setup"
+    assert "parameters" in code[1].metadata.get("tags", ()), "the parameters follow the setup cell"
+    assert code[0].source == _code_cells(build.NOTEBOOKS[0])[1][0].source, "one setup cell for all notebooks"
+    assert f'"https://github.com/{SLUG}"' in code[0].source
+
+
+_RUN_SETUP = r"""
+import os, subprocess, sys, types
+calls = []
+def fake_run(cmd, check=False, **kw):
+    calls.append([str(c) for c in cmd])
+    if cmd[:2] == ["git", "clone"]:
+        os.makedirs(os.path.join(cmd[-1], "figures", "demo"))
+        open(os.path.join(cmd[-1], "figures", "demo", "results.tar.gz"), "wb").close()
+    return subprocess.CompletedProcess(cmd, 0)
+subprocess.run = fake_run
+if os.environ.get("FAKE_COLAB"):
+    sys.modules["google.colab"] = types.ModuleType("google.colab")
+exec(open(sys.argv[1]).read())
+print(repr((os.getcwd(), calls)))
+"""
+
+
+def _run_setup(tmp_path, cwd, colab: bool):
+    src = _code_cells("03_variance")[1][0].source.replace("/content/vgcore-repo", str(tmp_path / "content" / "repo"))
+    (tmp_path / "setup_cell.py").write_text(src)
+    (tmp_path / "driver.py").write_text(_RUN_SETUP)
+    proc = subprocess.run([sys.executable, str(tmp_path / "driver.py"), str(tmp_path / "setup_cell.py")], cwd=cwd,
+                          env={**os.environ, **({"FAKE_COLAB": "1"} if colab else {})},
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return eval(proc.stdout.strip().splitlines()[-1])
+
+
+def test_setup_cell_outside_colab_installs_nothing(tmp_path):
+    assert _run_setup(tmp_path, tmp_path, colab=False) == (str(tmp_path), [])
+    # JupyterLab and Binder start the kernel in notebooks/: the cell moves to the repository root
+    assert _run_setup(tmp_path, NOTEBOOKS, colab=False) == (str(ROOT), [])
+
+
+def test_setup_cell_on_colab_clones_installs_and_restores_the_demo_results(tmp_path):
+    repo = tmp_path / "content" / "repo"
+    cwd, calls = _run_setup(tmp_path, tmp_path, colab=True)
+    assert cwd == str(repo)
+    assert calls[0] == ["git", "clone", "--depth=1", f"https://github.com/{SLUG}", str(repo)]
+    assert calls[1][-4:] == ["pip", "install", "--quiet", f"{repo}[offline]"]
+    assert calls[2][-2:] == ["restore", "figures/demo/results.tar.gz"] and "vgcore.snapshot" in calls[2]
