@@ -47,3 +47,37 @@ def test_local_links_and_images_exist():
     local = [t for t in targets if not re.match(r"[a-z]+:", t)]
     missing = [t for t in local if not (ROOT / t).exists()]
     assert not missing, f"README.md links to missing files: {missing}"
+
+
+def test_included_tables_are_the_committed_ones():
+    """A table between `<!-- include FILE -->` and `<!-- end include -->` is FILE's table, verbatim."""
+    text = README.read_text()
+    blocks = re.findall(r"<!-- include (\S+) -->\n(.*?)\n<!-- end include -->", text, flags=re.S)
+    assert blocks, "README.md includes no generated table"
+    for path, block in blocks:
+        assert block.strip() == (ROOT / path).read_text().strip(), \
+            f"README.md's copy of {path} is stale: paste the file's current content between the markers"
+
+
+def test_summary_counts_the_claims_the_demo_table_reports():
+    import pandas as pd
+
+    claims = pd.read_csv(ROOT / "figures" / "demo" / "tables" / "06_claims.csv")
+    held, total = int((claims["verdict"] == "holds").sum()), len(claims)
+    summary = section("Results of the demo profile")
+    assert f"{held} of the {total} claim checks hold" in summary, \
+        f"the demo table has {held} of {total} checks holding: update the summary paragraph"
+    for png in ("03_variance_bars", "04_active_ratio_over_training", "05_tradeoff", "06_claims"):
+        assert f'src="figures/demo/{png}.png"' in summary
+
+
+def test_every_notebook_has_its_binder_and_colab_badge():
+    from test_binder import BRANCH, SLUG
+
+    from vgcore import build
+
+    text = section("Exploring the notebooks: JupyterLab, Binder, Colab")
+    for name in build.NOTEBOOKS:
+        assert f"mybinder.org/v2/gh/{SLUG}/{BRANCH}?urlpath=lab/tree/notebooks/{name}.ipynb" in text, name
+        assert f"colab.research.google.com/github/{SLUG}/blob/{BRANCH}/notebooks/{name}.ipynb" in text, name
+    assert f"mybinder.org/v2/gh/{SLUG}/{BRANCH}?urlpath=lab/tree/notebooks)" in README.read_text().split("\n## ")[0]
