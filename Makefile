@@ -42,8 +42,13 @@ figures: $(STAMP)  ## notebook build of any profile: make figures PROFILE=smoke 
 sync-notebooks: $(STAMP)  ## sync each notebooks/*.py with its paired .ipynb (the newer one wins)
 	$(BIN)/jupytext --sync notebooks/*.py
 
-lab: $(STAMP)  ## JupyterLab on the notebooks (jupytext pairs: edit either file)
-	$(BIN)/jupyter lab notebooks/
+# JupyterLab serves the whole repository (README, figures/, PROTOCOL.md) and opens on notebooks/.
+# jupytext's server extension (enabled by its pip install) pairs each .ipynb with its .py: saving
+# either in JupyterLab rewrites both, and a .py opens as a notebook (right-click > Open With).
+LAB_PORT ?= 8888
+lab: $(STAMP)  ## JupyterLab on the notebooks, jupytext pairing on (LAB_PORT=8888)
+	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.port=$(LAB_PORT) \
+	  --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks
 
 data:  ## make the offline FashionMNIST available (Debian package dataset-fashion-mnist)
 	@if [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then \

@@ -16,6 +16,9 @@
 # %% [markdown]
 # # 04 · GREEDINESS: how many samples each loss updates, and how hard
 #
+# [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/OWNER/vgcore/blob/main/notebooks/04_greediness.ipynb)
+# [![Launch on Binder](https://mybinder.org/badge_logo.svg)](https://mybinder.org/v2/gh/OWNER/vgcore/main?urlpath=lab/tree/notebooks/04_greediness.ipynb)
+#
 # Per training step (from the step's own backward pass, no second pass):
 #
 # - **active ratio**: the share of samples that take part in the update. `active_ratio` counts
@@ -26,6 +29,27 @@
 # A *greedy* loss updates through many samples with small steps (the paper: Contrastive, InfoNCE);
 # a selective one through few, larger ones (Triplet with its margin). The exact rules for each loss
 # are in PROTOCOL.md ("Diagnostics: GREEDINESS").
+
+# %%
+# Setup. On Colab: fetch vgcore, install it (with its small offline extras) and restore the committed
+# demo results; anywhere else this cell installs nothing. Then work from the repository root, as
+# `make demo` does: results/, figures/, cache/ and data/ are relative to it.
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+VGCORE_GIT = "https://github.com/OWNER/vgcore"
+if "google.colab" in sys.modules:
+    repo = Path("/content/vgcore-repo")
+    if not repo.is_dir():
+        subprocess.run(["git", "clone", "--depth=1", VGCORE_GIT, str(repo)], check=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", f"{repo}[offline]"], check=True)
+    os.chdir(repo)
+    if Path("figures/demo/results.tar.gz").is_file():  # the analysis notebooks start from these runs
+        subprocess.run([sys.executable, "-m", "vgcore.snapshot", "restore", "figures/demo/results.tar.gz"], check=True)
+elif Path.cwd().name == "notebooks" and (Path.cwd().parent / "pyproject.toml").is_file():
+    os.chdir("..")  # JupyterLab and Binder start the kernel in notebooks/
 
 # %% tags=["parameters"]
 profile = "demo"  # smoke | demo | paper

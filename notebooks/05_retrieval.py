@@ -16,11 +16,35 @@
 # %% [markdown]
 # # 05 · Retrieval: the main table, and the efficiency-granularity trade-off
 #
+# [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/OWNER/vgcore/blob/main/notebooks/05_retrieval.ipynb)
+# [![Launch on Binder](https://mybinder.org/badge_logo.svg)](https://mybinder.org/v2/gh/OWNER/vgcore/main?urlpath=lab/tree/notebooks/05_retrieval.ipynb)
+#
 # Retrieval on the test split with the final embeddings: every test sample queries all others
 # (cosine similarity, exact kNN). **Recall@K**: share of queries with at least one same-class sample
 # among the K nearest; **MAP@R**: mean average precision over the R nearest, R = the number of
 # same-class samples (Musgrave et al. 2020). The paper's main table is Recall@1/2/4/8 and MAP@R per
 # loss x dataset; here as mean ± std over seeds.
+
+# %%
+# Setup. On Colab: fetch vgcore, install it (with its small offline extras) and restore the committed
+# demo results; anywhere else this cell installs nothing. Then work from the repository root, as
+# `make demo` does: results/, figures/, cache/ and data/ are relative to it.
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+VGCORE_GIT = "https://github.com/OWNER/vgcore"
+if "google.colab" in sys.modules:
+    repo = Path("/content/vgcore-repo")
+    if not repo.is_dir():
+        subprocess.run(["git", "clone", "--depth=1", VGCORE_GIT, str(repo)], check=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", f"{repo}[offline]"], check=True)
+    os.chdir(repo)
+    if Path("figures/demo/results.tar.gz").is_file():  # the analysis notebooks start from these runs
+        subprocess.run([sys.executable, "-m", "vgcore.snapshot", "restore", "figures/demo/results.tar.gz"], check=True)
+elif Path.cwd().name == "notebooks" and (Path.cwd().parent / "pyproject.toml").is_file():
+    os.chdir("..")  # JupyterLab and Binder start the kernel in notebooks/
 
 # %% tags=["parameters"]
 profile = "demo"  # smoke | demo | paper

@@ -16,12 +16,36 @@
 # %% [markdown]
 # # 06 · Claims: does each claim of the paper hold on our runs?
 #
+# [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/OWNER/vgcore/blob/main/notebooks/06_claims.ipynb)
+# [![Launch on Binder](https://mybinder.org/badge_logo.svg)](https://mybinder.org/v2/gh/OWNER/vgcore/main?urlpath=lab/tree/notebooks/06_claims.ipynb)
+#
 # Each claim is a comparison of seed means of one summary metric (`vgcore.analysis.CLAIMS`): the best
 # loss of the claim's group against the best of the rest. It **holds** on a dataset when the group's
 # best beats the rest's best in the claimed direction. Means are reported with their seed standard
 # deviations, so a reader can see whether the gap exceeds the spread over seeds; with one seed
 # (smoke) there is no spread. Fine-grained claims are checked only on fine-grained sets
 # (`vgcore.analysis.FINE_GRAINED`).
+
+# %%
+# Setup. On Colab: fetch vgcore, install it (with its small offline extras) and restore the committed
+# demo results; anywhere else this cell installs nothing. Then work from the repository root, as
+# `make demo` does: results/, figures/, cache/ and data/ are relative to it.
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+VGCORE_GIT = "https://github.com/OWNER/vgcore"
+if "google.colab" in sys.modules:
+    repo = Path("/content/vgcore-repo")
+    if not repo.is_dir():
+        subprocess.run(["git", "clone", "--depth=1", VGCORE_GIT, str(repo)], check=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", f"{repo}[offline]"], check=True)
+    os.chdir(repo)
+    if Path("figures/demo/results.tar.gz").is_file():  # the analysis notebooks start from these runs
+        subprocess.run([sys.executable, "-m", "vgcore.snapshot", "restore", "figures/demo/results.tar.gz"], check=True)
+elif Path.cwd().name == "notebooks" and (Path.cwd().parent / "pyproject.toml").is_file():
+    os.chdir("..")  # JupyterLab and Binder start the kernel in notebooks/
 
 # %% tags=["parameters"]
 profile = "demo"  # smoke | demo | paper

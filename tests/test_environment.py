@@ -1,5 +1,6 @@
 """The conda environment (environment.yml) and the package metadata (pyproject.toml) agree."""
 
+import os
 import tomllib
 from pathlib import Path
 
@@ -22,13 +23,18 @@ def _pyproject_requirements() -> tuple[dict[str, Requirement], dict[str, Require
     return runtime, extras
 
 
-def _environment_pip_requirements() -> dict[str, Requirement]:
-    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+def pip_section(path: Path = ROOT / "environment.yml") -> list[str]:
+    """The lines of the one pip section of a conda environment file."""
+    env = yaml.safe_load(path.read_text())
     pip_sections = [d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d]
-    assert len(pip_sections) == 1, "environment.yml must have exactly one pip section"
+    assert len(pip_sections) == 1, f"{path.relative_to(ROOT)} must have exactly one pip section"
+    return pip_sections[0]
+
+
+def _environment_pip_requirements(path: Path = ROOT / "environment.yml") -> dict[str, Requirement]:
     reqs = {}
-    for line in pip_sections[0]:
-        if line.startswith("-"):  # pip options such as `-e .`
+    for line in pip_section(path):
+        if line.startswith("-"):  # pip options such as `-e .` or `--extra-index-url URL`
             continue
         try:
             req = Requirement(line)
@@ -67,3 +73,41 @@ def test_torch_pins_are_exact():
     runtime, _ = _pyproject_requirements()
     assert str(runtime["torch"].specifier) == "==2.14.1"
     assert str(runtime["torchvision"].specifier) == "==0.29.1"
+
+
+# --- Binder: binder/environment.yml is the top-level one with CPU-only torch -------------------------
+
+BINDER = ROOT / "binder"
+CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+CPU_BUILDS = ("torch", "torchvision")  # pinned `==<version>+cpu` on Binder
+
+
+def test_top_level_environment_has_no_pip_options_but_the_editable_install():
+    options = [line for line in pip_section() if line.startswith("-")]
+    assert options == ["-e ."], f"unexpected pip options in environment.yml: {options}"
+
+
+def test_binder_environment_is_the_top_level_one_with_cpu_torch():
+    top, binder = _environment_pip_requirements(), _environment_pip_requirements(BINDER / "environment.yml")
+    assert sorted(binder) == sorted(top), "binder/environment.yml and environment.yml name different packages"
+    for name, req in top.items():
+        if name in CPU_BUILDS:
+            (pin,) = req.specifier
+            assert pin.operator == "==", f"{name} must be pinned exactly"
+            assert str(binder[name].specifier) == f"=={pin.version}+cpu", \
+                f"Binder's {name} must be the CPU build of the same version: =={pin.version}+cpu"
+        else:
+            assert binder[name].specifier == req.specifier, f"pins differ for {name}: {req} vs {binder[name]}"
+    binder_env = yaml.safe_load((BINDER / "environment.yml").read_text())
+    top_env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    assert [d for d in binder_env["dependencies"] if isinstance(d, str)] == \
+        [d for d in top_env["dependencies"] if isinstance(d, str)], "conda packages (python, pip) differ"
+
+
+def test_binder_environment_finds_the_cpu_wheels_and_postbuild_installs_vgcore():
+    options = [line for line in pip_section(BINDER / "environment.yml") if line.startswith("-")]
+    assert options == [f"--extra-index-url {CPU_INDEX}"], options
+    post = BINDER / "postBuild"
+    assert os.access(post, os.X_OK), "binder/postBuild must be executable"
+    commands = [line.strip() for line in post.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    assert "python -m pip install --no-cache-dir -e ." in commands, "postBuild must install vgcore itself"

@@ -165,7 +165,8 @@ def test_smoke_build_makes_every_target_and_names_its_notebooks():
                 run = runs / dataset / loss / f"seed{seed}"
                 assert {"02_train.ipynb", "summary.json", "steps.csv", "epochs.csv"} <= {p.name for p in run.iterdir()}
     fig = b.figures / "smoke"
-    expected = {*build.analysis_files(fig), fig / "README.md", *(fig / "notebooks" / f"{nb}.ipynb" for nb in build.ANALYSIS)}
+    expected = {*build.analysis_files(fig), fig / "README.md", *(fig / "notebooks" / f"{nb}.ipynb" for nb in build.ANALYSIS),
+                fig / "results.tar.gz"}
     written = {p for p in fig.rglob("*") if p.is_file()}
     assert written == expected
     index = (fig / "README.md").read_text()

@@ -1,0 +1,83 @@
+"""README.md stays true: its "own training loop" example runs, and its local links point at files."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from _smoke_build import ROOT, env
+
+README = ROOT / "README.md"
+
+
+def section(title: str) -> str:
+    text = README.read_text()
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start:end if end >= 0 else None]
+
+
+def python_blocks(markdown: str) -> list[str]:
+    return re.findall(r"^```python\n(.*?)^```$", markdown, flags=re.S | re.M)
+
+
+@pytest.mark.slow
+def test_training_loop_example_runs(tmp_path):
+    (code,) = python_blocks(section("Use vgcore in your own training loop"))
+    script = tmp_path / "readme_example.py"
+    script.write_text(code)
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env(), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    steps = re.findall(r"^step (\d+): loss ([\d.]+), active ratio ([\d.]+), grad norm ([\d.]+)$", proc.stdout, re.M)
+    assert [int(s[0]) for s in steps] == [0, 20, 40], proc.stdout
+    assert float(steps[0][2]) > float(steps[-1][2]), "the active ratio should fall as the head learns"
+    final = re.search(r"intra-class variance ([\d.]+), inter-class variance ([\d.]+), centroid spacing CV ([\d.]+), "
+                      r"Recall@1 ([\d.]+)$", proc.stdout, re.M)
+    assert final, proc.stdout
+    assert 0 < float(final[1]) < float(final[2]) and 0 < float(final[4]) <= 1
+
+
+def test_local_links_and_images_exist():
+    text = README.read_text()
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text) + re.findall(r'<img [^>]*src="([^"]+)"', text)
+    local = [t for t in targets if not re.match(r"[a-z]+:", t)]
+    missing = [t for t in local if not (ROOT / t).exists()]
+    assert not missing, f"README.md links to missing files: {missing}"
+
+
+def test_included_tables_are_the_committed_ones():
+    """A table between `<!-- include FILE -->` and `<!-- end include -->` is FILE's table, verbatim."""
+    text = README.read_text()
+    blocks = re.findall(r"<!-- include (\S+) -->\n(.*?)\n<!-- end include -->", text, flags=re.S)
+    assert blocks, "README.md includes no generated table"
+    for path, block in blocks:
+        assert block.strip() == (ROOT / path).read_text().strip(), \
+            f"README.md's copy of {path} is stale: paste the file's current content between the markers"
+
+
+def test_summary_counts_the_claims_the_demo_table_reports():
+    import pandas as pd
+
+    claims = pd.read_csv(ROOT / "figures" / "demo" / "tables" / "06_claims.csv")
+    held, total = int((claims["verdict"] == "holds").sum()), len(claims)
+    summary = section("Results of the demo profile")
+    assert f"{held} of the {total} claim checks hold" in summary, \
+        f"the demo table has {held} of {total} checks holding: update the summary paragraph"
+    for png in ("03_variance_bars", "04_active_ratio_over_training", "05_tradeoff", "06_claims"):
+        assert f'src="figures/demo/{png}.png"' in summary
+
+
+def test_every_notebook_has_its_binder_and_colab_badge():
+    from test_binder import BRANCH, SLUG
+
+    from vgcore import build
+
+    text = section("Exploring the notebooks: JupyterLab, Binder, Colab")
+    for name in build.NOTEBOOKS:
+        assert f"mybinder.org/v2/gh/{SLUG}/{BRANCH}?urlpath=lab/tree/notebooks/{name}.ipynb" in text, name
+        assert f"colab.research.google.com/github/{SLUG}/blob/{BRANCH}/notebooks/{name}.ipynb" in text, name
+    assert f"mybinder.org/v2/gh/{SLUG}/{BRANCH}?urlpath=lab/tree/notebooks)" in README.read_text().split("\n## ")[0]
