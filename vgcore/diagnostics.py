@@ -29,6 +29,7 @@ __all__ = [
     "GREEDINESS_KEYS",
     "GRAD_THRESHOLD",
     "GRAD_THRESHOLD_SWEEP",
+    "check_embeddings",
     "variance",
     "greediness",
     "grad_active_sweep",
@@ -85,7 +86,8 @@ _SPECTRUM_FLOOR = 1e-12
 # ==================================================================================================
 
 
-def _check_zy(z: Tensor, y: Tensor) -> None:
+def check_embeddings(z: Tensor, y: Tensor) -> None:
+    """Raise a ValueError naming the problem unless z is finite float [N, D] and y integer [N], N, D > 0."""
     if not isinstance(z, Tensor) or not isinstance(y, Tensor):
         raise ValueError("z and y must be torch tensors")
     if z.ndim != 2:
@@ -144,7 +146,7 @@ def variance(
     Raises ``ValueError`` for empty or mismatched input, NaN/inf, fewer than 2 classes, or no class
     with at least 2 samples.
     """
-    _check_zy(z, y)
+    check_embeddings(z, y)
     if spectral_skip < 0:
         raise ValueError("spectral_skip must be >= 0")
     if chunk_size < 1:
