@@ -30,7 +30,7 @@ test: $(STAMP)  ## unit tests and nbval on the notebooks (smoke profile)
 lint: $(STAMP)  ## ruff on the package, tests, benchmarks and notebooks
 	$(BIN)/ruff check vgcore tests benchmarks notebooks workflow
 
-demo: $(STAMP)  ## notebook build, demo profile (FashionMNIST + EfficientNet-Lite0, synthetic fine-grained) -> figures/demo
+demo: $(STAMP) data  ## notebook build, demo profile (FashionMNIST + EfficientNet-Lite0, synthetic fine-grained) -> figures/demo
 	$(BIN)/python -m vgcore demo -j $(JOBS) $(SELECT)
 
 paper: $(STAMP)  ## notebook build, paper profile (ViT-B/32, five datasets; needs internet, a GPU helps) -> figures/paper
