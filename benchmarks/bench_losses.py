@@ -41,8 +41,11 @@ VARIANTS = {
 }
 
 
-def pml_equivalent(name: str, num_classes: int):
-    """The PML loss closest to our default (PROTOCOL.md, Losses), or None."""
+def pml_equivalent(row: str, num_classes: int):
+    """The PML loss computing the same function as bench row ``row`` (PROTOCOL.md), or None.
+
+    A variant row ("loss=pml") uses its own entry if it has one, else its base loss's.
+    """
     try:
         from pytorch_metric_learning import distances, losses, reducers
     except ImportError:
@@ -55,7 +58,10 @@ def pml_equivalent(name: str, num_classes: int):
             ),
             "TripletMarginLoss(0.2, LpDistance(power=2), MeanReducer)",
         ),
-        "npair": (lambda: losses.NPairsLoss(), "NPairsLoss()"),
+        # our default N-pair (every positive pair, dot products) is NTXent at temperature 1 on
+        # the L2-normalised head; PML's NPairsLoss is our pairs="one_per_class" (row npair=pml)
+        "npair": (lambda: losses.NTXentLoss(temperature=1.0), "NTXentLoss(1.0)"),
+        "npair=pml": (lambda: losses.NPairsLoss(), "NPairsLoss()"),
         "infonce": (lambda: losses.NTXentLoss(temperature=0.1), "NTXentLoss(0.1)"),
         "arcface": (
             lambda: losses.ArcFaceLoss(num_classes, EMBED_DIM, margin=math.degrees(0.5), scale=64),
@@ -63,6 +69,7 @@ def pml_equivalent(name: str, num_classes: int):
         ),
         "scl": (lambda: losses.SupConLoss(temperature=0.1), "SupConLoss(0.1)"),
     }
+    name = row if row in table else row.split("=")[0]
     if name not in table:
         return None, "-"
     factory, label = table[name]
@@ -155,10 +162,10 @@ def main(argv=None) -> int:
         ours = make_loss(
             name, num_classes=num_classes, embedding_dim=EMBED_DIM, check_inputs=False, **hp
         )
-        pml, pml_label = pml_equivalent(name, num_classes)
+        pml, pml_label = pml_equivalent(row, num_classes)
         ours_step = make_step(ours, True, features, labels)
         pml_step = None if pml is None else make_step(pml, False, features, labels)
-        extra = slow_pml if name == "infonce" else {}
+        extra = slow_pml if pml_label.startswith("NTXentLoss") else {}
         ours_t, pml_t = compare_steps(ours_step, pml_step, *cfg, **extra)
         ours_sps, ours_n = rate(ours_t), len(ours_t)
         pml_sps, pml_n = rate(pml_t), len(pml_t)

@@ -33,6 +33,7 @@ from vgcore.pairwise import (
     eye_mask,
     label_masks,
     masked_logsumexp,
+    pointwise,
     safe_sqrt,
     same_label,
     similarity_matrix,
@@ -134,9 +135,12 @@ def validate_inputs(
             )
 
 
-def _count(mask: Tensor) -> Tensor:
-    """Number of True entries as a 0-d int64 tensor (no host sync)."""
-    return mask.sum(dtype=torch.int64)
+def _count(mask: Tensor, dim: int | None = None) -> Tensor:
+    """Number of True entries (along ``dim``) as int64, without a host sync.
+
+    ``count_nonzero`` rather than ``sum``: summing a B x B bool mask first copies it to int64.
+    """
+    return torch.count_nonzero(mask, dim=dim)
 
 
 def _safe_div(total: Tensor, count: Tensor) -> Tensor:
@@ -230,14 +234,7 @@ class ContrastiveLoss(_MetricLoss):
     def _compute(self, embeddings: Tensor, labels: Tensor) -> LossOutput:
         same, eye = same_label(labels), eye_mask(labels)
         d2 = distance_matrix(embeddings, normalize=self.normalize, squared=True)
-        dist = safe_sqrt(d2)
-        neg_term = F.relu(self.margin - dist)
-        if self.squared:  # the 1/2 of both hinges is applied to the sums below
-            neg_term = neg_term.square()
-            pos_term = d2 if self.pos_margin == 0 else F.relu(dist - self.pos_margin).square()
-        else:
-            pos_term = F.relu(dist - self.pos_margin)
-        term = torch.where(same, pos_term, neg_term).masked_fill(eye, 0.0)
+        term = pointwise(d2, *self._terms(d2.detach(), same, eye))
         half = 0.5 if self.squared else 1.0
         batch = labels.shape[0]
         n_terms = torch.full((), batch * (batch - 1), dtype=torch.int64, device=labels.device)
@@ -257,6 +254,24 @@ class ContrastiveLoss(_MetricLoss):
             n_active_terms=_count(active),
             has_positives=pos.any(),
         )
+
+    @torch.no_grad()
+    def _terms(self, d2: Tensor, same: Tensor, eye: Tensor) -> tuple[Tensor, Tensor]:
+        """Each pair's term as a function of the squared distance ``d2``, and its slope in ``d2``.
+
+        The hinge is ``h = [d - pos_margin]_+`` on a positive pair and ``[margin - d]_+`` on a
+        negative one, so ``dh/dd2 = +-1 / (2d)`` where it is active. The slope is 0 where ``d = 0``
+        (the diagonal, coincident points), where the gradient of ``d`` is undefined.
+        """
+        dist = d2.sqrt()
+        inv = torch.where(dist > 0, dist.reciprocal(), 0.0).masked_fill_(eye, 0.0)
+        hinge = torch.where(same, dist - self.pos_margin, self.margin - dist).clamp_min_(0.0)
+        hinge.masked_fill_(eye, 0.0)
+        inv.mul_(torch.where(same, 1.0, -1.0))  # the sign of dh/dd
+        if self.squared:  # d/dd2 h^2 = 2 h dh/dd2 = +-h / d
+            value = hinge.square()
+            return value, inv.mul_(hinge)
+        return hinge, inv.mul_(0.5).masked_fill_(hinge == 0, 0.0)
 
 
 class TripletLoss(_MetricLoss):
@@ -302,7 +317,7 @@ class TripletLoss(_MetricLoss):
         pos, neg = label_masks(labels)
         dist = distance_matrix(embeddings, normalize=self.normalize, squared=self.squared)
         hinge, active = batch_all_triplet_sums(dist, pos, neg, self.margin)
-        triplets_per_anchor = pos.sum(dim=1) * neg.sum(dim=1)
+        triplets_per_anchor = _count(pos, dim=1) * _count(neg, dim=1)
         n_terms = triplets_per_anchor.sum()
         n_active = active.sum()
         total = hinge.sum()
@@ -337,22 +352,25 @@ class _PairSoftmaxLoss(_MetricLoss):
         self.normalize = normalize
 
     def _logits(self, embeddings: Tensor) -> Tensor:
-        return similarity_matrix(embeddings, normalize=self.normalize) / self.temperature
+        return similarity_matrix(embeddings, self.normalize, scale=1.0 / self.temperature)
 
     def _all_pairs(self, embeddings: Tensor, labels: Tensor) -> LossOutput:
         same, eye = same_label(labels), eye_mask(labels)
         logits = self._logits(embeddings)
-        lse_neg = masked_logsumexp(logits, ~same, dim=1)
-        # log(1 + exp(x)); an anchor without negatives (lse = -inf) gives exactly 0.
-        term = F.softplus(lse_neg.unsqueeze(1) - logits, threshold=_SOFTPLUS_EXACT)
         pos = same & ~eye
-        term = torch.where(pos, term, 0.0)
+        # term(a, p) = softplus(x) with x = lse_neg(a) - s_ap; an anchor without negatives has
+        # lse = -inf, so its terms are exactly 0 with a zero gradient.
+        x = masked_logsumexp(logits, ~same).unsqueeze(1) - logits
+        with torch.no_grad():
+            value = torch.where(pos, F.softplus(x, threshold=_SOFTPLUS_EXACT), 0.0)
+            slope = torch.where(pos, torch.sigmoid(x), 0.0)
+        term = pointwise(x, value, slope)
         n_terms = _count(pos)
         return LossOutput(
             loss=_safe_div(term.sum(), n_terms),
-            per_sample=_safe_div(term.sum(dim=1), pos.sum(dim=1)),
+            per_sample=_safe_div(term.sum(dim=1), _count(pos, dim=1)),
             n_terms=n_terms,
-            n_active_terms=_count(term > 0),
+            n_active_terms=_count(value > 0),
             has_positives=n_terms > 0,
         )
 
@@ -394,21 +412,28 @@ class NPairLoss(_PairSoftmaxLoss):
     def _compute(self, embeddings: Tensor, labels: Tensor) -> LossOutput:
         if self.pairs == "all":
             return self._all_pairs(embeddings, labels)
-        pos, _ = label_masks(labels)
-        same = pos | torch.eye(labels.shape[0], dtype=torch.bool, device=labels.device)
+        return self._one_pair_per_class(embeddings, labels)
+
+    def _one_pair_per_class(self, embeddings: Tensor, labels: Tensor) -> LossOutput:
+        """Sohn's P x P problem: row k is the anchor of class k, column k its positive."""
         rank = within_class_rank(labels)
-        anchor = (rank == 0) & pos.any(dim=1)  # first sample of a class that has a second one
-        second = rank == 1  # the positive of its class
-        logits = self._logits(embeddings)
-        lse = masked_logsumexp(logits, anchor.unsqueeze(1) & second.unsqueeze(0), dim=1)
-        target = torch.where(same & second.unsqueeze(0), logits, 0.0).sum(dim=1)
-        term = torch.where(anchor, lse - target, 0.0)
-        n_terms = _count(anchor)
+        # the first and the second sample of each class that has two, paired by sorting on label
+        # (nonzero() is this mode's one host sync: the number of classes P sets the shapes)
+        anchor = (rank == 0).nonzero().squeeze(1)
+        second = (rank == 1).nonzero().squeeze(1)
+        anchor = anchor[torch.isin(labels[anchor], labels[second])]
+        anchor = anchor[torch.argsort(labels[anchor])]
+        second = second[torch.argsort(labels[second])]
+        z = F.normalize(embeddings, dim=1) if self.normalize else embeddings
+        logits = (z[anchor] @ z[second].T) / self.temperature
+        targets = torch.arange(anchor.shape[0], device=labels.device)
+        term = F.cross_entropy(logits, targets, reduction="none")
+        n_terms = torch.full((), anchor.shape[0], dtype=torch.int64, device=labels.device)
         return LossOutput(
             loss=_safe_div(term.sum(), n_terms),
-            per_sample=term,
+            per_sample=term.new_zeros(labels.shape[0]).index_put((anchor,), term),
             n_terms=n_terms,
-            n_active_terms=_count(anchor & (term > 0)),
+            n_active_terms=_count(term > 0),
             has_positives=n_terms > 0,
         )
 
@@ -467,10 +492,10 @@ class SupConLoss(_MetricLoss):
 
     def _compute(self, embeddings: Tensor, labels: Tensor) -> LossOutput:
         same, eye = same_label(labels), eye_mask(labels)
-        logits = similarity_matrix(embeddings, normalize=self.normalize) / self.temperature
-        lse_all = masked_logsumexp(logits, ~eye, dim=1)
+        logits = similarity_matrix(embeddings, self.normalize, scale=1.0 / self.temperature)
+        lse_all = masked_logsumexp(logits, ~eye)
         pos = same & ~eye
-        n_pos = pos.sum(dim=1)
+        n_pos = _count(pos, dim=1)
         pos_logits = torch.where(pos, logits, 0.0)
         per_sample = torch.where(n_pos > 0, lse_all - _safe_div(pos_logits.sum(dim=1), n_pos), 0.0)
         anchors = n_pos > 0

@@ -8,9 +8,12 @@ coincident points, empty rows) receive an exact zero gradient, never NaN.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 __all__ = [
     "label_masks",
@@ -20,6 +23,7 @@ __all__ = [
     "gram",
     "distance_matrix",
     "masked_logsumexp",
+    "pointwise",
     "safe_sqrt",
     "batch_all_triplet_sums",
     "within_class_rank",
@@ -66,10 +70,14 @@ def gram(z: Tensor) -> Tensor:
     return _Gram.apply(z)
 
 
-def similarity_matrix(embeddings: Tensor, normalize: bool) -> Tensor:
-    """Dot-product similarity ``z_i . z_j`` [B, B]; cosine similarity when ``normalize``."""
+def similarity_matrix(embeddings: Tensor, normalize: bool, scale: float = 1.0) -> Tensor:
+    """Dot-product similarity ``scale * z_i . z_j`` [B, B]; cosine similarity when ``normalize``.
+
+    The scale (e.g. an inverse temperature) multiplies the [B, D] embeddings by ``sqrt(scale)``
+    before the Gram matrix rather than the [B, B] result, which saves a B x B pass each way.
+    """
     z = F.normalize(embeddings, dim=1) if normalize else embeddings
-    return gram(z)
+    return gram(z if scale == 1.0 else z * math.sqrt(scale))
 
 
 class _SafeSqrt(torch.autograd.Function):
@@ -90,44 +98,114 @@ def safe_sqrt(x: Tensor) -> Tensor:
     return _SafeSqrt.apply(x)
 
 
+class _Pointwise(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, value: Tensor, derivative: Tensor) -> Tensor:
+        ctx.save_for_backward(derivative)
+        return value
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
+        (derivative,) = ctx.saved_tensors
+        return grad * derivative, None, None
+
+
+def pointwise(x: Tensor, value: Tensor, derivative: Tensor) -> Tensor:
+    """``f(x)`` elementwise, given ``value = f(x)`` and ``derivative = f'(x)`` computed without grad.
+
+    A loss evaluates its per-entry terms and their derivatives in one no-grad pass over the
+    B x B matrix; autograd then keeps one saved tensor (``derivative``) and the backward is a single
+    multiplication, instead of one saved intermediate and one backward pass per elementwise op.
+    First-order only.
+    """
+    return _Pointwise.apply(x, value, derivative)
+
+
+class _SquaredDistances(torch.autograd.Function):
+    """``max(|z_i|^2 + |z_j|^2 - 2 z_i . z_j, 0)`` with a one-matmul backward.
+
+    With ``S = G + G.T`` (G the incoming gradient, zeroed where the clamp was active) the gradient
+    of ``sum G * D`` is ``2 (rowsum(S) * z - S @ z)``: one matmul and two B x B passes, instead
+    of autograd's chain through the clamp, the subtraction, the broadcast sum and the Gram matrix.
+    """
+
+    @staticmethod
+    def forward(ctx, z: Tensor) -> Tensor:
+        sq_norm = (z * z).sum(dim=1)
+        d2 = torch.addmm(sq_norm.unsqueeze(0) + sq_norm.unsqueeze(1), z, z.T, alpha=-2.0)
+        d2 = d2.clamp_min_(0.0)
+        ctx.save_for_backward(z, d2)
+        return d2
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor) -> Tensor:
+        z, d2 = ctx.saved_tensors
+        # clamp_min passes the gradient where its input was >= 0; a clamped entry is exactly 0
+        # after the clamp, and so is a true zero distance: both get 0 (every loss masks them).
+        sym = torch.where(d2 > 0, grad, 0.0)
+        sym = sym + sym.T
+        return torch.addmm(sym.sum(dim=1, keepdim=True) * z, sym, z, alpha=-1.0).mul_(2.0)
+
+
 def distance_matrix(embeddings: Tensor, normalize: bool, squared: bool = False) -> Tensor:
     """Euclidean distance ``||z_i - z_j||_2`` [B, B] (its square when ``squared``).
 
     Computed from the Gram matrix, ``|z_i|^2 + |z_j|^2 - 2 z_i . z_j`` clamped at 0, so it is one
-    matmul; the diagonal is only 0 up to rounding (every loss masks it out). When ``normalize`` the rows are L2-normalised first
-    (distances then lie in [0, 2]). The square root has a zero gradient at zero distance.
+    matmul forward and one backward; the diagonal is only 0 up to rounding (every loss masks it
+    out), and a zero distance has a zero gradient. When ``normalize`` the rows are L2-normalised
+    first (distances then lie in [0, 2]).
     """
     z = F.normalize(embeddings, dim=1) if normalize else embeddings
-    sq_norm = (z * z).sum(dim=1)
-    d2 = (sq_norm.unsqueeze(0) + sq_norm.unsqueeze(1)).sub_(gram(z), alpha=2.0)
-    d2 = d2.clamp_min(0.0)
+    d2 = _SquaredDistances.apply(z)
     return d2 if squared else safe_sqrt(d2)
 
 
-def masked_logsumexp(x: Tensor, mask: Tensor, dim: int = 1) -> Tensor:
-    """``log(sum_{j: mask} exp(x_j))`` along ``dim``; ``-inf`` for an empty row.
+class _MaskedLogSumExp(torch.autograd.Function):
+    """Row-wise log-sum-exp over the entries of a mask; backward ``grad * softmax``.
+
+    Saves only the masked softmax (one B x B tensor) instead of autograd's chain of intermediates.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, mask: Tensor) -> Tensor:
+        prob = x.masked_fill(~mask, float("-inf"))
+        shift = prob.amax(dim=1, keepdim=True)
+        shift = torch.where(torch.isfinite(shift), shift, 0.0)
+        prob = prob.sub_(shift).exp_()
+        # a non-empty row has total >= 1 (its max contributes exp(0)); an empty row has total 0
+        total = prob.sum(dim=1, keepdim=True)
+        nonempty = total > 0
+        safe_total = torch.where(nonempty, total, 1.0)
+        lse = torch.where(nonempty, torch.log(safe_total) + shift, float("-inf"))
+        ctx.save_for_backward(prob.div_(safe_total))
+        return lse.squeeze(1)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        (prob,) = ctx.saved_tensors
+        return prob * grad.unsqueeze(1), None
+
+
+def masked_logsumexp(x: Tensor, mask: Tensor) -> Tensor:
+    """``log(sum_{j: mask[i, j]} exp(x[i, j]))`` for each row i of a 2-D ``x``; ``-inf`` if empty.
 
     Shifted by the maximum over the masked entries only, so no term underflows however far the
-    masked-out entries lie (e.g. a small temperature).
-
-    Unlike ``torch.logsumexp`` on a row filled with ``-inf``, the gradient of an empty row is 0,
-    not NaN, so a batch without negatives (or positives) still backpropagates cleanly.
+    masked-out entries lie (e.g. a small temperature). The gradient is the softmax over the masked
+    entries (0 elsewhere); unlike ``torch.logsumexp`` on a row of ``-inf``, an empty row gets a
+    zero gradient, not NaN, so a batch without negatives (or positives) still backpropagates.
+    First-order only (the backward is not itself differentiable).
     """
-    xm = x.masked_fill(~mask, float("-inf"))
-    shift = xm.detach().amax(dim=dim, keepdim=True)
-    shift = torch.where(torch.isfinite(shift), shift, 0.0)
-    # a non-empty row has total >= 1 (its max contributes exp(0)); an empty row has total 0
-    total = torch.exp(xm - shift).sum(dim=dim, keepdim=True)
-    nonempty = total > 0
-    lse = torch.where(nonempty, torch.log(torch.where(nonempty, total, 1.0)) + shift, float("-inf"))
-    return lse.squeeze(dim)
+    return _MaskedLogSumExp.apply(x, mask)
 
 
 def within_class_rank(labels: Tensor) -> Tensor:
     """For each sample, how many earlier samples (lower batch index) share its label: [B] int64."""
     same = labels.unsqueeze(0) == labels.unsqueeze(1)
     earlier = torch.ones_like(same).tril(diagonal=-1)
-    return (same & earlier).sum(dim=1)
+    return torch.count_nonzero(same & earlier, dim=1)
 
 
 def batch_all_triplet_sums(
