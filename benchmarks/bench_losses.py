@@ -7,6 +7,7 @@ ratio is meaningful even on a loaded machine; absolute figures are noisy.
 
     python benchmarks/bench_losses.py            # full run (PML's NTXent takes a few s a step)
     python benchmarks/bench_losses.py --quick    # sanity run, few steps
+    python benchmarks/bench_losses.py --device cuda   # on a GPU (each step ends with a sync)
 Writes benchmarks/out/bench_losses.csv.
 """
 
@@ -79,7 +80,8 @@ def pml_equivalent(row: str, num_classes: int):
 def make_step(loss_fn, is_ours, features, labels):
     """A closure running one full training step; the head is seeded so both sides match."""
     torch.manual_seed(0)
-    head = torch.nn.Linear(FEATURE_DIM, EMBED_DIM)
+    head = torch.nn.Linear(FEATURE_DIM, EMBED_DIM).to(features.device)
+    loss_fn.to(features.device)
     opt = torch.optim.Adam(list(head.parameters()) + list(loss_fn.parameters()), lr=1e-4)
 
     def step():
@@ -89,6 +91,8 @@ def make_step(loss_fn, is_ours, features, labels):
         loss = out.loss if is_ours else out
         loss.backward()
         opt.step()
+        if features.is_cuda:  # a step ends when the GPU has finished it
+            torch.cuda.synchronize()
 
     return step
 
@@ -124,6 +128,12 @@ def compare_steps(ours, pml, min_rounds, max_rounds, budget_s, warmup, pml_every
     return ours_t, pml_t
 
 
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()
+
+
 def rate(times) -> float:
     """Steps per second from the median step time (robust to load spikes)."""
     return 1.0 / statistics.median(times) if times else float("nan")
@@ -135,6 +145,7 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--per-class", type=int, default=4, help="samples per class in a batch")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--losses", nargs="*", default=list(LOSSES), choices=LOSSES)
     parser.add_argument("--out", type=Path, default=OUT / "bench_losses.csv")
     args = parser.parse_args(argv)
@@ -145,13 +156,14 @@ def main(argv=None) -> int:
     num_classes = math.ceil(args.batch / args.per_class)
     labels = torch.arange(args.batch) // args.per_class
     labels = labels[torch.randperm(args.batch, generator=gen)]
+    features, labels = features.to(args.device), labels.to(args.device)
     # (min rounds, max rounds, time budget in s, warmup rounds)
     cfg = (5, 20, 1.0, 1) if args.quick else (30, 300, 6.0, 3)
     slow_pml = dict(pml_every=10, pml_max=1 if args.quick else 3)  # PML NTXent: seconds a step
     rows = []
     print(
         f"batch {args.batch}, {num_classes} classes x {args.per_class}, {args.threads} threads, "
-        f"torch {torch.__version__}, {platform.processor() or platform.machine()}"
+        f"torch {torch.__version__}, {device_name(features.device)}"
     )
     header = f"{'loss':<16} {'ours steps/s':>13} {'PML steps/s':>12} {'ratio':>9}  PML loss"
     print(header)
@@ -165,7 +177,7 @@ def main(argv=None) -> int:
         pml, pml_label = pml_equivalent(row, num_classes)
         ours_step = make_step(ours, True, features, labels)
         pml_step = None if pml is None else make_step(pml, False, features, labels)
-        extra = slow_pml if pml_label.startswith("NTXentLoss") else {}
+        extra = slow_pml if pml_label.startswith("NTXentLoss") and not features.is_cuda else {}
         ours_t, pml_t = compare_steps(ours_step, pml_step, *cfg, **extra)
         ours_sps, ours_n = rate(ours_t), len(ours_t)
         pml_sps, pml_n = rate(pml_t), len(pml_t)
@@ -184,6 +196,7 @@ def main(argv=None) -> int:
                 batch=args.batch,
                 num_classes=num_classes,
                 threads=args.threads,
+                device=device_name(features.device),
                 torch=torch.__version__,
                 quick=args.quick,
             )

@@ -5,6 +5,7 @@ backward, Adam, and with diagnostics the GREEDINESS measures read off the same b
 variants run interleaved in the same process on the same batches, so the ratio is fair under load.
 
     python benchmarks/bench_train.py [--batch 512] [--in-dim 1280] [--steps 30] [--losses triplet scl]
+    python benchmarks/bench_train.py --device cuda    # ms/step on a GPU (timed to a final sync)
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def time_steps(learner, xs, ys, diagnostics: bool) -> float:
     """Seconds per step over the given batches (stats stacked once at the end, as the run loop does)."""
     start = time.perf_counter()
     stats = [train_step([learner], x, y, diagnostics=diagnostics)[0] for x, y in zip(xs, ys, strict=True)]
-    torch.stack(stats).cpu()
+    torch.stack(stats).cpu()  # waits for the device: the timing covers the work, not its launch
     return (time.perf_counter() - start) / len(xs)
 
 
@@ -39,27 +40,31 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--losses", nargs="+", default=list(LOSSES))
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
     torch.set_num_threads(2)
+    device = torch.device(args.device)
     g = torch.Generator().manual_seed(0)
-    xs = [torch.randn(args.batch, args.in_dim, generator=g) for _ in range(args.steps)]
-    ys = [torch.randint(0, args.classes, (args.batch,), generator=g) for _ in range(args.steps)]
+    xs = [torch.randn(args.batch, args.in_dim, generator=g).to(device) for _ in range(args.steps)]
+    ys = [torch.randint(0, args.classes, (args.batch,), generator=g).to(device) for _ in range(args.steps)]
     rows = []
     for loss in args.losses:
         config = RunConfig(loss=loss, batch_size=args.batch)
-        learners = {d: make_learner(config, args.in_dim, args.classes, torch.device("cpu")) for d in (False, True)}
+        learners = {d: make_learner(config, args.in_dim, args.classes, device) for d in (False, True)}
         for d in (False, True):  # warm-up
             time_steps(learners[d], xs[:3], ys[:3], d)
         best = {False: float("inf"), True: float("inf")}
         for _ in range(args.repeats):  # interleaved, best of repeats
             for d in (False, True):
                 best[d] = min(best[d], time_steps(learners[d], xs, ys, d))
-        rows.append({"loss": loss, "steps_per_s_off": 1 / best[False], "steps_per_s_on": 1 / best[True],
-                     "diagnostics_overhead": best[True] / best[False] - 1})
-        print(f"{loss:12s} off {1 / best[False]:8.1f} steps/s   on {1 / best[True]:8.1f} steps/s   "
+        rows.append({"loss": loss, "device": args.device, "steps_per_s_off": 1 / best[False],
+                     "steps_per_s_on": 1 / best[True], "ms_per_step_off": 1e3 * best[False],
+                     "ms_per_step_on": 1e3 * best[True], "diagnostics_overhead": best[True] / best[False] - 1})
+        print(f"{loss:12s} off {1 / best[False]:8.1f} steps/s ({1e3 * best[False]:6.2f} ms)   "
+              f"on {1 / best[True]:8.1f} steps/s ({1e3 * best[True]:6.2f} ms)   "
               f"overhead {100 * rows[-1]['diagnostics_overhead']:+.1f}%", flush=True)
     OUT.mkdir(exist_ok=True)
-    path = OUT / "bench_train.csv"
+    path = OUT / f"bench_train{'' if device.type == 'cpu' else '_' + device.type}.csv"
     pd.DataFrame(rows).to_csv(path, index=False)
     print(f"wrote {path} (batch {args.batch}, in_dim {args.in_dim}, {torch.get_num_threads()} threads)")
 

@@ -324,12 +324,13 @@ def grad_active_sweep(
     if emb_grad.ndim != 2 or emb_grad.shape[0] == 0:
         raise ValueError(f"emb_grad must be [B, D] with B > 0, got {tuple(emb_grad.shape)}")
     g = emb_grad.detach().norm(dim=1)
-    t = torch.as_tensor(list(thresholds), dtype=g.dtype, device=g.device)
     if relative:
         score = g / g.max().clamp(min=torch.finfo(g.dtype).tiny)
     else:
         score = g * g.shape[0]
-    return (score.unsqueeze(0) > t.unsqueeze(1)).to(g.dtype).mean(dim=1)
+    # one comparison per Python-float threshold: a thresholds tensor built on the host would be a
+    # synchronising host-to-device copy on a GPU
+    return torch.stack([(score > float(t)).to(g.dtype).mean() for t in thresholds])
 
 
 @torch.no_grad()
