@@ -24,6 +24,10 @@
 # - **active ratio**: the share of samples that take part in the update. `active_ratio` counts
 #   samples in at least one active loss term (a hinge above zero, a non-negligible softmax weight);
 #   `grad_active_ratio` counts samples whose embedding gradient is non-negligible;
+#   `grad_effective_share` asks how evenly the update is spread: Kish's effective number of
+#   samples of the per-sample gradient norms, over the batch size (1: every sample moves as much;
+#   k/B: k samples move, the rest not at all). It needs no threshold, so it still separates
+#   softmax losses, whose every sample has some gradient;
 # - **gradient norms**: of the head's (and proxies') parameters, and per sample of the embeddings.
 #
 # A *greedy* loss updates through many samples with small steps (the paper: Contrastive, InfoNCE);
@@ -92,7 +96,7 @@ print(list(table.columns))
 # keep every sample active with shrinking weights.
 
 # %%
-fig = plots.metric_over_steps(steps, ["active_ratio", "grad_active_ratio"])
+fig = plots.metric_over_steps(steps, ["active_ratio", "grad_active_ratio", "grad_effective_share"])
 out.figure(fig, "04_active_ratio_over_training")
 fig
 
@@ -111,7 +115,8 @@ fig
 # ## Per loss, averaged over training
 
 # %%
-fig = plots.metric_bars(summary, ["active_ratio_mean", "grad_active_ratio_mean", "grad_norm_mean"])
+fig = plots.metric_bars(summary, ["active_ratio_mean", "grad_active_ratio_mean", "grad_effective_share_mean",
+                                  "grad_norm_mean"])
 out.figure(fig, "04_greediness_bars")
 fig
 

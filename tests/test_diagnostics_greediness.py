@@ -111,6 +111,8 @@ def test_hand_worked_triplet_example():
     expected = torch.tensor([[0.125, 0.0], [0.125, 0.0], [-0.5, 0.0], [0.25, 0.0]])
     torch.testing.assert_close(z.grad, expected)
     assert float(g["grad_active_ratio"]) == 1.0
+    # norms 1/8, 1/8, 1/2, 1/4: (sum)^2 / (B sum of squares) = 1 / (4 * 11/32) = 8/11
+    assert float(g["grad_effective_share"]) == pytest.approx(8 / 11)
     assert float(g["emb_grad_norm_mean"]) == pytest.approx(0.25)
     assert float(g["emb_grad_norm_p50"]) == pytest.approx(0.1875)
     assert float(g["emb_grad_norm_p90"]) == pytest.approx(0.25 + 0.7 * 0.25)
@@ -237,6 +239,27 @@ def test_grad_active_rule_is_batch_size_invariant():
         r2 = greediness(o2, g2, [], grad_threshold=thr)["grad_active_ratio"]
         assert float(r1) == pytest.approx(float(r2))
     assert float(greediness(o1, g1, [])["grad_active_ratio"]) == 0.5
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e-12, 1e12])
+def test_grad_effective_share_closed_forms(scale):
+    """Kish's effective share: k equal movers of B give k/B, whatever the gradient scale."""
+    b, d = 8, 3
+    out = SimpleNamespace(per_sample=torch.ones(b), n_terms=torch.tensor(1),
+                          n_active_terms=torch.tensor(1), has_positives=torch.tensor(True))
+    for k in range(b + 1):
+        grad = torch.zeros(b, d)
+        grad[:k, 0] = scale
+        share = float(greediness(out, grad, [])["grad_effective_share"])
+        assert share == pytest.approx(k / b, rel=1e-6)
+    # unequal movers: norms 1, 2, 3 and five zeros -> 36 / (8 * 14)
+    grad = torch.zeros(b, d)
+    grad[0, 0], grad[1, 1], grad[2, 2] = scale, 2 * scale, 3 * scale
+    assert float(greediness(out, grad, [])["grad_effective_share"]) == pytest.approx(36 / 112, rel=1e-6)
+    # duplicating the batch leaves the share unchanged
+    out2 = SimpleNamespace(**{**vars(out), "per_sample": torch.ones(2 * b)})
+    share2 = greediness(out2, torch.cat([grad, grad]), [])["grad_effective_share"]
+    assert float(share2) == pytest.approx(36 / 112, rel=1e-6)
 
 
 def test_grad_active_sweep():

@@ -60,6 +60,7 @@ VARIANCE_KEYS: tuple[str, ...] = (
 GREEDINESS_KEYS: tuple[str, ...] = (
     "active_ratio",
     "grad_active_ratio",
+    "grad_effective_share",
     "tuple_active_ratio",
     "n_terms",
     "n_active_terms",
@@ -353,6 +354,10 @@ def greediness(
 
     * ``active_ratio``: share of anchors with ``per_sample > 0``.
     * ``grad_active_ratio``: share of samples with ``B * ||dL/dz_i|| > grad_threshold``.
+    * ``grad_effective_share``: Kish's effective sample size of the per-sample gradient norms over
+      B, ``(sum_i g_i)^2 / (B sum_i g_i^2)`` with ``g_i = ||dL/dz_i||``: 1 when every sample moves
+      equally, k/B when k samples move equally and the rest not at all, 0 when nothing moves.
+      Threshold-free, so it still ranks losses whose every sample has some gradient.
     * ``tuple_active_ratio``: ``n_active_terms / n_terms`` (NaN when ``n_terms == 0``).
     * ``n_terms``, ``n_active_terms`` (int64) and ``has_positives`` (bool), passed through.
     * ``grad_norm``: L2 norm of the gradient over all ``head_params``; ``loss_grad_norm``: same over
@@ -389,9 +394,14 @@ def greediness(
     )
     n_act = grad_mask.sum()
     mean = torch.where(grad_mask, g, torch.zeros_like(g)).sum() / n_act.to(fdt)
+    # scaled by the largest norm, so tiny gradients cannot underflow when squared
+    r = g / g.max().clamp(min=torch.finfo(fdt).tiny)
+    r_sq = r.square().sum()
+    effective = torch.where(r_sq > 0, r.sum().square() / (b * r_sq.clamp(min=1.0)), 0.0)
     return {
         "active_ratio": active,
         "grad_active_ratio": grad_active,
+        "grad_effective_share": effective,
         "tuple_active_ratio": tuple_ratio,
         "n_terms": n_terms,
         "n_active_terms": n_active,

@@ -31,6 +31,7 @@ LABELS = {
     "margin_mean": "mean per-sample margin",
     "active_ratio": "active ratio (loss terms)",
     "grad_active_ratio": "active ratio (embedding gradients)",
+    "grad_effective_share": "effective share of moving samples",
     "tuple_active_ratio": "active ratio (tuples)",
     "grad_norm": "gradient norm (parameters)",
     "emb_grad_norm_mean": "mean per-sample gradient norm",
@@ -137,7 +138,8 @@ def run_curves(steps: pd.DataFrame, epochs: pd.DataFrame, title: str = "", smoot
             ax.legend(loc="best")
 
     step_panel(axes[0, 0], [STEP_LOSS], "training loss")
-    step_panel(axes[0, 1], ["active_ratio", "grad_active_ratio", "tuple_active_ratio"], "active ratio")
+    step_panel(axes[0, 1], ["active_ratio", "grad_active_ratio", "grad_effective_share", "tuple_active_ratio"],
+               "active ratio")
     axes[0, 1].set_ylim(-0.03, 1.03)
     step_panel(axes[0, 2], ["grad_norm", "emb_grad_norm_mean"], "gradient norm", logy=True)
     for ax, cols, ylabel in ((axes[1, 0], ["intra_var"], "intra-class variance"),
