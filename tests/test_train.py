@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -57,10 +58,25 @@ def test_smoke_run_writes_the_full_schema(smoke_runs, loss):
     assert (record["steps"]["grad_norm"] > 0).all()
     summary = record["summary"]
     assert summary["config_hash"] == config.config_hash()
+    assert summary["schema_version"] == results.SCHEMA_VERSION
     assert summary["n_steps"] == len(record["steps"])
+    assert record["steps"]["grad_effective_share"].between(0, 1).all()
     z, y = record["embeddings"]
     assert z.shape[1] == config.embedding_dim and len(z) == len(y)
     np.testing.assert_allclose(np.linalg.norm(z, axis=1), 1.0, atol=2e-3)  # float16 storage
+
+
+def test_a_run_of_another_schema_version_is_stale(tmp_path, smoke_runs):
+    _, runs = smoke_runs
+    path = tmp_path / "run"
+    shutil.copytree(runs["triplet"].path, path)
+    config_hash = smoke_config("triplet").config_hash()
+    assert results.is_complete(path, config_hash)
+    summary = json.loads((path / "summary.json").read_text())
+    del summary["schema_version"]  # as written before versions were recorded: version 1
+    (path / "summary.json").write_text(json.dumps(summary))
+    assert not results.is_complete(path, config_hash)  # a sweep reruns it
+    assert results.is_complete(path)  # still readable
 
 
 def test_proxy_losses_train_their_own_parameters(smoke_runs):

@@ -10,7 +10,8 @@ A run lives in ``<root>/<profile>/<dataset>/<loss>/seed<k>/``:
 - ``failure.json``    only when the run stopped on an error (then there is no summary.json)
 
 Every file is written atomically (temporary file in the same folder, then ``os.replace``); a run
-directory is complete only when ``summary.json`` exists and its config hash matches.
+directory is complete only when ``summary.json`` exists and records the same config hash and
+:data:`SCHEMA_VERSION`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ from vgcore.diagnostics import GREEDINESS_KEYS, VARIANCE_KEYS
 from vgcore.io import atomic_open
 from vgcore.retrieval import retrieval_keys
 
+SCHEMA_VERSION = 2
+"""Version of the files below; bumped when a column is added or changes meaning, so that runs written
+under another version count as stale and are rerun. 2: steps.csv gained ``grad_effective_share``."""
 DEFAULT_KS = (1, 2, 4, 8)
 RUN_ID_COLUMNS = ("profile", "dataset", "backbone", "loss", "seed")
 STEP_COLUMNS = ("step", "epoch", "train_loss", *GREEDINESS_KEYS)
@@ -40,16 +44,18 @@ def run_dir(root: str | os.PathLike, config) -> Path:
 
 
 def is_complete(path: str | os.PathLike, config_hash: str | None = None) -> bool:
-    """True when ``summary.json`` exists (and, if given, records the same config hash)."""
+    """True when ``summary.json`` exists (and, if a hash is given, records the same config hash and
+    the current :data:`SCHEMA_VERSION`; a summary without a version is version 1)."""
     summary = Path(path) / "summary.json"
     if not summary.is_file():
         return False
     if config_hash is None:
         return True
     try:
-        return json.loads(summary.read_text()).get("config_hash") == config_hash
+        recorded = json.loads(summary.read_text())
     except (json.JSONDecodeError, OSError):
         return False
+    return recorded.get("config_hash") == config_hash and recorded.get("schema_version", 1) == SCHEMA_VERSION
 
 
 def start_run(path: str | os.PathLike, config) -> Path:

@@ -294,6 +294,7 @@ def _summary(config: RunConfig, steps: pd.DataFrame, epochs: pd.DataFrame, wall:
         "status": "complete",
         "config": config.to_dict(),
         "config_hash": config.config_hash(),
+        "schema_version": results.SCHEMA_VERSION,
         "final": final,
         "convergence": {
             "loss_convergence_epoch": int(loss_by_epoch.index[convergence_epoch(loss_by_epoch.to_numpy())]),
