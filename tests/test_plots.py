@@ -31,6 +31,7 @@ def epochs_table(n_epochs=3) -> pd.DataFrame:
 def steps_table(n=30) -> pd.DataFrame:
     rows = [{"dataset": "synthetic", "loss": loss, "seed": s, "step": i, "epoch": i // 10 + 1, "train_loss": 1 / (i + 1),
              "active_ratio": rng.random(), "grad_active_ratio": rng.random(), "tuple_active_ratio": rng.random(),
+             "grad_effective_share": rng.random(),
              "grad_norm": rng.random() + 0.1, "emb_grad_norm_mean": rng.random() + 0.1}
             for loss in LOSSES for s in (0, 1) for i in range(n)]
     return pd.DataFrame(rows)
@@ -68,6 +69,16 @@ def test_figures_across_runs_have_one_panel_per_dataset_and_metric():
         plots.metric_over_epochs(epochs_table(), "intra_var", split="val")
     with pytest.raises(ValueError, match="empty"):
         plots.metric_bars(summary.iloc[:0], ["intra_var"])
+
+
+def test_a_constant_metric_gets_a_readable_axis():
+    steps = steps_table().assign(grad_active_ratio=1.0)
+    steps.loc[steps.index[-1], "grad_active_ratio"] = 1.0 - 3e-5  # a rounding-level dip
+    ax = plots.metric_over_steps(steps, ["grad_active_ratio"]).axes[0]
+    lo, hi = ax.get_ylim()
+    assert hi - lo >= 0.02 * 0.999 and lo < 1.0 - 3e-5 and hi > 1.0
+    ax.figure.canvas.draw()
+    assert ax.yaxis.get_major_formatter().get_offset() == ""
 
 
 def test_claims_grid_colours_each_claim_and_dataset():

@@ -187,6 +187,22 @@ def metric_bars(summary: pd.DataFrame, metrics: Sequence[str], title: str = "") 
     return fig
 
 
+def _readable_ylim(ax: plt.Axes, rel: float = 0.02) -> None:
+    """A linear y-axis spanning at least ``rel`` of its level, without an offset label.
+
+    A metric that is constant up to rounding (an active ratio of 1.0 for every loss) would otherwise
+    be stretched over the whole axis with ticks like "+1, -0.00002".
+    """
+    if ax.get_yscale() != "linear":
+        return
+    lo, hi = ax.get_ylim()
+    half = rel * max(abs(lo), abs(hi), 1e-12) / 2
+    if hi - lo < 2 * half:
+        mid = (lo + hi) / 2
+        ax.set_ylim(mid - half, mid + half)
+    ax.ticklabel_format(axis="y", useOffset=False)
+
+
 def _mean_band(ax, frame: pd.DataFrame, x: str, y: str, colour, name: str) -> None:
     agg = frame.groupby(x)[y].agg(["mean", "std"]).reset_index()
     ax.plot(agg[x], agg["mean"], color=colour, label=name, lw=1.4)
@@ -240,6 +256,7 @@ def metric_over_steps(steps: pd.DataFrame, metrics: Sequence[str], smooth: int =
                     _mean_band(ax, sub, "step", metric, colour, loss)
             if metric in logy:
                 ax.set_yscale("log")
+            _readable_ylim(ax)
             ax.set_title(dataset if i == 0 else "", loc="left")
             ax.set_xlabel("step")
             ax.set_ylabel(label(metric))
