@@ -14,7 +14,7 @@ from vgcore.diagnostics import (
     GRAD_THRESHOLD,
     GRAD_THRESHOLD_SWEEP,
     GREEDINESS_KEYS,
-    _masked_quantile,
+    _masked_quantiles,
     convergence_epoch,
     grad_active_sweep,
     greediness,
@@ -282,8 +282,10 @@ def test_masked_quantile_matches_torch_quantile(q):
     torch.manual_seed(10)
     v = torch.rand(37)
     m = torch.rand(37) > 0.4
-    assert float(_masked_quantile(v, m, q)) == pytest.approx(float(torch.quantile(v[m], q)))
-    assert math.isnan(float(_masked_quantile(v, torch.zeros(37, dtype=torch.bool), q)))
+    (got, median) = _masked_quantiles(v, m, (q, 0.5))
+    assert float(got) == pytest.approx(float(torch.quantile(v[m], q)))
+    assert float(median) == pytest.approx(float(torch.quantile(v[m], 0.5)))
+    assert math.isnan(float(_masked_quantiles(v, torch.zeros(37, dtype=torch.bool), (q,))[0]))
 
 
 def test_no_active_samples_gives_nan_statistics_and_zero_ratios():

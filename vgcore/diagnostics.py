@@ -278,36 +278,34 @@ def spectral_decay_from_singular_values(s: Tensor, *, skip: int = 0) -> Tensor:
 # ==================================================================================================
 
 
-def _sq_grad_sum(params: Iterable[Any], like: Tensor) -> Tensor:
-    total = torch.zeros(
-        (),
-        dtype=torch.float32 if like.dtype != torch.float64 else torch.float64,
-        device=like.device,
-    )
-    for p in params:
-        g = getattr(p, "grad", None)
-        if g is None:
-            continue
-        g = g.detach()
-        total = total + g.to(total.dtype).pow(2).sum().to(total.device)
-    return total
+def _grad_norm(params: Iterable[Any], like: Tensor) -> Tensor:
+    """L2 norm of every ``.grad`` of ``params`` jointly (0 when none has one), in ``like``'s dtype and device.
+
+    One fused norm per tensor (``torch.nn.utils.get_total_norm``), no squared copy of the gradients.
+    """
+    grads = [p.grad.detach() for p in params if getattr(p, "grad", None) is not None]
+    if not grads:
+        return torch.zeros((), dtype=like.dtype, device=like.device)
+    return torch.nn.utils.get_total_norm(grads).to(device=like.device, dtype=like.dtype)
 
 
-def _masked_quantile(values: Tensor, mask: Tensor, q: float) -> Tensor:
-    """Linear-interpolation quantile of ``values[mask]`` without a host sync; NaN if mask is empty."""
+def _masked_quantiles(values: Tensor, mask: Tensor, qs: Sequence[float]) -> list[Tensor]:
+    """Linear-interpolation quantiles ``qs`` of ``values[mask]`` (one sort, no host sync); NaN if mask is empty."""
     n = values.numel()
-    filled = torch.where(mask, values, torch.full_like(values, math.inf))
-    srt = torch.sort(filled).values
-    n_act = mask.sum()
-    pos = (n_act - 1).clamp(min=0).to(values.dtype) * q
-    lo = pos.floor().long().clamp(0, n - 1)
-    hi = pos.ceil().long().clamp(0, n - 1)
-    v_lo = srt.gather(0, lo.view(1)).squeeze(0)  # gather, not srt[lo]: no host sync
-    v_hi = srt.gather(0, hi.view(1)).squeeze(0)
-    frac = pos - pos.floor()
-    # v_hi - v_lo is finite whenever hi is within the active block
-    res = v_lo + torch.where(hi == lo, torch.zeros_like(frac), (v_hi - v_lo) * frac)
-    return torch.where(n_act > 0, res, torch.full_like(res, math.nan))
+    srt = torch.sort(values.masked_fill(~mask, math.inf)).values
+    n_act = torch.count_nonzero(mask)
+    last = (n_act - 1).clamp(min=0).to(values.dtype)
+    out = []
+    for q in qs:
+        pos = last * q
+        lo = pos.floor().long().clamp(0, n - 1)
+        hi = pos.ceil().long().clamp(0, n - 1)
+        v_lo = srt.gather(0, lo.view(1)).squeeze(0)  # gather, not srt[lo]: no host sync
+        v_hi = srt.gather(0, hi.view(1)).squeeze(0)
+        # v_hi - v_lo is finite whenever hi is within the active block
+        res = torch.where(hi == lo, v_lo, v_lo + (v_hi - v_lo) * (pos - pos.floor()))
+        out.append(torch.where(n_act > 0, res, math.nan))
+    return out
 
 
 def grad_active_sweep(
@@ -382,35 +380,31 @@ def greediness(
     g = emb_grad.detach().norm(dim=1)
     fdt = g.dtype
     dev = g.device
-    active = (per_sample > 0).to(fdt).mean()
+    active = torch.count_nonzero(per_sample > 0).to(fdt) / b
     grad_mask = g * b > grad_threshold
-    grad_active = grad_mask.to(fdt).mean()
+    n_act = torch.count_nonzero(grad_mask)
     n_terms = torch.as_tensor(out.n_terms, device=dev).detach().to(torch.int64)
     n_active = torch.as_tensor(out.n_active_terms, device=dev).detach().to(torch.int64)
-    tuple_ratio = torch.where(
-        n_terms > 0,
-        n_active.to(fdt) / n_terms.clamp(min=1).to(fdt),
-        torch.full((), math.nan, dtype=fdt, device=dev),
-    )
-    n_act = grad_mask.sum()
-    mean = torch.where(grad_mask, g, torch.zeros_like(g)).sum() / n_act.to(fdt)
+    tuple_ratio = torch.where(n_terms > 0, n_active.to(fdt) / n_terms.clamp(min=1).to(fdt), math.nan)
+    mean = g.where(grad_mask, 0.0).sum() / n_act.to(fdt)
     # scaled by the largest norm, so tiny gradients cannot underflow when squared
     r = g / g.max().clamp(min=torch.finfo(fdt).tiny)
     r_sq = r.square().sum()
     effective = torch.where(r_sq > 0, r.sum().square() / (b * r_sq.clamp(min=1.0)), 0.0)
+    p50, p90 = _masked_quantiles(g, grad_mask, (0.5, 0.9))
     return {
         "active_ratio": active,
-        "grad_active_ratio": grad_active,
+        "grad_active_ratio": n_act.to(fdt) / b,
         "grad_effective_share": effective,
         "tuple_active_ratio": tuple_ratio,
         "n_terms": n_terms,
         "n_active_terms": n_active,
         "has_positives": torch.as_tensor(out.has_positives, device=dev).detach().to(torch.bool),
-        "grad_norm": _sq_grad_sum(head_params, g).sqrt().to(fdt),
-        "loss_grad_norm": _sq_grad_sum(loss_params, g).sqrt().to(fdt),
+        "grad_norm": _grad_norm(head_params, g),
+        "loss_grad_norm": _grad_norm(loss_params, g),
         "emb_grad_norm_mean": mean,
-        "emb_grad_norm_p50": _masked_quantile(g, grad_mask, 0.5),
-        "emb_grad_norm_p90": _masked_quantile(g, grad_mask, 0.9),
+        "emb_grad_norm_p50": p50,
+        "emb_grad_norm_p90": p90,
     }
 
 
