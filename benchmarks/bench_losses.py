@@ -8,7 +8,7 @@ ratio is meaningful even on a loaded machine; absolute figures are noisy.
     python benchmarks/bench_losses.py            # full run (PML's NTXent takes a few s a step)
     python benchmarks/bench_losses.py --quick    # sanity run, few steps
     python benchmarks/bench_losses.py --device cuda   # on a GPU (each step ends with a sync)
-Writes benchmarks/out/bench_losses.csv.
+Writes benchmarks/out/bench_losses.csv (bench_losses_cuda.csv with --device cuda).
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--losses", nargs="*", default=list(LOSSES), choices=LOSSES)
-    parser.add_argument("--out", type=Path, default=OUT / "bench_losses.csv")
+    parser.add_argument("--out", type=Path, help="CSV path (default benchmarks/out/bench_losses[_cuda].csv)")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -201,6 +201,8 @@ def main(argv=None) -> int:
                 quick=args.quick,
             )
         )
+    if args.out is None:
+        args.out = OUT / f"bench_losses{'' if features.device.type == 'cpu' else '_' + features.device.type}.csv"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
