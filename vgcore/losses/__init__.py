@@ -1,0 +1,94 @@
+"""The seven metric-learning losses compared in the paper, built by name.
+
+    >>> loss_fn = make_loss("triplet")
+    >>> out = loss_fn(embeddings, labels)        # embeddings [B, D] float, labels [B] int64
+    >>> out.loss.backward()
+    >>> active_ratio = (out.per_sample > 0).float().mean()
+
+Every loss returns a :class:`LossOutput`. Its statistics are tensors on the embeddings' device:
+the forward pass never calls ``.item()`` and never branches in Python on tensor values, so a
+training step stays free of host syncs (ready for CUDA-graph capture). The one exception is input
+validation (shapes, NaN/inf, label range), which must look at values: it is on by default and is
+switched off with ``check_inputs=False`` (keyword of every loss and of :func:`make_loss`) or by
+setting the ``check_inputs`` attribute of a loss module.
+
+One file per loss (``contrastive``, ``triplet``, ``npair``, ``infonce``, ``arcface``, ``scl``,
+``ccl``), the shared B x B machinery in :mod:`vgcore.losses.pairwise`, the output type and base
+classes in :mod:`vgcore.losses.base`; names are registered in :mod:`vgcore.registry`. Formulas,
+defaults and their sources, and the mapping to pytorch-metric-learning (PML) are in PROTOCOL.md,
+section "Losses".
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from torch import nn
+
+from vgcore import registry
+from vgcore.losses.arcface import ArcFaceLoss
+from vgcore.losses.base import LossOutput, MetricLoss, ProxyLoss, validate_inputs
+from vgcore.losses.ccl import CenterContrastiveLoss
+from vgcore.losses.contrastive import ContrastiveLoss
+from vgcore.losses.infonce import InfoNCELoss
+from vgcore.losses.npair import NPairLoss
+from vgcore.losses.scl import SupConLoss
+from vgcore.losses.triplet import TripletLoss
+
+__all__ = [
+    "LOSSES",
+    "LossOutput",
+    "MetricLoss",
+    "ProxyLoss",
+    "make_loss",
+    "loss_hyperparameters",
+    "validate_inputs",
+    "ContrastiveLoss",
+    "TripletLoss",
+    "NPairLoss",
+    "InfoNCELoss",
+    "ArcFaceLoss",
+    "SupConLoss",
+    "CenterContrastiveLoss",
+]
+
+LOSSES: tuple[str, ...] = registry.names("loss")
+
+_SHAPE_ARGS = ("num_classes", "embedding_dim")
+
+
+def loss_hyperparameters(name: str, **hparams: Any) -> dict[str, Any]:
+    """The hyperparameters of loss ``name`` with defaults filled in, checked against its signature.
+
+    Builds nothing (no parameter is initialised, no random number drawn). Raises ``ValueError``
+    naming the accepted keywords for an unknown one.
+    """
+    cls = registry.load("loss", name)
+    params = {p: v for p, v in inspect.signature(cls.__init__).parameters.items()
+              if p != "self" and p not in _SHAPE_ARGS}
+    unknown = sorted(set(hparams) - set(params))
+    if unknown:
+        raise ValueError(f"unknown hyperparameter(s) {unknown} for loss {name!r}; it accepts {list(params)}")
+    return {p: hparams.get(p, v.default) for p, v in params.items()}
+
+
+def make_loss(name: str, num_classes: int | None = None, embedding_dim: int | None = None, **hparams) -> nn.Module:
+    """Build loss ``name`` (one of :data:`LOSSES`) with its documented defaults.
+
+    ``num_classes`` and ``embedding_dim`` are required by the proxy losses (arcface, ccl) and
+    ignored by the others, so a training loop may pass them for every loss. Any other keyword is a
+    hyperparameter of that loss (see its class docstring and PROTOCOL.md); ``check_inputs=False``
+    turns off input validation. The module is called as ``module(embeddings, labels)`` and returns
+    a :class:`LossOutput`.
+    """
+    loss_hyperparameters(name, **hparams)
+    cls = registry.load("loss", name)
+    if issubclass(cls, ProxyLoss):
+        if num_classes is None or embedding_dim is None:
+            raise ValueError(
+                f"loss {name!r} learns one vector per class: pass num_classes and "
+                f"embedding_dim, e.g. make_loss({name!r}, num_classes=10, embedding_dim=128)"
+            )
+        return cls(num_classes=num_classes, embedding_dim=embedding_dim, **hparams)
+    return cls(**hparams)

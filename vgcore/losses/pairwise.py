@@ -1,0 +1,238 @@
+"""Pairwise machinery shared by every loss in :mod:`vgcore.losses` (B x B matrices of one batch).
+
+Everything here works on the full B x B matrix of one batch, is vectorised (no Python loop over
+anchors), never calls ``.item()`` and never branches in Python on tensor values, so that a training
+step stays free of host syncs. Gradients are safe everywhere: masked-out entries (the diagonal,
+coincident points, empty rows) receive an exact zero gradient, never NaN.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+__all__ = [
+    "label_masks",
+    "same_label",
+    "eye_mask",
+    "similarity_matrix",
+    "gram",
+    "distance_matrix",
+    "masked_logsumexp",
+    "pointwise",
+    "safe_sqrt",
+    "batch_all_triplet_sums",
+    "within_class_rank",
+]
+
+
+def label_masks(labels: Tensor) -> tuple[Tensor, Tensor]:
+    """Positive and negative pair masks, both [B, B] bool.
+
+    ``pos[i, j]`` is True when ``labels[i] == labels[j]`` and ``i != j`` (the diagonal is never a
+    pair); ``neg[i, j]`` is True when the labels differ. Pairs are ordered: (i, j) and (j, i) are two
+    entries, as in pytorch-metric-learning's ``get_all_pairs_indices``.
+    """
+    same = same_label(labels)
+    return same & ~eye_mask(labels), ~same
+
+
+def same_label(labels: Tensor) -> Tensor:
+    """``labels[i] == labels[j]`` as [B, B] bool, diagonal included."""
+    return labels.unsqueeze(0) == labels.unsqueeze(1)
+
+
+def eye_mask(labels: Tensor) -> Tensor:
+    """The [B, B] bool identity on the labels' device."""
+    return torch.eye(labels.shape[0], dtype=torch.bool, device=labels.device)
+
+
+class _Gram(torch.autograd.Function):
+    """``z @ z.T`` whose backward is one matmul, ``(g + g.T) @ z``, instead of autograd's two."""
+
+    @staticmethod
+    def forward(ctx, z: Tensor) -> Tensor:
+        ctx.save_for_backward(z)
+        return z @ z.T
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (z,) = ctx.saved_tensors
+        return (grad + grad.T) @ z
+
+
+def gram(z: Tensor) -> Tensor:
+    """Gram matrix ``z @ z.T`` [B, B] with a single-matmul backward."""
+    return _Gram.apply(z)
+
+
+def similarity_matrix(embeddings: Tensor, normalize: bool, scale: float = 1.0) -> Tensor:
+    """Dot-product similarity ``scale * z_i . z_j`` [B, B]; cosine similarity when ``normalize``.
+
+    The scale (e.g. an inverse temperature) multiplies the [B, D] embeddings by ``sqrt(scale)``
+    before the Gram matrix rather than the [B, B] result, which saves a B x B pass each way.
+    """
+    z = F.normalize(embeddings, dim=1) if normalize else embeddings
+    return gram(z if scale == 1.0 else z * math.sqrt(scale))
+
+
+class _SafeSqrt(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        out = torch.sqrt(x.clamp_min(0.0))
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (out,) = ctx.saved_tensors
+        return torch.where(out > 0, grad / (2.0 * out), 0.0)
+
+
+def safe_sqrt(x: Tensor) -> Tensor:
+    """``sqrt(max(x, 0))`` whose gradient is 0 (not inf or NaN) where ``x <= 0``; NaN stays NaN."""
+    return _SafeSqrt.apply(x)
+
+
+class _Pointwise(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, value: Tensor, derivative: Tensor) -> Tensor:
+        ctx.save_for_backward(derivative)
+        return value
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
+        (derivative,) = ctx.saved_tensors
+        return grad * derivative, None, None
+
+
+def pointwise(x: Tensor, value: Tensor, derivative: Tensor) -> Tensor:
+    """``f(x)`` elementwise, given ``value = f(x)`` and ``derivative = f'(x)`` computed without grad.
+
+    A loss evaluates its per-entry terms and their derivatives in one no-grad pass over the
+    B x B matrix; autograd then keeps one saved tensor (``derivative``) and the backward is a single
+    multiplication, instead of one saved intermediate and one backward pass per elementwise op.
+    First-order only.
+    """
+    return _Pointwise.apply(x, value, derivative)
+
+
+class _SquaredDistances(torch.autograd.Function):
+    """``max(|z_i|^2 + |z_j|^2 - 2 z_i . z_j, 0)`` with a one-matmul backward.
+
+    With ``S = G + G.T`` (G the incoming gradient, zeroed where the clamp was active) the gradient
+    of ``sum G * D`` is ``2 (rowsum(S) * z - S @ z)``: one matmul and two B x B passes, instead
+    of autograd's chain through the clamp, the subtraction, the broadcast sum and the Gram matrix.
+    """
+
+    @staticmethod
+    def forward(ctx, z: Tensor) -> Tensor:
+        sq_norm = (z * z).sum(dim=1)
+        d2 = torch.addmm(sq_norm.unsqueeze(0) + sq_norm.unsqueeze(1), z, z.T, alpha=-2.0)
+        d2 = d2.clamp_min_(0.0)
+        ctx.save_for_backward(z, d2)
+        return d2
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor) -> Tensor:
+        z, d2 = ctx.saved_tensors
+        # clamp_min passes the gradient where its input was >= 0; a clamped entry is exactly 0
+        # after the clamp, and so is a true zero distance: both get 0 (every loss masks them).
+        sym = torch.where(d2 > 0, grad, 0.0)
+        sym = sym + sym.T
+        return torch.addmm(sym.sum(dim=1, keepdim=True) * z, sym, z, alpha=-1.0).mul_(2.0)
+
+
+def distance_matrix(embeddings: Tensor, normalize: bool, squared: bool = False) -> Tensor:
+    """Euclidean distance ``||z_i - z_j||_2`` [B, B] (its square when ``squared``).
+
+    Computed from the Gram matrix, ``|z_i|^2 + |z_j|^2 - 2 z_i . z_j`` clamped at 0, so it is one
+    matmul forward and one backward; the diagonal is only 0 up to rounding (every loss masks it
+    out), and a zero distance has a zero gradient. When ``normalize`` the rows are L2-normalised
+    first (distances then lie in [0, 2]).
+    """
+    z = F.normalize(embeddings, dim=1) if normalize else embeddings
+    d2 = _SquaredDistances.apply(z)
+    return d2 if squared else safe_sqrt(d2)
+
+
+class _MaskedLogSumExp(torch.autograd.Function):
+    """Row-wise log-sum-exp over the entries of a mask; backward ``grad * softmax``.
+
+    Saves only the masked softmax (one B x B tensor) instead of autograd's chain of intermediates.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, mask: Tensor) -> Tensor:
+        prob = x.masked_fill(~mask, float("-inf"))
+        shift = prob.amax(dim=1, keepdim=True)
+        shift = torch.where(torch.isfinite(shift), shift, 0.0)
+        prob = prob.sub_(shift).exp_()
+        # a non-empty row has total >= 1 (its max contributes exp(0)); an empty row has total 0
+        total = prob.sum(dim=1, keepdim=True)
+        nonempty = total > 0
+        safe_total = torch.where(nonempty, total, 1.0)
+        lse = torch.where(nonempty, torch.log(safe_total) + shift, float("-inf"))
+        ctx.save_for_backward(prob.div_(safe_total))
+        return lse.squeeze(1)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        (prob,) = ctx.saved_tensors
+        return prob * grad.unsqueeze(1), None
+
+
+def masked_logsumexp(x: Tensor, mask: Tensor) -> Tensor:
+    """``log(sum_{j: mask[i, j]} exp(x[i, j]))`` for each row i of a 2-D ``x``; ``-inf`` if empty.
+
+    Shifted by the maximum over the masked entries only, so no term underflows however far the
+    masked-out entries lie (e.g. a small temperature). The gradient is the softmax over the masked
+    entries (0 elsewhere); unlike ``torch.logsumexp`` on a row of ``-inf``, an empty row gets a
+    zero gradient, not NaN, so a batch without negatives (or positives) still backpropagates.
+    First-order only (the backward is not itself differentiable).
+    """
+    return _MaskedLogSumExp.apply(x, mask)
+
+
+def within_class_rank(labels: Tensor) -> Tensor:
+    """For each sample, how many earlier samples (lower batch index) share its label: [B] int64."""
+    same = labels.unsqueeze(0) == labels.unsqueeze(1)
+    earlier = torch.ones_like(same).tril(diagonal=-1)
+    return torch.count_nonzero(same & earlier, dim=1)
+
+
+def batch_all_triplet_sums(
+    dist: Tensor, pos: Tensor, neg: Tensor, margin: float
+) -> tuple[Tensor, Tensor]:
+    """Exact batch-all triplet hinge sums without the B x B x B tensor.
+
+    For anchor ``a`` and positive ``p`` this returns
+
+        H[a, p] = sum_{n in neg(a)} max(0, dist[a, p] + margin - dist[a, n])
+        K[a, p] = #{n in neg(a) : dist[a, n] < dist[a, p] + margin}   (active triplets)
+
+    Each anchor's negative distances are sorted once; with prefix sums S, and
+    ``k = searchsorted(sorted, t)`` for the threshold ``t = dist[a, p] + margin``, the sum of the
+    positive hinges is ``k * t - S[k]``. Entries outside ``pos`` are 0. Autograd flows through
+    ``t`` (weight ``k``) and through the gathered prefix sums (the sorted distances), which is the
+    exact gradient of the naive form. Cost O(B^2 log B) time and O(B^2) memory.
+    """
+    batch = dist.shape[0]
+    neg_dist = dist.masked_fill(~neg, float("inf"))
+    sorted_neg, _ = torch.sort(neg_dist, dim=1)
+    finite = torch.isfinite(sorted_neg)
+    prefix = torch.cumsum(torch.where(finite, sorted_neg, 0.0), dim=1)
+    prefix = torch.cat([prefix.new_zeros(batch, 1), prefix], dim=1)
+    threshold = dist + margin
+    # side="left": count of negatives strictly below the threshold (a tie has a zero hinge).
+    count = torch.searchsorted(sorted_neg.detach(), threshold.detach(), side="left")
+    count = torch.where(pos, count, 0)
+    hinge = count.to(dist.dtype) * threshold - prefix.gather(1, count)
+    return torch.where(pos, hinge, 0.0), count

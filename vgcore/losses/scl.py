@@ -1,0 +1,64 @@
+"""Supervised contrastive loss (Khosla et al. 2020)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from vgcore.losses.base import (
+    LossOutput,
+    MetricLoss,
+    check_positive,
+    count_true,
+    safe_div,
+)
+from vgcore.losses.pairwise import (
+    eye_mask,
+    masked_logsumexp,
+    same_label,
+    similarity_matrix,
+)
+
+
+class SupConLoss(MetricLoss):
+    """Supervised contrastive loss (Khosla et al. 2020, Eq. 2, L^sup_out).
+
+    For anchor i with positives P(i) (same label, != i) and all others A(i) = {j != i}:
+    ``L_i = -1/|P(i)| sum_{p in P(i)} log( e^{cos_ip / T} / sum_{a in A(i)} e^{cos_ia / T} )``.
+    The loss is the mean of L_i over anchors with at least one positive.
+
+    Args:
+        temperature: T (default 0.1, Khosla et al.; PML's SupConLoss default too).
+        normalize: cosine similarity (default True, the paper normalises to the unit sphere).
+        check_inputs: validate inputs (syncs).
+
+    ``per_sample[i]`` = L_i (0 for an anchor without positives). ``n_terms``: positive pairs (one
+    log-probability each); ``n_active_terms``: positive pairs with ``-log p > 0`` (all of them unless
+    an anchor's only other sample is its positive).
+    """
+
+    def __init__(
+        self, temperature: float = 0.1, normalize: bool = True, check_inputs: bool = True
+    ) -> None:
+        super().__init__(check_inputs)
+        check_positive("temperature", temperature)
+        self.temperature = float(temperature)
+        self.normalize = normalize
+
+    def _compute(self, embeddings: Tensor, labels: Tensor) -> LossOutput:
+        same, eye = same_label(labels), eye_mask(labels)
+        logits = similarity_matrix(embeddings, self.normalize, scale=1.0 / self.temperature)
+        lse_all = masked_logsumexp(logits, ~eye)
+        pos = same & ~eye
+        n_pos = count_true(pos, dim=1)
+        pos_logits = torch.where(pos, logits, 0.0)
+        per_sample = torch.where(n_pos > 0, lse_all - safe_div(pos_logits.sum(dim=1), n_pos), 0.0)
+        anchors = n_pos > 0
+        return LossOutput(
+            loss=safe_div(per_sample.sum(), count_true(anchors)),
+            per_sample=per_sample,
+            n_terms=count_true(pos),
+            n_active_terms=count_true(pos & (logits < lse_all.unsqueeze(1))),
+            has_positives=anchors.any(),
+        )
+

@@ -1,0 +1,79 @@
+"""Triplet loss (Schroff, Kalenichenko, Philbin 2015), batch-all."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from vgcore.losses.base import (
+    REDUCTIONS,
+    LossOutput,
+    MetricLoss,
+    check_choice,
+    check_nonnegative,
+    count_true,
+    safe_div,
+)
+from vgcore.losses.pairwise import (
+    batch_all_triplet_sums,
+    distance_matrix,
+    label_masks,
+)
+
+
+class TripletLoss(MetricLoss):
+    """Triplet loss (Schroff, Kalenichenko, Philbin 2015, FaceNet Eq. 2), batch-all, no mining.
+
+    Over every valid triplet (a, p, n) of the batch (label a = label p != label n, a != p):
+    ``L = [d(a, p) - d(a, n) + margin]_+`` where ``d`` is the squared Euclidean distance between
+    embeddings on the unit hypersphere (``squared=True``, ``normalize=True``: FaceNet's setting).
+    Computed exactly without the B^3 tensor (:func:`vgcore.losses.pairwise.batch_all_triplet_sums`).
+
+    Args:
+        margin: alpha, in units of ``d`` (default 0.2, FaceNet's value for squared distances).
+        squared: use squared Euclidean distances (default True, FaceNet); False gives plain
+            Euclidean distances as in PML's TripletMarginLoss.
+        normalize: L2-normalise embeddings inside the loss (default True, FaceNet's ||f|| = 1).
+        reduction: "mean" (default) divides the hinge sum by the number of valid triplets (the
+            paper's sum up to a constant); "nonzero_mean" divides by the number of non-zero
+            triplets (PML's AvgNonZeroReducer).
+        check_inputs: validate inputs (syncs).
+
+    ``per_sample[a]`` is the mean hinge over the triplets anchored at a (0 if none).
+    ``n_terms`` counts valid triplets, ``n_active_terms`` those with a positive hinge.
+    ``has_positives`` is False when no valid triplet exists.
+    """
+
+    def __init__(
+        self,
+        margin: float = 0.2,
+        squared: bool = True,
+        normalize: bool = True,
+        reduction: str = "mean",
+        check_inputs: bool = True,
+    ) -> None:
+        super().__init__(check_inputs)
+        check_nonnegative("margin", margin)
+        check_choice("reduction", reduction, REDUCTIONS)
+        self.margin = float(margin)
+        self.squared = squared
+        self.normalize = normalize
+        self.reduction = reduction
+
+    def _compute(self, embeddings: Tensor, labels: Tensor) -> LossOutput:
+        pos, neg = label_masks(labels)
+        dist = distance_matrix(embeddings, normalize=self.normalize, squared=self.squared)
+        hinge, active = batch_all_triplet_sums(dist, pos, neg, self.margin)
+        triplets_per_anchor = count_true(pos, dim=1) * count_true(neg, dim=1)
+        n_terms = triplets_per_anchor.sum()
+        n_active = active.sum()
+        total = hinge.sum()
+        loss = safe_div(total, n_terms if self.reduction == "mean" else n_active)
+        per_sample = hinge.sum(dim=1) / triplets_per_anchor.clamp_min(1).to(hinge.dtype)
+        return LossOutput(
+            loss=loss,
+            per_sample=per_sample,
+            n_terms=n_terms,
+            n_active_terms=n_active,
+            has_positives=n_terms > 0,
+        )
+

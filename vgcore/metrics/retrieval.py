@@ -1,0 +1,339 @@
+"""Retrieval metrics: Recall@K, MAP@R, R-precision and NMI, with a chunked exact kNN.
+
+Every embedding queries every *other* embedding of the same set (leave-one-out), ranked by cosine
+similarity. The kNN is exact and runs over chunks of queries, so memory is
+O(chunk_size * N + N * D), never N x N. Definitions (stated in PROTOCOL.md, "Retrieval metrics"):
+
+* ranking: descending cosine similarity; ties are broken by the lower item index, so results do not
+  depend on the kNN backend, the chunk size or the thread count.
+* ``R_i`` = number of *other* items with query ``i``'s label. A query with ``R_i == 0`` (its class has
+  a single member) is excluded from every kNN metric and counted in ``n_excluded_queries``.
+* ``recall@k``: share of queries with at least one same-class item among their first ``k`` neighbours
+  (``recall@1`` equals PML's ``precision_at_1``).
+* ``r_precision``: mean over queries of (same-class items among the first ``R_i`` neighbours) / ``R_i``.
+* ``map@r``: mean over queries of ``(1/R_i) * sum_{j <= R_i} [match_j] * precision@j`` (PML's
+  ``mean_average_precision_at_r``).
+* ``nmi``: NMI (arithmetic normalisation) between labels and a seeded k-means clustering of the
+  L2-normalised embeddings with k = number of classes (all samples, lone ones included).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from vgcore.metrics.inputs import check_embeddings
+
+__all__ = [
+    "RETRIEVAL_KEYS",
+    "DEFAULT_KS",
+    "retrieval_keys",
+    "retrieval_metrics",
+    "exact_knn",
+    "faiss_available",
+]
+
+DEFAULT_KS: tuple[int, ...] = (1, 2, 4, 8)
+
+#: Target size in bytes of one query chunk's similarity block when ``chunk_size=None``.
+_AUTO_CHUNK_BYTES = 64 * 2**20
+
+
+def retrieval_keys(ks: Sequence[int] = DEFAULT_KS) -> tuple[str, ...]:
+    """Column names returned by :func:`retrieval_metrics` for the given ``ks``, in order."""
+    return (
+        *(f"recall@{k}" for k in ks),
+        "map@r",
+        "r_precision",
+        "nmi",
+        "n_queries",
+        "n_excluded_queries",
+    )
+
+
+#: Keys for the default ``ks=(1, 2, 4, 8)``.
+RETRIEVAL_KEYS: tuple[str, ...] = retrieval_keys(DEFAULT_KS)
+
+LABELS: dict[str, str] = {
+    **{f"recall@{k}": f"Recall@{k}" for k in DEFAULT_KS},
+    "map@r": "MAP@R",
+    "r_precision": "R-precision",
+    "nmi": "NMI (k-means)",
+    "n_queries": "queries",
+    "n_excluded_queries": "queries without a same-class item",
+}
+
+
+def faiss_available() -> bool:
+    """True if the optional ``faiss`` package can be imported."""
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------------------------------
+# input checks
+# --------------------------------------------------------------------------------------------------
+
+
+def _check_inputs(z: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    check_embeddings(z, y)
+    if z.shape[0] < 2:
+        raise ValueError("need at least 2 embeddings for leave-one-out retrieval")
+    return z, y
+
+
+def _auto_chunk(n: int) -> int:
+    return max(1, min(n, _AUTO_CHUNK_BYTES // (4 * n)))
+
+
+# --------------------------------------------------------------------------------------------------
+# exact kNN with deterministic ties
+# --------------------------------------------------------------------------------------------------
+
+
+def _topk_rows(sims: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Top-``k`` of each row of ``sims`` ordered by (value descending, column ascending).
+
+    Exact under ties: when equal values straddle the k-th place, the lowest column indices win.
+    One ``topk(k + 1)`` finds the rows where that can happen (k-th value == (k+1)-th value); only
+    those rows are rescanned, so the common case costs no extra pass over the [chunk, N] block.
+    """
+    n_cols = sims.shape[1]
+    kk = min(k + 1, n_cols)
+    vals, idx = torch.topk(sims, kk, dim=1, largest=True, sorted=True)
+    if kk > k:
+        straddle = vals[:, k - 1] == vals[:, k]
+        vals, idx = vals[:, :k], idx[:, :k]
+        if bool(straddle.any()):
+            rows = straddle.nonzero().squeeze(1)
+            sub = sims[rows]
+            kth = vals[rows, k - 1 :]
+            greater = sub > kth
+            eq = sub == kth
+            need = (k - greater.sum(dim=1)).unsqueeze(1)
+            keep = greater | (eq & (eq.cumsum(dim=1) <= need))
+            # exactly k kept per row; boolean indexing is row-major, so columns come out ascending
+            cols = keep.nonzero()[:, 1].view(len(rows), k)
+            sub_vals = sub.gather(1, cols)
+            order = torch.sort(sub_vals, dim=1, descending=True, stable=True).indices
+            idx, vals = idx.clone(), vals.clone()
+            idx[rows] = cols.gather(1, order)
+            vals[rows] = sub_vals.gather(1, order)
+    return _order_ties_by_index(vals, idx)
+
+
+def _order_ties_by_index(vals: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
+    """Reorder rows sorted by descending value so that equal values come by ascending index.
+
+    Only rows that contain equal neighbouring values are touched (rare for continuous data).
+    """
+    if vals.shape[1] < 2:
+        return vals, idx
+    tied = (vals[:, 1:] == vals[:, :-1]).any(dim=1)
+    if not bool(tied.any()):
+        return vals, idx
+    rows = tied.nonzero().squeeze(1)
+    v, i = vals[rows], idx[rows]
+    order = torch.argsort(i, dim=1)
+    v, i = v.gather(1, order), i.gather(1, order)
+    order = torch.sort(v, dim=1, descending=True, stable=True).indices
+    vals, idx = vals.clone(), idx.clone()
+    vals[rows], idx[rows] = v.gather(1, order), i.gather(1, order)
+    return vals, idx
+
+
+def _iter_knn_torch(
+    zn: Tensor, k: int, chunk_size: int
+) -> Iterator[tuple[int, int, Tensor, Tensor]]:
+    n = zn.shape[0]
+    for start in range(0, n, chunk_size):
+        stop = min(n, start + chunk_size)
+        sims = zn[start:stop] @ zn.T
+        rows = torch.arange(stop - start, device=zn.device)
+        sims[rows, rows + start] = -math.inf  # leave-one-out: never retrieve yourself
+        vals, idx = _topk_rows(sims, k)
+        del sims
+        yield start, stop, vals, idx
+
+
+def _iter_knn_faiss(
+    zn: Tensor, k: int, chunk_size: int
+) -> Iterator[tuple[int, int, Tensor, Tensor]]:
+    """faiss inner-product search, post-processed to the same ranking as the torch path.
+
+    faiss is asked for ``k + 2`` neighbours; self is removed by index. Rows where equal scores may
+    straddle the k-th place are recomputed exactly with the torch path.
+    """
+    import faiss
+    import numpy as np
+
+    n, d = zn.shape
+    x = np.ascontiguousarray(zn.detach().cpu().numpy().astype(np.float32))
+    index = faiss.IndexFlatIP(d)
+    index.add(x)
+    kk = min(n, k + 2)
+    for start in range(0, n, chunk_size):
+        stop = min(n, start + chunk_size)
+        scores, ids = index.search(x[start:stop], kk)
+        scores = torch.from_numpy(scores).to(zn.device)
+        ids = torch.from_numpy(ids).to(zn.device).long()
+        self_ids = torch.arange(start, stop, device=zn.device).unsqueeze(1)
+        is_self = ids == self_ids
+        no_self = ~is_self.any(dim=1)
+        is_self[no_self, -1] = True  # drop the last column where self was not returned
+        ids = ids[~is_self].view(stop - start, kk - 1)[:, :k]
+        scores = scores[~is_self].view(stop - start, kk - 1)
+        # a tie at the boundary (k-th == (k+1)-th score) may hide lower-index items: redo exactly
+        redo = scores[:, k - 1] == scores[:, k] if kk - 1 > k else torch.zeros_like(no_self)
+        redo = redo | no_self
+        scores, ids = _order_ties_by_index(scores[:, :k], ids)
+        if bool(redo.any()):
+            rows = redo.nonzero().squeeze(1)
+            sims = zn[start + rows] @ zn.T
+            sims[torch.arange(len(rows), device=zn.device), start + rows] = -math.inf
+            v, i = _topk_rows(sims, k)
+            scores[rows], ids[rows] = v, i
+        yield start, stop, scores, ids
+
+
+def _normalise(z: Tensor) -> Tensor:
+    z = z.detach()
+    if z.dtype not in (torch.float32, torch.float64):
+        z = z.float()
+    return F.normalize(z, dim=1)
+
+
+def exact_knn(
+    z: Tensor,
+    k: int,
+    *,
+    chunk_size: int | None = None,
+    backend: str = "torch",
+) -> tuple[Tensor, Tensor]:
+    """Leave-one-out cosine kNN of every row of ``z`` among the other rows.
+
+    Returns ``(similarities, indices)``, both ``[N, k]``, ranked by descending cosine similarity
+    with ties broken by the lower index. ``k`` must be at most ``N - 1``.
+    """
+    if z.ndim != 2 or z.shape[0] < 2:
+        raise ValueError("z must be 2-D with at least 2 rows")
+    n = z.shape[0]
+    if not 1 <= k <= n - 1:
+        raise ValueError(f"k must be in [1, {n - 1}], got {k}")
+    zn = _normalise(z)
+    chunk = chunk_size or _auto_chunk(n)
+    it = _knn_iter(zn, k, chunk, backend)
+    vals = torch.empty(n, k, dtype=zn.dtype, device=zn.device)
+    idx = torch.empty(n, k, dtype=torch.long, device=zn.device)
+    for start, stop, v, i in it:
+        vals[start:stop], idx[start:stop] = v, i
+    return vals, idx
+
+
+def _knn_iter(zn: Tensor, k: int, chunk: int, backend: str):
+    if backend == "torch":
+        return _iter_knn_torch(zn, k, chunk)
+    if backend == "faiss":
+        if not faiss_available():
+            raise ValueError("backend='faiss' requested but faiss is not installed")
+        return _iter_knn_faiss(zn, k, chunk)
+    raise ValueError(f"unknown backend {backend!r}; use 'torch' or 'faiss'")
+
+
+# --------------------------------------------------------------------------------------------------
+# metrics
+# --------------------------------------------------------------------------------------------------
+
+
+def retrieval_metrics(
+    z: Tensor,
+    y: Tensor,
+    ks: Sequence[int] = DEFAULT_KS,
+    *,
+    chunk_size: int | None = None,
+    nmi: bool = True,
+    seed: int = 0,
+    backend: str = "torch",
+) -> dict[str, float]:
+    """Leave-one-out retrieval metrics of embeddings ``z`` [N, D] with integer labels ``y`` [N].
+
+    ``z`` is compared by cosine similarity (rows are L2-normalised here; zero rows stay zero).
+    ``chunk_size`` queries are processed at a time (``None``: about 64 MiB of similarities per chunk).
+    ``nmi=False`` skips k-means (``"nmi"`` is then NaN). ``backend`` is ``"torch"`` or ``"faiss"``;
+    both give the same neighbours. Returns floats keyed by :func:`retrieval_keys` (``ks``).
+    """
+    z, y = _check_inputs(z, y)
+    ks = tuple(int(k) for k in ks)
+    if len(ks) == 0 or min(ks) < 1:
+        raise ValueError(f"ks must be positive integers, got {ks}")
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError("chunk_size must be >= 1")
+    n = z.shape[0]
+    y = y.to(z.device)
+    _, inverse, counts = torch.unique(y, return_inverse=True, return_counts=True)
+    if counts.numel() < 2:
+        raise ValueError("retrieval metrics need at least 2 classes")
+    r_all = counts[inverse] - 1  # other same-class items per query
+    valid = r_all > 0
+    n_valid = int(valid.sum())
+    n_excluded = n - n_valid
+
+    out: dict[str, float] = {}
+    if n_valid > 0:
+        k_max = min(n - 1, max(max(ks), int(r_all.max())))
+        zn = _normalise(z)
+        chunk = chunk_size or _auto_chunk(n)
+        # per-query values, summed once at the end: results do not depend on the chunking
+        hits = torch.zeros(len(ks), dtype=torch.int64)
+        ap_all = torch.zeros(n, dtype=torch.float64, device=zn.device)
+        rp_all = torch.zeros(n, dtype=torch.float64, device=zn.device)
+        cols = torch.arange(1, k_max + 1, device=zn.device)
+        for start, stop, _vals, idx in _knn_iter(zn, k_max, chunk, backend):
+            q_valid = valid[start:stop]
+            r = r_all[start:stop]
+            match = inverse[idx] == inverse[start:stop].unsqueeze(1)  # [chunk, k_max]
+            first_hit = torch.where(
+                match.any(dim=1), match.int().argmax(dim=1) + 1, torch.full_like(r, k_max + 1)
+            )
+            for j, k in enumerate(ks):
+                hits[j] += int((q_valid & (first_hit <= k)).sum())
+            in_r = cols.unsqueeze(0) <= r.unsqueeze(1)
+            rel = match & in_r
+            n_rel = rel.sum(dim=1)
+            cum = rel.cumsum(dim=1)
+            prec = (cum * rel).double() / cols.double()
+            r_safe = r.clamp(min=1).double()
+            ap = prec.sum(dim=1) / r_safe
+            rp = n_rel.double() / r_safe
+            ap_all[start:stop] = torch.where(q_valid, ap, 0.0)
+            rp_all[start:stop] = torch.where(q_valid, rp, 0.0)
+        for j, k in enumerate(ks):
+            out[f"recall@{k}"] = int(hits[j]) / n_valid
+        out["map@r"] = float(ap_all.sum()) / n_valid
+        out["r_precision"] = float(rp_all.sum()) / n_valid
+    else:
+        for k in ks:
+            out[f"recall@{k}"] = math.nan
+        out["map@r"] = math.nan
+        out["r_precision"] = math.nan
+    out["nmi"] = _nmi(z, inverse, int(counts.numel()), seed) if nmi else math.nan
+    out["n_queries"] = float(n_valid)
+    out["n_excluded_queries"] = float(n_excluded)
+    return out
+
+
+def _nmi(z: Tensor, labels: Tensor, n_classes: int, seed: int) -> float:
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import normalized_mutual_info_score
+
+    x = _normalise(z).cpu().numpy().astype("float64")
+    km = KMeans(n_clusters=n_classes, n_init=1, random_state=seed)
+    clusters = km.fit_predict(x)
+    return float(normalized_mutual_info_score(labels.cpu().numpy(), clusters))
