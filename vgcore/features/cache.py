@@ -1,0 +1,77 @@
+"""The on-disk feature cache: a key per (backbone spec, dataset, content options, split).
+
+``<cache_dir>/<dataset>/<split>__<backbone>__<hash>.pt`` holds ``{"X", "y", "key"}``, with a
+``.json`` sidecar listing the key fields. ``cache_dir`` defaults to ``$VGCORE_CACHE``, else
+``./cache``. Writes are atomic (temporary file + ``os.replace``), so a killed extraction never
+leaves a corrupt cache file; a cache file that fails to load is recomputed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vgcore.features.backbone import BackboneSpec
+from vgcore.io import atomic_save_tensor, atomic_write_json
+
+CACHE_FORMAT = 1  # bump when the cache layout or the extraction code changes what is stored
+
+
+def default_cache_dir() -> Path:
+    """``$VGCORE_CACHE`` if set, else ``./cache``."""
+    return Path(os.environ.get("VGCORE_CACHE") or "cache").expanduser()
+
+
+def cache_key(
+    spec: BackboneSpec, dataset: str, split: str, options: dict[str, Any]
+) -> dict[str, Any]:
+    """Every field that determines the cached features (and nothing that does not)."""
+    return {
+        "format": CACHE_FORMAT,
+        **spec.key(),
+        "dataset": dataset,
+        "dataset_options": dict(sorted(options.items())),
+        "split": split,
+    }
+
+
+def _canonical(key: dict[str, Any]) -> str:
+    return json.dumps(key, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _digest(key: dict[str, Any]) -> str:
+    return hashlib.sha256(_canonical(key).encode()).hexdigest()[:16]
+
+
+def cache_path(key: dict[str, Any], cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where the features for ``key`` live (the ``.json`` sidecar sits next to it)."""
+    base = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    return base / key["dataset"] / f"{key['split']}__{key['backbone']}__{_digest(key)}.pt"
+
+
+def load_cached(path: Path, key: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor] | None:
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        if blob.get("key") != _canonical(key):
+            return None
+        X, y = blob["X"], blob["y"]
+        if X.dtype != torch.float32 or y.dtype != torch.int64 or X.shape[0] != y.shape[0]:
+            return None
+        return X, y
+    except Exception:  # truncated or foreign file: recompute and overwrite
+        return None
+
+
+def save(path: Path, key: dict[str, Any], X: torch.Tensor, y: torch.Tensor, **info: Any) -> None:
+    """Write the features and their sidecar (the key, sizes and ``info``), each atomically."""
+    atomic_save_tensor({"X": X, "y": y, "key": _canonical(key)}, path)
+    atomic_write_json(path.with_suffix(".json"), {
+        **key, "file": path.name, "n": int(X.shape[0]), "feature_dim": int(X.shape[1]), **info,
+        "torch": torch.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    })
