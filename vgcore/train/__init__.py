@@ -1,0 +1,36 @@
+"""Training a projection head on frozen features, with per-step GREEDINESS and per-epoch VARIANCE.
+
+- :mod:`~vgcore.train.head`: the projection head; :mod:`~vgcore.train.learner`: a (head, loss,
+  optimiser) learner and the step that serves several of them per batch;
+- :mod:`~vgcore.train.samplers`: batch samplers and fixed subsets; :mod:`~vgcore.train.steplog`:
+  the named per-step log; :mod:`~vgcore.train.evaluate`: ``{split: metrics}`` of a head;
+- :mod:`~vgcore.train.loop`: ``run`` (one config -> one run directory) and ``sweep``.
+"""
+
+from __future__ import annotations
+
+from vgcore.train.evaluate import embed, evaluate, evaluate_splits
+from vgcore.train.head import ProjectionHead
+from vgcore.train.learner import STAT_KEYS, Learner, make_learner, train_step
+from vgcore.train.loop import RunResult, TrainingDivergedError, load_features, run, sweep
+from vgcore.train.samplers import batch_indices, fixed_subset
+from vgcore.train.steplog import StepLog
+
+__all__ = [
+    "STAT_KEYS",
+    "Learner",
+    "ProjectionHead",
+    "RunResult",
+    "StepLog",
+    "TrainingDivergedError",
+    "batch_indices",
+    "embed",
+    "evaluate",
+    "evaluate_splits",
+    "fixed_subset",
+    "load_features",
+    "make_learner",
+    "run",
+    "sweep",
+    "train_step",
+]

@@ -1,0 +1,72 @@
+"""One (head, loss, optimiser) learner and the training step that serves several of them per batch.
+
+The step is: batch -> head -> z (L2-normalised) -> loss(z, y) -> one backward -> GREEDINESS read off
+that same backward (dL/dz is kept with ``retain_grad``; parameter gradients are read before the
+optimiser step) -> optimiser step. ``train_step`` takes a list of learners so that several losses
+can be trained on the identical batch stream (a paired comparison).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from vgcore.losses import make_loss
+from vgcore.metrics.greediness import GREEDINESS_KEYS, greediness
+from vgcore.train.head import ProjectionHead
+
+STAT_KEYS = ("train_loss", *GREEDINESS_KEYS)
+"""What one step records per learner, in order (the step log's columns after step and epoch)."""
+
+
+@dataclass
+class Learner:
+    """One (head, loss, optimiser) triple trained on the batch stream."""
+
+    head: ProjectionHead
+    loss_fn: nn.Module
+    optimizer: torch.optim.Optimizer
+
+
+def make_learner(config, in_dim: int, num_classes: int, device: torch.device) -> Learner:
+    """Head and loss initialised from ``config.seed``; one Adam over head and loss parameters.
+
+    The initial weights are drawn from the CPU generator seeded with ``config.seed`` inside
+    ``torch.random.fork_rng``, so the process's global random state is left as it was.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(config.seed)
+        head = ProjectionHead(in_dim, config.embedding_dim, config.head, config.head_hidden)
+        # The loss's per-step input validation is a host sync; training checks the features once
+        # instead and catches a non-finite loss every `sync_every` steps.
+        loss_fn = make_loss(config.loss, num_classes=num_classes, embedding_dim=config.embedding_dim,
+                            **{"check_inputs": False, **config.loss_params})
+    head, loss_fn = head.to(device), loss_fn.to(device)
+    params = [*head.parameters(), *loss_fn.parameters()]
+    optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    return Learner(head, loss_fn, optimizer)
+
+
+def train_step(learners: Sequence[Learner], x: Tensor, y: Tensor, *, diagnostics: bool = True,
+               grad_threshold: float | None = None) -> list[Tensor]:
+    """One optimiser step per learner on the same batch; returns each learner's STAT_KEYS vector."""
+    stats = []
+    for learner in learners:
+        z = learner.head(x)
+        z.retain_grad()
+        out = learner.loss_fn(z, y)
+        learner.optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        if diagnostics:
+            kwargs = {} if grad_threshold is None else {"grad_threshold": grad_threshold}
+            g = greediness(out, z.grad, learner.head.parameters(), learner.loss_fn.parameters(), **kwargs)
+        else:  # the loss's own counts only
+            nan = torch.full((), float("nan"), device=x.device)
+            g = {k: getattr(out, k, nan) for k in GREEDINESS_KEYS}
+        row = [out.loss.detach()] + [g[k].detach().to(out.loss.dtype) for k in GREEDINESS_KEYS]
+        learner.optimizer.step()
+        stats.append(torch.stack(row))
+    return stats

@@ -1,0 +1,153 @@
+"""A training run from start to finish: features -> head -> per-step log -> per-epoch evaluation -> files.
+
+``run`` trains one (config) and writes its run directory (see :mod:`vgcore.results`); ``sweep``
+runs every config whose directory is not complete with the same config hash.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+import vgcore
+from vgcore import results
+from vgcore.data import check_available
+from vgcore.device import resolve_device
+from vgcore.errors import UserError
+from vgcore.features import features
+from vgcore.io import atomic_write_json
+from vgcore.metrics.convergence import convergence_epoch, recall_convergence_epoch
+from vgcore.metrics.greediness import GREEDINESS_KEYS
+from vgcore.train.evaluate import embed, evaluate_splits
+from vgcore.train.learner import make_learner, train_step
+from vgcore.train.samplers import batch_indices, fixed_subset
+from vgcore.train.steplog import NonFiniteLoss, StepLog
+
+
+class TrainingDivergedError(UserError, RuntimeError):
+    """The loss became NaN or infinite; the message names the step and the last finite values."""
+
+
+@dataclass
+class RunResult:
+    path: Path
+    summary: dict
+    steps: pd.DataFrame
+    epochs: pd.DataFrame
+
+
+def load_features(config, split: str, data_root=None, cache_dir=None, progress: bool = True):
+    """The frozen features ``(X, y)`` of one split of the config's dataset (cached)."""
+    return features(config.backbone, config.dataset, split, data_root, cache_dir, progress=progress,
+                    backbone_options=config.backbone_options, dataset_options=config.dataset_options)
+
+
+def run(config, out_dir, *, data_root=None, cache_dir=None, progress: bool = True) -> RunResult:
+    """Train one head with one loss; write the run directory (see `vgcore.results`); return it."""
+    t_start = time.perf_counter()
+    check_available(config.dataset, data_root, download=config.dataset_options.get("download", True))
+    device = resolve_device(config.device)
+    x_train, y_train = fixed_subset(*load_features(config, "train", data_root, cache_dir, progress), config.train_size)
+    x_eval, y_eval = fixed_subset(*load_features(config, config.eval_split, data_root, cache_dir, progress),
+                                  config.eval_size)
+    x_train, y_train, x_eval, y_eval = (t.to(device) for t in (x_train, y_train, x_eval, y_eval))
+    for split, x in (("train", x_train), (config.eval_split, x_eval)):
+        if not torch.isfinite(x).all():
+            raise ValueError(f"the {config.backbone} features of {config.dataset}/{split} contain NaN or inf; "
+                             f"delete the feature cache and recompute them")
+    learner = make_learner(config, x_train.shape[1], int(y_train.max()) + 1, device)
+    path = results.start_run(out_dir, config)
+
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    subset = torch.randperm(y_train.numel(), generator=generator, device=device)[: config.eval_train_size]
+    splits = {config.eval_split: (x_eval, y_eval), "train_subset": (x_train[subset], y_train[subset])}
+    log = StepLog(config.sync_every)
+    epoch_rows = _epoch_rows(0, float("nan"), evaluate_splits(learner.head, splits))
+    bar = tqdm(range(1, config.epochs + 1), desc=f"{config.dataset}/{config.loss}/seed{config.seed}",
+               disable=not progress, leave=False)
+    t_train = 0.0
+    for epoch in bar:
+        t0 = time.perf_counter()
+        try:
+            for idx in batch_indices(y_train, config, generator):
+                stats = train_step([learner], x_train[idx], y_train[idx], diagnostics=config.diagnostics,
+                                   grad_threshold=config.grad_threshold)
+                log.append(epoch, stats[0])
+            log.flush()
+        except NonFiniteLoss as bad:
+            _fail(path, config, log, epoch_rows, bad)
+        t_train += time.perf_counter() - t0
+        train_loss = log.epoch_mean("train_loss", epoch)
+        if epoch % config.eval_every == 0 or epoch == config.epochs:
+            metrics = evaluate_splits(learner.head, splits)
+            epoch_rows += _epoch_rows(epoch, train_loss, metrics)
+            bar.set_postfix(loss=f"{train_loss:.4f}", r1=f"{metrics[config.eval_split]['recall@1']:.3f}")
+
+    steps_df, epochs_df = log.frame(), pd.DataFrame(epoch_rows)
+    results.write_tables(path, steps_df, epochs_df)
+    z_final = embed(learner.head, x_eval)
+    results.write_embeddings(path, z_final.cpu().numpy(), y_eval.cpu().numpy())
+    summary = _summary(config, steps_df, epochs_df, time.perf_counter() - t_start, t_train)
+    atomic_write_json(path / "summary.json", summary)
+    return RunResult(path, summary, steps_df, epochs_df)
+
+
+def sweep(configs: Sequence, root, *, data_root=None, cache_dir=None, progress: bool = True) -> list[Path]:
+    """Run every config whose run directory is not complete with the same config hash; skip the rest."""
+    paths = []
+    for config in tqdm(configs, desc="sweep", disable=not progress):
+        path = results.run_dir(root, config)
+        if not results.is_complete(path, config.config_hash()):
+            run(config, path, data_root=data_root, cache_dir=cache_dir, progress=progress)
+        paths.append(path)
+    return paths
+
+
+def _epoch_rows(epoch: int, train_loss: float, metrics: dict[str, dict[str, float]]) -> list[dict]:
+    return [{"epoch": epoch, "split": split, "train_loss": train_loss, **values} for split, values in metrics.items()]
+
+
+def _fail(path, config, log: StepLog, epoch_rows: list[dict], bad: NonFiniteLoss):
+    """Write the partial logs and failure.json (no summary.json: the run stays incomplete), then raise."""
+    steps_df = log.frame()
+    results.write_tables(path, steps_df, pd.DataFrame(epoch_rows))
+    last = steps_df.iloc[-1].to_dict() if len(steps_df) else {}
+    last_txt = ", ".join(f"{k}={last[k]:.6g}" for k in ("train_loss", "grad_norm") if k in last) or "none (first step)"
+    message = (f"loss {config.loss!r} became {bad.value} at step {bad.step} (epoch {bad.epoch}) on {config.dataset!r} "
+               f"(seed {config.seed}); last finite values: {last_txt}. The partial logs are in {path}. "
+               f"Try a lower lr (now {config.lr}) or check the features for NaN.")
+    atomic_write_json(path / "failure.json", {"error": message, "step": bad.step, "epoch": bad.epoch, "last": last})
+    raise TrainingDivergedError(message) from None
+
+
+def _summary(config, steps: pd.DataFrame, epochs: pd.DataFrame, wall: float, t_train: float) -> dict:
+    test = epochs[epochs["split"] == config.eval_split].sort_values("epoch")
+    loss_by_epoch = steps.groupby("epoch")["train_loss"].mean()
+    final = test.iloc[-1].drop(["epoch", "split"]).to_dict()
+    greedy = steps[[*GREEDINESS_KEYS]].mean().to_dict() if len(steps) else {}
+    return {
+        "status": "complete",
+        "config": config.to_dict(),
+        "config_hash": config.config_hash(),
+        "schema_version": results.SCHEMA_VERSION,
+        "final": final,
+        "convergence": {
+            "loss_convergence_epoch": int(loss_by_epoch.index[convergence_epoch(loss_by_epoch.to_numpy())]),
+            "recall_convergence_epoch": int(test["epoch"].iloc[recall_convergence_epoch(test["recall@1"])]),
+        },
+        "greediness_mean": {f"{k}_mean": v for k, v in greedy.items()},
+        "batches_without_positives": int((~steps["has_positives"]).sum()),
+        "n_steps": len(steps),
+        "wall_time_s": wall,
+        "steps_per_s": len(steps) / t_train if t_train > 0 else float("nan"),
+        "versions": {"vgcore": vgcore.__version__, "torch": torch.__version__, "numpy": np.__version__,
+                     "python": platform.python_version()},
+    }
