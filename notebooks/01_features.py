@@ -20,7 +20,7 @@
 # [![Launch on Binder](https://mybinder.org/badge_logo.svg)](https://mybinder.org/v2/gh/OWNER/vgcore/main?urlpath=lab/tree/notebooks/01_features.ipynb)
 #
 # The paper trains only a projection head on top of a **frozen** backbone, so the backbone's
-# features are computed once per dataset and cached on disk (`vgcore.backbones`, cache in
+# features are computed once per dataset and cached on disk (`vgcore.features`, cache in
 # `$VGCORE_CACHE` or `./cache`). This notebook shows a few images of the dataset, extracts (or
 # loads) the train and test features of the profile's backbone, and draws a 2-D PCA of them: the
 # starting point every loss works from.
@@ -45,7 +45,7 @@ if "google.colab" in sys.modules:
         subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", f"{repo}[offline]"], check=True)
     os.chdir(repo)
     if Path("figures/demo/results.tar.gz").is_file():  # the analysis notebooks start from these runs
-        subprocess.run([sys.executable, "-m", "vgcore.snapshot", "restore", "figures/demo/results.tar.gz"], check=True)
+        subprocess.run([sys.executable, "-m", "vgcore", "snapshot", "restore", "figures/demo/results.tar.gz"], check=True)
 elif Path.cwd().name == "notebooks" and (Path.cwd().parent / "pyproject.toml").is_file():
     os.chdir("..")  # JupyterLab and Binder start the kernel in notebooks/
 
@@ -61,14 +61,15 @@ import time
 
 import numpy as np
 
-from vgcore import plots, train
+from vgcore import train
 from vgcore.config import get_profile
 from vgcore.data import check_available, load_dataset
+from vgcore.report import plots
 
 # Bad input stops here, naming the valid choices.
 prof = get_profile(profile)
 config = prof.config(dataset, prof.losses[0], prof.seeds[0])
-check_available(config.dataset, data_root, **config.dataset_options)
+check_available(config.dataset, data_root)
 plots.use_style()
 print(f"profile {profile!r}: dataset {dataset!r} through backbone {config.backbone!r}")
 

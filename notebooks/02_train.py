@@ -45,7 +45,7 @@ if "google.colab" in sys.modules:
         subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", f"{repo}[offline]"], check=True)
     os.chdir(repo)
     if Path("figures/demo/results.tar.gz").is_file():  # the analysis notebooks start from these runs
-        subprocess.run([sys.executable, "-m", "vgcore.snapshot", "restore", "figures/demo/results.tar.gz"], check=True)
+        subprocess.run([sys.executable, "-m", "vgcore", "snapshot", "restore", "figures/demo/results.tar.gz"], check=True)
 elif Path.cwd().name == "notebooks" and (Path.cwd().parent / "pyproject.toml").is_file():
     os.chdir("..")  # JupyterLab and Binder start the kernel in notebooks/
 
@@ -64,8 +64,9 @@ threads = 0  # torch CPU threads (0: torch's default)
 import pandas as pd
 import torch
 
-from vgcore import plots, train
+from vgcore import train
 from vgcore.config import get_profile
+from vgcore.report import plots
 from vgcore.results import EPOCH_COLUMNS, is_complete, load_run, run_dir
 
 # Bad input stops here, naming the valid choices.

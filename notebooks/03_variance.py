@@ -47,7 +47,7 @@ if "google.colab" in sys.modules:
         subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", f"{repo}[offline]"], check=True)
     os.chdir(repo)
     if Path("figures/demo/results.tar.gz").is_file():  # the analysis notebooks start from these runs
-        subprocess.run([sys.executable, "-m", "vgcore.snapshot", "restore", "figures/demo/results.tar.gz"], check=True)
+        subprocess.run([sys.executable, "-m", "vgcore", "snapshot", "restore", "figures/demo/results.tar.gz"], check=True)
 elif Path.cwd().name == "notebooks" and (Path.cwd().parent / "pyproject.toml").is_file():
     os.chdir("..")  # JupyterLab and Binder start the kernel in notebooks/
 
@@ -59,9 +59,9 @@ figures_root = "figures"  # figures go to <figures_root>/<profile>/, tables to <
 # %%
 from pathlib import Path
 
-from vgcore import plots
-from vgcore.analysis import VARIANCE_TABLE, mean_std_table
-from vgcore.build import Outputs, collect_profile
+from vgcore.report import plots
+from vgcore.report.analysis import VARIANCE_TABLE, mean_std_table
+from vgcore.report.outputs import Outputs, collect_profile
 from vgcore.results import load_run, run_dir
 
 summary = collect_profile(results_root, profile, "summary")  # fails naming valid profiles, or if nothing ran

@@ -19,12 +19,12 @@
 # [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/OWNER/vgcore/blob/main/notebooks/06_claims.ipynb)
 # [![Launch on Binder](https://mybinder.org/badge_logo.svg)](https://mybinder.org/v2/gh/OWNER/vgcore/main?urlpath=lab/tree/notebooks/06_claims.ipynb)
 #
-# Each claim is a comparison of seed means of one summary metric (`vgcore.analysis.CLAIMS`): the best
+# Each claim is a comparison of seed means of one summary metric (`vgcore.report.analysis.CLAIMS`): the best
 # loss of the claim's group against the best of the rest. It **holds** on a dataset when the group's
 # best beats the rest's best in the claimed direction. Means are reported with their seed standard
 # deviations, so a reader can see whether the gap exceeds the spread over seeds; with one seed
 # (smoke) there is no spread. Fine-grained claims are checked only on fine-grained sets
-# (`vgcore.analysis.FINE_GRAINED`).
+# (`vgcore.report.analysis.FINE_GRAINED`).
 
 # %%
 # Setup. On Colab: fetch vgcore, install it (with its small offline extras) and restore the committed
@@ -43,7 +43,7 @@ if "google.colab" in sys.modules:
         subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", f"{repo}[offline]"], check=True)
     os.chdir(repo)
     if Path("figures/demo/results.tar.gz").is_file():  # the analysis notebooks start from these runs
-        subprocess.run([sys.executable, "-m", "vgcore.snapshot", "restore", "figures/demo/results.tar.gz"], check=True)
+        subprocess.run([sys.executable, "-m", "vgcore", "snapshot", "restore", "figures/demo/results.tar.gz"], check=True)
 elif Path.cwd().name == "notebooks" and (Path.cwd().parent / "pyproject.toml").is_file():
     os.chdir("..")  # JupyterLab and Binder start the kernel in notebooks/
 
@@ -55,9 +55,9 @@ figures_root = "figures"  # figures go to <figures_root>/<profile>/, tables to <
 # %%
 from pathlib import Path
 
-from vgcore import plots
-from vgcore.analysis import CLAIMS, check_claims, format_claims
-from vgcore.build import Outputs, collect_profile
+from vgcore.report import plots
+from vgcore.report.analysis import CLAIMS, check_claims, format_claims
+from vgcore.report.outputs import Outputs, collect_profile
 
 summary = collect_profile(results_root, profile, "summary")  # fails naming valid profiles, or if nothing ran
 out = Outputs("06_claims", Path(figures_root) / profile, profile)

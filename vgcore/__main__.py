@@ -1,4 +1,4 @@
-"""Command line: ``python -m vgcore {list,run,sweep,demo,paper}``.
+"""The one command line: ``python -m vgcore <command>`` (also installed as ``vgcore``).
 
 Examples::
 
@@ -8,6 +8,10 @@ Examples::
     python -m vgcore sweep --profile smoke loss_params.margin=0.3
     python -m vgcore demo -j 2                           # the notebook build (Snakemake): = make demo
     python -m vgcore figures --profile smoke --losses triplet scl --dry-run
+    python -m vgcore snapshot restore figures/demo/results.tar.gz
+
+Bad input (an unknown name, a malformed override, missing data) ends with one line on stderr and
+exit code 2; ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vgcore.config import PROFILES, get_profile, parse_overrides
+from vgcore import registry
+from vgcore.config import PROFILES, get_profile, parse_overrides, parse_value
+from vgcore.errors import UserError
 
 DEFAULT_RESULTS = "results"
 
@@ -29,9 +35,16 @@ def _add_paths(p: argparse.ArgumentParser) -> None:
                    help="config overrides, e.g. epochs=3 lr=1e-3 loss_params.margin=0.2")
 
 
+def _add_selection(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--datasets", nargs="+", default=None, help="subset of the profile's datasets")
+    p.add_argument("--losses", nargs="+", default=None, help="subset of the profile's losses")
+    p.add_argument("--seeds", nargs="+", default=None, help="seeds (default: the profile's)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m vgcore", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="losses, datasets, backbones and profiles")
 
@@ -61,77 +74,87 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--dry-run", action="store_true", help="print what would run, run nothing")
         p.add_argument("snakemake_args", nargs=argparse.REMAINDER,
                        help="after `--`: further snakemake options, e.g. -- --profile workflow/profiles/slurm")
+
+    ex = sub.add_parser("execute", help="run one notebook through papermill (what the Snakefile's rules call)")
+    ex.add_argument("notebook")
+    ex.add_argument("output")
+    ex.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                    help="a parameter (VALUE parsed as JSON where it parses, else a string)")
+    ex.add_argument("--retries", type=int, default=2, help="retries when the kernel fails to start")
+    ex.add_argument("--kernel", default="python3")
+
+    idx = sub.add_parser("index", help="write figures/<profile>/README.md (every figure and table, its notebook)")
+    idx.add_argument("figures_dir")
+    idx.add_argument("profile")
+
+    snap = sub.add_parser("snapshot", help="the compact copy of a profile's runs committed beside its figures")
+    snap_sub = snap.add_subparsers(dest="snapshot_command", required=True)
+    w = snap_sub.add_parser("write", help="write figures/<profile>/results.tar.gz from the complete runs")
+    w.add_argument("--results", default=DEFAULT_RESULTS)
+    w.add_argument("--profile", default="demo")
+    w.add_argument("--out", default=None, help="default: figures/<profile>/results.tar.gz")
+    r = snap_sub.add_parser("restore", help="unpack a snapshot under the results root (runs already there are kept)")
+    r.add_argument("archive")
+    r.add_argument("--results", default=DEFAULT_RESULTS)
     return parser
-
-
-def _add_selection(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--datasets", nargs="+", default=None, help="subset of the profile's datasets")
-    p.add_argument("--losses", nargs="+", default=None, help="subset of the profile's losses")
-    p.add_argument("--seeds", nargs="+", type=int, default=None, help="seeds (default: the profile's)")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return _dispatch(args)
-    except ValueError as err:  # bad input: say what is wrong and how to fix it, without a traceback
+        return COMMANDS[args.command](args)
+    except (UserError, ValueError) as err:  # bad input: say what is wrong and how to fix it
+        if args.debug:
+            raise
         print(f"error: {err}", file=sys.stderr)
         return 2
 
 
-def _dispatch(args: argparse.Namespace) -> int:
-    if args.command in ("demo", "paper", "figures"):
-        return _build(args)
-    from vgcore import train  # imported here so that `list` and `--help` stay fast
+def _list(args: argparse.Namespace) -> int:
+    print("losses:    " + ", ".join(registry.names("loss")))
+    print("datasets:  " + ", ".join(registry.names("dataset")))
+    print("backbones: " + ", ".join(registry.names("backbone")))
+    print("profiles:")
+    for p in PROFILES.values():
+        print(f"  {p.name:6s} {p.description}")
+    return 0
 
-    if args.command == "list":
-        from vgcore.backbones import BACKBONES
-        from vgcore.data import DATASETS
-        from vgcore.losses import LOSSES
 
-        print("losses:    " + ", ".join(LOSSES))
-        print("datasets:  " + ", ".join(DATASETS))
-        print("backbones: " + ", ".join(BACKBONES))
-        print("profiles:")
-        for p in PROFILES.values():
-            print(f"  {p.name:6s} {p.description}")
-        return 0
+def _run(args: argparse.Namespace) -> int:
+    from vgcore import train
+    from vgcore.results import run_dir
+
+    config = get_profile(args.profile).config(args.dataset, args.loss, args.seed, **parse_overrides(args.overrides))
+    result = train.run(config, run_dir(args.results, config), **_paths(args))
+    print(f"wrote {result.path}")
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from vgcore import train
+    from vgcore.results import collect
+    from vgcore.workflow import selection
 
     overrides = parse_overrides(args.overrides)
-    paths = dict(data_root=args.data_root, cache_dir=args.cache_dir, progress=not args.quiet)
-    if args.command == "run":
-        config = get_profile(args.profile).config(args.dataset, args.loss, args.seed, **overrides)
-        from vgcore.results import run_dir
-
-        result = train.run(config, run_dir(args.results, config), **paths)
-        print(f"wrote {result.path}")
-        return 0
-
     profile = get_profile(args.profile)
-    _check_subset("dataset", args.datasets, tuple(profile.datasets))
-    _check_subset("loss", args.losses, profile.losses)
-    configs = [c for c in profile.configs(**overrides)
-               if (args.datasets is None or c.dataset in args.datasets)
-               and (args.losses is None or c.loss in args.losses)]
-    if args.seeds is not None:
-        configs = [profile.config(c.dataset, c.loss, s, **overrides) for c in configs if c.seed == profile.seeds[0]
-                   for s in args.seeds]
-    if not configs:
-        raise ValueError(f"the selection matches no run of profile {profile.name!r}; see `python -m vgcore list`")
-    train.sweep(configs, args.results, **paths)
-    from vgcore.results import collect
-
+    datasets, losses, seeds = selection(profile, args.datasets, args.losses, args.seeds)
+    configs = [profile.config(d, loss, s, **overrides) for d in datasets for loss in losses for s in seeds]
+    train.sweep(configs, args.results, **_paths(args))
     table = collect(args.results, "summary", profile=profile.name)
     cols = ["dataset", "loss", "seed", "recall@1", "map@r", "intra_var", "inter_var", "active_ratio_mean"]
     print(table[[c for c in cols if c in table.columns]].to_string(index=False))
     return 0
 
 
+def _paths(args: argparse.Namespace) -> dict:
+    return dict(data_root=args.data_root, cache_dir=args.cache_dir, progress=not args.quiet)
+
+
 def _build(args: argparse.Namespace) -> int:
     """Run the Snakemake notebook build (workflow/Snakefile) for a profile."""
     import subprocess
 
-    from vgcore.build import snakemake_command
+    from vgcore.workflow import snakemake_command
 
     profile = args.profile if args.command == "figures" else args.command
     extra = [a for a in (args.snakemake_args or []) if a != "--"] + (["--dry-run"] if args.dry_run else [])
@@ -145,10 +168,41 @@ def _build(args: argparse.Namespace) -> int:
     return subprocess.call(cmd)
 
 
-def _check_subset(what: str, chosen: list[str] | None, valid: tuple[str, ...]) -> None:
-    unknown = sorted(set(chosen or ()) - set(valid))
-    if unknown:
-        raise ValueError(f"unknown {what}(s) {unknown} for this profile; choose from: {', '.join(valid)}")
+def _execute(args: argparse.Namespace) -> int:
+    from vgcore.workflow import execute
+
+    params = {name: parse_value(value) for name, value in args.parameter}
+    try:
+        execute(args.notebook, args.output, params, kernel=args.kernel, retries=args.retries,
+                log=lambda m: print(m, file=sys.stderr))
+    except Exception as err:  # the notebook's own traceback is in the output; keep this short
+        if args.debug:
+            raise
+        print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _index(args: argparse.Namespace) -> int:
+    from vgcore.report.outputs import write_index
+
+    write_index(args.figures_dir, args.profile, get_profile(args.profile).description)
+    return 0
+
+
+def _snapshot(args: argparse.Namespace) -> int:
+    from vgcore import snapshot
+
+    if args.snapshot_command == "write":
+        print(snapshot.write(args.results, args.profile, args.out))
+    else:
+        added = snapshot.restore(args.archive, args.results)
+        print(f"restored {len(added)} runs under {args.results}")
+    return 0
+
+
+COMMANDS = {"list": _list, "run": _run, "sweep": _sweep, "demo": _build, "paper": _build, "figures": _build,
+            "execute": _execute, "index": _index, "snapshot": _snapshot}
 
 
 if __name__ == "__main__":

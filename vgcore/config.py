@@ -3,6 +3,10 @@
 A `RunConfig` says everything one training run needs; a `Profile` is a sweep: which datasets (each
 with its backbone and options), which losses and which seeds, on top of shared settings. Every key
 and every categorical value is validated, and a bad one is rejected with the list of valid choices.
+Validation builds nothing: the loss, dataset and backbone options are bound to the signatures the
+registry points at (importing those modules on first use), so no random number is drawn.
+
+This module imports no torch: ``python -m vgcore --help`` and the Snakefile start fast.
 """
 
 from __future__ import annotations
@@ -13,13 +17,12 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from vgcore.backbones import BACKBONES
-from vgcore.data import DATASETS
-from vgcore.losses import LOSSES, make_loss
+from vgcore import registry
 
-HEADS = ("linear", "mlp")
-SAMPLERS = ("random", "pk")
-DEVICES = ("cpu", "cuda", "auto")
+LOSSES = registry.names("loss")
+HEADS = ("linear", "mlp")  # vgcore.train.head.ProjectionHead
+SAMPLERS = ("random", "pk")  # vgcore.train.samplers.batch_indices
+DEVICES = ("cpu", "cuda", "auto")  # vgcore.device.resolve_device
 
 
 @dataclass
@@ -58,9 +61,8 @@ class RunConfig:
     backbone_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _check_choice("loss", self.loss, LOSSES)
-        _check_choice("dataset", self.dataset, DATASETS)
-        _check_choice("backbone", self.backbone, BACKBONES)
+        for kind in ("loss", "dataset", "backbone"):
+            registry.check(kind, getattr(self, kind))
         _check_choice("head", self.head, HEADS)
         _check_choice("sampler", self.sampler, SAMPLERS)
         _check_choice("device", self.device, DEVICES)
@@ -86,8 +88,8 @@ class RunConfig:
         for name in ("loss_params", "dataset_options", "backbone_options"):
             if not isinstance(getattr(self, name), dict):
                 raise ValueError(f"{name} must be a dict of keyword arguments, got {getattr(self, name)!r}")
-        # unknown loss hyperparameters are rejected now, with the accepted ones, not after feature extraction
-        make_loss(self.loss, num_classes=2, embedding_dim=self.embedding_dim, **self.loss_params)
+        # unknown options are rejected now, with the accepted ones, not after feature extraction
+        _check_options(self)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -183,6 +185,14 @@ def get_profile(name: str) -> Profile:
     return PROFILES[name]
 
 
+def parse_value(raw: str) -> Any:
+    """A command-line value: JSON where it parses (numbers, true/false, lists, dicts), else the string."""
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """Parse `key=value` strings (values as JSON where they parse, else strings).
 
@@ -193,10 +203,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ValueError(f"override {item!r} is not of the form key=value (e.g. epochs=3)")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
+        value = parse_value(raw)
         head, dot, sub = key.partition(".")
         if dot:
             overrides.setdefault(head, {})[sub] = value
@@ -211,6 +218,16 @@ def _check_keys(values: dict[str, Any]) -> None:
     unknown = sorted(set(values) - set(valid))
     if unknown:
         raise ValueError(f"unknown config key(s) {unknown}; valid keys: {', '.join(valid)}")
+
+
+def _check_options(config: RunConfig) -> None:
+    """Check the loss, dataset and backbone options against what each accepts (ValueError naming them)."""
+    from vgcore.data import content_options
+    from vgcore.losses import loss_hyperparameters
+
+    loss_hyperparameters(config.loss, **config.loss_params)
+    content_options(config.dataset, **config.dataset_options)
+    registry.load("backbone", config.backbone).check_options(config.backbone_options)
 
 
 def _check_choice(name: str, value: Any, choices: tuple[str, ...], what: str | None = None) -> None:

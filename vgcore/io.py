@@ -75,10 +75,21 @@ def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any, *, indent: int = 2) -> Path:
-    """Write ``obj`` as JSON (sorted keys, trailing newline) to ``path`` atomically."""
+    """Write ``obj`` as JSON (sorted keys, trailing newline) to ``path`` atomically.
+
+    numpy scalars and arrays are written as numbers and lists; anything else unknown as its ``str``.
+    """
     return atomic_write_text(
-        path, json.dumps(obj, indent=indent, sort_keys=True, default=str) + "\n"
+        path, json.dumps(obj, indent=indent, sort_keys=True, default=_jsonable) + "\n"
     )
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
 
 
 def atomic_save_tensor(obj: Any, path: str | os.PathLike) -> Path:

@@ -16,6 +16,7 @@ directory is complete only when ``summary.json`` exists and records the same con
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -24,18 +25,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from vgcore.diagnostics import GREEDINESS_KEYS, VARIANCE_KEYS
-from vgcore.io import atomic_open
-from vgcore.retrieval import retrieval_keys
+from vgcore.io import atomic_open, atomic_write_json
+from vgcore.metrics.greediness import GREEDINESS_KEYS
+from vgcore.metrics.retrieval import RETRIEVAL_KEYS
+from vgcore.metrics.variance import VARIANCE_KEYS
 
-SCHEMA_VERSION = 2
-"""Version of the files below; bumped when a column is added or changes meaning, so that runs written
-under another version count as stale and are rerun. 2: steps.csv gained ``grad_effective_share``."""
-DEFAULT_KS = (1, 2, 4, 8)
 RUN_ID_COLUMNS = ("profile", "dataset", "backbone", "loss", "seed")
 STEP_COLUMNS = ("step", "epoch", "train_loss", *GREEDINESS_KEYS)
-EPOCH_COLUMNS = ("epoch", "split", "train_loss", *VARIANCE_KEYS, *retrieval_keys(DEFAULT_KS))
+EPOCH_COLUMNS = ("epoch", "split", "train_loss", *VARIANCE_KEYS, *RETRIEVAL_KEYS)
 TABLES = ("epochs", "steps", "summary")
+
+SCHEMA_REVISION = 2
+"""Bumped by hand when a column changes meaning. 2: steps.csv gained ``grad_effective_share``."""
+SCHEMA_VERSION = f"{SCHEMA_REVISION}." + hashlib.sha256(
+    json.dumps([STEP_COLUMNS, EPOCH_COLUMNS]).encode()).hexdigest()[:8]
+"""Version of the files below: the revision and a digest of the column names, so that a run written
+before a column was added (a new metric) or changed meaning counts as stale and is rerun."""
 
 
 def run_dir(root: str | os.PathLike, config) -> Path:
@@ -66,7 +71,7 @@ def start_run(path: str | os.PathLike, config) -> Path:
         (path / name).unlink(missing_ok=True)
     for tmp in path.glob(".tmp-*"):  # left by a process killed in the middle of a write
         tmp.unlink()
-    write_json(path / "config.json", config.to_dict())
+    atomic_write_json(path / "config.json", config.to_dict())
     return path
 
 
@@ -80,11 +85,6 @@ def write_tables(path: str | os.PathLike, steps: pd.DataFrame, epochs: pd.DataFr
 def write_embeddings(path: str | os.PathLike, z: np.ndarray, y: np.ndarray) -> None:
     with atomic_open(Path(path) / "embeddings.npz", "wb") as f:
         np.savez_compressed(f, z=z.astype(np.float16), y=y.astype(np.int64))
-
-
-def write_json(path: str | os.PathLike, payload: dict[str, Any]) -> None:
-    with atomic_open(path, "w") as f:
-        f.write(json.dumps(payload, indent=2, sort_keys=True, default=_jsonable))
 
 
 def load_run(path: str | os.PathLike) -> dict[str, Any]:
@@ -128,11 +128,3 @@ def collect(root: str | os.PathLike, table: str = "epochs", profile: str | None 
     if not frames:
         return pd.DataFrame(columns=[*RUN_ID_COLUMNS, "config_hash", *columns])
     return pd.concat(frames, ignore_index=True)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    return str(value)

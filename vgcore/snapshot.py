@@ -10,18 +10,19 @@ executed ``02_train.ipynb`` of each run is left out.
 The archive is deterministic (sorted members, zero mtimes, fixed owner), so rebuilding it from the
 same runs leaves the committed file unchanged.
 
-    python -m vgcore.snapshot write  --results results --profile demo    # -> figures/demo/results.tar.gz
-    python -m vgcore.snapshot restore figures/demo/results.tar.gz --results results
+    python -m vgcore snapshot write  --results results --profile demo    # -> figures/demo/results.tar.gz
+    python -m vgcore snapshot restore figures/demo/results.tar.gz --results results
 """
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import io
 import os
 import tarfile
 from pathlib import Path
+
+from vgcore.io import atomic_open
 
 FILES = ("config.json", "summary.json", "epochs.csv", "steps.csv")
 EMBEDDINGS = "embeddings.npz"
@@ -59,10 +60,8 @@ def write(results_root: str | os.PathLike, profile: str, out: str | os.PathLike 
             info.uid = info.gid = 0
             info.uname = info.gname = ""
             tar.addfile(info, io.BytesIO(data))
-    tmp = out.with_name(out.name + ".tmp")
-    with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
+    with atomic_open(out, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
         gz.write(buffer.getvalue())
-    tmp.replace(out)
     return out
 
 
@@ -84,26 +83,3 @@ def restore(archive: str | os.PathLike, results_root: str | os.PathLike = "resul
             if root / Path(m.name).parent in added:
                 tar.extract(m, root, filter="data")
     return sorted(added)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vgcore.snapshot", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    w = sub.add_parser("write", help="write figures/<profile>/results.tar.gz from the complete runs")
-    w.add_argument("--results", default="results")
-    w.add_argument("--profile", default="demo")
-    w.add_argument("--out", default=None, help="default: figures/<profile>/results.tar.gz")
-    r = sub.add_parser("restore", help="unpack a snapshot under the results root (runs already there are kept)")
-    r.add_argument("archive")
-    r.add_argument("--results", default="results")
-    args = parser.parse_args(argv)
-    if args.command == "write":
-        print(write(args.results, args.profile, args.out))
-    else:
-        added = restore(args.archive, args.results)
-        print(f"restored {len(added)} runs under {args.results}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

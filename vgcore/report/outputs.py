@@ -1,0 +1,153 @@
+"""What the analysis notebooks write: the declared figures and tables, the profile's runs, the index.
+
+- :data:`ANALYSIS`: analysis notebook -> the figures and tables it writes under ``figures/<profile>/``
+  (the Snakefile reads it to name its file targets; :class:`Outputs` checks that a notebook writes
+  only what it declares). Adding a figure is one :class:`Item` line here and one cell in its notebook.
+- :func:`collect_profile`: the runs of one profile as one table, failing with advice when none ran.
+- :func:`write_index`: ``figures/<profile>/README.md``, every figure and table with its notebook.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+NOTEBOOKS = ("01_features", "02_train", "03_variance", "04_greediness", "05_retrieval", "06_claims")
+"""The numbered notebooks in `notebooks/`, in order."""
+
+@dataclass(frozen=True)
+class Item:
+    """One figure (PNG + PDF) or table (CSV + Markdown + LaTeX) of an analysis notebook."""
+
+    name: str
+    kind: str  # "figure" or "table"
+    caption: str
+
+    def files(self, figures_dir: str | os.PathLike) -> list[Path]:
+        d = Path(figures_dir)
+        if self.kind == "figure":
+            return [d / f"{self.name}.{ext}" for ext in ("png", "pdf")]
+        return [d / "tables" / f"{self.name}.{ext}" for ext in ("csv", "md", "tex")]
+
+
+def _fig(name: str, caption: str) -> Item:
+    return Item(name, "figure", caption)
+
+
+def _tab(name: str, caption: str) -> Item:
+    return Item(name, "table", caption)
+
+
+ANALYSIS: dict[str, tuple[Item, ...]] = {
+    "03_variance": (
+        _tab("03_variance", "VARIANCE of the final test embeddings: mean ± std over seeds"),
+        _fig("03_variance_bars", "intra- and inter-class variance and centroid-spacing unevenness per loss"),
+        _fig("03_intra_var_over_epochs", "intra-class variance of the test embeddings over training"),
+        _fig("03_separation_vs_spacing", "mean centroid distance against its unevenness (CV)"),
+        _fig("03_embeddings_pca", "2-D PCA of the final test embeddings, one panel per loss (seed 0)"),
+    ),
+    "04_greediness": (
+        _tab("04_greediness", "GREEDINESS over training: mean ± std over seeds"),
+        _fig("04_active_ratio_over_training", "active ratio (loss terms and embedding gradients) per step"),
+        _fig("04_grad_norm_over_training", "gradient norms (parameters, per-sample embeddings) per step"),
+        _fig("04_greediness_bars", "mean active ratio and gradient norm per loss"),
+    ),
+    "05_retrieval": (
+        _tab("05_retrieval", "retrieval on the test split: Recall@K and MAP@R, mean ± std over seeds"),
+        _fig("05_retrieval_bars", "Recall@1 and MAP@R per loss"),
+        _fig("05_recall_over_epochs", "test Recall@1 over training"),
+        _fig("05_tradeoff", "efficiency-granularity trade-off: convergence speed against intra-class "
+             "variance and Recall@1"),
+    ),
+    "06_claims": (
+        _tab("06_claims", "each claim of the paper on each dataset: holds or not, with seed mean and std"),
+        _fig("06_claims", "the claims as a grid: green holds, red does not"),
+    ),
+}
+"""Analysis notebook -> what it writes under ``figures/<profile>/``."""
+
+
+class Outputs:
+    """Writes the declared figures and tables of one analysis notebook, naming the notebook."""
+
+    def __init__(self, notebook: str, figures_dir: str | os.PathLike, profile: str):
+        if notebook not in ANALYSIS:
+            raise ValueError(f"unknown analysis notebook {notebook!r}; choose one of: {', '.join(ANALYSIS)}")
+        self.notebook, self.dir, self.profile = notebook, Path(figures_dir), profile
+        self.items = {(item.kind, item.name): item for item in ANALYSIS[notebook]}
+        self.written: list[Path] = []
+
+    def _item(self, name: str, kind: str) -> Item:
+        item = self.items.get((kind, name))
+        if item is None:
+            valid = [i.name for i in self.items.values() if i.kind == kind]
+            raise ValueError(f"{self.notebook} declares no {kind} {name!r} (vgcore.report.outputs.ANALYSIS); "
+                             f"declared: {', '.join(valid)}")
+        return item
+
+    def figure(self, fig, name: str) -> list[Path]:
+        from vgcore.report.plots import save_figure
+
+        self._item(name, "figure")
+        paths = save_figure(fig, self.dir / name, f"{self.notebook}.ipynb", self.profile)
+        self.written += paths
+        return paths
+
+    def table(self, table, name: str) -> list[Path]:
+        from vgcore.report.analysis import write_table
+
+        item = self._item(name, "table")
+        paths = write_table(table, self.dir / "tables" / name, f"{item.caption} (profile {self.profile})",
+                            f"{self.notebook}.ipynb")
+        self.written += paths
+        return paths
+
+    def missing(self) -> list[Path]:
+        """Declared files not written yet (empty at the end of a notebook that did its job)."""
+        return [p for item in self.items.values() for p in item.files(self.dir) if p not in self.written]
+
+
+def collect_profile(results_root: str | os.PathLike, profile: str, table: str = "summary"):
+    """`vgcore.results.collect` for one profile, failing with advice when there is no complete run."""
+    from vgcore.config import get_profile
+    from vgcore.results import collect
+
+    get_profile(profile)
+    frame = collect(results_root, table, profile=profile)
+    if frame.empty:
+        raise ValueError(f"no complete run of profile {profile!r} under {results_root!r}; train first "
+                         f"(`make demo`, `python -m vgcore sweep --profile {profile}` or notebook 02_train)")
+    return frame
+
+
+def analysis_files(figures_dir: str | os.PathLike, notebook: str | None = None) -> list[Path]:
+    """Every file the analysis notebooks (or one of them) write under `figures_dir`."""
+    names = [notebook] if notebook else list(ANALYSIS)
+    return [p for nb in names for item in ANALYSIS[nb] for p in item.files(figures_dir)]
+
+
+def write_index(figures_dir: str | os.PathLike, profile: str, description: str = "") -> Path:
+    """``<figures_dir>/README.md``: every figure and table, its caption and the notebook that made it."""
+    d = Path(figures_dir)
+    lines = [f"# Figures and tables: profile `{profile}`", "",
+             "Generated by the notebook build (`workflow/Snakefile`); do not edit by hand. "
+             f"Rebuild with `make {'demo' if profile == 'demo' else 'paper' if profile == 'paper' else 'figures PROFILE=' + profile}`.",
+             ""]
+    if description:
+        lines += [f"Profile `{profile}`: {description}.", ""]
+    lines += ["| file | what it shows | notebook |", "| --- | --- | --- |"]
+    for notebook, items in ANALYSIS.items():
+        for item in items:
+            files = item.files(d)
+            links = " ".join(f"[{p.suffix[1:]}]({p.relative_to(d).as_posix()})" for p in files)
+            lines.append(f"| `{item.name}` {links} | {item.caption} | [`notebooks/{notebook}.ipynb`]"
+                         f"(../../notebooks/{notebook}.ipynb) |")
+    executed = sorted((d / "notebooks").glob("*.ipynb")) if (d / "notebooks").is_dir() else []
+    if executed:
+        lines += ["", "Executed analysis notebooks (with their outputs): "
+                  + ", ".join(f"[{p.name}](notebooks/{p.name})" for p in executed) + "."]
+    path = d / "README.md"
+    d.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path

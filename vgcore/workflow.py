@@ -1,0 +1,134 @@
+"""The notebook build behind `make demo` / `make paper`: papermill, Snakemake and selections.
+
+- :func:`execute`: run one notebook through papermill, retrying only when the kernel fails to start;
+  a notebook that fails in a cell is kept beside its target as ``<name>.failed.ipynb``.
+- :func:`snakemake_command`: the one command line `make demo`, `make paper` and
+  ``python -m vgcore demo`` run (workflow/Snakefile).
+- :func:`select` and :func:`parse_seeds`: a subset of a profile's datasets, losses or seeds, checked;
+  the CLI, the Makefile and the Snakefile all go through them.
+
+``python -m vgcore execute IN OUT -p key value ...`` is what the Snakefile's rules call.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+KERNEL = "python3"
+
+_KERNEL_START_MESSAGES = ("kernel died before replying", "kernel didn't respond", "kernel did not respond",
+                          "timeout waiting for kernel", "failed to start the kernel", "kernel_info")
+
+
+def is_kernel_start_failure(error: BaseException) -> bool:
+    """True for the errors nbclient raises when a kernel does not come up (worth a retry).
+
+    A cell that raises (papermill's PapermillExecutionError) or a missing kernel spec is not.
+    """
+    from jupyter_client.kernelspec import NoSuchKernel
+    from papermill.exceptions import PapermillExecutionError
+
+    if isinstance(error, PapermillExecutionError | NoSuchKernel):
+        return False
+    text = str(error).lower()
+    return isinstance(error, RuntimeError | TimeoutError | OSError) and any(m in text for m in _KERNEL_START_MESSAGES)
+
+
+def failed_copy(output: str | os.PathLike) -> Path:
+    output = Path(output)
+    return output.with_name(output.stem + ".failed.ipynb")
+
+
+def execute(notebook: str | os.PathLike, output: str | os.PathLike, parameters: dict[str, Any] | None = None, *,
+            kernel: str = KERNEL, retries: int = 2, start_timeout: float = 120, cwd: str | os.PathLike | None = None,
+            progress: bool = False, log=print) -> Path:
+    """Execute `notebook` with papermill into `output`; retry up to `retries` times if the kernel
+    fails to start. On a failure in a cell the partial notebook (with the error) is kept as
+    ``<output stem>.failed.ipynb`` (build tools delete failed targets) and the error is raised."""
+    import papermill as pm
+
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = failed_copy(output)
+    for attempt in range(retries + 1):
+        try:
+            pm.execute_notebook(str(notebook), str(output), parameters=parameters or {}, kernel_name=kernel,
+                                start_timeout=start_timeout, cwd=str(cwd) if cwd else None,
+                                progress_bar=progress)
+        except Exception as err:
+            if is_kernel_start_failure(err) and attempt < retries:
+                log(f"kernel failed to start for {notebook} (attempt {attempt + 1}/{retries + 1}): {err}; retrying")
+                time.sleep(1 + 2 * attempt)
+                continue
+            if output.exists():
+                shutil.copyfile(output, partial)
+                log(f"{notebook} failed; its partial output is in {partial}")
+            raise
+        partial.unlink(missing_ok=True)
+        return output
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def snakemake_command(profile: str, *, jobs: int | str = "all", results: str = "results", figures: str = "figures",
+                      datasets=None, losses=None, seeds=None, directory: str | os.PathLike | None = None,
+                      extra=()) -> list[str]:
+    """The snakemake invocation of the build (profile and selections checked first)."""
+    from vgcore.config import get_profile
+
+    chosen = selection(get_profile(profile), datasets, losses, seeds)
+    config = [f"profile={profile}", f"results={results}", f"figures={figures}"]
+    for key, given, values in zip(("datasets", "losses", "seeds"), (datasets, losses, seeds), chosen, strict=True):
+        if given:
+            config.append(f"{key}=" + ",".join(map(str, values)))
+    root = Path(__file__).resolve().parents[1]
+    return [sys.executable, "-m", "snakemake", "--snakefile", str(root / "workflow" / "Snakefile"),
+            "--directory", str(directory or os.getcwd()), "--cores", str(jobs), "--rerun-incomplete", "--printshellcmds",
+            "--config", *config, *extra]
+
+
+def selection(profile, datasets=None, losses=None, seeds=None) -> tuple[list[str], list[str], list[int]]:
+    """The chosen datasets, losses and seeds of a `Profile` (None or empty: all of the profile's)."""
+    return (select(datasets, tuple(profile.datasets), "dataset", profile.name),
+            select(losses, profile.losses, "loss", profile.name),
+            parse_seeds(seeds, profile.seeds))
+
+
+def select(chosen, valid, what: str, profile: str = "") -> list[str]:
+    """`chosen` (a list, or a comma/space separated string; empty = all of `valid`) checked against `valid`."""
+    if chosen is None or chosen == "" or chosen == []:
+        return list(valid)
+    if isinstance(chosen, str):
+        chosen = chosen.replace(",", " ").split()
+    chosen = [str(c) for c in chosen]
+    unknown = [c for c in chosen if c not in [str(v) for v in valid]]
+    if unknown:
+        where = f" of profile {profile!r}" if profile else ""
+        raise ValueError(f"unknown {what}(s) {unknown}{where}; choose from: {', '.join(map(str, valid))}")
+    return chosen
+
+
+def parse_seeds(chosen, default) -> list[int]:
+    """Seeds from a list or a comma/space separated string (any non-negative integers; empty = `default`)."""
+    if chosen is None or chosen == "" or chosen == []:
+        return [int(s) for s in default]
+    items = str(chosen).replace(",", " ").split() if isinstance(chosen, str | int) else list(chosen)
+    try:
+        out = [int(s) for s in items]
+    except ValueError:
+        out = [-1]
+    if not out or min(out) < 0:
+        raise ValueError(f"seeds must be non-negative integers (e.g. seeds=0,1,2), got {chosen!r}")
+    return out
+
+
+def dataset_spec(profile, dataset: str) -> str:
+    """What a profile's features of `dataset` depend on (backbone and options), as canonical JSON."""
+    config = profile.config(dataset, profile.losses[0], profile.seeds[0])
+    keys = ("dataset", "backbone", "backbone_options", "dataset_options")
+    return json.dumps({k: getattr(config, k) for k in keys}, sort_keys=True, default=str)
