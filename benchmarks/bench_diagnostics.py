@@ -23,7 +23,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from vgcore.diagnostics import grad_active_sweep, greediness  # noqa: E402
+from vgcore.metrics import grad_active_sweep, greediness  # noqa: E402
 
 
 def contrastive(z, y, neg_margin=0.5):

@@ -27,8 +27,10 @@ from pathlib import Path
 
 import torch
 
-from vgcore import backbones as B
 from vgcore import data as D
+from vgcore import features as B
+from vgcore.features import vit
+from vgcore.features.extraction import extract
 
 
 def _load() -> str:
@@ -43,17 +45,17 @@ def throughput(
 ) -> dict:
     weights = None
     if backbone == "vit_b_32":
-        ckpt = Path(torch.hub.get_dir()) / "checkpoints" / Path(B.VIT_B_32_URL).name
+        ckpt = Path(torch.hub.get_dir()) / "checkpoints" / Path(vit.VIT_B_32_URL).name
         weights = None if ckpt.is_file() else "random"
     spec = B.backbone_spec(backbone, resolution=resolution, weights=weights)
     t0 = time.perf_counter()
     model = B.build_backbone(spec, device)
     build_s = time.perf_counter() - t0
-    B.extract(model, spec, split.subset(range(min(16, len(split)))), device=device, progress=False)
+    extract(model, spec, split.subset(range(min(16, len(split)))), device=device, progress=False)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     t0 = time.perf_counter()
-    B.extract(model, spec, split, device=device, batch_size=batch_size, progress=False)
+    extract(model, spec, split, device=device, batch_size=batch_size, progress=False)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     s = time.perf_counter() - t0
@@ -76,7 +78,7 @@ def full_run(dataset: str, resolution: int, device: str, batch_size: int, cache_
     for split in ("train", "test"):
         t0 = time.perf_counter()
         X, y = B.features(
-            "efficientnet_lite0", dataset, split, cache_dir=cache_dir, resolution=resolution,
+            "efficientnet_lite0", dataset, split, cache_dir=cache_dir, backbone_options={"resolution": resolution},
             device=device, batch_size=batch_size, progress=True, recompute=True,
         )  # fmt: skip
         s = time.perf_counter() - t0
@@ -91,7 +93,7 @@ def full_run(dataset: str, resolution: int, device: str, batch_size: int, cache_
     for _ in range(3):
         t0 = time.perf_counter()
         X, y = B.features(
-            "efficientnet_lite0", dataset, "train", cache_dir=cache_dir, resolution=resolution
+            "efficientnet_lite0", dataset, "train", cache_dir=cache_dir, backbone_options={"resolution": resolution}
         )
         _ = float(X.sum())  # touch every page: a fully materialised load
         loads.append(time.perf_counter() - t0)
@@ -110,7 +112,7 @@ def quality(
         s = D.load_dataset(dataset, split=split)
         g = torch.Generator().manual_seed(0)
         s = s.subset(torch.randperm(len(s), generator=g)[:n].tolist())
-        feats[split] = (B.extract(model, spec, s, device=device, progress=False), s.labels)
+        feats[split] = (extract(model, spec, s, device=device, progress=False), s.labels)
     (Xtr, ytr), (Xte, yte) = feats["train"], feats["test"]
     Xtr = torch.nn.functional.normalize(Xtr, dim=1)
     Xte = torch.nn.functional.normalize(Xte, dim=1)

@@ -87,8 +87,7 @@ def worker(task: str, n: int, d: int, classes: int, chunk: int | None) -> dict:
     import torch
 
     sys.path.insert(0, str(ROOT))
-    from vgcore.diagnostics import variance
-    from vgcore.retrieval import retrieval_metrics
+    from vgcore.metrics import retrieval_metrics, variance
 
     z, y = _data(n, d, classes)
     base = _current_rss_mb()
@@ -98,7 +97,7 @@ def worker(task: str, n: int, d: int, classes: int, chunk: int | None) -> dict:
     elif task == "retrieval_faiss":
         res = retrieval_metrics(z, y, nmi=False, chunk_size=chunk, backend="faiss")
     elif task == "nmi":
-        from vgcore.retrieval import _nmi
+        from vgcore.metrics.retrieval import _nmi
 
         inv = torch.unique(y, return_inverse=True)[1]
         res = {"nmi": _nmi(z, inv, classes, 0)}

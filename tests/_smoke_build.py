@@ -36,7 +36,7 @@ class SmokeBuild:
     log: str
 
     def snakemake(self, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
-        from vgcore.build import snakemake_command
+        from vgcore.workflow import snakemake_command
 
         cmd = snakemake_command("smoke", jobs=2, results=str(self.results), figures=str(self.figures),
                                 directory=self.directory, extra=extra)

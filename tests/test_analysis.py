@@ -1,11 +1,11 @@
-"""vgcore.analysis: seed aggregation, table writing and the claim checks on hand-made summaries."""
+"""vgcore.report.analysis: seed aggregation, table writing and the claim checks on hand-made summaries."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from vgcore.analysis import CLAIMS, aggregate, check_claims, mean_std_table, write_table
 from vgcore.losses import LOSSES
+from vgcore.report.analysis import CLAIMS, aggregate, check_claims, mean_std_table, write_table
 
 
 def summary_table(values: dict[str, list[float]], metric="intra_var", dataset="synthetic"):

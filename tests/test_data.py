@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from vgcore import data
-from vgcore.data import DataIntegrityError, DataNotFoundError
+from vgcore.data import DataIntegrityError, DataNotFoundError, fashionmnist
 
 # ------------------------------------------------------------------ registry and Split
 
@@ -65,7 +65,7 @@ def test_split_batches_subset_get():
 def test_synthetic_disjoint_default():
     tr = data.load_dataset("synthetic", split="train")
     te = data.load_dataset("synthetic", split="test")
-    opts = data.dataset_options("synthetic")
+    opts = data.content_options("synthetic")
     S, F, n, d = opts["n_superclasses"], opts["n_fine_per_super"], opts["n_per_class"], opts["dim"]
     assert opts["class_split"] == "disjoint"
     assert tr.images.shape == (S * (F - F // 2) * n, d) and tr.images.dtype == torch.float32
@@ -112,14 +112,14 @@ def test_synthetic_bad_options():
         data.load_dataset("synthetic", n_fine_per_super=1)
     with pytest.raises(ValueError):
         data.load_dataset("synthetic", class_split="random")
-    with pytest.raises(TypeError):
-        data.dataset_options("synthetic", n_classes=3)
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \[.n_classes.\] for dataset .synthetic.; it takes: n_superclasses, n_fine_per_super"):
+        data.content_options("synthetic", n_classes=3)
 
 
 def test_dataset_options_fill_defaults_and_drop_download():
-    assert data.dataset_options("synthetic", dim=8)["dim"] == 8
-    assert data.dataset_options("synthetic") == data.dataset_options("synthetic", n_superclasses=8)
-    assert data.dataset_options("cifar10", download=False) == {}
+    assert data.content_options("synthetic", dim=8)["dim"] == 8
+    assert data.content_options("synthetic") == data.content_options("synthetic", n_superclasses=8)
+    assert data.content_options("cifar10", download=False) == {}
 
 
 # ------------------------------------------------------------------ digits
@@ -173,15 +173,15 @@ def make_fmnist(folder: Path, n_train=6, n_test=4, fill=0, gz=True) -> None:
 
 @pytest.fixture
 def no_system_fmnist(monkeypatch, tmp_path):
-    monkeypatch.setattr(data, "FASHIONMNIST_SYSTEM_DIRS", (tmp_path / "no-debian",))
-    monkeypatch.setattr(data, "FASHIONMNIST_MIRRORS", ((tmp_path / "no-mirror").as_uri() + "/",))
+    monkeypatch.setattr(fashionmnist, "SYSTEM_DIRS", (tmp_path / "no-debian",))
+    monkeypatch.setattr(fashionmnist, "MIRRORS", ((tmp_path / "no-mirror").as_uri() + "/",))
 
 
 def test_fmnist_from_root_first(tmp_path, monkeypatch):
     sysdir = tmp_path / "debian"
     make_fmnist(sysdir, fill=7)
     make_fmnist(tmp_path / "root" / "fashionmnist", fill=3)
-    monkeypatch.setattr(data, "FASHIONMNIST_SYSTEM_DIRS", (sysdir,))
+    monkeypatch.setattr(fashionmnist, "SYSTEM_DIRS", (sysdir,))
     s = data.load_dataset("fashionmnist", tmp_path / "root", "train")
     assert len(s) == 6 and s.images.shape == (6, 1, 28, 28) and s.images.dtype == torch.uint8
     assert int(s.images[0, 0, 0, 0]) == 3  # the root's copy wins over the system one
@@ -197,7 +197,7 @@ def test_fmnist_torchvision_layout_uncompressed(tmp_path, no_system_fmnist):
 
 def test_fmnist_system_fallback(tmp_path, monkeypatch):
     make_fmnist(tmp_path / "debian", fill=7)
-    monkeypatch.setattr(data, "FASHIONMNIST_SYSTEM_DIRS", (tmp_path / "debian",))
+    monkeypatch.setattr(fashionmnist, "SYSTEM_DIRS", (tmp_path / "debian",))
     s = data.load_dataset("fashionmnist", tmp_path / "empty-root", "train", download=False)
     assert int(s.images[0, 0, 0, 0]) == 7
 
@@ -206,14 +206,14 @@ def test_fmnist_download(tmp_path, monkeypatch):
     server = tmp_path / "server"
     make_fmnist(server, fill=5)
     files = {}
-    for split, pair in data.FASHIONMNIST_FILES.items():
+    for split, pair in fashionmnist.FILES.items():
         files[split] = tuple(
             (stem, hashlib.md5((server / f"{stem}.gz").read_bytes()).hexdigest())
             for stem, _ in pair
         )
-    monkeypatch.setattr(data, "FASHIONMNIST_FILES", files)
-    monkeypatch.setattr(data, "FASHIONMNIST_SYSTEM_DIRS", ())
-    monkeypatch.setattr(data, "FASHIONMNIST_MIRRORS", (server.as_uri() + "/",))
+    monkeypatch.setattr(fashionmnist, "FILES", files)
+    monkeypatch.setattr(fashionmnist, "SYSTEM_DIRS", ())
+    monkeypatch.setattr(fashionmnist, "MIRRORS", (server.as_uri() + "/",))
     root = tmp_path / "root"
     data.check_available("fashionmnist", root)
     assert sorted(p.name for p in (root / "fashionmnist").iterdir()) == sorted(
@@ -225,8 +225,8 @@ def test_fmnist_download(tmp_path, monkeypatch):
 def test_fmnist_download_bad_checksum_keeps_nothing(tmp_path, monkeypatch):
     server = tmp_path / "server"
     make_fmnist(server)
-    monkeypatch.setattr(data, "FASHIONMNIST_SYSTEM_DIRS", ())
-    monkeypatch.setattr(data, "FASHIONMNIST_MIRRORS", (server.as_uri() + "/",))
+    monkeypatch.setattr(fashionmnist, "SYSTEM_DIRS", ())
+    monkeypatch.setattr(fashionmnist, "MIRRORS", (server.as_uri() + "/",))
     with pytest.raises(DataIntegrityError, match="MD5"):
         data.check_available("fashionmnist", tmp_path / "root")
     assert list((tmp_path / "root" / "fashionmnist").iterdir()) == []
@@ -265,16 +265,16 @@ def test_fmnist_real_debian_files(tmp_path):
 def test_idx_roundtrip_and_errors(tmp_path):
     arr = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
     p = write_idx(tmp_path / "a-idx3-ubyte", arr)
-    assert np.array_equal(data.read_idx(p), arr)
+    assert np.array_equal(fashionmnist.read_idx(p), arr)
     truncated = tmp_path / "t.gz"
     truncated.write_bytes(p.read_bytes()[:-12])
     with pytest.raises(DataIntegrityError, match="truncated or corrupt"):
-        data.read_idx(truncated)
+        fashionmnist.read_idx(truncated)
     short = write_idx(tmp_path / "s-idx3-ubyte", arr, gz=False)
     short.write_bytes(short.read_bytes()[:-1])
     with pytest.raises(DataIntegrityError, match="header says"):
-        data.read_idx(short)
+        fashionmnist.read_idx(short)
     bad = tmp_path / "bad"
     bad.write_bytes(b"\x01\x02\x03\x04")
     with pytest.raises(DataIntegrityError, match="magic"):
-        data.read_idx(bad)
+        fashionmnist.read_idx(bad)

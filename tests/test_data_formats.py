@@ -7,6 +7,7 @@ Cars layouts; downloads (file:// URLs), checksum failures and truncated archives
 from __future__ import annotations
 
 import hashlib
+import importlib
 import pickle
 import tarfile
 import zipfile
@@ -104,8 +105,8 @@ def test_cifar10_download_verify_extract(tmp_path, monkeypatch):
     server = tmp_path / "server"
     folder = make_cifar(server)
     archive = tgz(folder, server / "cifar-10-python.tar.gz")
-    monkeypatch.setitem(
-        data.ARCHIVES, "cifar10", Remote(archive.as_uri(), archive.name, md5(archive))
+    monkeypatch.setattr(
+        importlib.import_module("vgcore.data.cifar10"), "REMOTE", Remote(archive.as_uri(), archive.name, md5(archive))
     )
     root = tmp_path / "root"
     data.check_available("cifar10", root)
@@ -115,8 +116,8 @@ def test_cifar10_download_verify_extract(tmp_path, monkeypatch):
 
 def test_cifar10_offline_error(tmp_path, monkeypatch):
     missing = (tmp_path / "nowhere" / "cifar-10-python.tar.gz").as_uri()
-    monkeypatch.setitem(
-        data.ARCHIVES, "cifar10", Remote(missing, "cifar-10-python.tar.gz", "0" * 32)
+    monkeypatch.setattr(
+        importlib.import_module("vgcore.data.cifar10"), "REMOTE", Remote(missing, "cifar-10-python.tar.gz", "0" * 32)
     )
     with pytest.raises(DataNotFoundError) as err:
         data.check_available("cifar10", tmp_path / "root")
@@ -181,8 +182,8 @@ def cub_server(tmp_path, monkeypatch):
     server = tmp_path / "server"
     folder = make_cub(server)
     archive = tgz(folder, server / "CUB_200_2011.tgz", extra={"attributes.txt": b"1 has_bill\n"})
-    monkeypatch.setitem(
-        data.ARCHIVES, "cub200", Remote(archive.as_uri(), archive.name, md5(archive))
+    monkeypatch.setattr(
+        importlib.import_module("vgcore.data.cub200"), "REMOTE", Remote(archive.as_uri(), archive.name, md5(archive))
     )
     return archive
 
@@ -202,8 +203,8 @@ def test_cub200_local_archive(tmp_path, cub_server):
 
 
 def test_cub200_checksum_mismatch(tmp_path, cub_server, monkeypatch):
-    monkeypatch.setitem(
-        data.ARCHIVES, "cub200", Remote(cub_server.as_uri(), cub_server.name, "0" * 32)
+    monkeypatch.setattr(
+        importlib.import_module("vgcore.data.cub200"), "REMOTE", Remote(cub_server.as_uri(), cub_server.name, "0" * 32)
     )
     root = tmp_path / "root"
     (root / "cub200").mkdir(parents=True)
@@ -215,8 +216,8 @@ def test_cub200_checksum_mismatch(tmp_path, cub_server, monkeypatch):
 
 
 def test_cub200_download_checksum_mismatch_keeps_nothing(tmp_path, cub_server, monkeypatch):
-    monkeypatch.setitem(
-        data.ARCHIVES, "cub200", Remote(cub_server.as_uri(), cub_server.name, "0" * 32)
+    monkeypatch.setattr(
+        importlib.import_module("vgcore.data.cub200"), "REMOTE", Remote(cub_server.as_uri(), cub_server.name, "0" * 32)
     )
     with pytest.raises(DataIntegrityError, match="MD5"):
         data.check_available("cub200", tmp_path / "root")
@@ -232,7 +233,8 @@ def test_cub200_truncated_archive_leaves_nothing(tmp_path, cub_server, monkeypat
     with pytest.raises(DataIntegrityError, match="checksum mismatch"):
         data.check_available("cub200", root)
     # ... and if its checksum matched, extraction fails cleanly, all or nothing
-    monkeypatch.setitem(data.ARCHIVES, "cub200", Remote(cub_server.as_uri(), cut.name, md5(cut)))
+    monkeypatch.setattr(
+        importlib.import_module("vgcore.data.cub200"), "REMOTE", Remote(cub_server.as_uri(), cut.name, md5(cut)))
     with pytest.raises(DataIntegrityError, match="truncated or corrupt"):
         data.check_available("cub200", root)
     assert leftovers(root / "cub200") == [cut.name]  # no CUB_200_2011/, no .extract-* temp dir
@@ -306,8 +308,8 @@ def test_tinyimagenet_folder(tmp_path):
 def test_tinyimagenet_zip_download_and_truncation(tmp_path, monkeypatch):
     server = tmp_path / "server"
     archive = zip_folder(make_tiny(server), server / "tiny-imagenet-200.zip")
-    monkeypatch.setitem(
-        data.ARCHIVES, "tinyimagenet", Remote(archive.as_uri(), archive.name, md5(archive))
+    monkeypatch.setattr(
+        importlib.import_module("vgcore.data.tinyimagenet"), "REMOTE", Remote(archive.as_uri(), archive.name, md5(archive))
     )
     root = tmp_path / "root"
     data.check_available("tinyimagenet", root)
@@ -317,8 +319,8 @@ def test_tinyimagenet_zip_download_and_truncation(tmp_path, monkeypatch):
     (root2 / "tinyimagenet").mkdir(parents=True)
     cut = root2 / "tinyimagenet" / archive.name
     cut.write_bytes(archive.read_bytes()[:-200])
-    monkeypatch.setitem(
-        data.ARCHIVES, "tinyimagenet", Remote(archive.as_uri(), archive.name, md5(cut))
+    monkeypatch.setattr(
+        importlib.import_module("vgcore.data.tinyimagenet"), "REMOTE", Remote(archive.as_uri(), archive.name, md5(cut))
     )
     with pytest.raises(DataIntegrityError, match="truncated or corrupt"):
         data.check_available("tinyimagenet", root2)

@@ -10,16 +10,16 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from vgcore.diagnostics import (
+from vgcore.metrics import (
     GRAD_THRESHOLD,
     GRAD_THRESHOLD_SWEEP,
     GREEDINESS_KEYS,
-    _masked_quantiles,
     convergence_epoch,
     grad_active_sweep,
     greediness,
     recall_convergence_epoch,
 )
+from vgcore.metrics.greediness import _masked_quantiles
 
 # --------------------------------------------------------------------------------------------------
 # tiny reference losses (mean over anchors of each anchor's mean over its tuples)

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from vgcore.diagnostics import VARIANCE_KEYS, spectral_decay_from_singular_values, variance
+from vgcore.metrics import VARIANCE_KEYS, spectral_decay_from_singular_values, variance
 
 
 def _line(points_by_class):

@@ -1,7 +1,7 @@
 """vgcore.losses against hand-enumerated references and structural properties.
 
 Every reference below lists its tuples with plain Python loops on a tiny float64 batch, using
-only per-pair scalar arithmetic (no vgcore.pairwise), so it shares no code with the losses.
+only per-pair scalar arithmetic (no vgcore.losses.pairwise), so it shares no code with the losses.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ import jupytext
 import nbformat
 import pytest
 
-from vgcore import build
+from vgcore.report import outputs
 
 from _smoke_build import ROOT, env, smoke_build
 
@@ -29,11 +29,11 @@ def cells(nb) -> list[tuple[str, str, tuple[str, ...]]]:
 
 
 def test_every_numbered_notebook_is_a_jupytext_pair():
-    assert sorted(p.stem for p in NOTEBOOKS.glob("*.py")) == list(build.NOTEBOOKS)
-    assert sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb")) == list(build.NOTEBOOKS)
+    assert sorted(p.stem for p in NOTEBOOKS.glob("*.py")) == list(outputs.NOTEBOOKS)
+    assert sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb")) == list(outputs.NOTEBOOKS)
 
 
-@pytest.mark.parametrize("name", build.NOTEBOOKS)
+@pytest.mark.parametrize("name", outputs.NOTEBOOKS)
 def test_py_and_ipynb_hold_the_same_cells(name):
     """Fails when a pair drifts; fix with `make sync-notebooks` (jupytext --sync notebooks/*.py)."""
     py = jupytext.read(NOTEBOOKS / f"{name}.py")
@@ -42,7 +42,7 @@ def test_py_and_ipynb_hold_the_same_cells(name):
     assert ipynb.metadata["jupytext"]["formats"] == "ipynb,py:percent"
 
 
-@pytest.mark.parametrize("name", build.NOTEBOOKS)
+@pytest.mark.parametrize("name", outputs.NOTEBOOKS)
 def test_committed_ipynb_has_no_outputs_and_one_parameters_cell(name):
     nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     nbformat.validate(nb)
@@ -61,7 +61,7 @@ def test_nbval_on_the_notebooks_executed_by_the_smoke_build():
     b = smoke_build()
     runs = b.results / "smoke"
     executed = [runs / "synthetic" / "01_features.ipynb", runs / "synthetic" / "triplet" / "seed0" / "02_train.ipynb",
-                *(runs / "analysis" / f"{nb}.ipynb" for nb in build.ANALYSIS)]
+                *(runs / "analysis" / f"{nb}.ipynb" for nb in outputs.ANALYSIS)]
     for path in executed:
         nb = nbformat.read(path, as_version=4)
         assert any("injected-parameters" in c.metadata.get("tags", ()) for c in nb.cells), path

@@ -1,11 +1,11 @@
-"""vgcore.pairwise's hand-written backwards against autograd on plain torch formulas."""
+"""vgcore.losses.pairwise's hand-written backwards against autograd on plain torch formulas."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from vgcore.pairwise import distance_matrix, masked_logsumexp, pointwise, similarity_matrix
+from vgcore.losses.pairwise import distance_matrix, masked_logsumexp, pointwise, similarity_matrix
 
 F64 = torch.float64
 

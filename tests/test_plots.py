@@ -1,4 +1,4 @@
-"""vgcore.plots and the bookkeeping of vgcore.build, on hand-made tables in the results schema."""
+"""vgcore.report.plots, the declared outputs and the workflow helpers, on hand-made tables in the results schema."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vgcore import build, plots
+from vgcore import workflow
 from vgcore.losses import LOSSES
+from vgcore.report import outputs, plots
 
 rng = np.random.default_rng(0)
 
@@ -101,29 +102,29 @@ def test_save_figure_writes_png_and_pdf_naming_the_notebook_and_is_byte_stable(t
 
 
 def test_outputs_write_only_what_the_notebook_declares(tmp_path):
-    out = build.Outputs("06_claims", tmp_path, "smoke")
-    assert set(out.missing()) == set(build.analysis_files(tmp_path, "06_claims"))
+    out = outputs.Outputs("06_claims", tmp_path, "smoke")
+    assert set(out.missing()) == set(outputs.analysis_files(tmp_path, "06_claims"))
     out.table(pd.DataFrame({"claim": ["a"], "verdict": ["holds"]}), "06_claims")
     with pytest.raises(ValueError, match="declares no figure 'other'.*declared: 06_claims"):
         out.figure(None, "other")
     assert [p.suffix for p in out.missing()] == [".png", ".pdf"]
     assert "notebooks/06_claims.ipynb" in (tmp_path / "tables" / "06_claims.md").read_text()
     with pytest.raises(ValueError, match="unknown analysis notebook"):
-        build.Outputs("07_more", tmp_path, "smoke")
+        outputs.Outputs("07_more", tmp_path, "smoke")
 
 
 def test_every_output_name_is_unique_and_starts_with_its_notebook_number():
-    names = [(i.kind, i.name) for items in build.ANALYSIS.values() for i in items]
+    names = [(i.kind, i.name) for items in outputs.ANALYSIS.values() for i in items]
     assert len(names) == len(set(names))
-    for nb, items in build.ANALYSIS.items():
+    for nb, items in outputs.ANALYSIS.items():
         assert all(i.name.startswith(nb[:3]) and i.kind in ("figure", "table") for i in items)
-    assert set(build.ANALYSIS) == set(build.NOTEBOOKS[2:])
+    assert set(outputs.ANALYSIS) == set(outputs.NOTEBOOKS[2:])
 
 
 def test_index_lists_every_figure_and_table_with_its_notebook(tmp_path):
-    path = build.write_index(tmp_path, "demo", "minutes")
+    path = outputs.write_index(tmp_path, "demo", "minutes")
     text = path.read_text()
-    for nb, items in build.ANALYSIS.items():
+    for nb, items in outputs.ANALYSIS.items():
         for item in items:
             assert f"`{item.name}`" in text
         assert f"notebooks/{nb}.ipynb" in text
@@ -131,30 +132,30 @@ def test_index_lists_every_figure_and_table_with_its_notebook(tmp_path):
 
 
 def test_selection_and_seed_parsing():
-    assert build.select(None, ("a", "b"), "loss") == ["a", "b"]
-    assert build.select("b, a", ("a", "b"), "loss") == ["b", "a"]
+    assert workflow.select(None, ("a", "b"), "loss") == ["a", "b"]
+    assert workflow.select("b, a", ("a", "b"), "loss") == ["b", "a"]
     with pytest.raises(ValueError, match=r"unknown loss\(s\) \['c'\] of profile 'p'; choose from: a, b"):
-        build.select(["a", "c"], ("a", "b"), "loss", "p")
-    assert build.parse_seeds("", (0, 1)) == [0, 1] and build.parse_seeds("3,4", (0,)) == [3, 4]
-    assert build.parse_seeds([5], (0,)) == [5]
+        workflow.select(["a", "c"], ("a", "b"), "loss", "p")
+    assert workflow.parse_seeds("", (0, 1)) == [0, 1] and workflow.parse_seeds("3,4", (0,)) == [3, 4]
+    assert workflow.parse_seeds([5], (0,)) == [5]
     for bad in ("-1", "x", "1.5"):
         with pytest.raises(ValueError, match="non-negative integers"):
-            build.parse_seeds(bad, (0,))
+            workflow.parse_seeds(bad, (0,))
 
 
 def test_kernel_start_failures_are_told_apart_from_cell_errors():
     from papermill.exceptions import PapermillExecutionError
 
-    assert build.is_kernel_start_failure(RuntimeError("Kernel died before replying to kernel_info"))
-    assert build.is_kernel_start_failure(RuntimeError("Kernel didn't respond in 60 seconds"))
-    assert not build.is_kernel_start_failure(ValueError("unknown loss"))
-    assert not build.is_kernel_start_failure(
+    assert workflow.is_kernel_start_failure(RuntimeError("Kernel died before replying to kernel_info"))
+    assert workflow.is_kernel_start_failure(RuntimeError("Kernel didn't respond in 60 seconds"))
+    assert not workflow.is_kernel_start_failure(ValueError("unknown loss"))
+    assert not workflow.is_kernel_start_failure(
         PapermillExecutionError(0, 1, "ValueError", "ValueError", "Kernel died before replying", []))
-    assert build.failed_copy("a/02_train.ipynb").as_posix() == "a/02_train.failed.ipynb"
+    assert workflow.failed_copy("a/02_train.ipynb").as_posix() == "a/02_train.failed.ipynb"
 
 
 def test_format_claims_shows_spread_only_with_several_seeds():
-    from vgcore.analysis import CLAIMS, check_claims, format_claims
+    from vgcore.report.analysis import CLAIMS, check_claims, format_claims
 
     one = summary_table(datasets=("synthetic",), seeds=(0,)).assign(margin_mean=1.0, grad_active_ratio_mean=1.0)
     one["recall@1"] = [0.9 if loss == "triplet" else 0.5 for loss in one["loss"]]

@@ -74,10 +74,28 @@ def test_summary_counts_the_claims_the_demo_table_reports():
 def test_every_notebook_has_its_binder_and_colab_badge():
     from test_binder import BRANCH, SLUG
 
-    from vgcore import build
+    from vgcore.report import outputs
 
     text = section("Exploring the notebooks: JupyterLab, Binder, Colab")
-    for name in build.NOTEBOOKS:
+    for name in outputs.NOTEBOOKS:
         assert f"mybinder.org/v2/gh/{SLUG}/{BRANCH}?urlpath=lab/tree/notebooks/{name}.ipynb" in text, name
         assert f"colab.research.google.com/github/{SLUG}/blob/{BRANCH}/notebooks/{name}.ipynb" in text, name
     assert f"mybinder.org/v2/gh/{SLUG}/{BRANCH}?urlpath=lab/tree/notebooks)" in README.read_text().split("\n## ")[0]
+
+
+def test_layout_section_names_every_module_and_nothing_that_is_gone():
+    """The Layout block lists each package and top-level module of vgcore/, and every file it names exists."""
+    block = re.search(r"^```\n(.*?)^```$", section("Layout"), flags=re.S | re.M).group(1)
+    vgcore_lines = block.split("\ntests/")[0]
+    named = set(re.findall(r"\b([a-z_]+(?:\.py|/))", vgcore_lines)) - {"vgcore/"}
+    package = ROOT / "vgcore"
+    actual = {p.name for p in package.glob("*.py") if p.name != "__init__.py"}
+    actual |= {p.name + "/" for p in package.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert actual <= named, f"README Layout misses {sorted(actual - named)}"
+    for sub in (p for p in package.iterdir() if p.is_dir() and (p / "__init__.py").exists()):
+        files = {f.name for f in sub.glob("*.py") if f.name != "__init__.py"}
+        line = next(ln for ln in vgcore_lines.splitlines() if f" {sub.name}/ " in ln)
+        listed = set(re.findall(r"\b([a-z_]+\.py)\b", line))
+        assert listed <= files, f"README Layout names {sorted(listed - files)} in {sub.name}/ that do not exist"
+    for top in re.findall(r"^([A-Za-z_.]+(?:/|\.md))\s", block, flags=re.M):
+        assert (ROOT / top).exists(), top

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from vgcore.retrieval import (
+from vgcore.metrics.retrieval import (
     RETRIEVAL_KEYS,
     exact_knn,
     faiss_available,

@@ -17,6 +17,7 @@ from vgcore import results, train
 from vgcore.config import PROFILES, RunConfig, get_profile, parse_overrides
 from vgcore.data import DataNotFoundError
 from vgcore.losses import LOSSES
+from vgcore.train import learner
 
 SMOKE = get_profile("smoke")
 ROOT = Path(__file__).resolve().parents[1]
@@ -175,7 +176,7 @@ def test_a_batch_without_positives_is_logged_not_fatal(tmp_path, loss):
 
 
 def test_nan_loss_stops_with_the_step_and_leaves_partial_logs(tmp_path, monkeypatch):
-    real = train.make_loss
+    real = learner.make_loss
 
     def poisoned(*args, **kwargs):
         loss = real(*args, **kwargs)
@@ -192,7 +193,7 @@ def test_nan_loss_stops_with_the_step_and_leaves_partial_logs(tmp_path, monkeypa
         loss.forward = nan_at_step_3
         return loss
 
-    monkeypatch.setattr(train, "make_loss", poisoned)
+    monkeypatch.setattr(learner, "make_loss", poisoned)
     config = smoke_config("infonce", sync_every=2)
     path = tmp_path / "run"
     with pytest.raises(train.TrainingDivergedError, match=r"at step 3 \(epoch 2\).*last finite values: train_loss="):
@@ -231,8 +232,8 @@ def test_config_rejects_unknown_keys_and_values():
 def test_overrides_parse_json_values_and_dotted_dict_keys():
     assert parse_overrides(["epochs=3", "lr=1e-3", "sampler=pk", "loss_params.margin=0.2"]) == {
         "epochs": 3, "lr": 1e-3, "sampler": "pk", "loss_params": {"margin": 0.2}}
-    demo = PROFILES["demo"].config("fashionmnist", "triplet", 0, **parse_overrides(["backbone_options.batch=8"]))
-    assert demo.backbone_options == {**PROFILES["demo"].datasets["fashionmnist"]["backbone_options"], "batch": 8}
+    demo = PROFILES["demo"].config("fashionmnist", "triplet", 0, **parse_overrides(["backbone_options.weights=random"]))
+    assert demo.backbone_options == {**PROFILES["demo"].datasets["fashionmnist"]["backbone_options"], "weights": "random"}
     with pytest.raises(ValueError, match="key=value"):
         parse_overrides(["epochs"])
 

@@ -1,4 +1,4 @@
-"""The notebook build (workflow/Snakefile, vgcore.build): the DAG, bad input, resuming, retries."""
+"""The notebook build (workflow/Snakefile, vgcore.workflow): the DAG, bad input, resuming, retries."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import nbformat
 import pytest
 import yaml
 
-from vgcore import build
+from vgcore import workflow
 from vgcore.config import get_profile
+from vgcore.report import outputs
 
 from _smoke_build import ROOT, env, smoke_build
 
@@ -44,7 +45,7 @@ def test_dry_run_of_the_demo_lists_the_whole_dag(tmp_path):
     counts = job_counts(proc.stdout + proc.stderr)
     assert counts["features"] == len(prof.datasets)
     assert counts["train"] == n_train
-    assert all(counts[f"analysis_{nb}"] == 1 for nb in build.ANALYSIS)
+    assert all(counts[f"analysis_{nb}"] == 1 for nb in outputs.ANALYSIS)
     assert counts["index"] == 1 and counts["all"] == 1
 
 
@@ -71,13 +72,13 @@ def test_the_cli_and_make_check_the_selection_before_starting_snakemake(capsys):
 
 
 def test_snakemake_command_carries_profile_and_selection():
-    cmd = build.snakemake_command("smoke", jobs=3, losses="triplet,scl", seeds="0,4", directory="/x")
+    cmd = workflow.snakemake_command("smoke", jobs=3, losses="triplet,scl", seeds="0,4", directory="/x")
     assert cmd[1:3] == ["-m", "snakemake"]
     assert cmd[cmd.index("--cores") + 1] == "3" and cmd[cmd.index("--directory") + 1] == "/x"
     config = cmd[cmd.index("--config") + 1:]
     assert "profile=smoke" in config and "losses=triplet,scl" in config and "seeds=0,4" in config
     with pytest.raises(ValueError, match="choose one of: smoke, demo, paper"):
-        build.snakemake_command("huge")
+        workflow.snakemake_command("huge")
 
 
 def test_slurm_profile_is_a_valid_snakemake_profile():
@@ -122,7 +123,7 @@ def fake_kernel(root: Path, name: str, fail_times: int) -> Path:
 def test_a_kernel_that_fails_to_start_is_retried(tmp_path, monkeypatch):
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
     counter = fake_kernel(tmp_path, "flaky", fail_times=1)
-    out = build.execute(tiny_notebook(tmp_path / "in.ipynb"), tmp_path / "out.ipynb", {"x": 41}, kernel="flaky",
+    out = workflow.execute(tiny_notebook(tmp_path / "in.ipynb"), tmp_path / "out.ipynb", {"x": 41}, kernel="flaky",
                         retries=2, start_timeout=60, log=lambda m: None)
     assert counter.read_text() == "2"
     assert nbformat.read(out, 4).cells[-1].outputs[0]["text"] == "42\n"
@@ -132,7 +133,7 @@ def test_a_kernel_that_never_starts_fails_after_the_retries(tmp_path, monkeypatc
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
     counter = fake_kernel(tmp_path, "dead", fail_times=99)
     with pytest.raises(RuntimeError, match="(?i)kernel"):
-        build.execute(tiny_notebook(tmp_path / "in.ipynb"), tmp_path / "out.ipynb", kernel="dead", retries=1,
+        workflow.execute(tiny_notebook(tmp_path / "in.ipynb"), tmp_path / "out.ipynb", kernel="dead", retries=1,
                       start_timeout=30, log=lambda m: None)
     assert counter.read_text() == "2"
 
@@ -140,13 +141,13 @@ def test_a_kernel_that_never_starts_fails_after_the_retries(tmp_path, monkeypatc
 def test_a_failing_notebook_keeps_its_partial_output_and_is_not_retried(tmp_path):
     """Bad input through papermill: the notebook stops in its first cell, naming the valid losses."""
     out = tmp_path / "run" / "02_train.ipynb"
-    proc = subprocess.run([sys.executable, "-m", "vgcore.build", "execute", str(ROOT / "notebooks" / "02_train.ipynb"),
+    proc = subprocess.run([sys.executable, "-m", "vgcore", "execute", str(ROOT / "notebooks" / "02_train.ipynb"),
                            str(out), "-p", "profile", "smoke", "-p", "dataset", "synthetic", "-p", "loss", "hinge",
                            "-p", "results_root", str(tmp_path / "results")],
                           cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1
     assert "unknown loss 'hinge'; choose one of: contrastive, triplet" in proc.stderr
-    partial = build.failed_copy(out)
+    partial = workflow.failed_copy(out)
     assert partial.exists() and "unknown loss 'hinge'" in partial.read_text()
     assert "retrying" not in proc.stderr
 
@@ -165,12 +166,12 @@ def test_smoke_build_makes_every_target_and_names_its_notebooks():
                 run = runs / dataset / loss / f"seed{seed}"
                 assert {"02_train.ipynb", "summary.json", "steps.csv", "epochs.csv"} <= {p.name for p in run.iterdir()}
     fig = b.figures / "smoke"
-    expected = {*build.analysis_files(fig), fig / "README.md", *(fig / "notebooks" / f"{nb}.ipynb" for nb in build.ANALYSIS),
+    expected = {*outputs.analysis_files(fig), fig / "README.md", *(fig / "notebooks" / f"{nb}.ipynb" for nb in outputs.ANALYSIS),
                 fig / "results.tar.gz"}
     written = {p for p in fig.rglob("*") if p.is_file()}
     assert written == expected
     index = (fig / "README.md").read_text()
-    for nb, items in build.ANALYSIS.items():
+    for nb, items in outputs.ANALYSIS.items():
         for item in items:
             row = next(line for line in index.splitlines() if f"`{item.name}`" in line and item.caption in line)
             assert f"notebooks/{nb}.ipynb" in row
@@ -198,5 +199,5 @@ def test_a_second_build_does_nothing_and_a_stale_run_reruns_only_what_depends_on
         counts = job_counts(b.snakemake("--dry-run", "--quiet", "rules").stdout)
     finally:
         summary.write_text(original)
-    assert all(counts.get(f"analysis_{nb}") == 1 for nb in build.ANALYSIS) and counts.get("index") == 1
+    assert all(counts.get(f"analysis_{nb}") == 1 for nb in outputs.ANALYSIS) and counts.get("index") == 1
     assert "train" not in counts and "features" not in counts
