@@ -163,6 +163,52 @@ def test_spectral_decay_flat_spectrum_is_zero_and_rank_deficit_is_finite():
     assert math.isfinite(float(spectral_decay_from_singular_values(s)))
 
 
+def test_rank_deficient_embeddings_have_no_spectral_decay_and_report_their_rank():
+    """A rank floor is an artefact of the setup (fewer input than output dimensions), not a result."""
+    torch.manual_seed(7)
+    z = torch.nn.functional.normalize(torch.randn(100, 6, dtype=torch.float64) @ torch.randn(6, 16, dtype=torch.float64))
+    y = torch.arange(100) % 4
+    out = variance(z, y)
+    assert out["embedding_rank"] == 6.0
+    assert math.isnan(out["spectral_decay"])
+    full = variance(torch.randn(100, 16, dtype=torch.float64), y)
+    assert full["embedding_rank"] == 16.0 and math.isfinite(full["spectral_decay"])
+    # spectral_skip drops the leading values only: a zero in the tail is still rank deficiency
+    assert math.isnan(variance(z, y, spectral_skip=2)["spectral_decay"])
+
+
+def test_scale_free_metrics_on_a_hand_layout():
+    """Two classes on a line, centroids at -2 and +2, each point 1 away from its centroid."""
+    z, y = _line({0: [-3.0, -1.0], 1: [1.0, 3.0]})
+    out = variance(z, y)
+    # margins: the inner points have 3 - 1 = 2, the outer points 5 - 1 = 4; radius 1
+    assert out["margin_mean"] == pytest.approx(3.0)
+    assert out["margin_rel_mean"] == pytest.approx(3.0)
+    assert out["centroid_norm_mean"] == pytest.approx(2.0)
+    assert out["dir_centroid_dist_mean"] == pytest.approx(2.0)  # opposite unit directions
+    assert out["dir_centroid_dist_cv"] == pytest.approx(0.0)
+    # spread each class twice as wide around the same centroids: the raw margin shrinks by the
+    # spread, the relative one by the ratio to the radius; the directions do not move
+    z2, y2 = _line({0: [-4.0, 0.0], 1: [0.0, 4.0]})
+    wide = variance(z2, y2)
+    assert wide["margin_mean"] == pytest.approx(2.0) and wide["margin_rel_mean"] == pytest.approx(1.0)
+    assert wide["dir_centroid_dist_mean"] == pytest.approx(out["dir_centroid_dist_mean"])
+
+
+def test_direction_only_separation_ignores_centroid_norms():
+    """Shrinking every centroid towards the origin (more spread on the sphere) lowers the raw centroid
+    distances but not the distances of the centroid directions."""
+    torch.manual_seed(8)
+    directions = torch.nn.functional.normalize(torch.randn(5, 8, dtype=torch.float64))
+    y = torch.arange(5).repeat_interleave(2)
+    noise = torch.randn(10, 8, dtype=torch.float64) * 1e-3
+    tight = variance(directions[y] + noise, y)
+    loose = variance(0.5 * directions[y] + noise, y)
+    assert loose["centroid_dist_mean"] == pytest.approx(0.5 * tight["centroid_dist_mean"], rel=1e-2)
+    assert loose["dir_centroid_dist_mean"] == pytest.approx(tight["dir_centroid_dist_mean"], rel=1e-2)
+    assert loose["centroid_norm_mean"] == pytest.approx(0.5 * tight["centroid_norm_mean"], rel=1e-2)
+
+
 def test_scaling_behaviour_input_not_normalised():
     torch.manual_seed(5)
     y = torch.arange(60) % 4
@@ -170,9 +216,10 @@ def test_scaling_behaviour_input_not_normalised():
     a, b = variance(z, y), variance(3.0 * z, y)
     for key in ("intra_var", "inter_var"):
         assert b[key] == pytest.approx(9.0 * a[key], rel=1e-9)
-    for key in ("centroid_dist_mean", "centroid_dist_min", "margin_mean"):
+    for key in ("centroid_dist_mean", "centroid_dist_min", "margin_mean", "centroid_norm_mean"):
         assert b[key] == pytest.approx(3.0 * a[key], rel=1e-9)
-    for key in ("centroid_dist_cv", "density", "spectral_decay", "margin_neg_share"):
+    for key in ("centroid_dist_cv", "density", "spectral_decay", "margin_neg_share", "margin_rel_mean",
+                "dir_centroid_dist_mean", "dir_centroid_dist_cv"):
         assert b[key] == pytest.approx(a[key], rel=1e-9, abs=1e-12)
 
 

@@ -146,6 +146,63 @@ def centroid_dist_cv(g: ClassGeometry) -> float:
     return float(cd.std(unbiased=False) / mean) if bool(mean > 0) else math.nan
 
 
+def centroid_norm_mean(g: ClassGeometry) -> float:
+    """Mean centroid norm ||mu_c|| over classes: the radial statistic.
+
+    For unit-norm embeddings a class's intra-class variance is ``1 - ||mu_c||^2`` and centroid
+    distances scale with ``||mu_c||``: spreading a class (more variance) shortens its centroid, so
+    raw separation and raw margins shrink with it. This number shows that coupling.
+    """
+    return float(g.mu.norm(dim=1).mean())
+
+
+def _direction_distances(g: ClassGeometry) -> Tensor:
+    mu_dir = torch.nn.functional.normalize(g.mu, dim=1)
+    c = mu_dir.shape[0]
+    iu = torch.triu_indices(c, c, offset=1, device=mu_dir.device)
+    return _pair_sq_dists(mu_dir, mu_dir)[iu[0], iu[1]].sqrt()
+
+
+def dir_centroid_dist_mean(g: ClassGeometry) -> float:
+    """Mean distance between L2-normalised centroids: separation of class directions, free of ||mu_c||."""
+    return float(_direction_distances(g).mean())
+
+
+def dir_centroid_dist_cv(g: ClassGeometry) -> float:
+    """CV (population std / mean) of the distances between L2-normalised centroids."""
+    cd = _direction_distances(g)
+    mean = cd.mean()
+    return float(cd.std(unbiased=False) / mean) if bool(mean > 0) else math.nan
+
+
+def margin_rel_mean(g: ClassGeometry) -> float:
+    """Mean per-sample margin divided by the RMS radius of the sample's class (scale-free).
+
+    ``m_i / r_{y_i}`` with ``r_c = sqrt(mean_{i in c} ||z_i - mu_c||^2)``, over samples of classes
+    with >= 2 samples and a non-zero radius: how many class radii the nearest other centroid lies
+    beyond the own one. Unchanged when every embedding is scaled by the same factor.
+    """
+    radius = (torch.zeros_like(g.counts).index_add_(0, g.inverse, g.own_sq) / g.counts).sqrt()
+    keep = g.multi[g.inverse] & (radius[g.inverse] > 0)
+    if not bool(keep.any()):
+        return math.nan
+    return float((g.margin[keep] / radius[g.inverse][keep]).mean())
+
+
+def numerical_rank(g: ClassGeometry) -> int:
+    """Rank of the embedding matrix: eigenvalues of z^T z above its rounding level (numpy's rule)."""
+    return int((_gram_eigenvalues(g) > 0).sum())
+
+
+def _gram_eigenvalues(g: ClassGeometry) -> np.ndarray:
+    """Eigenvalues of z^T z, ascending, with those at or below its rounding level set to exactly 0."""
+    # a D x D eigenproblem in numpy: no torch thread settings touched (torch's threaded eigvalsh is
+    # pathologically slow on 2 CPU threads for D = 128)
+    eig = np.linalg.eigvalsh(g.gram.cpu().numpy())
+    eig[eig <= eig[-1] * max(g.gram.shape) * np.finfo(np.float64).eps] = 0.0
+    return eig
+
+
 def density(g: ClassGeometry) -> float:
     """Roth et al.'s pi_ratio: mean within-class cosine distance over mean cosine distance of class means.
 
@@ -163,14 +220,16 @@ def density(g: ClassGeometry) -> float:
 
 
 def spectral_decay(g: ClassGeometry) -> float:
-    """Roth et al.'s rho: KL(U || S) of the normalised singular values of z (from the Gram matrix)."""
-    # a D x D eigenproblem in numpy: no torch thread settings touched (torch's threaded eigvalsh is
-    # pathologically slow on 2 CPU threads for D = 128)
-    eig = np.linalg.eigvalsh(g.gram.cpu().numpy())  # ascending, float64
-    # eigenvalues below the Gram matrix's rounding level are exact zeros (numpy's matrix_rank rule):
-    # without this, a rank-deficient spectrum's tail would be solver noise
-    eig[eig <= eig[-1] * max(g.gram.shape) * np.finfo(np.float64).eps] = 0.0
+    """Roth et al.'s rho: KL(U || S) of the normalised singular values of z (from the Gram matrix).
+
+    NaN when z is rank-deficient (rank < min(N, D)): the zero singular values would only measure
+    the 1e-12 floor of :func:`spectral_decay_from_singular_values`, an artefact of the setup (e.g. a
+    head whose input has fewer dimensions than its output), not of the loss.
+    """
+    eig = _gram_eigenvalues(g)
     s = torch.from_numpy(eig).sqrt().flip(0)[: min(g.n, g.d)]
+    if bool((s[g.spectral_skip :] == 0).any()):
+        return math.nan
     return float(spectral_decay_from_singular_values(s, skip=g.spectral_skip))
 
 
@@ -220,6 +279,11 @@ METRICS: dict[str, Metric] = {
                                lambda g: float((g.sample_margins < 0).to(torch.float64).mean())),
     "density": Metric("embedding density (Roth et al.)", density),
     "spectral_decay": Metric("spectral decay (Roth et al.)", spectral_decay),
+    "centroid_norm_mean": Metric("mean centroid norm ||mu_c||", centroid_norm_mean),
+    "dir_centroid_dist_mean": Metric("mean distance of centroid directions", dir_centroid_dist_mean),
+    "dir_centroid_dist_cv": Metric("CV of centroid-direction distances", dir_centroid_dist_cv),
+    "margin_rel_mean": Metric("mean margin / class radius", margin_rel_mean),
+    "embedding_rank": Metric("numerical rank of the embeddings", lambda g: float(numerical_rank(g)), table=False),
 }
 """Every VARIANCE metric by key, in column order (``epochs.csv``)."""
 
