@@ -338,3 +338,61 @@ def test_convergence_bad_input(fn):
         fn([1.0, float("nan")])
     with pytest.raises(ValueError, match="fraction"):
         fn([1.0, 0.5], fraction=1.5)
+
+
+# --------------------------------------------------------------------------------------------------
+# tangential per-sample gradients
+# --------------------------------------------------------------------------------------------------
+
+
+def test_tangential_removes_the_radial_part_by_hand():
+    from vgcore.metrics import tangential
+
+    z = torch.tensor([[2.0, 0.0], [0.0, -1.0], [3.0, 4.0]], dtype=torch.float64)
+    g = torch.tensor([[3.0, 4.0], [1.0, 5.0], [3.0, 4.0]], dtype=torch.float64)
+    expected = torch.tensor([[0.0, 4.0], [1.0, 0.0], [0.0, 0.0]], dtype=torch.float64)
+    torch.testing.assert_close(tangential(g, z), expected)
+
+
+def test_greediness_with_z_measures_tangential_norms():
+    z = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    g = torch.tensor([[3.0, 4.0], [0.0, 2.0]], dtype=torch.float64)  # second row purely radial
+    out = SimpleNamespace(per_sample=torch.ones(2), n_terms=torch.tensor(2), n_active_terms=torch.tensor(2),
+                          has_positives=torch.tensor(True))
+    full = greediness(out, g, [])
+    tang = greediness(out, g, [], z=z)
+    assert float(full["emb_grad_norm_mean"]) == pytest.approx((5.0 + 2.0) / 2)
+    assert float(tang["emb_grad_norm_mean"]) == pytest.approx(4.0)  # only the first moves tangentially
+    assert float(tang["grad_active_ratio"]) == pytest.approx(0.5)
+    assert float(tang["grad_effective_share"]) == pytest.approx(0.5)  # one of two samples moves
+    with pytest.raises(ValueError, match="shape"):
+        greediness(out, g, [], z=z[:1])
+
+
+def test_losses_that_normalise_have_no_radial_gradient_and_raw_distance_losses_do():
+    from vgcore.losses import make_loss
+    from vgcore.metrics import tangential
+
+    torch.manual_seed(3)
+    z = torch.nn.functional.normalize(torch.randn(16, 8, dtype=torch.float64)).requires_grad_(True)
+    y = torch.arange(16) % 4
+    for name, radial in (("infonce", False), ("scl", False), ("contrastive", True)):
+        z.grad = None
+        make_loss(name)(z, y).loss.backward()
+        share = float(tangential(z.grad, z).norm() / z.grad.norm())
+        if radial:
+            assert share < 0.99, name
+        else:
+            assert share == pytest.approx(1.0, abs=1e-9), name
+
+
+def test_convergence_step_smooths_and_has_step_resolution():
+    from vgcore.metrics.convergence import convergence_step, covered_fraction
+
+    steps = [10.0 - 9.0 * min(1.0, i / 40) for i in range(100)]  # linear fall to step 40, then flat
+    assert convergence_step(steps, window=1) == 36  # first step with 90% of the fall covered
+    noisy = [v + (0.5 if i % 2 else -0.5) for i, v in enumerate(steps)]
+    assert convergence_step(noisy, window=2) == 37  # the 2-step mean removes the alternation
+    assert convergence_step(steps) == convergence_step(steps, window=5)  # default: 5% of the steps
+    assert covered_fraction(1.0, 0.4, 0.2) == pytest.approx(0.75)
+    assert math.isnan(covered_fraction(1.0, 1.2, 1.5))  # no overall decrease: undefined

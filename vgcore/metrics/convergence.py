@@ -60,7 +60,40 @@ def recall_convergence_epoch(
 
 
 
+def convergence_step(loss_by_step: Sequence[float] | Tensor, fraction: float = 0.9, window: int | None = None) -> int:
+    """Index of the first step at which the smoothed training loss has covered ``fraction`` of its change.
+
+    The per-step loss is smoothed with a trailing mean over ``window`` steps (default: 5% of the
+    steps, at least 1), then :func:`convergence_epoch`'s rule applies to the smoothed series, so the
+    answer has step resolution instead of saturating at whole epochs.
+    """
+    vals = _as_series(loss_by_step, "loss_by_step")
+    w = max(1, round(len(vals) / 20)) if window is None else int(window)
+    if w < 1:
+        raise ValueError("window must be >= 1")
+    csum = [0.0]
+    for v in vals:
+        csum.append(csum[-1] + v)
+    smooth = [(csum[i + 1] - csum[max(0, i + 1 - w)]) / (i + 1 - max(0, i + 1 - w)) for i in range(len(vals))]
+    return convergence_epoch(smooth, fraction)
+
+
+def covered_fraction(first: float, at: float, last: float) -> float:
+    """``(first - at) / (first - last)``: the share of a curve's total decrease done by one point.
+
+    NaN when the curve did not decrease overall (its total change is not positive), where the
+    share has no meaning.
+    """
+    total = first - last
+    if not (math.isfinite(total) and total > 1e-12 * max(abs(first), 1e-12)):
+        return math.nan
+    return (first - at) / total
+
+
 LABELS: dict[str, str] = {
     "loss_convergence_epoch": "epochs to 90% loss convergence",
     "recall_convergence_epoch": "epochs to 95% of final Recall@1",
+    "loss_convergence_step": "steps to 90% loss convergence",
+    "compaction_epoch1": "share of compaction done in epoch 1",
+    "untrained_recall@1": "Recall@1 of the untrained head",
 }

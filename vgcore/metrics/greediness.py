@@ -50,9 +50,9 @@ LABELS: dict[str, str] = {
     "has_positives": "batch has a positive pair",
     "grad_norm": "gradient norm (parameters)",
     "loss_grad_norm": "gradient norm (loss parameters)",
-    "emb_grad_norm_mean": "mean per-sample gradient norm",
-    "emb_grad_norm_p50": "median per-sample gradient norm",
-    "emb_grad_norm_p90": "90th-percentile per-sample gradient norm",
+    "emb_grad_norm_mean": "mean per-sample gradient norm (tangential)",
+    "emb_grad_norm_p50": "median per-sample gradient norm (tangential)",
+    "emb_grad_norm_p90": "90th-percentile per-sample gradient norm (tangential)",
 }
 
 
@@ -110,6 +110,19 @@ def grad_active_sweep(
     return torch.stack([(score > float(t)).to(g.dtype).mean() for t in thresholds])
 
 
+def tangential(emb_grad: Tensor, z: Tensor) -> Tensor:
+    """The part of each row of ``emb_grad`` tangent to the unit sphere at ``z / ||z||``.
+
+    ``g - (g . u) u`` with ``u = z / ||z||``. A head that L2-normalises its output discards the
+    radial part of dL/dz in its own backward, so only the tangential part moves the embedding; a
+    loss that normalises internally has no radial part at all, one that works on raw distances
+    (Contrastive, N-pair on dot products) does. Norms of the tangential part compare across losses.
+    """
+    u = torch.nn.functional.normalize(z.detach(), dim=1)
+    g = emb_grad.detach()
+    return g - (g * u).sum(dim=1, keepdim=True) * u
+
+
 @torch.no_grad()
 def greediness(
     out: Any,
@@ -117,6 +130,7 @@ def greediness(
     head_params: Iterable[Any],
     loss_params: Iterable[Any] = (),
     *,
+    z: Tensor | None = None,
     grad_threshold: float = GRAD_THRESHOLD,
 ) -> dict[str, Tensor]:
     """GREEDINESS measures of one training step, from its own backward pass.
@@ -124,7 +138,9 @@ def greediness(
     ``out``: the loss output (uses ``per_sample`` [B], ``n_terms``, ``n_active_terms``,
     ``has_positives``). ``emb_grad``: dL/dz [B, D] for the loss input ``z`` (capture it with
     ``z.retain_grad()`` before ``backward()`` and read ``z.grad``). ``head_params`` /
-    ``loss_params``: parameters whose ``.grad`` is read (``None`` grads are skipped).
+    ``loss_params``: parameters whose ``.grad`` is read (``None`` grads are skipped). ``z``: the
+    embeddings themselves; when given, every per-sample gradient below is its :func:`tangential`
+    part (what the training loop passes: the per-sample norms then compare across losses).
 
     Keys (:data:`GREEDINESS_KEYS`), all 0-d detached tensors on ``emb_grad``'s device:
 
@@ -155,7 +171,9 @@ def greediness(
         )
     if not grad_threshold >= 0:
         raise ValueError("grad_threshold must be >= 0")
-    g = emb_grad.detach().norm(dim=1)
+    if z is not None and z.shape != emb_grad.shape:
+        raise ValueError(f"z has shape {tuple(z.shape)} but emb_grad has {tuple(emb_grad.shape)}")
+    g = (emb_grad.detach() if z is None else tangential(emb_grad, z)).norm(dim=1)
     fdt = g.dtype
     dev = g.device
     active = torch.count_nonzero(per_sample > 0).to(fdt) / b

@@ -1,8 +1,8 @@
 """One (head, loss, optimiser) learner and the training step that serves several of them per batch.
 
 The step is: batch -> head -> z (L2-normalised) -> loss(z, y) -> one backward -> GREEDINESS read off
-that same backward (dL/dz is kept with ``retain_grad``; parameter gradients are read before the
-optimiser step) -> optimiser step. ``train_step`` takes a list of learners so that several losses
+that same backward (dL/dz is kept with ``retain_grad`` and its part tangent to the sphere at z is
+measured; parameter gradients are read before the optimiser step) -> optimiser step. ``train_step`` takes a list of learners so that several losses
 can be trained on the identical batch stream (a paired comparison).
 """
 
@@ -62,7 +62,7 @@ def train_step(learners: Sequence[Learner], x: Tensor, y: Tensor, *, diagnostics
         out.loss.backward()
         if diagnostics:
             kwargs = {} if grad_threshold is None else {"grad_threshold": grad_threshold}
-            g = greediness(out, z.grad, learner.head.parameters(), learner.loss_fn.parameters(), **kwargs)
+            g = greediness(out, z.grad, learner.head.parameters(), learner.loss_fn.parameters(), z=z, **kwargs)
         else:  # the loss's own counts only
             nan = torch.full((), float("nan"), device=x.device)
             g = {k: getattr(out, k, nan) for k in GREEDINESS_KEYS}
