@@ -27,12 +27,13 @@ import pandas as pd
 
 from vgcore.io import atomic_open, atomic_write_json
 from vgcore.metrics.greediness import GREEDINESS_KEYS
+from vgcore.metrics.hierarchy import HIERARCHY_KEYS
 from vgcore.metrics.retrieval import RETRIEVAL_KEYS
 from vgcore.metrics.variance import VARIANCE_KEYS
 
 RUN_ID_COLUMNS = ("profile", "dataset", "backbone", "loss", "seed")
 STEP_COLUMNS = ("step", "epoch", "train_loss", *GREEDINESS_KEYS)
-EPOCH_COLUMNS = ("epoch", "split", "train_loss", *VARIANCE_KEYS, *RETRIEVAL_KEYS)
+EPOCH_COLUMNS = ("epoch", "split", "train_loss", *VARIANCE_KEYS, *RETRIEVAL_KEYS, *HIERARCHY_KEYS)
 TABLES = ("epochs", "steps", "summary")
 
 SCHEMA_REVISION = 2
@@ -116,7 +117,7 @@ def collect(root: str | os.PathLike, table: str = "epochs", profile: str | None 
         summary = json.loads(summary_path.read_text())
         ids = {k: summary["config"][k] for k in RUN_ID_COLUMNS} | {"config_hash": summary["config_hash"]}
         if table == "summary":
-            frame = pd.DataFrame([{**ids, **summary["final"], **summary["convergence"],
+            frame = pd.DataFrame([{**ids, **summary["final"], **summary["convergence"], **summary.get("untrained", {}),
                                    **summary["greediness_mean"], "wall_time_s": summary["wall_time_s"],
                                    "steps_per_s": summary["steps_per_s"]}])
         else:

@@ -44,13 +44,15 @@ class DatasetSpec:
 
     ``read(location, split, **content)`` returns a :class:`Split`; ``location`` is what
     ``locate(root, download)`` returned (None for sets generated in memory, which have no
-    ``locate``). ``content`` maps each content option to its default.
+    ``locate``). ``content`` maps each content option to its default. ``coarse``: its splits carry
+    superclass labels (``Split.coarse_labels``), which the evaluation then uses.
     """
 
     name: str
     read: Callable[..., Split]
     locate: Callable[[Path, bool], Any] | None = None
     content: Mapping[str, Any] = field(default_factory=dict)
+    coarse: bool = False
 
     def options(self, **options: Any) -> dict[str, Any]:
         """The content options with defaults filled in, sorted by name; ValueError for an unknown one."""

@@ -19,12 +19,17 @@ from tqdm import tqdm
 
 import vgcore
 from vgcore import results
-from vgcore.data import check_available
+from vgcore.data import check_available, dataset_spec, load_dataset
 from vgcore.device import resolve_device
 from vgcore.errors import UserError
 from vgcore.features import features
 from vgcore.io import atomic_write_json
-from vgcore.metrics.convergence import convergence_epoch, recall_convergence_epoch
+from vgcore.metrics.convergence import (
+    convergence_epoch,
+    convergence_step,
+    covered_fraction,
+    recall_convergence_epoch,
+)
 from vgcore.metrics.greediness import GREEDINESS_KEYS
 from vgcore.train.evaluate import embed, evaluate_splits
 from vgcore.train.learner import make_learner, train_step
@@ -50,14 +55,22 @@ def load_features(config, split: str, data_root=None, cache_dir=None, progress: 
                     backbone_options=config.backbone_options, dataset_options=config.dataset_options)
 
 
+def load_coarse_labels(config, split: str, data_root=None) -> torch.Tensor | None:
+    """Superclass labels of one split, aligned with its features; None for a dataset without them."""
+    if not dataset_spec(config.dataset).coarse:
+        return None
+    return load_dataset(config.dataset, data_root, split, **config.dataset_options).coarse_labels
+
+
 def run(config, out_dir, *, data_root=None, cache_dir=None, progress: bool = True) -> RunResult:
     """Train one head with one loss; write the run directory (see `vgcore.results`); return it."""
     t_start = time.perf_counter()
     check_available(config.dataset, data_root, download=config.dataset_options.get("download", True))
     device = resolve_device(config.device)
-    x_train, y_train = fixed_subset(*load_features(config, "train", data_root, cache_dir, progress), config.train_size)
-    x_eval, y_eval = fixed_subset(*load_features(config, config.eval_split, data_root, cache_dir, progress),
-                                  config.eval_size)
+    x_train, y_train, c_train = fixed_subset(*load_features(config, "train", data_root, cache_dir, progress),
+                                             config.train_size, load_coarse_labels(config, "train", data_root))
+    x_eval, y_eval, c_eval = fixed_subset(*load_features(config, config.eval_split, data_root, cache_dir, progress),
+                                          config.eval_size, load_coarse_labels(config, config.eval_split, data_root))
     x_train, y_train, x_eval, y_eval = (t.to(device) for t in (x_train, y_train, x_eval, y_eval))
     for split, x in (("train", x_train), (config.eval_split, x_eval)):
         if not torch.isfinite(x).all():
@@ -68,7 +81,8 @@ def run(config, out_dir, *, data_root=None, cache_dir=None, progress: bool = Tru
 
     generator = torch.Generator(device=device).manual_seed(config.seed)
     subset = torch.randperm(y_train.numel(), generator=generator, device=device)[: config.eval_train_size]
-    splits = {config.eval_split: (x_eval, y_eval), "train_subset": (x_train[subset], y_train[subset])}
+    splits = {config.eval_split: (x_eval, y_eval, c_eval),
+              "train_subset": (x_train[subset], y_train[subset], None if c_train is None else c_train[subset.cpu()])}
     log = StepLog(config.sync_every)
     epoch_rows = _epoch_rows(0, float("nan"), evaluate_splits(learner.head, splits))
     bar = tqdm(range(1, config.epochs + 1), desc=f"{config.dataset}/{config.loss}/seed{config.seed}",
@@ -86,7 +100,7 @@ def run(config, out_dir, *, data_root=None, cache_dir=None, progress: bool = Tru
             _fail(path, config, log, epoch_rows, bad)
         t_train += time.perf_counter() - t0
         train_loss = log.epoch_mean("train_loss", epoch)
-        if epoch % config.eval_every == 0 or epoch == config.epochs:
+        if epoch == 1 or epoch % config.eval_every == 0 or epoch == config.epochs:
             metrics = evaluate_splits(learner.head, splits)
             epoch_rows += _epoch_rows(epoch, train_loss, metrics)
             bar.set_postfix(loss=f"{train_loss:.4f}", r1=f"{metrics[config.eval_split]['recall@1']:.3f}")
@@ -130,6 +144,7 @@ def _fail(path, config, log: StepLog, epoch_rows: list[dict], bad: NonFiniteLoss
 
 def _summary(config, steps: pd.DataFrame, epochs: pd.DataFrame, wall: float, t_train: float) -> dict:
     test = epochs[epochs["split"] == config.eval_split].sort_values("epoch")
+    probe = epochs[epochs["split"] == "train_subset"].set_index("epoch")["intra_var"]
     loss_by_epoch = steps.groupby("epoch")["train_loss"].mean()
     final = test.iloc[-1].drop(["epoch", "split"]).to_dict()
     greedy = steps[[*GREEDINESS_KEYS]].mean().to_dict() if len(steps) else {}
@@ -142,7 +157,10 @@ def _summary(config, steps: pd.DataFrame, epochs: pd.DataFrame, wall: float, t_t
         "convergence": {
             "loss_convergence_epoch": int(loss_by_epoch.index[convergence_epoch(loss_by_epoch.to_numpy())]),
             "recall_convergence_epoch": int(test["epoch"].iloc[recall_convergence_epoch(test["recall@1"])]),
+            "loss_convergence_step": int(steps["step"].iloc[convergence_step(steps["train_loss"].to_numpy())]),
+            "compaction_epoch1": covered_fraction(probe.loc[0], probe.loc[1], probe.iloc[-1]),
         },
+        "untrained": {"untrained_recall@1": float(test.iloc[0]["recall@1"])},
         "greediness_mean": {f"{k}_mean": v for k, v in greedy.items()},
         "batches_without_positives": int((~steps["has_positives"]).sum()),
         "n_steps": len(steps),

@@ -37,12 +37,13 @@ def batch_indices(labels: Tensor, config, generator: torch.Generator) -> Iterato
         yield order[starts[classes] + offsets]
 
 
-def fixed_subset(x: Tensor, y: Tensor, size: int | None) -> tuple[Tensor, Tensor]:
-    """`size` rows drawn without replacement with a fixed seed (0), in their original order.
+def fixed_subset(x: Tensor, y: Tensor, size: int | None, *more: Tensor | None) -> tuple[Tensor | None, ...]:
+    """`size` rows of `x`, `y` (and of each of `more`, None passed through) drawn without replacement
+    with a fixed seed (0), in their original order.
 
     The draw does not depend on the run's seed, so every loss and seed sees the same data.
     """
     if size is None or size >= len(y):
-        return x, y
+        return (x, y, *more)
     keep = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))[:size].sort().values
-    return x[keep], y[keep]
+    return tuple(None if t is None else t[keep] for t in (x, y, *more))
