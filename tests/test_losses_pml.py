@@ -17,6 +17,7 @@ from vgcore.losses import make_loss
 pml_losses = pytest.importorskip("pytorch_metric_learning.losses")
 pml_distances = pytest.importorskip("pytorch_metric_learning.distances")
 pml_reducers = pytest.importorskip("pytorch_metric_learning.reducers")
+pml_miners = pytest.importorskip("pytorch_metric_learning.miners")
 
 F64 = torch.float64
 TOL = {"rtol": 1e-5, "atol": 1e-8}
@@ -37,6 +38,11 @@ def batch(layout, seed, dim=8, normalized=False):
     if normalized:
         z = torch.nn.functional.normalize(z, dim=1)
     return z, labels
+
+
+def _mined(loss, miner):
+    """A PML loss computed on the triplets its miner selects, called like a loss."""
+    return lambda z, labels: loss(z, labels, miner(z, labels))
 
 
 def compare(ours_fn, pml_fn, z, labels, extra_params=()):
@@ -77,15 +83,38 @@ CASES = {
         lambda: pml_losses.TripletMarginLoss(),
     ),
     "triplet_our_default": (
-        ("triplet", dict()),  # FaceNet: squared distances, margin 0.2, mean over all triplets
+        ("triplet", dict()),  # FaceNet: squared distances, margin 0.2; PML's non-zero average
+        lambda: pml_losses.TripletMarginLoss(
+            margin=0.2,
+            distance=pml_distances.LpDistance(power=2),
+            reducer=pml_reducers.AvgNonZeroReducer(),
+        ),
+    ),
+    "triplet_mean_over_all": (
+        ("triplet", dict(reduction="mean")),  # zeros included
         lambda: pml_losses.TripletMarginLoss(
             margin=0.2,
             distance=pml_distances.LpDistance(power=2),
             reducer=pml_reducers.MeanReducer(),
         ),
     ),
+    "triplet_semihard_variant": (
+        ("triplet_semihard", dict()),  # FaceNet's semi-hard negatives: PML's semihard miner
+        lambda: _mined(
+            pml_losses.TripletMarginLoss(margin=0.2, distance=pml_distances.LpDistance(power=2)),
+            pml_miners.TripletMarginMiner(margin=0.2, type_of_triplets="semihard",
+                                          distance=pml_distances.LpDistance(power=2)),
+        ),
+    ),
+    "triplet_semihard_plain": (
+        ("triplet", dict(mining="semihard", squared=False, margin=0.3)),
+        lambda: _mined(
+            pml_losses.TripletMarginLoss(margin=0.3),
+            pml_miners.TripletMarginMiner(margin=0.3, type_of_triplets="semihard"),
+        ),
+    ),
     "triplet_plain_mean": (
-        ("triplet", dict(squared=False, margin=0.3)),
+        ("triplet", dict(squared=False, margin=0.3, reduction="mean")),
         lambda: pml_losses.TripletMarginLoss(margin=0.3, reducer=pml_reducers.MeanReducer()),
     ),
     "npair": (
@@ -104,7 +133,7 @@ CASES = {
         lambda: pml_losses.NTXentLoss(),
     ),
     "npair_all_is_ntxent_t1": (
-        ("npair", dict(normalize=True)),  # documented: "all" pairs == NT-Xent at T = 1
+        ("npair_all", dict(normalize=True)),  # documented: "all" pairs == NT-Xent at T = 1
         lambda: pml_losses.NTXentLoss(temperature=1.0),
     ),
     "scl": (("scl", dict()), lambda: pml_losses.SupConLoss()),
@@ -157,3 +186,14 @@ def test_pml_zero_cases_agree():
     one_class = torch.zeros(5, dtype=torch.long)
     assert float(pml_losses.SupConLoss()(z, one_class)) == 0.0
     assert float(make_loss("scl")(z, one_class).loss) > 0.0
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("seed", SEEDS)
+def test_npair_default_is_sohns_construction_as_pml_builds_it(layout, seed):
+    """The default `npair` (one pair per class, raw dot products) behind the head's L2 normalisation
+    equals PML's NPairsLoss (which normalises inside), in value and in the gradient that reaches the
+    head's output."""
+    z, labels = batch(layout, seed + 200)
+    ours = make_loss("npair")
+    compare(lambda x, y: ours(torch.nn.functional.normalize(x, dim=1), y), pml_losses.NPairsLoss(), z, labels)

@@ -155,7 +155,7 @@ def ref_arcface(z, y, weight, scale=64.0, margin=0.5):
     return out
 
 
-def ref_ccl(z, y, centers, temperature=0.1, margin=0.0, center_weight=1.0):
+def ref_ccl(z, y, centers, temperature=0.1, margin=0.2, center_weight=1.0):
     out = []
     for i in range(len(y)):
         cs = [cos(z[i], centers[j]) for j in range(centers.shape[0])]
@@ -214,13 +214,14 @@ def test_triplet_reference(layout, seed, hp):
     z, y = batch(layout, seed)
     terms = ref_triplet(z, y.tolist(), **hp)
     values = torch.stack(list(terms.values()))
-    out = build("triplet", **hp)(z, y)
+    out = build("triplet", reduction="mean", **hp)(z, y)
     n_active = int((values > 0).sum())
     check(out, z, values.mean(), per_anchor_mean(terms, len(y)), len(terms), n_active)
-    out = build("triplet", reduction="nonzero_mean", **hp)(z, y)
-    expect = values.sum() / n_active
-    close(out.loss, expect)
-    close(grad_of(out.loss, z), grad_of(expect, z))
+    for loss_fn in (build("triplet", reduction="nonzero_mean", **hp), build("triplet", **hp)):  # the default
+        out = loss_fn(z, y)
+        expect = values.sum() / n_active
+        close(out.loss, expect)
+        close(grad_of(out.loss, z), grad_of(expect, z))
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -230,8 +231,8 @@ def test_triplet_reference(layout, seed, hp):
     [
         ("infonce", {}),
         ("infonce", {"temperature": 0.5}),
-        ("npair", {}),
-        ("npair", {"normalize": True}),
+        ("npair", {"pairs": "all"}),
+        ("npair_all", {"normalize": True}),
     ],
 )
 def test_pair_softmax_reference(layout, seed, name, hp):
@@ -364,7 +365,7 @@ def test_triplet_sort_prefix_sum_equals_naive_cube(seed, squared):
     z = torch.randn(40, 6, generator=gen, dtype=F64).requires_grad_(True)
     margin = 0.4
     loss, per, n, n_active = naive_triplet(z, y, margin, squared)
-    out = build("triplet", margin=margin, squared=squared)(z, y)
+    out = build("triplet", margin=margin, squared=squared, reduction="mean")(z, y)
     close(out.loss, loss, 1e-12)
     close(out.per_sample, per, 1e-12)
     assert int(out.n_terms) == int(n) and int(out.n_active_terms) == int(n_active)
@@ -390,7 +391,8 @@ def test_gradcheck(name):
 @pytest.mark.parametrize("name", LOSSES)
 def test_permutation_invariance(name):
     z, y = batch("unsorted", 4)
-    loss_fn = build(name)
+    # Sohn's one-pair-per-class N-pair picks its pairs by batch order (documented); its all-pairs form does not
+    loss_fn = build(name, **({"pairs": "all"} if name == "npair" else {}))
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(1))
     a, b = loss_fn(z, y), loss_fn(z[perm], y[perm])
     close(a.loss, b.loss, 1e-12)
@@ -545,3 +547,27 @@ def test_check_inputs_off_skips_validation():
 def test_bad_hyperparameters(name, hp):
     with pytest.raises(ValueError):
         make_loss(name, num_classes=3, embedding_dim=4, **hp)
+
+
+def naive_semihard_triplet(z, y, margin):
+    zn = F.normalize(z, dim=1)
+    d = torch.cdist(zn, zn) ** 2
+    same = y[:, None] == y[None, :]
+    valid = (same & ~torch.eye(len(y), dtype=torch.bool))[:, :, None] & ~same[:, None, :]
+    ap, an = d[:, :, None], d[:, None, :]
+    semihard = valid & (an > ap) & (an < ap + margin)
+    hinge = torch.where(semihard, ap - an + margin, 0.0)
+    return hinge.sum() / semihard.sum(), semihard.sum()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_semihard_triplet_equals_naive_cube(seed):
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 5, (40,), generator=gen)
+    z = torch.randn(40, 6, generator=gen, dtype=F64).requires_grad_(True)
+    loss, n_semihard = naive_semihard_triplet(z, y, 0.4)
+    for loss_fn in (build("triplet", margin=0.4, mining="semihard"), build("triplet_semihard", margin=0.4)):
+        out = loss_fn(z, y)
+        close(out.loss, loss, 1e-12)
+        assert int(out.n_active_terms) == int(n_semihard) > 0
+        close(grad_of(out.loss, z), grad_of(loss, z), 1e-12)

@@ -25,8 +25,17 @@ LOSSES: dict[str, str] = {
     "arcface": "vgcore.losses.arcface:ArcFaceLoss",
     "scl": "vgcore.losses.scl:SupConLoss",
     "ccl": "vgcore.losses.ccl:CenterContrastiveLoss",
+    "npair_all": "vgcore.losses.npair:NPairAllPairsLoss",
+    "triplet_semihard": "vgcore.losses.triplet:TripletSemiHardLoss",
 }
-"""Loss name -> its ``nn.Module`` class (``vgcore.losses``), in the paper's order."""
+"""Loss name -> its ``nn.Module`` class (``vgcore.losses``): the paper's seven in its order, then the
+named variants."""
+
+VARIANTS: dict[str, str] = {"npair_all": "npair", "triplet_semihard": "triplet"}
+"""Variant name -> the paper's loss it is a variant of (run beside it; see PROTOCOL.md "Losses")."""
+
+PAPER_LOSSES: tuple[str, ...] = tuple(name for name in LOSSES if name not in VARIANTS)
+"""The seven losses of the paper."""
 
 DATASETS: dict[str, str] = {
     "cifar10": "vgcore.data.cifar10:SPEC",

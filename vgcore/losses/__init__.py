@@ -32,9 +32,9 @@ from vgcore.losses.base import LossOutput, MetricLoss, ProxyLoss, validate_input
 from vgcore.losses.ccl import CenterContrastiveLoss
 from vgcore.losses.contrastive import ContrastiveLoss
 from vgcore.losses.infonce import InfoNCELoss
-from vgcore.losses.npair import NPairLoss
+from vgcore.losses.npair import NPairAllPairsLoss, NPairLoss
 from vgcore.losses.scl import SupConLoss
-from vgcore.losses.triplet import TripletLoss
+from vgcore.losses.triplet import TripletLoss, TripletSemiHardLoss
 
 __all__ = [
     "LOSSES",
@@ -51,9 +51,12 @@ __all__ = [
     "ArcFaceLoss",
     "SupConLoss",
     "CenterContrastiveLoss",
+    "NPairAllPairsLoss",
+    "TripletSemiHardLoss",
 ]
 
-LOSSES: tuple[str, ...] = registry.names("loss")
+LOSSES: tuple[str, ...] = registry.PAPER_LOSSES
+"""The paper's seven losses; ``registry.names("loss")`` adds the named variants."""
 
 _SHAPE_ARGS = ("num_classes", "embedding_dim")
 

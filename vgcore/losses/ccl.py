@@ -30,7 +30,8 @@ class CenterContrastiveLoss(ProxyLoss):
     Args:
         num_classes, embedding_dim: shape of the center bank ``centers`` [C, D].
         temperature: T of the contrastive term (default 0.1, as InfoNCE and SCL here).
-        margin: additive cosine margin m on the true center (default 0.0).
+        margin: additive cosine margin m on the true center (default 0.2, the value of the
+            independent implementation that has the center term; see PROTOCOL.md).
         center_weight: lambda (default 1.0).
         center_update: "gradient" (default): ``centers`` is an ``nn.Parameter`` trained by the
             optimizer through ``loss.parameters()``. "ema": ``centers`` is a buffer; in training
@@ -49,7 +50,7 @@ class CenterContrastiveLoss(ProxyLoss):
         num_classes: int,
         embedding_dim: int,
         temperature: float = 0.1,
-        margin: float = 0.0,
+        margin: float = 0.2,
         center_weight: float = 1.0,
         center_update: str = "gradient",
         momentum: float = 0.9,

@@ -24,12 +24,13 @@ class NPairLoss(PairSoftmaxLoss):
     ``term(a, p) = log(1 + sum_{n} exp(f_a . f_n - f_a . f_p))`` on raw dot products.
 
     Args:
-        pairs: "all" (default) uses every ordered positive pair (a, p) of the batch, with every
-            sample of another class as a negative; it uses the whole batch and is invariant to
-            batch order. "one_per_class" is Sohn's construction exactly as PML's NPairsLoss builds
-            it: per class with >= 2 samples, anchor = its first sample in batch order, positive =
-            its second; the negatives of an anchor are the positives of the other classes; the
-            loss is the mean over the selected anchors (depends on batch order).
+        pairs: "one_per_class" (default) is Sohn's construction, exactly as PML's NPairsLoss
+            builds it: per class with >= 2 samples, anchor = its first sample in batch order,
+            positive = its second; the negatives of an anchor are the positives of the other
+            classes; the loss is the mean over the selected anchors (depends on batch order).
+            "all" uses every ordered positive pair (a, p) of the batch, with every sample of
+            another class as a negative (the variant ``npair_all``): on normalised embeddings it
+            is InfoNCE at temperature 1.
         temperature: divides the dot products (default 1.0: none, as in the paper).
         normalize: L2-normalise embeddings inside the loss (default False, the paper's raw dot
             product; PML's default DotProductSimilarity normalises).
@@ -43,7 +44,7 @@ class NPairLoss(PairSoftmaxLoss):
 
     def __init__(
         self,
-        pairs: str = "all",
+        pairs: str = "one_per_class",
         temperature: float = 1.0,
         normalize: bool = False,
         check_inputs: bool = True,
@@ -80,3 +81,20 @@ class NPairLoss(PairSoftmaxLoss):
             has_positives=n_terms > 0,
         )
 
+
+
+class NPairAllPairsLoss(NPairLoss):
+    """:class:`NPairLoss` over every positive pair (``pairs="all"``), a named variant.
+
+    On L2-normalised embeddings this equals InfoNCE / NT-Xent at temperature 1: it compares the
+    temperature, not Sohn's construction, which is why it is not the default.
+    """
+
+    def __init__(
+        self,
+        pairs: str = "all",
+        temperature: float = 1.0,
+        normalize: bool = False,
+        check_inputs: bool = True,
+    ) -> None:
+        super().__init__(pairs, temperature, normalize, check_inputs)

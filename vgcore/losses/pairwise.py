@@ -209,7 +209,7 @@ def within_class_rank(labels: Tensor) -> Tensor:
 
 
 def batch_all_triplet_sums(
-    dist: Tensor, pos: Tensor, neg: Tensor, margin: float
+    dist: Tensor, pos: Tensor, neg: Tensor, margin: float, semihard: bool = False
 ) -> tuple[Tensor, Tensor]:
     """Exact batch-all triplet hinge sums without the B x B x B tensor.
 
@@ -223,6 +223,10 @@ def batch_all_triplet_sums(
     positive hinges is ``k * t - S[k]``. Entries outside ``pos`` are 0. Autograd flows through
     ``t`` (weight ``k``) and through the gathered prefix sums (the sorted distances), which is the
     exact gradient of the naive form. Cost O(B^2 log B) time and O(B^2) memory.
+
+    ``semihard=True`` keeps only the semi-hard negatives, ``dist[a, p] < dist[a, n] < dist[a, p] +
+    margin`` (FaceNet section 3.2; PML's TripletMarginMiner "semihard"): with ``j`` the count of
+    negatives at or below ``dist[a, p]``, the sums run over the sorted negatives ``j .. k - 1``.
     """
     batch = dist.shape[0]
     neg_dist = dist.masked_fill(~neg, float("inf"))
@@ -234,5 +238,11 @@ def batch_all_triplet_sums(
     # side="left": count of negatives strictly below the threshold (a tie has a zero hinge).
     count = torch.searchsorted(sorted_neg.detach(), threshold.detach(), side="left")
     count = torch.where(pos, count, 0)
-    hinge = count.to(dist.dtype) * threshold - prefix.gather(1, count)
-    return torch.where(pos, hinge, 0.0), count
+    if not semihard:
+        hinge = count.to(dist.dtype) * threshold - prefix.gather(1, count)
+        return torch.where(pos, hinge, 0.0), count
+    # side="right": negatives at or below d(a, p) are not semi-hard
+    easy_end = torch.searchsorted(sorted_neg.detach(), dist.detach(), side="right")
+    start = torch.where(pos, torch.minimum(easy_end, count), 0)
+    hinge = (count - start).to(dist.dtype) * threshold - (prefix.gather(1, count) - prefix.gather(1, start))
+    return torch.where(pos, hinge, 0.0), count - start

@@ -21,7 +21,7 @@ from vgcore.losses.pairwise import (
 
 
 class TripletLoss(MetricLoss):
-    """Triplet loss (Schroff, Kalenichenko, Philbin 2015, FaceNet Eq. 2), batch-all, no mining.
+    """Triplet loss (Schroff, Kalenichenko, Philbin 2015, FaceNet Eq. 2), batch-all by default.
 
     Over every valid triplet (a, p, n) of the batch (label a = label p != label n, a != p):
     ``L = [d(a, p) - d(a, n) + margin]_+`` where ``d`` is the squared Euclidean distance between
@@ -33,14 +33,18 @@ class TripletLoss(MetricLoss):
         squared: use squared Euclidean distances (default True, FaceNet); False gives plain
             Euclidean distances as in PML's TripletMarginLoss.
         normalize: L2-normalise embeddings inside the loss (default True, FaceNet's ||f|| = 1).
-        reduction: "mean" (default) divides the hinge sum by the number of valid triplets (the
-            paper's sum up to a constant); "nonzero_mean" divides by the number of non-zero
-            triplets (PML's AvgNonZeroReducer).
+        reduction: "nonzero_mean" (default) divides the hinge sum by the number of non-zero
+            triplets (PML's AvgNonZeroReducer; FaceNet trains on the triplets that violate the
+            margin); "mean" divides by the number of valid triplets, zeros included (the sum over
+            all triplets up to a constant, which dilutes the update as more triplets are satisfied).
+        mining: "all" (default, batch-all) or "semihard": only the negatives with
+            ``d(a, p) < d(a, n) < d(a, p) + margin`` (FaceNet section 3.2; PML's
+            TripletMarginMiner "semihard"), every anchor-positive pair kept.
         check_inputs: validate inputs (syncs).
 
-    ``per_sample[a]`` is the mean hinge over the triplets anchored at a (0 if none).
-    ``n_terms`` counts valid triplets, ``n_active_terms`` those with a positive hinge.
-    ``has_positives`` is False when no valid triplet exists.
+    ``per_sample[a]`` is the hinge sum over the (mined) triplets anchored at a divided by a's valid
+    triplets (0 if none). ``n_terms`` counts valid triplets, ``n_active_terms`` those (mined and)
+    with a positive hinge. ``has_positives`` is False when no valid triplet exists.
     """
 
     def __init__(
@@ -48,21 +52,24 @@ class TripletLoss(MetricLoss):
         margin: float = 0.2,
         squared: bool = True,
         normalize: bool = True,
-        reduction: str = "mean",
+        reduction: str = "nonzero_mean",
+        mining: str = "all",
         check_inputs: bool = True,
     ) -> None:
         super().__init__(check_inputs)
         check_nonnegative("margin", margin)
         check_choice("reduction", reduction, REDUCTIONS)
+        check_choice("mining", mining, ("all", "semihard"))
         self.margin = float(margin)
         self.squared = squared
         self.normalize = normalize
         self.reduction = reduction
+        self.mining = mining
 
     def _compute(self, embeddings: Tensor, labels: Tensor) -> LossOutput:
         pos, neg = label_masks(labels)
         dist = distance_matrix(embeddings, normalize=self.normalize, squared=self.squared)
-        hinge, active = batch_all_triplet_sums(dist, pos, neg, self.margin)
+        hinge, active = batch_all_triplet_sums(dist, pos, neg, self.margin, semihard=self.mining == "semihard")
         triplets_per_anchor = count_true(pos, dim=1) * count_true(neg, dim=1)
         n_terms = triplets_per_anchor.sum()
         n_active = active.sum()
@@ -77,3 +84,18 @@ class TripletLoss(MetricLoss):
             has_positives=n_terms > 0,
         )
 
+
+
+class TripletSemiHardLoss(TripletLoss):
+    """:class:`TripletLoss` with FaceNet's semi-hard negatives (``mining="semihard"``), a named variant."""
+
+    def __init__(
+        self,
+        margin: float = 0.2,
+        squared: bool = True,
+        normalize: bool = True,
+        reduction: str = "nonzero_mean",
+        mining: str = "semihard",
+        check_inputs: bool = True,
+    ) -> None:
+        super().__init__(margin, squared, normalize, reduction, mining, check_inputs)
