@@ -10,7 +10,7 @@ PROFILE ?= smoke
 # optional subsets for demo/paper/figures, e.g. make demo LOSSES="triplet scl" SEEDS=0
 SELECT := $(if $(DATASETS),--datasets $(DATASETS)) $(if $(LOSSES),--losses $(LOSSES)) $(if $(SEEDS),--seeds $(SEEDS))
 
-.PHONY: help setup test lint demo paper figures sync-notebooks lab data bench clean
+.PHONY: help setup test lint demo schedule paper figures sync-notebooks lab data bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -32,6 +32,9 @@ lint: $(STAMP)  ## ruff on the package, tests, benchmarks and notebooks
 
 demo: $(STAMP) data  ## notebook build, demo profile (FashionMNIST + EfficientNet-Lite0, synthetic fine-grained) -> figures/demo
 	$(BIN)/python -m vgcore demo -j $(JOBS) $(SELECT)
+
+schedule: $(STAMP) data  ## notebook build, paper_schedule profile (the paper's lr 1e-4 / 100 epochs on the demo's FashionMNIST) -> figures/paper_schedule
+	$(BIN)/python -m vgcore figures --profile paper_schedule -j $(JOBS) $(SELECT)
 
 paper: $(STAMP)  ## notebook build, paper profile (ViT-B/32, five datasets; needs internet, a GPU helps) -> figures/paper
 	$(BIN)/python -m vgcore paper -j $(JOBS) $(SELECT)

@@ -278,3 +278,16 @@ def test_idx_roundtrip_and_errors(tmp_path):
     bad.write_bytes(b"\x01\x02\x03\x04")
     with pytest.raises(DataIntegrityError, match="magic"):
         fashionmnist.read_idx(bad)
+
+
+def test_synthetic_nuisance_hides_classes_in_a_shared_subspace_and_draws_nothing_when_off():
+    kw = dict(n_superclasses=3, n_fine_per_super=2, n_per_class=20, dim=12)
+    plain = data.load_dataset("synthetic", split="test", **kw)
+    off = data.load_dataset("synthetic", split="test", nuisance_dim=0, nuisance_scale=5.0, **kw)
+    assert torch.equal(plain.images, off.images)  # the option draws nothing when off
+    on = data.load_dataset("synthetic", split="test", nuisance_dim=4, nuisance_scale=5.0, **kw)
+    extra = (on.images - plain.images).double()
+    assert torch.linalg.matrix_rank(extra, atol=1e-4).item() == 4  # one shared 4-d subspace (float32 data)
+    assert extra.norm(dim=1).mean().item() == pytest.approx(5.0, rel=0.3)  # typical norm nuisance_scale
+    with pytest.raises(ValueError, match="nuisance_dim"):
+        data.load_dataset("synthetic", nuisance_dim=13, **kw)

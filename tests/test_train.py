@@ -238,10 +238,16 @@ def test_overrides_parse_json_values_and_dotted_dict_keys():
         parse_overrides(["epochs"])
 
 
-def test_profiles_have_three_seeds_and_cover_every_loss():
-    for name in ("demo", "paper"):
+def test_profiles_have_their_seeds_and_cover_every_loss():
+    from vgcore.registry import VARIANTS
+
+    for name in ("paper_schedule", "paper"):
         profile = PROFILES[name]
         assert profile.seeds == (0, 1, 2) and profile.losses == LOSSES
+    demo = PROFILES["demo"]
+    assert demo.seeds == (0, 1, 2, 3, 4) and demo.losses == (*LOSSES, *VARIANTS)
+    schedule = PROFILES["paper_schedule"].config("fashionmnist", "triplet", 0)
+    assert (schedule.epochs, schedule.batch_size, schedule.lr) == (100, 512, 1e-4)
     paper = PROFILES["paper"].config("cub200", "scl", 0)
     assert (paper.backbone, paper.epochs, paper.batch_size, paper.lr) == ("vit_b_32", 100, 512, 1e-4)
 
@@ -276,3 +282,16 @@ def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path):
     assert len(list(root.glob("*/seed0/summary.json"))) == len(LOSSES)
     leftovers = [p for p in root.rglob("*") if p.name.startswith(".tmp-") or p.name == "failure.json"]
     assert not leftovers
+
+
+def test_runs_record_step_convergence_compaction_the_untrained_head_and_superclass_structure(smoke_runs):
+    _, runs = smoke_runs
+    summary = runs["scl"].summary
+    assert 0 <= summary["convergence"]["loss_convergence_step"] < summary["n_steps"]
+    assert "compaction_epoch1" in summary["convergence"]
+    epochs = runs["scl"].epochs
+    assert 1 in set(epochs["epoch"])  # epoch 1 is always evaluated
+    test0 = epochs[(epochs["split"] == "test") & (epochs["epoch"] == 0)].iloc[0]
+    assert summary["untrained"]["untrained_recall@1"] == test0["recall@1"]
+    final = epochs[(epochs["split"] == "test")].iloc[-1]
+    assert 0 <= final["fine_recall@1_within_super"] <= 1 and 0 <= final["super_recall@1"] <= 1
