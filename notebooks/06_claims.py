@@ -14,17 +14,22 @@
 # ---
 
 # %% [markdown]
-# # 06 · Claims: does each claim of the paper hold on our runs?
+# # 06 · Claims: which of the paper's claims do our runs support?
 #
 # [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/OWNER/vgcore/blob/main/notebooks/06_claims.ipynb)
 # [![Launch on Binder](https://mybinder.org/badge_logo.svg)](https://mybinder.org/v2/gh/OWNER/vgcore/main?urlpath=lab/tree/notebooks/06_claims.ipynb)
 #
-# Each claim is a comparison of seed means of one summary metric (`vgcore.report.analysis.CLAIMS`): the best
-# loss of the claim's group against the best of the rest. It **holds** on a dataset when the group's
-# best beats the rest's best in the claimed direction. Means are reported with their seed standard
-# deviations, so a reader can see whether the gap exceeds the spread over seeds; with one seed
-# (smoke) there is no spread. Fine-grained claims are checked only on fine-grained sets
-# (`vgcore.report.analysis.FINE_GRAINED`).
+# Each claim (`vgcore.report.claims.CLAIMS`) names a group of losses, the rest, a metric and a
+# direction, and is a claim about the **whole group**: every member must beat every member of the
+# rest. For each (group member, rest member) pair the per-seed differences are paired by seed (all
+# losses of a seed share data order and initialisation) and get a 95% Student-t interval. A claim is
+# **supported** when every pair's interval lies above zero, **contradicted** when some pair's lies
+# below, and **inconclusive** otherwise (a gap inside the seed spread, one seed, or a metric that is
+# constant across losses). The table shows the closest pair and its interval.
+#
+# Only datasets whose heads learned enter: every loss must beat the untrained head's test Recall@1
+# by more than the seed spread (the gate table). PROTOCOL.md "Claims" gives each claim's metric,
+# why it was chosen, and the scale-coupled companion reported beside the scale-free ones.
 
 # %%
 # Setup. On Colab: fetch vgcore, install it (with its small offline extras) and restore the committed
@@ -48,47 +53,86 @@ elif Path.cwd().name == "notebooks" and (Path.cwd().parent / "pyproject.toml").i
     os.chdir("..")  # JupyterLab and Binder start the kernel in notebooks/
 
 # %% tags=["parameters"]
-profile = "demo"  # smoke | demo | paper
+profile = "demo"  # smoke | demo | paper_schedule | paper
 results_root = "results"  # where the training runs are
 figures_root = "figures"  # figures go to <figures_root>/<profile>/, tables to <figures_root>/<profile>/tables/
 
 # %%
 from pathlib import Path
 
+import pandas as pd
+from IPython.display import display
+
+from vgcore.config import get_profile
 from vgcore.report import plots
-from vgcore.report.analysis import CLAIMS, check_claims, format_claims
+from vgcore.report.claims import CLAIMS, claims_tables, format_claims
 from vgcore.report.outputs import Outputs, collect_profile
 
 summary = collect_profile(results_root, profile, "summary")  # fails naming valid profiles, or if nothing ran
+epochs = collect_profile(results_root, profile, "epochs")
 out = Outputs("06_claims", Path(figures_root) / profile, profile)
 plots.use_style()
-print(f"{len(summary)} runs: datasets {sorted(summary.dataset.unique())}, seeds {sorted(summary.seed.unique())}")
+print(f"{len(summary)} runs: datasets {sorted(summary.dataset.unique())}, "
+      f"seeds {sorted(int(s) for s in summary.seed.unique())}")
+
+# %% [markdown]
+# ## Did the heads learn?
+#
+# Final test Recall@1 minus the untrained head's (epoch 0), paired by seed, with its 95% interval.
+# A dataset where any loss fails this gate says nothing about the losses and is left out below.
 
 # %%
-claims = check_claims(summary)
+compare_with = get_profile(profile).compare_with
+compare_csv = Path(figures_root) / str(compare_with) / "tables" / "06_claims.csv"
+compare = pd.read_csv(compare_csv) if compare_with and compare_csv.is_file() else None
+tables = claims_tables(summary, epochs, compare, names=(profile, str(compare_with)))
+out.table(tables["gate"].round(4), "06_gate")
+tables["gate"].round(3)
+
+# %% [markdown]
+# ## Verdicts
+
+# %%
+claims = tables["claims"]
 table = format_claims(claims)
 out.table(table, "06_claims")
-table
+with pd.option_context("display.max_colwidth", None):
+    display(table)
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print(f"{len(claims)} checks of {claims['claim'].nunique()} of the {len(CLAIMS)} claims on {claims['dataset'].nunique()} dataset(s)")
+print(f"{len(claims)} checks of {claims['claim'].nunique()} of the {len(CLAIMS)} claims on "
+      f"{claims['dataset'].nunique()} dataset(s)")
 
 # %% [markdown]
 # ## Verdicts at a glance
 #
-# Green: holds; red: does not. Each cell shows the claim group's best seed mean against the best of
-# the rest.
+# Each claim's closest pair: the 95% interval of its paired difference over seeds, in units of the
+# rest member's mean (right of zero favours the claim). Green supported, orange contradicted, grey
+# inconclusive.
 
 # %%
-fig = plots.claims_grid(claims)
+fig = plots.claims_intervals(claims)
 out.figure(fig, "06_claims")
 fig
 
 # %%
-verdict = claims.groupby("claim")["holds"].agg(["sum", "count"])
-for key, row in verdict.iterrows():
-    print(f"{key}: holds on {row['sum']} of {row['count']} dataset(s)")
+for verdict in ("supported", "contradicted", "inconclusive"):
+    print(f"{verdict}: {int((claims['verdict'] == verdict).sum())} of {len(claims)}")
+
+# %% [markdown]
+# ## Variants and schedules
+#
+# Which verdicts change when N-pair is run in its all-pairs form (`npair_all`) or Triplet with
+# semi-hard negatives (`triplet_semihard`), and, for a profile with a comparison profile, which
+# verdicts differ between the two (e.g. the demo's short schedule against the paper's).
+
+# %%
+out.table(tables["variants"], "06_variants")
+out.table(tables["schedules"], "06_schedules")
+with pd.option_context("display.max_colwidth", None):
+    display(tables["variants"])
+    display(tables["schedules"])
 
 # %%
 # NBVAL_CHECK_OUTPUT

@@ -1,4 +1,5 @@
-"""From collected runs to the paper's tables and claims (pure functions on the results schema).
+"""From collected runs to the paper's tables (pure functions on the results schema); the claims are
+in :mod:`vgcore.report.claims`.
 
 Inputs are the tidy tables of `vgcore.results.collect`; outputs are DataFrames, and `write_table`
 writes one as CSV, Markdown and LaTeX with a caption that names the notebook that made it.
@@ -7,7 +8,6 @@ writes one as CSV, Markdown and LaTeX with a caption that names the notebook tha
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,14 +18,11 @@ from vgcore.registry import names
 
 LOSSES = names("loss")
 
-FINE_GRAINED = ("cars196", "cub200", "synthetic")
-"""Datasets the fine-grained claims are checked on (synthetic: many fine classes in few superclasses)."""
-
 RETRIEVAL_TABLE = ("recall@1", "recall@2", "recall@4", "recall@8", "map@r", "r_precision", "nmi")
 VARIANCE_TABLE = tuple(key for key, metric in VARIANCE_METRICS.items() if metric.table)
 GREEDINESS_TABLE = ("active_ratio_mean", "grad_active_ratio_mean", "grad_effective_share_mean",
                     "tuple_active_ratio_mean", "grad_norm_mean", "emb_grad_norm_mean_mean",
-                    "loss_convergence_epoch", "recall_convergence_epoch")
+                    "loss_convergence_step", "compaction_epoch1")
 
 
 def aggregate(summary: pd.DataFrame, metrics, by=("dataset", "loss")) -> pd.DataFrame:
@@ -68,88 +65,3 @@ def write_table(table: pd.DataFrame, stem: str | os.PathLike, caption: str, note
     latex = table.to_latex(index=False, caption=f"{caption} ({source})", escape=True)
     paths[2].write_text(f"% {source}\n{latex}")
     return paths
-
-
-@dataclass(frozen=True)
-class Claim:
-    """One claim of the paper as a comparison of group means of a summary metric."""
-
-    key: str
-    text: str
-    metric: str
-    group: tuple[str, ...]
-    rest: tuple[str, ...]
-    higher: bool
-    fine_grained_only: bool = False
-
-
-CLAIMS: tuple[Claim, ...] = (
-    Claim("triplet_scl_keep_variance", "Triplet/SCL keep more intra-class variance than Contrastive/InfoNCE",
-          "intra_var", ("triplet", "scl"), ("contrastive", "infonce"), higher=True),
-    Claim("triplet_scl_clearer_margins", "Triplet/SCL have clearer margins (higher mean per-sample margin)",
-          "margin_mean", ("triplet", "scl"), tuple(x for x in LOSSES if x not in ("triplet", "scl")), higher=True),
-    Claim("triplet_scl_win_fine_grained", "Triplet/SCL win top-1 retrieval on fine-grained sets",
-          "recall@1", ("triplet", "scl"), tuple(x for x in LOSSES if x not in ("triplet", "scl")), higher=True,
-          fine_grained_only=True),
-    Claim("contrastive_infonce_compact", "Contrastive/InfoNCE compact embeddings (lower intra-class variance)",
-          "intra_var", ("contrastive", "infonce"), ("triplet", "scl"), higher=False),
-    Claim("contrastive_infonce_fast", "Contrastive/InfoNCE converge fast (earlier 90% loss convergence)",
-          "loss_convergence_epoch", ("contrastive", "infonce"), ("triplet", "scl"), higher=False),
-    Claim("contrastive_infonce_many_small_updates",
-          "Contrastive/InfoNCE update through many small steps (the update spread over more samples: "
-          "higher effective share of moving samples)", "grad_effective_share_mean", ("contrastive", "infonce"),
-          ("triplet", "scl"), higher=True),
-    Claim("npair_large_separation", "N-pair reaches the largest mean centroid separation",
-          "centroid_dist_mean", ("npair",), tuple(x for x in LOSSES if x != "npair"), higher=True),
-    Claim("npair_uneven_spacing", "N-pair spaces its classes unevenly (highest centroid-distance CV)",
-          "centroid_dist_cv", ("npair",), tuple(x for x in LOSSES if x != "npair"), higher=True),
-)
-
-
-def check_claims(summary: pd.DataFrame, claims=CLAIMS, fine_grained=FINE_GRAINED) -> pd.DataFrame:
-    """Each claim on each dataset: the best group member's seed-mean against the best of the rest.
-
-    A claim "holds" on a dataset when the best mean of its group beats the best mean of the rest
-    (higher or lower as the claim says). The table reports both means, their seed standard
-    deviations and the seed count, so a reader sees whether the gap exceeds the spread.
-    """
-    rows = []
-    for claim in claims:
-        for dataset, frame in summary.groupby("dataset", sort=True):
-            if claim.fine_grained_only and dataset not in fine_grained:
-                continue
-            stats = frame.groupby("loss")[claim.metric].agg(["mean", "std", "count"])
-            group = stats.loc[stats.index.intersection(claim.group)]
-            rest = stats.loc[stats.index.intersection(claim.rest)]
-            if group.empty or rest.empty:
-                continue
-            pick = (lambda s: s.idxmax()) if claim.higher else (lambda s: s.idxmin())
-            g, r = pick(group["mean"]), pick(rest["mean"])
-            gm, rm = group.at[g, "mean"], rest.at[r, "mean"]
-            rows.append({
-                "claim": claim.key, "text": claim.text, "dataset": dataset, "metric": claim.metric,
-                "holds": bool(gm > rm if claim.higher else gm < rm),
-                "group_best": g, "group_mean": gm, "group_std": group.at[g, "std"],
-                "rest_best": r, "rest_mean": rm, "rest_std": rest.at[r, "std"],
-                "n_seeds": int(min(group["count"].min(), rest["count"].min())),
-            })
-    return pd.DataFrame(rows)
-
-
-def format_claims(claims: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
-    """`check_claims` as a readable table: claim text, dataset, verdict, and each side's best loss with
-    its seed mean ± std (just the mean when there is one seed)."""
-
-    def side(loss, mean, std):
-        spread = "" if pd.isna(std) else f" ± {std:.2g}"
-        return f"{loss} {mean:.{digits}g}{spread}"
-
-    return pd.DataFrame({
-        "claim": claims["text"],
-        "dataset": claims["dataset"],
-        "metric": claims["metric"],
-        "verdict": claims["holds"].map({True: "holds", False: "does not hold"}),
-        "claim group best": [side(*r) for r in zip(claims.group_best, claims.group_mean, claims.group_std, strict=True)],
-        "rest best": [side(*r) for r in zip(claims.rest_best, claims.rest_mean, claims.rest_std, strict=True)],
-        "seeds": claims["n_seeds"],
-    })

@@ -16,6 +16,7 @@ from pathlib import Path
 NOTEBOOKS = ("01_features", "02_train", "03_variance", "04_greediness", "05_retrieval", "06_claims")
 """The numbered notebooks in `notebooks/`, in order."""
 
+
 @dataclass(frozen=True)
 class Item:
     """One figure (PNG + PDF) or table (CSV + Markdown + LaTeX) of an analysis notebook."""
@@ -61,8 +62,12 @@ ANALYSIS: dict[str, tuple[Item, ...]] = {
              "variance and Recall@1"),
     ),
     "06_claims": (
-        _tab("06_claims", "each claim of the paper on each dataset: holds or not, with seed mean and std"),
-        _fig("06_claims", "the claims as a grid: green holds, red does not"),
+        _tab("06_claims", "each claim of the paper on each dataset whose heads learned: supported, contradicted or "
+             "inconclusive, with the closest pair's paired difference and its 95% interval over seeds"),
+        _tab("06_gate", "did every loss learn? final test Recall@1 against the untrained head, paired by seed"),
+        _tab("06_variants", "which verdicts change when a loss is replaced by its named variant"),
+        _tab("06_schedules", "verdicts of this profile beside those of its comparison profile (another schedule)"),
+        _fig("06_claims", "the claims' verdicts with the 95% interval of the closest pair"),
     ),
 }
 """Analysis notebook -> what it writes under ``figures/<profile>/``."""

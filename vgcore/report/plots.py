@@ -13,14 +13,13 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
 
 from vgcore.metrics import label
-from vgcore.registry import names
+from vgcore.registry import VARIANTS, names
 
 LOSSES = names("loss")
 
@@ -29,9 +28,12 @@ STEP_LOSS = "train_loss"
 
 
 def loss_palette(losses: Sequence[str] = LOSSES) -> dict[str, tuple[float, float, float]]:
-    """One fixed colour per loss (colour-blind palette, in LOSSES order)."""
-    colours = sns.color_palette("colorblind", len(LOSSES))
-    fixed = dict(zip(LOSSES, colours, strict=True))
+    """One fixed colour per loss (colour-blind palette, in registry order); a named variant gets a
+    lighter shade of the colour of the loss it is a variant of."""
+    base = [x for x in LOSSES if x not in VARIANTS]
+    fixed = dict(zip(base, sns.color_palette("colorblind", len(base)), strict=True))
+    for variant, of in VARIANTS.items():
+        fixed[variant] = tuple(0.55 * c + 0.45 for c in fixed[of])
     return {loss: fixed[loss] for loss in losses if loss in fixed}
 
 
@@ -276,7 +278,7 @@ def scatter_means(summary: pd.DataFrame, x: str, y: str, title: str = "", ax: pl
     return fig
 
 
-def tradeoff(summary: pd.DataFrame, speed: str = "loss_convergence_epoch",
+def tradeoff(summary: pd.DataFrame, speed: str = "loss_convergence_step",
              granularity: Sequence[str] = ("intra_var", "recall@1")) -> plt.Figure:
     """The efficiency-granularity trade-off: convergence speed (x) against intra-class variance and
     Recall@1 (y), one panel each; points = loss x dataset seed means with seed-std bars."""
@@ -371,26 +373,46 @@ def feature_projection(x: np.ndarray, y: np.ndarray, title: str = "", max_points
     return fig
 
 
-def claims_grid(claims: pd.DataFrame) -> plt.Figure:
-    """Claim x dataset: green = holds, red = does not hold; each cell shows group best vs rest best."""
-    _check_columns(claims, ["claim", "dataset", "holds", "group_mean", "rest_mean"], "claims_grid")
+VERDICT_COLOURS = {"supported": "#1b9e77", "contradicted": "#d95f02", "inconclusive": "0.55"}
+
+
+def claims_intervals(claims: pd.DataFrame, title: str = "") -> plt.Figure:
+    """Each claim's verdict with its interval: the closest pair's paired difference (95% CI), in units
+    of the rest member's mean (positive favours the claim), one panel per dataset; a symlog axis
+    because differences span decades. Colour = verdict; a claim without an interval is a hollow dot."""
+    missing = [c for c in ("claim", "dataset", "verdict", "diff", "ci_low", "ci_high", "ref_mean") if c not in claims]
+    if missing:
+        raise ValueError(f"claims_intervals needs columns {missing}; the table has {sorted(claims.columns)}")
+    if claims.empty:  # e.g. no dataset passed the learned-heads gate, or one seed only
+        fig, ax = plt.subplots(figsize=(3.4, 1.0))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no claim checked: see the gate table", ha="center", va="center", fontsize="small")
+        return fig
     order = list(dict.fromkeys(claims["claim"]))
     datasets = sorted(claims["dataset"].unique())
-    grid = np.full((len(order), len(datasets)), np.nan)
-    fig, ax = plt.subplots(figsize=(max(3.5, 1.2 + 2.0 * len(datasets)), 0.9 + 0.5 * len(order)))
-    for _, row in claims.iterrows():
-        i, j = order.index(row["claim"]), datasets.index(row["dataset"])
-        grid[i, j] = float(row["holds"])
-        ax.text(j, i, f"{row['group_mean']:.3g} vs {row['rest_mean']:.3g}", ha="center", va="center",
-                fontsize=7)
-    cmap = matplotlib.colors.ListedColormap(["#f4a6a6", "#a6dba0"])
-    ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=0, vmax=1, aspect="auto")
-    ax.set_xticks(range(len(datasets)), datasets)
-    ax.set_yticks(range(len(order)), order)
-    ax.set_xticks(np.arange(-0.5, len(datasets)), minor=True)
-    ax.set_yticks(np.arange(-0.5, len(order)), minor=True)
-    ax.grid(False)
-    ax.grid(which="minor", color="white", lw=2)
-    ax.set_title("green: holds, red: does not\n(claim group's best mean vs the rest's best)", fontsize="small")
-    fig.tight_layout()
+    fig, axes = plt.subplots(1, len(datasets), squeeze=False, sharey=True,
+                             figsize=(3.4 * len(datasets) + 2.2, 0.32 * len(order) + 1.2))
+    for ax, dataset in zip(axes.flat, datasets, strict=True):
+        rows = claims[claims["dataset"] == dataset].set_index("claim")
+        for i, key in enumerate(order):
+            if key not in rows.index:
+                continue
+            r = rows.loc[key]
+            colour = VERDICT_COLOURS.get(r["verdict"], "0.3")
+            scale = abs(r["ref_mean"]) if np.isfinite(r["ref_mean"]) and r["ref_mean"] != 0 else 1.0
+            if np.isfinite(r["ci_low"]):
+                ax.plot([r["ci_low"] / scale, r["ci_high"] / scale], [i, i], color=colour, lw=2.2, solid_capstyle="butt")
+                ax.plot([r["diff"] / scale], [i], "o", color=colour, ms=4)
+            elif np.isfinite(r["diff"]):
+                ax.plot([r["diff"] / scale], [i], "o", mfc="none", color=colour, ms=4)
+        ax.axvline(0.0, color="0.2", lw=0.8)
+        ax.set_xscale("symlog", linthresh=0.01)
+        ax.set_title(dataset, loc="left")
+        ax.set_xlabel("paired difference / rest mean")
+        ax.set_ylim(len(order) - 0.5, -0.5)
+    axes[0, 0].set_yticks(range(len(order)), order)
+    for verdict, colour in VERDICT_COLOURS.items():
+        axes[0, -1].plot([], [], color=colour, lw=2.2, label=verdict)
+    fig.suptitle(title or "claims: closest pair, 95% interval over seeds (right of 0 favours the claim)", fontsize="small")
+    _figure_legend(fig, axes[0, -1])
     return fig

@@ -1,0 +1,193 @@
+"""The claims as tests over seeds (vgcore.report.claims) on hand-made seed tables."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from vgcore.registry import PAPER_LOSSES
+from vgcore.report.claims import (
+    CLAIMS,
+    Claim,
+    check_claims,
+    compare_groups,
+    compare_verdicts,
+    format_claims,
+    learned_datasets,
+    learned_gate,
+    paired_interval,
+    variant_table,
+)
+
+
+def table(values: dict[str, list[float]], metric="m", dataset="d", seeds=None) -> pd.DataFrame:
+    rows = []
+    for loss, vals in values.items():
+        for i, v in enumerate(vals):
+            rows.append({"dataset": dataset, "loss": loss, "seed": (seeds or {}).get(loss, range(len(vals)))[i],
+                         metric: v})
+    return pd.DataFrame(rows)
+
+
+def test_paired_interval_is_the_student_t_interval_by_hand():
+    a, b = [1.0, 2.0, 4.0], [0.5, 1.0, 2.0]  # differences 0.5, 1.0, 2.0
+    mean, low, high, n = paired_interval(a, b)
+    sd = math.sqrt(((0.5 - 7 / 6) ** 2 + (1 - 7 / 6) ** 2 + (2 - 7 / 6) ** 2) / 2)
+    half = 4.302652729911275 * sd / math.sqrt(3)  # t_{0.975, 2}
+    assert (mean, n) == (pytest.approx(7 / 6), 3)
+    assert low == pytest.approx(7 / 6 - half) and high == pytest.approx(7 / 6 + half)
+    assert all(math.isnan(v) for v in paired_interval([1.0], [0.0])[1:3])  # one pair: no interval
+    assert paired_interval([], [])[3] == 0
+
+
+def _verdict(values, group=("g1", "g2"), rest=("r1", "r2"), higher=True):
+    return compare_groups(table(values), "m", group, rest, higher)
+
+
+def test_a_clear_gap_is_supported_and_its_reverse_contradicted():
+    up = {"g1": [2.0, 2.1, 2.2], "g2": [2.5, 2.4, 2.6], "r1": [1.0, 1.1, 0.9], "r2": [0.5, 0.6, 0.4]}
+    out = _verdict(up)
+    assert out["verdict"] == "supported" and out["ci_low"] > 0 and out["n_seeds"] == 3
+    assert out["worst_pair"] == "g1 vs r1"  # the closest call
+    assert _verdict(up, higher=False)["verdict"] == "contradicted"
+
+
+def test_lower_is_better_claims_flip_the_sign():
+    down = {"g1": [0.1, 0.2, 0.1], "g2": [0.2, 0.1, 0.2], "r1": [1.0, 1.1, 0.9], "r2": [0.8, 0.9, 0.7]}
+    out = _verdict(down, higher=False)
+    assert out["verdict"] == "supported" and out["diff"] > 0  # positive favours the claim
+
+
+def test_a_group_with_one_losing_member_does_not_pass():
+    """The all-members rule: the best of the group beating the best of the rest is not enough."""
+    values = {"g1": [3.0, 3.1, 3.2], "g2": [0.2, 0.3, 0.25], "r1": [1.0, 1.1, 0.9], "r2": [0.5, 0.6, 0.4]}
+    out = _verdict(values)
+    assert out["verdict"] == "contradicted" and out["worst_pair"] == "g2 vs r1"
+
+
+def test_a_gap_inside_the_seed_spread_is_inconclusive():
+    values = {"g1": [1.0, 1.3, 0.8], "g2": [1.2, 0.9, 1.1], "r1": [1.1, 1.0, 0.95], "r2": [0.5, 0.6, 0.4]}
+    assert _verdict(values)["verdict"] == "inconclusive"
+
+
+def test_an_interval_touching_zero_is_not_support():
+    """g2 equals r2 on every seed (zero-width interval at 0): not above 0, so not supported."""
+    values = {"g1": [3.0, 3.1, 3.2], "g2": [1.0, 2.0, 1.5], "r1": [0.1, 0.2, 0.3], "r2": [1.0, 2.0, 1.5]}
+    out = _verdict(values)
+    assert out["verdict"] == "inconclusive" and out["worst_pair"] == "g2 vs r2" and out["ci_low"] == 0.0
+
+
+def test_a_constant_metric_says_nothing():
+    values = {"g1": [1.0, 1.0], "g2": [1.0, 0.99999], "r1": [1.0, 1.0], "r2": [0.99999, 1.0]}
+    out = _verdict(values)
+    assert out["verdict"] == "inconclusive" and "constant across losses" in out["note"]
+
+
+def test_seeds_are_paired_and_the_shared_count_reported():
+    """r1 ran seeds 0-3, the others 0-1: only shared seeds pair, and the smallest count is reported."""
+    values = {"g1": [2.0, 2.1], "g2": [2.2, 2.3], "r1": [1.0, 1.1, 9.0, 9.0], "r2": [0.5, 0.6]}
+    out = compare_groups(table(values, seeds={"r1": [0, 1, 2, 3]}), "m", ("g1", "g2"), ("r1", "r2"), True)
+    assert out["verdict"] == "supported" and out["n_seeds"] == 2  # seeds 2 and 3 of r1 have no partner
+    one = {"g1": [2.0], "g2": [2.2], "r1": [1.0], "r2": [0.5]}
+    single = _verdict(one)
+    assert single["verdict"] == "inconclusive" and "fewer than 2" in single["note"] and single["n_seeds"] == 1
+
+
+def test_check_claims_reports_the_coupled_metric_beside_the_scale_free_one():
+    claim = Claim("c", "g wins", "free", ("g",), ("r",), higher=True, why="", coupled="raw")
+    frame = pd.concat([table({"g": [2.0, 2.1, 2.2], "r": [1.0, 1.1, 1.0]}, "free").drop(columns="free"),
+                       ], ignore_index=True)
+    frame["free"] = [2.0, 2.1, 2.2, 1.0, 1.1, 1.0]
+    frame["raw"] = [0.5, 0.6, 0.55, 1.0, 1.1, 1.0]  # the raw metric says the opposite
+    out = check_claims(frame, [claim]).iloc[0]
+    assert out["verdict"] == "supported" and out["coupled_verdict"] == "contradicted"
+    assert "on the scale-coupled raw: contradicted" in out["note"]
+
+
+def test_fine_grained_claims_skip_coarse_datasets_and_missing_losses_skip_the_claim():
+    claim = [c for c in CLAIMS if c.fine_grained_only]
+    values = {x: [0.5, 0.6] for x in PAPER_LOSSES}
+    frame = pd.concat([table(values, "recall@1", d) for d in ("cifar10", "cub200")])
+    assert list(check_claims(frame, claim)["dataset"]) == ["cub200"]
+    subset = table({"triplet": [0.5, 0.6], "scl": [0.4, 0.5]}, "recall@1", "cub200")
+    assert check_claims(subset).empty  # no claim has both sides
+
+
+def test_format_claims_on_an_empty_selection_has_its_columns():
+    """The subset build (--losses triplet scl) left no claim with both sides: no KeyError."""
+    out = format_claims(check_claims(table({"triplet": [0.5], "scl": [0.4]}, "intra_var")))
+    assert out.empty and "verdict" in out.columns and "difference [95% CI]" in out.columns
+
+
+def test_format_claims_shows_the_interval_in_words():
+    frame = table({"triplet": [0.5, 0.6, 0.55], "scl": [0.6, 0.7, 0.65], "contrastive": [0.2, 0.25, 0.2],
+                   "infonce": [0.3, 0.3, 0.35]}, "intra_var")
+    keep = [c for c in CLAIMS if c.key == "triplet_scl_keep_variance"]
+    row = format_claims(check_claims(frame, keep)).iloc[0]
+    assert row["verdict"] == "supported" and row["closest pair"] == "triplet vs infonce"
+    assert row["difference [95% CI]"].startswith("+0.233 [")  # (0.2 + 0.3 + 0.2) / 3
+
+
+def _epochs(untrained: float, final: dict[str, list[float]], dataset="d") -> pd.DataFrame:
+    rows = []
+    for loss, finals in final.items():
+        for seed, f in enumerate(finals):
+            rows += [{"dataset": dataset, "loss": loss, "seed": seed, "split": "test", "epoch": 0,
+                      "recall@1": untrained + 0.01 * seed},
+                     {"dataset": dataset, "loss": loss, "seed": seed, "split": "test", "epoch": 5, "recall@1": f},
+                     {"dataset": dataset, "loss": loss, "seed": seed, "split": "train_subset", "epoch": 5,
+                      "recall@1": 1.0}]
+    return pd.DataFrame(rows)
+
+
+def test_the_gate_excludes_a_dataset_where_training_does_not_help():
+    good = _epochs(0.2, {x: [0.6, 0.62, 0.61] for x in PAPER_LOSSES}, "good")
+    flat = {x: [0.6, 0.62, 0.61] for x in PAPER_LOSSES}
+    flat["npair"] = [0.19, 0.22, 0.21]  # one loss barely moves off the untrained head
+    bad = _epochs(0.2, flat, "bad")
+    gate = learned_gate(pd.concat([good, bad]))
+    assert learned_datasets(gate) == ["good"]
+    row = gate.set_index(["dataset", "loss"]).loc[("bad", "npair")]
+    assert not row["learned"] and row["untrained"] == pytest.approx(0.21)
+
+
+def test_variant_table_shows_a_verdict_that_changes_with_the_variant():
+    base = {x: [1.0, 1.0, 1.0] for x in PAPER_LOSSES}
+    values = {**base, "npair": [2.0, 2.1, 2.2], "npair_all": [0.5, 0.6, 0.5]}
+    values = {k: [v + 0.01 * i for i, v in enumerate(vs)] for k, vs in values.items()}
+    frame = table(values, "dir_centroid_dist_mean")
+    claims = [c for c in CLAIMS if c.key == "npair_large_separation"]
+    default = check_claims(frame, claims)
+    assert default.iloc[0]["verdict"] == "supported"
+    out = variant_table(frame, default)
+    row = out.set_index("claim").loc["npair_large_separation"]
+    assert row["variant"] == "npair -> npair_all" and row["variant_verdict"] == "contradicted" and row["changed"]
+
+
+def test_compare_verdicts_marks_changes_between_two_tables():
+    a = pd.DataFrame({"claim": ["x", "y"], "dataset": ["d", "d"], "verdict": ["supported", "inconclusive"]})
+    b = pd.DataFrame({"claim": ["x", "y"], "dataset": ["d", "d"], "verdict": ["supported", "contradicted"]})
+    out = compare_verdicts(a, b, ("demo", "paper_schedule")).set_index("claim")
+    assert list(out["changed"]) == [False, True] and out.loc["y", "paper_schedule"] == "contradicted"
+
+
+def test_every_claim_names_its_metric_and_reason_and_only_known_losses():
+    from vgcore.registry import names
+
+    for c in CLAIMS:
+        assert c.metric and c.why and c.source in ("paper", "ours")
+        assert set(c.group) | set(c.rest) <= set(names("loss")) and not set(c.group) & set(c.rest)
+    assert np.all([c.key for c in CLAIMS])
+
+
+def test_protocol_states_every_claim_with_its_metric():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "PROTOCOL.md").read_text()
+    section = text[text.index("\n## Claims\n"):]
+    section = section[:section.index("\n## ", 5)]
+    for c in CLAIMS:
+        assert f"`{c.key}`" in section and f"`{c.metric}`" in section, c.key
