@@ -76,8 +76,10 @@ print(f"{len(summary)} runs, {len(steps)} logged steps")
 # %% [markdown]
 # ## The GREEDINESS table
 #
-# Means over all training steps, then mean ± std over seeds; with the epochs each run needed to reach
-# 90% of its loss decrease and 95% of its final Recall@1 (convergence speed).
+# Means over all training steps, then mean ± std over seeds; with the steps each run needed to cover
+# 90% of its (smoothed) loss decrease, and the share of its training-subset compaction done in the
+# first epoch (convergence and compaction speed). Per-sample gradient norms are tangential to the
+# sphere, so they compare across losses (PROTOCOL.md "Diagnostics: GREEDINESS").
 
 # %%
 table = mean_std_table(summary, GREEDINESS_TABLE)
