@@ -265,7 +265,7 @@ def _profile(name: str = "slurm") -> dict:
 # ---------------------------------------------------------------------------------------------
 
 
-def test_a_failing_job_is_reported_with_its_slurm_log(failed_build, dag):
+def test_a_failing_job_is_reported_with_its_slurm_log(workspace, failed_build, dag):
     b = failed_build
     print(f"build with a failing job: {b.seconds:.0f} s, {len(b.jobs)} SLURM jobs")
     assert b.proc.returncode != 0, b.tail()
@@ -277,7 +277,10 @@ def test_a_failing_job_is_reported_with_its_slurm_log(failed_build, dag):
     for jobid in failed:  # the build names each attempt's log, and the log holds the notebook's error
         m = re.search(rf"^\s+log: (\S+/slurm_logs/rule_train/\w*_{FAILING_LOSS}_\w*/{jobid}\.log)", b.output, re.M)
         assert m, f"the build does not name the log of SLURM job {jobid}:\n{b.tail()}"
-        assert f"RuntimeError: {FAILURE}" in Path(m[1]).read_text(errors="replace"), m[1]
+        log = Path(m[1]).read_text(errors="replace")
+        assert f"RuntimeError: {FAILURE}" in log, m[1]
+    partial = re.search(r"its partial output is in (\S+\.failed\.ipynb)$", log, re.M)  # the last attempt's
+    assert partial and FAILURE in (workspace.work / partial[1]).read_text(), log[-3000:]
     others = {j.comment: j.final for i, j in b.jobs.items() if i not in failed}
     assert any(c.startswith("rule_features_") for c in others), others
     assert set(others.values()) == {"COMPLETED"}, others
