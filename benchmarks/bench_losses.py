@@ -87,8 +87,7 @@ def make_step(loss_fn, is_ours, features, labels):
     def step():
         opt.zero_grad(set_to_none=True)
         z = F.normalize(head(features), dim=1)
-        out = loss_fn(z, labels)
-        loss = out.loss if is_ours else out
+        loss = loss_fn(z, labels)  # ours and PML's alike return the scalar loss
         loss.backward()
         opt.step()
         if features.is_cuda:  # a step ends when the GPU has finished it
