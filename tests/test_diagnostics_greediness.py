@@ -338,3 +338,17 @@ def test_convergence_bad_input(fn):
         fn([1.0, float("nan")])
     with pytest.raises(ValueError, match="fraction"):
         fn([1.0, 0.5], fraction=1.5)
+
+
+def test_without_the_loss_output_the_loss_term_keys_are_nan():
+    """A loss that returns only its value (greediness(None, ...)): the gradient keys are unchanged."""
+    z, y = _line_batch()
+    out = batch_all_triplet(z, y)
+    out.loss.backward()
+    full, blind = greediness(out, z.grad, head_params=[]), greediness(None, z.grad, head_params=[])
+    assert tuple(blind) == GREEDINESS_KEYS
+    for key in GREEDINESS_KEYS:
+        if key in ("active_ratio", "tuple_active_ratio", "n_terms", "n_active_terms", "has_positives"):
+            assert math.isnan(float(blind[key])), key
+        else:
+            assert torch.equal(blind[key], full[key]), key

@@ -22,6 +22,7 @@ from vgcore.metrics.greediness import (
     GREEDINESS_KEYS,
     grad_active_sweep,
     greediness,
+    tangential,
 )
 from vgcore.metrics.inputs import check_embeddings
 from vgcore.metrics.retrieval import (
@@ -51,6 +52,7 @@ __all__ = [
     "retrieval_keys",
     "retrieval_metrics",
     "spectral_decay_from_singular_values",
+    "tangential",
     "variance",
 ]
 
