@@ -24,7 +24,7 @@ from vgcore.metrics.greediness import (
     greediness,
     tangential,
 )
-from vgcore.metrics.inputs import check_embeddings
+from vgcore.metrics.inputs import as_embeddings, check_embeddings
 from vgcore.metrics.retrieval import (
     DEFAULT_KS,
     RETRIEVAL_KEYS,
@@ -42,6 +42,7 @@ __all__ = [
     "LABELS",
     "RETRIEVAL_KEYS",
     "VARIANCE_KEYS",
+    "as_embeddings",
     "check_embeddings",
     "convergence_epoch",
     "exact_knn",
