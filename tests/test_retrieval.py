@@ -11,6 +11,7 @@ from vgcore.metrics.retrieval import (
     faiss_available,
     retrieval_keys,
     retrieval_metrics,
+    superclass_metrics,
 )
 
 # --------------------------------------------------------------------------------------------------
@@ -295,3 +296,21 @@ def test_faiss_backend_with_a_gallery_gives_same_results():
     b = retrieval_metrics(z, y, gallery=gal, gallery_labels=gy, nmi=False, chunk_size=16, backend="faiss")
     assert a == b
     assert torch.equal(exact_knn(z, 5, gallery=gal, backend="faiss")[1], exact_knn(z, 5, gallery=gal)[1])
+
+
+def test_superclass_metrics_by_hand():
+    # angles (degrees) on the unit circle; each sample's nearest other sample is the closest angle
+    angles = torch.tensor([0.0, 10.0, 25.0, 90.0, 100.0, 130.0, 200.0, 215.0])
+    z = torch.stack([torch.cos(torch.deg2rad(angles)), torch.sin(torch.deg2rad(angles))], dim=1)
+    y = torch.tensor([0, 0, 1, 2, 3, 3, 4, 5])
+    s = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2])
+    # nearest: 0->1, 1->0 (10 < 15), 2->1, 3->4, 4->3 (10 < 30), 5->4, 6->7, 7->6
+    # fine hits: 0, 1, 5; the 5 misses (2, 3, 4, 6, 7) all stay in their superclass
+    out = superclass_metrics(z, y, s)
+    assert out["superclass_recall@1"] == 1.0
+    assert out["fine_errors_in_superclass"] == 1.0
+    s_mixed = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])  # now 2->1 and 3->4 cross superclasses
+    out = superclass_metrics(z.numpy(), y.numpy(), s_mixed.numpy())
+    assert out["superclass_recall@1"] == pytest.approx(5 / 8)  # 0, 1, 5, 6, 7
+    assert out["fine_errors_in_superclass"] == pytest.approx(2 / 5)  # of 2, 3, 4, 6, 7: 6 and 7
+    assert math.isnan(superclass_metrics(z[:2], y[:2], s[:2])["fine_errors_in_superclass"])

@@ -28,9 +28,11 @@ from vgcore.metrics.inputs import as_embeddings, check_embeddings
 from vgcore.metrics.retrieval import (
     DEFAULT_KS,
     RETRIEVAL_KEYS,
+    SUPERCLASS_KEYS,
     exact_knn,
     retrieval_keys,
     retrieval_metrics,
+    superclass_metrics,
 )
 from vgcore.metrics.variance import VARIANCE_KEYS, spectral_decay_from_singular_values, variance
 
@@ -41,6 +43,7 @@ __all__ = [
     "GREEDINESS_KEYS",
     "LABELS",
     "RETRIEVAL_KEYS",
+    "SUPERCLASS_KEYS",
     "VARIANCE_KEYS",
     "as_embeddings",
     "check_embeddings",
@@ -53,6 +56,7 @@ __all__ = [
     "retrieval_keys",
     "retrieval_metrics",
     "spectral_decay_from_singular_values",
+    "superclass_metrics",
     "tangential",
     "variance",
 ]

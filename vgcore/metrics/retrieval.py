@@ -38,6 +38,8 @@ __all__ = [
     "DEFAULT_KS",
     "retrieval_keys",
     "retrieval_metrics",
+    "superclass_metrics",
+    "SUPERCLASS_KEYS",
     "exact_knn",
     "faiss_available",
 ]
@@ -70,7 +72,12 @@ LABELS: dict[str, str] = {
     "nmi": "NMI (k-means)",
     "n_queries": "queries",
     "n_excluded_queries": "queries without a same-class item",
+    "superclass_recall@1": "Recall@1 of the superclass",
+    "fine_errors_in_superclass": "wrong-class neighbours in the right superclass",
 }
+
+SUPERCLASS_KEYS: tuple[str, ...] = ("superclass_recall@1", "fine_errors_in_superclass")
+"""Keys returned by :func:`superclass_metrics`."""
 
 
 def faiss_available() -> bool:
@@ -380,6 +387,30 @@ def retrieval_metrics(
     out["n_queries"] = float(n_valid)
     out["n_excluded_queries"] = float(n_excluded)
     return out
+
+
+def superclass_metrics(z, y, superclasses, *, chunk_size: int | None = None) -> dict[str, float]:
+    """How the embedding nests fine classes ``y`` in their ``superclasses`` (leave-one-out, cosine).
+
+    * ``superclass_recall@1``: share of samples whose nearest other sample shares their superclass;
+    * ``fine_errors_in_superclass``: of the samples whose nearest other sample has another class,
+      the share whose neighbour is still in their superclass (NaN when there is no such error):
+      near 1, the mistakes are between close relatives; near the chance level, the coarse
+      structure is lost.
+
+    Every sample queries (a class of one sample included). NumPy arrays are accepted.
+    """
+    z, y = as_embeddings(z, y)
+    _, s = as_embeddings(z, superclasses, names=("z", "superclasses"))
+    _, idx = exact_knn(z, 1, chunk_size=chunk_size)
+    nearest = idx[:, 0]
+    same_super = s[nearest] == s
+    wrong = y[nearest] != y
+    n_wrong = int(wrong.sum())
+    return {
+        "superclass_recall@1": float(same_super.double().mean()),
+        "fine_errors_in_superclass": float((same_super & wrong).sum()) / n_wrong if n_wrong else math.nan,
+    }
 
 
 def _nmi(z: Tensor, labels: Tensor, seed: int) -> float:
