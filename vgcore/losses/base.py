@@ -88,7 +88,7 @@ class Batch:
                 return label_masks(self.labels)
             same = self.labels.unsqueeze(1) == self.ref_labels.unsqueeze(0)
             return same, ~same
-        a1, p, a2, n = _as_pairs(self.indices_tuple)
+        a1, p, a2, n = as_pairs(self.indices_tuple)
         shape = (self.labels.shape[0], self.n_ref)
         true = torch.ones((), dtype=torch.bool, device=self.labels.device)
         pos = torch.zeros(shape, dtype=torch.bool, device=self.labels.device).index_put_((a1, p), true)
@@ -109,7 +109,7 @@ class Batch:
         return torch.where(top > 0, counts / top.clamp_min(1), 1.0)
 
 
-def _as_pairs(indices_tuple: Sequence[Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def as_pairs(indices_tuple: Sequence[Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     if len(indices_tuple) == 4:
         return tuple(indices_tuple)
     a, p, n = indices_tuple
@@ -185,7 +185,7 @@ def _check_values(embeddings: Tensor, labels: Tensor, num_classes: int | None = 
             )
 
 
-def _check_indices_tuple(indices_tuple, batch: int) -> tuple[Tensor, ...]:
+def _check_indices_tuple(indices_tuple) -> tuple[Tensor, ...]:
     """A miner's output: 4 (pairs) or 3 (triplets) 1-D integer tensors of matching lengths (no sync)."""
     if not isinstance(indices_tuple, tuple | list) or len(indices_tuple) not in (3, 4):
         raise ValueError("indices_tuple must be a miner's output: pairs (a1, p, a2, n) or triplets (a, p, n), "
@@ -203,7 +203,7 @@ def _check_indices_tuple(indices_tuple, batch: int) -> tuple[Tensor, ...]:
 
 def _check_tuple_values(batch: Batch) -> None:
     """Indices in range and each listed pair of the right kind (host syncs)."""
-    a1, p, a2, n = _as_pairs(batch.indices_tuple)
+    a1, p, a2, n = as_pairs(batch.indices_tuple)
     b, m = batch.labels.shape[0], batch.n_ref
     for name, idx, size, where in (("anchor", a1, b, "embeddings"), ("anchor", a2, b, "embeddings"),
                                    ("positive", p, m, "the reference set"), ("negative", n, m, "the reference set")):
@@ -284,16 +284,16 @@ class MetricLoss(nn.Module):
         if ref_emb is embeddings and (ref_labels is None or ref_labels is labels):
             ref_emb = ref_labels = None  # the batch as its own reference, as pytorch-metric-learning reads it
         if ref_emb is not None or ref_labels is not None:
+            if ref_emb is None:
+                raise ValueError("ref_labels were given without ref_emb: pass both, or neither")
             if not self.takes_ref:
                 raise ValueError(f"ref_emb is not supported by {type(self).__name__}: it compares each embedding "
                                  "with its class vectors, not with other embeddings; call it without ref_emb")
-            if ref_emb is None:
-                raise ValueError("ref_labels were given without ref_emb: pass both, or neither")
             _check_structure(ref_emb, ref_labels, embeddings.shape[1], what="ref_emb")
             ref_labels = ref_labels.to(device=embeddings.device, dtype=torch.int64)
         if indices_tuple is not None:
             indices_tuple = tuple(t.to(device=embeddings.device, dtype=torch.int64)
-                                  for t in _check_indices_tuple(indices_tuple, embeddings.shape[0]))
+                                  for t in _check_indices_tuple(indices_tuple))
         batch = Batch(embeddings, labels.to(device=embeddings.device, dtype=torch.int64), ref_emb, ref_labels,
                       indices_tuple)
         if self.check_inputs:

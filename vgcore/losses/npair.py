@@ -9,7 +9,7 @@ from torch import Tensor
 from vgcore.losses.base import (
     Batch,
     LossOutput,
-    _as_pairs,
+    as_pairs,
     check_choice,
     count_true,
     safe_div,
@@ -79,7 +79,7 @@ class NPairLoss(PairSoftmaxLoss):
             anchor = anchor[torch.argsort(labels[anchor])]
             second = second[torch.argsort(labels[second])]
         else:  # the miner's first positive pair of each anchor label, in label order (as PML's NPairsLoss)
-            a1, p, _, _ = _as_pairs(batch.indices_tuple)
+            a1, p, _, _ = as_pairs(batch.indices_tuple)
             first = torch.isin(torch.arange(len(a1), device=labels.device),
                                _first_of_each(labels[a1]))
             anchor, second = a1[first], p[first]
