@@ -77,7 +77,7 @@ def pml_equivalent(row: str, num_classes: int):
     return factory(), label
 
 
-def make_step(loss_fn, is_ours, features, labels):
+def make_step(loss_fn, features, labels):
     """A closure running one full training step; the head is seeded so both sides match."""
     torch.manual_seed(0)
     head = torch.nn.Linear(FEATURE_DIM, EMBED_DIM).to(features.device)
@@ -87,8 +87,7 @@ def make_step(loss_fn, is_ours, features, labels):
     def step():
         opt.zero_grad(set_to_none=True)
         z = F.normalize(head(features), dim=1)
-        out = loss_fn(z, labels)
-        loss = out.loss if is_ours else out
+        loss = loss_fn(z, labels)  # ours and PML's alike return the scalar loss
         loss.backward()
         opt.step()
         if features.is_cuda:  # a step ends when the GPU has finished it
@@ -175,8 +174,8 @@ def main(argv=None) -> int:
             name, num_classes=num_classes, embedding_dim=EMBED_DIM, check_inputs=False, **hp
         )
         pml, pml_label = pml_equivalent(row, num_classes)
-        ours_step = make_step(ours, True, features, labels)
-        pml_step = None if pml is None else make_step(pml, False, features, labels)
+        ours_step = make_step(ours, features, labels)
+        pml_step = None if pml is None else make_step(pml, features, labels)
         extra = slow_pml if pml_label.startswith("NTXentLoss") and not features.is_cuda else {}
         ours_t, pml_t = compare_steps(ours_step, pml_step, *cfg, **extra)
         ours_sps, ours_n = rate(ours_t), len(ours_t)

@@ -26,6 +26,7 @@ def test_registry_names():
         "tinyimagenet",
         "digits",
         "synthetic",
+        "custom",
     )
     with pytest.raises(ValueError, match="unknown dataset"):
         data.load_dataset("imagenet")

@@ -378,7 +378,7 @@ def test_losses_that_normalise_have_no_radial_gradient_and_raw_distance_losses_d
     y = torch.arange(16) % 4
     for name, radial in (("infonce", False), ("scl", False), ("contrastive", True)):
         z.grad = None
-        make_loss(name)(z, y).loss.backward()
+        make_loss(name)(z, y).backward()
         share = float(tangential(z.grad, z).norm() / z.grad.norm())
         if radial:
             assert share < 0.99, name
@@ -396,3 +396,17 @@ def test_convergence_step_smooths_and_has_step_resolution():
     assert convergence_step(steps) == convergence_step(steps, window=5)  # default: 5% of the steps
     assert covered_fraction(1.0, 0.4, 0.2) == pytest.approx(0.75)
     assert math.isnan(covered_fraction(1.0, 1.2, 1.5))  # no overall decrease: undefined
+
+
+def test_without_the_loss_output_the_loss_term_keys_are_nan():
+    """A loss that returns only its value (greediness(None, ...)): the gradient keys are unchanged."""
+    z, y = _line_batch()
+    out = batch_all_triplet(z, y)
+    out.loss.backward()
+    full, blind = greediness(out, z.grad, head_params=[]), greediness(None, z.grad, head_params=[])
+    assert tuple(blind) == GREEDINESS_KEYS
+    for key in GREEDINESS_KEYS:
+        if key in ("active_ratio", "tuple_active_ratio", "n_terms", "n_active_terms", "has_positives"):
+            assert math.isnan(float(blind[key])), key
+        else:
+            assert torch.equal(blind[key], full[key]), key

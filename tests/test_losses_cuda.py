@@ -34,9 +34,9 @@ def test_cuda_matches_cpu(name):
     for device in ("cpu", "cuda"):
         loss_fn = build(name).to(device)
         x = z.to(device).detach().requires_grad_(True)
-        out = loss_fn(x, y.to(device))
-        out.loss.backward()
-        outs.append(out)
+        loss = loss_fn(x, y.to(device))
+        loss.backward()
+        outs.append(loss_fn.last)
         grads.append(x.grad.cpu())
     cpu, gpu = outs
     for field in ("loss", "per_sample"):
@@ -54,12 +54,36 @@ def test_training_step_has_no_host_sync(name):
     z, y = batch(torch.float32)
     loss_fn = make_loss(name, num_classes=NUM_CLASSES, embedding_dim=DIM, check_inputs=False).cuda()
     x, y = z.cuda().requires_grad_(True), y.cuda()
-    loss_fn(x, y).loss.backward()  # warm-up: lazy CUDA initialisation may sync once
+    loss_fn(x, y).backward()  # warm-up: lazy CUDA initialisation may sync once
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        out = loss_fn(x, y)
-        out.loss.backward()
+        loss = loss_fn(x, y)
+        loss.backward()
     finally:
         torch.cuda.set_sync_debug_mode("default")
-    assert torch.isfinite(out.loss).item()
+    assert torch.isfinite(loss).item()
+
+
+@pytest.mark.parametrize("name", ["contrastive", "triplet", "infonce", "scl", "arcface"])
+def test_a_miners_tuple_and_cpu_labels_on_cuda(name):
+    """Labels on the CPU are moved to the embeddings' device; a miner's pairs build their masks on
+    the device without a host sync (inputs unchecked)."""
+    z, y = batch(torch.float32)
+    loss_fn = make_loss(name, num_classes=NUM_CLASSES, embedding_dim=DIM, check_inputs=False).cuda()
+    x = z.cuda().requires_grad_(True)
+    assert torch.equal(loss_fn(x, y), loss_fn(x, y.cuda()))
+    yc = y.cuda()
+    same = yc.unsqueeze(0) == yc.unsqueeze(1)
+    a1, p = torch.nonzero(same & ~torch.eye(len(y), dtype=torch.bool, device="cuda"), as_tuple=True)
+    a2, n = torch.nonzero(~same, as_tuple=True)
+    pairs = (a1[::2], p[::2], a2[::3], n[::3])
+    loss_fn(x, yc, pairs).backward()  # warm-up
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        loss = loss_fn(x, yc, pairs)
+        loss.backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(loss).item()

@@ -49,7 +49,7 @@ def compare(ours_fn, pml_fn, z, labels, extra_params=()):
     """Same value and same gradient w.r.t. the embeddings (and paired extra parameters)."""
     za = z.clone().requires_grad_(True)
     zb = z.clone().requires_grad_(True)
-    a = ours_fn(za, labels).loss
+    a = ours_fn(za, labels)
     b = pml_fn(zb, labels)
     torch.testing.assert_close(a, b, **TOL)
     ours_params = [p for p, _ in extra_params]
@@ -181,11 +181,137 @@ def test_pml_zero_cases_agree():
         ("scl", pml_losses.SupConLoss()),
         ("npair", pml_losses.NPairsLoss()),
     ]:
-        assert float(make_loss(name)(z, distinct).loss) == 0.0 == float(pml(z, distinct))
+        assert float(make_loss(name)(z, distinct)) == 0.0 == float(pml(z, distinct))
     # SCL on a single-class batch: Khosla's formula is defined (no negatives needed), PML returns 0
     one_class = torch.zeros(5, dtype=torch.long)
     assert float(pml_losses.SupConLoss()(z, one_class)) == 0.0
-    assert float(make_loss("scl")(z, one_class).loss) > 0.0
+    assert float(make_loss("scl")(z, one_class)) > 0.0
+
+
+# ---------------------------------------------------------------- drop-in: miners, ref_emb, a PML loop
+
+lmu = pytest.importorskip("pytorch_metric_learning.utils.loss_and_miner_utils")
+
+MINERS = {
+    "pair_margin": lambda: pml_miners.PairMarginMiner(pos_margin=0.5, neg_margin=0.9),
+    "multi_similarity": lambda: pml_miners.MultiSimilarityMiner(epsilon=0.1),
+    "triplet_margin": lambda: pml_miners.TripletMarginMiner(margin=0.2, type_of_triplets="all"),
+}
+# PML's pair losses count a pair as often as the tuple lists it, and triplets list each (a, p) once per
+# negative; ours count a listed pair once (PROTOCOL.md "Losses"): for these, PML gets the unique pairs.
+COUNTS_PAIRS_ONCE = {"contrastive_pml_default", "contrastive_margins", "infonce_our_default", "infonce_pml_default",
+                     "npair_all_is_ntxent_t1"}
+
+
+def unique_pairs(triplets):
+    a, p, n = triplets
+    pos, neg = torch.unique(torch.stack([a, p]), dim=1), torch.unique(torch.stack([a, n]), dim=1)
+    return pos[0], pos[1], neg[0], neg[1]
+
+
+def compare_call(ours, theirs, args_ours, args_theirs, wrt):
+    """Value and gradients w.r.t. each tensor in `wrt` ((ours, theirs) pairs; PML's class weights are
+    our weights transposed) agree."""
+    a, b = ours(*args_ours), theirs(*args_theirs)
+    torch.testing.assert_close(a, b, **TOL)
+    for ga, gb in zip(torch.autograd.grad(a, [x for x, _ in wrt]), torch.autograd.grad(b, [y for _, y in wrt]),
+                      strict=True):
+        torch.testing.assert_close(ga, gb.T if ga.shape != gb.shape else gb, **TOL)
+    return a
+
+
+# cases whose PML side mines its own triplets (the semi-hard variant): no second miner, no reference set
+SELF_MINED = {"triplet_semihard_variant", "triplet_semihard_plain"}
+
+
+@pytest.mark.parametrize("miner", MINERS)
+@pytest.mark.parametrize("case", [c for c in CASES if c not in SELF_MINED])
+@pytest.mark.parametrize("seed", SEEDS)
+def test_with_a_pml_miner_matches_pml(case, miner, seed):
+    (name, hp), pml_factory = CASES[case]
+    z, labels = batch("random", seed, normalized=True)
+    mined = MINERS[miner]()(z, labels)
+    ours, theirs = make_loss(name, **hp), pml_factory()
+    theirs_tuple = unique_pairs(mined) if len(mined) == 3 and case in COUNTS_PAIRS_ONCE else mined
+    za, zb = z.clone().requires_grad_(True), z.clone().requires_grad_(True)
+    a, b = ours(za, labels, mined), theirs(zb, labels, theirs_tuple)
+    if name == "scl" and miner == "pair_margin":
+        # an anchor whose mined pairs are all positive has L_i = 0: ours averages over anchors with a
+        # positive (Khosla), PML over anchors with a non-zero term (PROTOCOL.md "Losses")
+        per = ours.last.per_sample
+        with_positive = torch.zeros(len(labels), dtype=torch.bool).index_fill_(0, mined[0], True)
+        torch.testing.assert_close(a.detach(), per.sum() / with_positive.sum(), **TOL)
+        torch.testing.assert_close(b.detach(), per.sum() / (per > 0).sum(), **TOL)
+        return
+    torch.testing.assert_close(a, b, **TOL)
+    torch.testing.assert_close(torch.autograd.grad(a, za)[0], torch.autograd.grad(b, zb)[0], **TOL)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if CASES[c][0][1].get("pairs") != "one_per_class"
+                                  and c not in SELF_MINED])
+@pytest.mark.parametrize("seed", SEEDS)
+def test_with_ref_emb_matches_pml(case, seed):
+    """Anchors from the batch, positives and negatives from a reference set (a memory bank, a second view)."""
+    (name, hp), pml_factory = CASES[case]
+    z, labels = batch("random", seed, normalized=True)
+    ref, ref_labels = batch("m_per_class", seed + 10, normalized=True)
+    za, zb, ra, rb = (t.clone().requires_grad_(True) for t in (z, z, ref, ref))
+    compare_call(make_loss(name, **hp), pml_factory(), (za, labels, None, ra, ref_labels),
+                 (zb, labels, None, rb, ref_labels), [(za, zb), (ra, rb)])
+
+
+@pytest.mark.parametrize("miner", MINERS)
+def test_arcface_weights_mined_samples_like_pml(miner):
+    z, labels = batch("random", 0, normalized=True)
+    mined = MINERS[miner]()(z, labels)
+    torch.manual_seed(0)
+    ours = make_loss("arcface", 5, z.shape[1]).double()
+    theirs = pml_losses.ArcFaceLoss(5, z.shape[1], margin=math.degrees(0.5), scale=64.0).double()
+    with torch.no_grad():
+        theirs.W.copy_(ours.weight.T)
+    za, zb = z.clone().requires_grad_(True), z.clone().requires_grad_(True)
+    compare_call(ours, theirs, (za, labels, mined), (zb, labels, mined), [(za, zb), (ours.weight, theirs.W)])
+
+
+@pytest.mark.parametrize("name", ["contrastive", "triplet", "npair", "infonce", "scl"])
+def test_every_pair_as_a_tuple_changes_nothing(name):
+    """A miner that returns every pair gives the value of no miner, to rounding."""
+    z, labels = batch("long_tail", 0, normalized=True)
+    loss_fn = make_loss(name)
+    plain, all_pairs = loss_fn(z, labels), loss_fn(z, labels, lmu.get_all_pairs_indices(labels))
+    torch.testing.assert_close(all_pairs, plain, rtol=1e-12, atol=1e-12)
+
+
+def test_a_vgcore_loss_drops_into_a_pml_training_loop():
+    """The PML loop (miner -> loss(emb, labels, indices_tuple) -> backward -> step) trains the same
+    model with our triplet loss as with PML's TripletMarginLoss configured alike."""
+    gen = torch.Generator().manual_seed(0)
+    labels_all = torch.randint(0, 6, (96,), generator=gen)
+    x_all = torch.randn(6, 12, generator=gen, dtype=F64)[labels_all] + torch.randn(96, 12, generator=gen, dtype=F64)
+
+    def train(loss_func):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(12, 8).double()
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+        miner = pml_miners.MultiSimilarityMiner(epsilon=0.1)
+        losses = []
+        for step in range(6):
+            x, y = x_all[step * 16:(step + 1) * 16], labels_all[step * 16:(step + 1) * 16]
+            optimizer.zero_grad()
+            embeddings = model(x)
+            indices_tuple = miner(embeddings, y)
+            loss = loss_func(embeddings, y, indices_tuple)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.detach())
+        return torch.stack(losses), model.weight.detach()
+
+    ours = make_loss("triplet", squared=False, margin=0.05, reduction="nonzero_mean")
+    ours_losses, ours_weight = train(ours)
+    pml_losses_, pml_weight = train(pml_losses.TripletMarginLoss())
+    torch.testing.assert_close(ours_losses, pml_losses_, **TOL)
+    torch.testing.assert_close(ours_weight, pml_weight, **TOL)
+    assert int(ours.last.n_terms) > 0 and ours.last.per_sample.shape == (16,)  # the diagnostics' view
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

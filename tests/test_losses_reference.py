@@ -6,6 +6,7 @@ only per-pair scalar arithmetic (no vgcore.losses.pairwise), so it shares no cod
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
@@ -37,6 +38,14 @@ def batch(layout: str, seed: int, dim: int = DIM):
 def build(name: str, seed: int = 0, **hp):
     torch.manual_seed(seed)
     return make_loss(name, num_classes=NUM_CLASSES, embedding_dim=DIM, **hp).double()
+
+
+def run(loss_fn, *args, **kwargs) -> LossOutput:
+    """Call a loss the way a training loop does and return its ``last`` output with the live loss
+    (the returned tensor, which carries the graph) in place of the detached one."""
+    loss = loss_fn(*args, **kwargs)
+    torch.testing.assert_close(loss.detach(), loss_fn.last.loss, rtol=0, atol=0, equal_nan=True)
+    return dataclasses.replace(loss_fn.last, loss=loss)
 
 
 def grad_of(value: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -194,12 +203,12 @@ def test_contrastive_reference(layout, seed, hp):
     yl = y.tolist()
     terms = ref_contrastive(z, yl, **hp)
     values = torch.stack(list(terms.values()))
-    out = build("contrastive", **hp)(z, y)
+    out = run(build("contrastive", **hp), z, y)
     check(
         out, z, values.mean(), per_anchor_mean(terms, len(yl)), len(terms), int((values > 0).sum())
     )
     # PML-style reduction: mean of non-zero positive terms + mean of non-zero negative terms
-    out = build("contrastive", reduction="nonzero_mean", **hp)(z, y)
+    out = run(build("contrastive", reduction="nonzero_mean", **hp), z, y)
     pos = [t for (i, j), t in terms.items() if yl[i] == yl[j] and t > 0]
     neg = [t for (i, j), t in terms.items() if yl[i] != yl[j] and t > 0]
     expect = sum(pos) / max(len(pos), 1) + sum(neg) / max(len(neg), 1)
@@ -214,11 +223,11 @@ def test_triplet_reference(layout, seed, hp):
     z, y = batch(layout, seed)
     terms = ref_triplet(z, y.tolist(), **hp)
     values = torch.stack(list(terms.values()))
-    out = build("triplet", reduction="mean", **hp)(z, y)
+    out = run(build("triplet", reduction="mean", **hp), z, y)
     n_active = int((values > 0).sum())
     check(out, z, values.mean(), per_anchor_mean(terms, len(y)), len(terms), n_active)
     for loss_fn in (build("triplet", reduction="nonzero_mean", **hp), build("triplet", **hp)):  # the default
-        out = loss_fn(z, y)
+        out = run(loss_fn, z, y)
         expect = values.sum() / n_active
         close(out.loss, expect)
         close(grad_of(out.loss, z), grad_of(expect, z))
@@ -240,7 +249,7 @@ def test_pair_softmax_reference(layout, seed, name, hp):
     loss_fn = build(name, **hp)
     terms = ref_pair_softmax(z, y.tolist(), loss_fn.temperature, loss_fn.normalize)
     values = torch.stack(list(terms.values()))
-    out = loss_fn(z, y)
+    out = run(loss_fn, z, y)
     check(
         out, z, values.mean(), per_anchor_mean(terms, len(y)), len(terms), int((values > 0).sum())
     )
@@ -253,7 +262,7 @@ def test_npair_one_per_class_reference(layout, seed, normalize):
     z, y = batch(layout, seed)
     terms = ref_npair_one_per_class(z, y.tolist(), normalize)
     per_sample = torch.stack([terms.get(i, torch.zeros((), dtype=F64)) for i in range(len(y))])
-    out = build("npair", pairs="one_per_class", normalize=normalize)(z, y)
+    out = run(build("npair", pairs="one_per_class", normalize=normalize), z, y)
     values = torch.stack(list(terms.values()))
     check(out, z, values.mean(), per_sample, len(terms), int((values > 0).sum()))
 
@@ -269,7 +278,7 @@ def test_scl_reference(layout, seed, temperature):
         [anchor_loss.get(i, torch.zeros((), dtype=F64)) for i in range(len(y))]
     )
     all_terms = torch.stack([t for d in per.values() for t in d.values()])
-    out = build("scl", temperature=temperature)(z, y)
+    out = run(build("scl", temperature=temperature), z, y)
     loss = torch.stack(list(anchor_loss.values())).mean()
     check(out, z, loss, per_sample, len(all_terms), int((all_terms > 0).sum()))
 
@@ -281,7 +290,7 @@ def test_arcface_reference(layout, seed, hp):
     z, y = batch(layout, seed)
     loss_fn = build("arcface", seed=seed, **hp)
     per = torch.stack(ref_arcface(z, y.tolist(), loss_fn.weight, **hp))
-    out = loss_fn(z, y)
+    out = run(loss_fn, z, y)
     check(out, z, per.mean(), per, len(y), int((per > 0).sum()))
     (g_ours,) = torch.autograd.grad(out.loss, loss_fn.weight, retain_graph=True)
     (g_ref,) = torch.autograd.grad(per.mean(), loss_fn.weight)
@@ -298,7 +307,7 @@ def test_arcface_fallback_branch_beyond_pi_minus_margin():
     )
     y = torch.tensor([0, 0])
     per = torch.stack(ref_arcface(z, y.tolist(), loss_fn.weight, scale=2.0, margin=0.5))
-    check(loss_fn(z, y), z, per.mean(), per, 2, 2)
+    check(run(loss_fn, z, y), z, per.mean(), per, 2, 2)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -308,7 +317,7 @@ def test_ccl_reference(layout, seed, hp):
     z, y = batch(layout, seed)
     loss_fn = build("ccl", seed=seed, **hp)
     per = torch.stack(ref_ccl(z, y.tolist(), loss_fn.centers, **hp))
-    out = loss_fn(z, y)
+    out = run(loss_fn, z, y)
     check(out, z, per.mean(), per, len(y), int((per > 0).sum()))
     (g_ours,) = torch.autograd.grad(out.loss, loss_fn.centers, retain_graph=True)
     (g_ref,) = torch.autograd.grad(per.mean(), loss_fn.centers)
@@ -328,14 +337,14 @@ def test_ccl_parameters_and_ema_update():
         if members:
             mean = torch.stack(members).mean(0)
             expected[c] = F.normalize(0.75 * before[c] + 0.25 * mean, dim=0)
-    out = ema(z, y)
+    out = run(ema, z, y)
     # the loss used the centers from before the update
     close(out.loss, torch.stack(ref_ccl(z, y.tolist(), before)).mean())
     close(ema.centers, expected)
     out.loss.backward()  # the in-place update did not corrupt the graph
     ema.eval()
     after = ema.centers.clone()
-    ema(z, y)
+    run(ema, z, y)
     close(ema.centers, after)  # no update in eval mode
     # a class absent from the batch keeps its center
     ema.train()
@@ -365,7 +374,7 @@ def test_triplet_sort_prefix_sum_equals_naive_cube(seed, squared):
     z = torch.randn(40, 6, generator=gen, dtype=F64).requires_grad_(True)
     margin = 0.4
     loss, per, n, n_active = naive_triplet(z, y, margin, squared)
-    out = build("triplet", margin=margin, squared=squared, reduction="mean")(z, y)
+    out = run(build("triplet", margin=margin, squared=squared, reduction="mean"), z, y)
     close(out.loss, loss, 1e-12)
     close(out.per_sample, per, 1e-12)
     assert int(out.n_terms) == int(n) and int(out.n_active_terms) == int(n_active)
@@ -385,7 +394,7 @@ def test_gradcheck(name):
     y = torch.tensor([0, 1, 0, 2, 1, 0])
     z = torch.randn(6, DIM, generator=gen, dtype=F64).requires_grad_(True)
     loss_fn = build(name, seed=3)
-    assert torch.autograd.gradcheck(lambda e: loss_fn(e, y).loss, (z,), eps=1e-6, atol=1e-6)
+    assert torch.autograd.gradcheck(lambda e: run(loss_fn, e, y).loss, (z,), eps=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", LOSSES)
@@ -394,7 +403,7 @@ def test_permutation_invariance(name):
     # Sohn's one-pair-per-class N-pair picks its pairs by batch order (documented); its all-pairs form does not
     loss_fn = build(name, **({"pairs": "all"} if name == "npair" else {}))
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(1))
-    a, b = loss_fn(z, y), loss_fn(z[perm], y[perm])
+    a, b = run(loss_fn, z, y), run(loss_fn, z[perm], y[perm])
     close(a.loss, b.loss, 1e-12)
     close(a.per_sample[perm], b.per_sample, 1e-12)
     assert int(a.n_terms) == int(b.n_terms) and int(a.n_active_terms) == int(b.n_active_terms)
@@ -406,7 +415,7 @@ def test_perfectly_separated_gives_zero_loss_and_no_active_terms(name):
     z = (5.0 * F.one_hot(y, DIM).to(torch.float64)).requires_grad_(True)
     if name == "contrastive":
         z = (F.one_hot(y, DIM).to(torch.float64)).requires_grad_(True)  # distance sqrt(2) > 1
-    out = build(name)(z, y)
+    out = run(build(name), z, y)
     assert float(out.loss.detach()) == 0.0
     assert int(out.n_active_terms) == 0 and int(out.n_terms) > 0
     assert not bool((out.per_sample > 0).any())
@@ -419,7 +428,7 @@ def test_no_positive_pair_is_a_zero_that_backpropagates(name):
     z, _ = batch("pairs_and_singleton", 0)
     # all labels distinct (proxy losses: labels repeat, but every class proxy is a positive)
     y = torch.arange(len(z)) % NUM_CLASSES if name in ("arcface", "ccl") else torch.arange(len(z))
-    out = build(name)(z, y)
+    out = run(build(name), z, y)
     assert torch.isfinite(out.loss)
     out.loss.backward()
     assert torch.isfinite(z.grad).all()
@@ -441,7 +450,7 @@ def test_degenerate_batches(name, labels):
     y = torch.tensor(labels)
     gen = torch.Generator().manual_seed(0)
     z = torch.randn(len(y), DIM, generator=gen, dtype=F64).requires_grad_(True)
-    out = build(name)(z, y)
+    out = run(build(name), z, y)
     out.loss.backward()
     assert torch.isfinite(out.loss) and torch.isfinite(z.grad).all()
 
@@ -450,7 +459,7 @@ def test_degenerate_batches(name, labels):
 def test_output_types_and_determinism(name, hp):
     z, y = batch("unsorted", 2)
     loss_fn = build(name, **hp)
-    a, b = loss_fn(z, y), loss_fn(z, y)
+    a, b = run(loss_fn, z, y), run(loss_fn, z, y)
     assert isinstance(a, LossOutput)
     assert a.loss.shape == () and a.per_sample.shape == (len(y),)
     assert a.n_terms.shape == () and a.n_terms.dtype == torch.int64
@@ -466,7 +475,7 @@ def test_float32_input_with_default_module(name):
     """The head gives float32, L2-normalised embeddings; modules are built in float32."""
     z = F.normalize(torch.randn(16, 8, dtype=torch.float32), dim=1).requires_grad_(True)
     y = torch.arange(16) % 4
-    out = make_loss(name, num_classes=4, embedding_dim=8)(z, y)
+    out = run(make_loss(name, num_classes=4, embedding_dim=8), z, y)
     out.loss.backward()
     assert out.loss.dtype == torch.float32 and torch.isfinite(z.grad).all()
 
@@ -508,7 +517,7 @@ def test_proxy_losses_need_sizes(name):
 @pytest.mark.parametrize("name", ["triplet", "arcface"])
 def test_bad_input_raises_value_error(z, y, match, name):
     with pytest.raises(ValueError, match=match):
-        build(name)(z, y)
+        run(build(name), z, y)
 
 
 @pytest.mark.parametrize("name", ["arcface", "ccl"])
@@ -526,11 +535,11 @@ def test_wrong_embedding_dim_for_proxy():
 
 def test_check_inputs_off_skips_validation():
     z = torch.tensor([[float("nan"), 0.0], [1.0, 0.0]])
-    out = make_loss("contrastive", check_inputs=False)(z, torch.tensor([0, 0]))
+    out = run(make_loss("contrastive", check_inputs=False), z, torch.tensor([0, 0]))
     assert torch.isnan(out.loss)
     loss_fn = make_loss("contrastive")
     loss_fn.check_inputs = False
-    assert torch.isnan(loss_fn(z, torch.tensor([0, 0])).loss)
+    assert torch.isnan(run(loss_fn, z, torch.tensor([0, 0])).loss)
 
 
 @pytest.mark.parametrize(
@@ -567,7 +576,98 @@ def test_semihard_triplet_equals_naive_cube(seed):
     z = torch.randn(40, 6, generator=gen, dtype=F64).requires_grad_(True)
     loss, n_semihard = naive_semihard_triplet(z, y, 0.4)
     for loss_fn in (build("triplet", margin=0.4, mining="semihard"), build("triplet_semihard", margin=0.4)):
-        out = loss_fn(z, y)
+        out = run(loss_fn, z, y)
         close(out.loss, loss, 1e-12)
         assert int(out.n_active_terms) == int(n_semihard) > 0
         close(grad_of(out.loss, z), grad_of(loss, z), 1e-12)
+
+
+# ---------------------------------------------------------------- the front door (PML-shaped calls)
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_returns_the_loss_tensor_and_keeps_the_detached_output_as_last(name):
+    z, y = batch("unsorted", 0)
+    loss_fn = build(name)
+    assert loss_fn.last is None
+    loss = loss_fn(z, y)
+    assert isinstance(loss, torch.Tensor) and loss.shape == () and loss.requires_grad
+    last = loss_fn.last
+    assert isinstance(last, LossOutput) and not last.loss.requires_grad and not last.per_sample.requires_grad
+    assert torch.equal(last.loss, loss.detach()) and last.per_sample.shape == (len(y),)
+    loss.backward()  # what a PML loop does
+    assert torch.isfinite(z.grad).all()
+
+
+@pytest.mark.parametrize("name", LOSSES)
+@pytest.mark.parametrize("dtype", [torch.int8, torch.uint8, torch.int32, torch.int64])
+def test_any_integer_label_dtype_gives_the_same_loss(name, dtype):
+    z, y = batch("unsorted", 1)
+    loss_fn = build(name)
+    expected = loss_fn(z, y).detach()
+    assert torch.equal(loss_fn(z, y.to(dtype)).detach(), expected)
+    assert torch.equal(loss_fn(z, y.numpy()).detach(), expected)  # NumPy labels as well
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_empty_batch_is_a_zero_that_backpropagates(name):
+    z = torch.zeros(0, DIM, dtype=F64, requires_grad=True)
+    out = run(build(name), z, torch.zeros(0, dtype=torch.long))
+    assert float(out.loss.detach()) == 0.0 and out.loss.requires_grad
+    assert int(out.n_terms) == 0 and int(out.n_active_terms) == 0 and out.per_sample.shape == (0,)
+    out.loss.backward()
+    assert z.grad.shape == (0, DIM)
+
+
+@pytest.mark.parametrize("name", ["arcface", "ccl"])
+def test_proxy_losses_reject_a_reference_set(name):
+    z, y = batch("unsorted", 0)
+    with pytest.raises(ValueError, match="ref_emb is not supported"):
+        build(name)(z, y, ref_emb=z.detach().clone(), ref_labels=y)
+    build(name)(z, y, ref_emb=z, ref_labels=y)  # the batch itself as its reference is the plain call
+
+
+def test_one_pair_per_class_n_pair_rejects_a_reference_set():
+    z, y = batch("unsorted", 0)
+    with pytest.raises(ValueError, match="pairs='all'"):
+        build("npair", pairs="one_per_class")(z, y, ref_emb=z.detach().clone(), ref_labels=y)
+
+
+def test_ref_emb_pairs_each_anchor_with_every_reference():
+    """Contrastive against a reference set, by hand: every (anchor, reference) pair counts, no diagonal."""
+    z, y = batch("unsorted", 0)
+    ref, ref_y = batch("two_classes", 1)
+    out = run(build("contrastive"), z, y, ref_emb=ref, ref_labels=ref_y)
+    both = torch.cat([z, ref])
+    terms = torch.zeros(len(y), len(ref_y), dtype=F64)
+    for i, j in itertools.product(range(len(y)), range(len(ref_y))):
+        d = dist(both, i, len(z) + j)
+        terms[i, j] = 0.5 * d**2 if y[i] == ref_y[j] else 0.5 * torch.clamp(1.0 - d, min=0) ** 2
+    close(out.loss, terms.mean())
+    close(out.per_sample, terms.mean(dim=1))
+    close(grad_of(out.loss, z), grad_of(terms.mean(), z))
+    assert int(out.n_terms) == len(y) * len(ref_y)
+
+
+@pytest.mark.parametrize(
+    "indices,match",
+    [
+        ((torch.tensor([0]), torch.tensor([3])), "pairs \\(a1, p, a2, n\\) or triplets"),
+        ((torch.tensor([0.0]), torch.tensor([3]), torch.tensor([1])), "integer tensors"),
+        ((torch.tensor([0, 1]), torch.tensor([3]), torch.tensor([1])), "equal lengths"),
+        ((torch.tensor([0]), torch.tensor([3]), torch.tensor([0]), torch.tensor([99])), "negative indices"),
+        ((torch.tensor([0]), torch.tensor([2]), torch.tensor([0]), torch.tensor([1])), "positive pair joins two different"),
+        ((torch.tensor([0]), torch.tensor([3]), torch.tensor([0]), torch.tensor([7])), "negative pair joins two equal"),
+    ],
+)
+def test_bad_indices_tuple_is_named(indices, match):
+    z, y = batch("unsorted", 0)  # labels 2, 0, 1, 0, 2, 1, 1, 0, 3
+    y = torch.tensor([2, 0, 1, 2, 2, 1, 1, 2, 3])
+    with pytest.raises(ValueError, match=match):
+        build("contrastive")(z, y, indices)
+
+
+def test_missing_labels_are_named():
+    z, _ = batch("unsorted", 0)
+    with pytest.raises(ValueError, match="labels are required"):
+        build("triplet")(z)

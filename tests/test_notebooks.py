@@ -16,6 +16,7 @@ import sys
 import jupytext
 import nbformat
 import pytest
+from _your_data import write_small_features
 
 from vgcore.report import outputs
 
@@ -70,5 +71,31 @@ def test_nbval_on_the_notebooks_executed_by_the_smoke_build():
          "--sanitize-with", str(ROOT / "tests" / "nbval_sanitize.cfg"), "--nbval-cell-timeout", "600",
          "--rootdir", str(b.directory), *map(str, executed)],
         cwd=b.directory, env=env(VGCORE_CACHE=str(b.cache)), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+    assert " passed" in proc.stdout and "failed" not in proc.stdout
+
+
+@pytest.mark.slow
+def test_your_data_notebook_runs_under_nbval_on_a_small_features_file(tmp_path):
+    """07_your_data on a features file written here: papermill runs it (training the seven losses at
+    smoke size), then nbval re-executes the executed copy and compares its checked cells."""
+    from vgcore.workflow import execute
+
+    write_small_features(tmp_path / "my_features.npz")
+    executed = tmp_path / "07_your_data.ipynb"
+    params = {"features": str(tmp_path / "my_features.npz"), "seeds": [0],
+              "settings": {"epochs": 2, "batch_size": 32}}
+    execute(NOTEBOOKS / "07_your_data.ipynb", executed, params, cwd=tmp_path, log=lambda m: None)
+    nb = nbformat.read(executed, as_version=4)
+    text = "\n".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", ()))
+    assert "7 complete runs, 7 losses, 1 seed(s)" in text
+    assert sorted(p.stem for p in (tmp_path / "figures" / "custom" / "my_features").glob("*.png")) == [
+        "active_ratio_over_training", "claims", "embeddings_pca", "greediness_bars", "intra_var_over_epochs",
+        "recall_over_epochs", "separation_vs_spacing", "tradeoff", "variance_bars"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
+         "--sanitize-with", str(ROOT / "tests" / "nbval_sanitize.cfg"), "--nbval-cell-timeout", "600",
+         "--rootdir", str(tmp_path), str(executed)],
+        cwd=tmp_path, env=env(VGCORE_CACHE=str(tmp_path / "cache")), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
     assert " passed" in proc.stdout and "failed" not in proc.stdout

@@ -18,7 +18,7 @@ from vgcore.metrics.retrieval import (
 # --------------------------------------------------------------------------------------------------
 
 
-def _pml(z, y):
+def _pml(z, y, reference=None, reference_labels=None):
     from pytorch_metric_learning.distances import CosineSimilarity
     from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
     from pytorch_metric_learning.utils.inference import CustomKNN
@@ -28,7 +28,8 @@ def _pml(z, y):
         k="max_bin_count",
         knn_func=CustomKNN(CosineSimilarity()),
     )
-    return calc.get_accuracy(z, y)  # reference=None: the query set is its own reference
+    # reference=None: the query set is its own reference (self excluded); else a separate gallery
+    return calc.get_accuracy(z, y, reference, reference_labels, ref_includes_query=False)
 
 
 def _random_case():
@@ -203,3 +204,114 @@ def test_keys_and_nmi():
 def test_bad_input_raises_value_error(z, y, kwargs, match):
     with pytest.raises(ValueError, match=match):
         retrieval_metrics(z, y, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------------
+# inputs as users hold them: separate query and gallery sets, NumPy arrays, ks
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_query_and_gallery_match_pml_with_ref_embeddings(seed):
+    """In-Shop style: queries search a separate gallery; a query class absent from the gallery is excluded."""
+    pytest.importorskip("pytorch_metric_learning")
+    g = torch.Generator().manual_seed(seed)
+    centers = torch.randn(8, 12, generator=g) * 1.5
+    qy, gy = torch.randint(0, 8, (150,), generator=g), torch.randint(0, 7, (230,), generator=g)
+    q, gal = centers[qy] + torch.randn(150, 12, generator=g), centers[gy] + torch.randn(230, 12, generator=g)
+    ref = _pml(q, qy, gal, gy)
+    out = retrieval_metrics(q, qy, gallery=gal, gallery_labels=gy, nmi=False, chunk_size=37)
+    assert out["recall@1"] == pytest.approx(ref["precision_at_1"], abs=1e-6)
+    assert out["map@r"] == pytest.approx(ref["mean_average_precision_at_r"], abs=1e-6)
+    assert out["r_precision"] == pytest.approx(ref["r_precision"], abs=1e-6)
+    assert out["n_excluded_queries"] == int((qy == 7).sum()) and out["n_queries"] == int((qy != 7).sum())
+    _, idx = exact_knn(q, 5, gallery=gal)
+    sims = torch.nn.functional.normalize(q.double(), dim=1) @ torch.nn.functional.normalize(gal.double(), dim=1).T
+    assert torch.equal(idx, sims.argsort(dim=1, descending=True, stable=True)[:, :5])
+
+
+def test_self_exclusion_only_when_the_gallery_is_the_query_set():
+    z, y = _clustered_case()
+    loo = retrieval_metrics(z, y, nmi=False)
+    assert retrieval_metrics(z, y, gallery=z, gallery_labels=y, nmi=False) == loo  # the same set
+    copy = retrieval_metrics(z, y, gallery=z.clone(), gallery_labels=y.clone(), nmi=False)
+    assert copy["recall@1"] == 1.0 and copy["n_excluded_queries"] == 0  # a copy is searched whole: itself first
+
+
+def test_numpy_arrays_and_any_integer_labels_give_the_tensor_results():
+    z, y = _random_case()
+    ref = retrieval_metrics(z, y)
+    assert retrieval_metrics(z.numpy(), y.numpy().astype("int32")) == ref
+    assert retrieval_metrics(z.double().numpy().tolist(), y.tolist()) == pytest.approx(ref, abs=1e-6)
+    _, idx = exact_knn(z.numpy(), 3)
+    assert torch.equal(idx, exact_knn(z, 3)[1])
+
+
+@pytest.mark.parametrize("ks", [(1.5,), (True,), ("1",), (1, 0)])
+def test_ks_must_be_positive_integers(ks):
+    z, y = _random_case()
+    with pytest.raises(ValueError, match="ks must be positive integers"):
+        retrieval_metrics(z, y, ks=ks, nmi=False)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"gallery": torch.randn(5, 3)}, "gallery needs its labels"),
+        ({"gallery_labels": torch.arange(5)}, "without a gallery"),
+        ({"gallery": torch.randn(5, 2), "gallery_labels": torch.arange(5)}, "dimension"),
+        ({"gallery": torch.randn(5, 3), "gallery_labels": torch.arange(4)}, "gallery has 5 rows"),
+        ({"gallery": torch.randn(5, 3), "gallery_labels": torch.arange(5) * 1.0}, "gallery_labels must hold integer"),
+    ],
+)
+def test_bad_gallery_is_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        retrieval_metrics(torch.randn(4, 3), torch.tensor([0, 1, 0, 1]), nmi=False, **kwargs)
+
+
+def test_class_names_are_turned_away_with_the_fix():
+    with pytest.raises(ValueError, match="return_inverse"):
+        retrieval_metrics(torch.randn(4, 3), ["cat", "dog", "cat", "dog"])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_embeddings_on_cuda_with_labels_on_the_cpu():
+    z, y = _clustered_case()
+    ref = retrieval_metrics(z.double(), y, nmi=False)
+    out = retrieval_metrics(z.double().cuda(), y, nmi=False)
+    assert out == pytest.approx(ref, abs=1e-9, nan_ok=True)
+    gal = retrieval_metrics(z.cuda(), y.cuda(), gallery=z[:50].numpy(), gallery_labels=y[:50].numpy(), nmi=False)
+    assert gal == pytest.approx(retrieval_metrics(z, y, gallery=z[:50], gallery_labels=y[:50], nmi=False),
+                                abs=1e-6, nan_ok=True)
+
+
+@pytest.mark.skipif(not faiss_available(), reason="faiss not installed")
+def test_faiss_backend_with_a_gallery_gives_same_results():
+    g = torch.Generator().manual_seed(6)
+    z = torch.eye(4)[torch.randint(0, 4, (40,), generator=g)]  # ties everywhere
+    gal = torch.eye(4)[torch.randint(0, 4, (30,), generator=g)]
+    y, gy = torch.randint(0, 3, (40,), generator=g), torch.randint(0, 3, (30,), generator=g)
+    a = retrieval_metrics(z, y, gallery=gal, gallery_labels=gy, nmi=False, chunk_size=16)
+    b = retrieval_metrics(z, y, gallery=gal, gallery_labels=gy, nmi=False, chunk_size=16, backend="faiss")
+    assert a == b
+    assert torch.equal(exact_knn(z, 5, gallery=gal, backend="faiss")[1], exact_knn(z, 5, gallery=gal)[1])
+
+
+def test_superclass_metrics_by_hand():
+    from vgcore.metrics import superclass_metrics
+
+    # angles (degrees) on the unit circle; each sample's nearest other sample is the closest angle
+    angles = torch.tensor([0.0, 10.0, 25.0, 90.0, 100.0, 130.0, 200.0, 215.0])
+    z = torch.stack([torch.cos(torch.deg2rad(angles)), torch.sin(torch.deg2rad(angles))], dim=1)
+    y = torch.tensor([0, 0, 1, 2, 3, 3, 4, 5])
+    s = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2])
+    # nearest: 0->1, 1->0 (10 < 15), 2->1, 3->4, 4->3 (10 < 30), 5->4, 6->7, 7->6
+    # fine hits: 0, 1, 5; the 5 misses (2, 3, 4, 6, 7) all stay in their superclass
+    out = superclass_metrics(z, y, s)
+    assert out["superclass_recall@1"] == 1.0
+    assert out["fine_errors_in_superclass"] == 1.0
+    s_mixed = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])  # now 2->1 and 3->4 cross superclasses
+    out = superclass_metrics(z.numpy(), y.numpy(), s_mixed.numpy())
+    assert out["superclass_recall@1"] == pytest.approx(5 / 8)  # 0, 1, 5, 6, 7
+    assert out["fine_errors_in_superclass"] == pytest.approx(2 / 5)  # of 2, 3, 4, 6, 7: 6 and 7
+    assert math.isnan(superclass_metrics(z[:2], y[:2], s[:2])["fine_errors_in_superclass"])

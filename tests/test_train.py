@@ -186,9 +186,7 @@ def test_nan_loss_stops_with_the_step_and_leaves_partial_logs(tmp_path, monkeypa
         def nan_at_step_3(z, y):
             out = forward(z, y)
             calls["n"] += 1
-            if calls["n"] == 4:
-                object.__setattr__(out, "loss", out.loss * float("nan"))
-            return out
+            return out * float("nan") if calls["n"] == 4 else out
 
         loss.forward = nan_at_step_3
         return loss
@@ -294,4 +292,4 @@ def test_runs_record_step_convergence_compaction_the_untrained_head_and_supercla
     test0 = epochs[(epochs["split"] == "test") & (epochs["epoch"] == 0)].iloc[0]
     assert summary["untrained"]["untrained_recall@1"] == test0["recall@1"]
     final = epochs[(epochs["split"] == "test")].iloc[-1]
-    assert 0 <= final["fine_recall@1_within_super"] <= 1 and 0 <= final["super_recall@1"] <= 1
+    assert 0 <= final["fine_recall@1_within_super"] <= 1 and 0 <= final["superclass_recall@1"] <= 1

@@ -6,6 +6,8 @@ Examples::
     python -m vgcore run --profile demo --dataset fashionmnist --loss triplet --seed 0 epochs=3
     python -m vgcore sweep --profile demo                # resumes: complete runs are skipped
     python -m vgcore sweep --profile smoke loss_params.margin=0.3
+    python -m vgcore sweep --features my.npz             # your features (profile custom) through the 7 losses
+    python -m vgcore diagnose my_embeddings.npz --features my.npz   # your embeddings beside those runs
     python -m vgcore demo -j 2                           # the notebook build (Snakemake): = make demo
     python -m vgcore figures --profile smoke --losses triplet scl --dry-run
     python -m vgcore snapshot restore figures/demo/results.tar.gz
@@ -24,6 +26,13 @@ from vgcore.config import PROFILES, get_profile, parse_overrides, parse_value
 from vgcore.errors import UserError
 
 DEFAULT_RESULTS = "results"
+
+
+def _add_features(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--features", default=None, metavar="FILE",
+                   help="your own features: a .npz with 'features' [N, D] and 'labels' [N] (optional "
+                        "'superclasses', 'split'), or a .npy with --labels; implies --profile custom")
+    p.add_argument("--labels", default=None, metavar="FILE", help="the labels .npy of a --features .npy")
 
 
 def _add_paths(p: argparse.ArgumentParser) -> None:
@@ -49,16 +58,29 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="losses, datasets, backbones and profiles")
 
     run = sub.add_parser("run", help="train one (profile, dataset, loss, seed)")
-    run.add_argument("--profile", default="demo")
-    run.add_argument("--dataset", required=True)
+    run.add_argument("--profile", default=None, help="default: demo (custom with --features)")
+    run.add_argument("--dataset", default=None, help="required unless --features is given")
     run.add_argument("--loss", required=True)
     run.add_argument("--seed", type=int, default=0)
+    _add_features(run)
     _add_paths(run)
 
     p = sub.add_parser("sweep", help="every dataset x loss x seed of a profile, skipping complete runs")
-    p.add_argument("--profile", default="demo")
+    p.add_argument("--profile", default=None, help="default: demo (custom with --features)")
     _add_selection(p)
+    _add_features(p)
     _add_paths(p)
+
+    d = sub.add_parser("diagnose", help="VARIANCE, retrieval and superclass structure of embeddings you trained, "
+                       "beside the seven losses' runs on the same features")
+    d.add_argument("embeddings", help="a .npz with 'features' (your embeddings [N, D]) and 'labels' [N] "
+                   "(optional 'superclasses', 'split'), or a .npy with --labels")
+    d.add_argument("--labels", default=None, metavar="FILE", help="the labels .npy of an embeddings .npy")
+    d.add_argument("--features", default=None, metavar="FILE",
+                   help="the features file the seven losses were trained on (sweep --features FILE)")
+    d.add_argument("--features-labels", default=None, metavar="FILE", help="the labels .npy of a --features .npy")
+    d.add_argument("--results", default=DEFAULT_RESULTS, help="results root (default: results/)")
+    d.add_argument("--nmi", action="store_true", help="also NMI (k-means; slower)")
 
     for name, helptext in (("demo", "the notebook build of the demo profile (= make demo)"),
                            ("paper", "the notebook build of the paper profile (= make paper)"),
@@ -120,11 +142,30 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _with_features(args: argparse.Namespace) -> tuple[str, dict]:
+    """The profile and the overrides, with --features / --labels as the custom dataset's file."""
+    overrides = parse_overrides(args.overrides)
+    if args.features is None:
+        if args.labels is not None:
+            raise ValueError("--labels goes with --features (the labels of a features .npy)")
+        return args.profile or "demo", overrides
+    if args.profile not in (None, "custom"):
+        raise ValueError(f"--features trains on your file with profile 'custom', not {args.profile!r}; "
+                         "drop --profile (or pass --profile custom)")
+    files = {"path": args.features, **({"labels_path": args.labels} if args.labels else {})}
+    overrides["dataset_options"] = {**overrides.get("dataset_options", {}), **files}
+    return "custom", overrides
+
+
 def _run(args: argparse.Namespace) -> int:
     from vgcore import train
     from vgcore.results import run_dir
 
-    config = get_profile(args.profile).config(args.dataset, args.loss, args.seed, **parse_overrides(args.overrides))
+    profile, overrides = _with_features(args)
+    dataset = args.dataset or ("custom" if args.features else None)
+    if dataset is None:
+        raise ValueError("run needs --dataset (or --features FILE for your own features)")
+    config = get_profile(profile).config(dataset, args.loss, args.seed, **overrides)
     result = train.run(config, run_dir(args.results, config), **_paths(args))
     print(f"wrote {result.path}")
     return 0
@@ -135,14 +176,23 @@ def _sweep(args: argparse.Namespace) -> int:
     from vgcore.results import collect
     from vgcore.workflow import selection
 
-    overrides = parse_overrides(args.overrides)
-    profile = get_profile(args.profile)
+    name, overrides = _with_features(args)
+    profile = get_profile(name)
     datasets, losses, seeds = selection(profile, args.datasets, args.losses, args.seeds)
     configs = [profile.config(d, loss, s, **overrides) for d in datasets for loss in losses for s in seeds]
     train.sweep(configs, args.results, **_paths(args))
     table = collect(args.results, "summary", profile=profile.name)
+    table = table[table["config_hash"].isin({c.config_hash() for c in configs})]  # the runs of this sweep
     cols = ["dataset", "loss", "seed", "recall@1", "map@r", "intra_var", "inter_var", "active_ratio_mean"]
     print(table[[c for c in cols if c in table.columns]].to_string(index=False))
+    return 0
+
+
+def _diagnose(args: argparse.Namespace) -> int:
+    from vgcore.report.diagnose import diagnose
+
+    print(diagnose(args.embeddings, labels_path=args.labels, features=args.features,
+                   features_labels=args.features_labels, results_root=args.results, nmi=args.nmi))
     return 0
 
 
@@ -201,8 +251,8 @@ def _snapshot(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"list": _list, "run": _run, "sweep": _sweep, "demo": _build, "paper": _build, "figures": _build,
-            "execute": _execute, "index": _index, "snapshot": _snapshot}
+COMMANDS = {"list": _list, "run": _run, "sweep": _sweep, "diagnose": _diagnose, "demo": _build, "paper": _build,
+            "figures": _build, "execute": _execute, "index": _index, "snapshot": _snapshot}
 
 
 if __name__ == "__main__":

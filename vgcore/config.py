@@ -1,10 +1,11 @@
-"""Run configuration and the named profiles (smoke, demo, paper_schedule, paper).
+"""Run configuration and the named profiles (smoke, demo, paper_schedule, paper, custom).
 
 A `RunConfig` says everything one training run needs; a `Profile` is a sweep: which datasets (each
 with its backbone and options), which losses and which seeds, on top of shared settings. Every key
 and every categorical value is validated, and a bad one is rejected with the list of valid choices.
 Validation builds nothing: the loss, dataset and backbone options are bound to the signatures the
-registry points at (importing those modules on first use), so no random number is drawn.
+registry points at (importing those modules on first use), so no random number is drawn. The one
+file it reads is a user's features file (dataset ``custom``), checked and pinned by its digest.
 
 This module imports no torch: ``python -m vgcore --help`` and the Snakefile start fast.
 """
@@ -88,7 +89,8 @@ class RunConfig:
         for name in ("loss_params", "dataset_options", "backbone_options"):
             if not isinstance(getattr(self, name), dict):
                 raise ValueError(f"{name} must be a dict of keyword arguments, got {getattr(self, name)!r}")
-        # unknown options are rejected now, with the accepted ones, not after feature extraction
+        # unknown options are rejected now, with the accepted ones, not after feature extraction; a
+        # dataset that is a user's file is checked now too, and its content digest recorded
         _check_options(self)
 
     def to_dict(self) -> dict[str, Any]:
@@ -198,6 +200,16 @@ PROFILES: dict[str, Profile] = {
         seeds=(0, 1, 2),
         settings={"epochs": 100, "batch_size": 512, "lr": 1e-4, "device": "auto"},
     ),
+    "custom": Profile(
+        name="custom",
+        description=("your own features: a .npz of feature vectors and labels through the seven losses "
+                     "(`python -m vgcore sweep --features my.npz`)"),
+        datasets={"custom": {"backbone": "pixels"}},
+        seeds=(0, 1, 2),
+        # a starting point for feature files of 1,000s to 100,000s of rows on a CPU: evaluation (all of
+        # the test split) every 5 epochs, not every epoch
+        settings={"epochs": 20, "batch_size": 256, "lr": 1e-3, "eval_every": 5},
+    ),
 }
 
 
@@ -243,12 +255,13 @@ def _check_keys(values: dict[str, Any]) -> None:
 
 def _check_options(config: RunConfig) -> None:
     """Check the loss, dataset and backbone options against what each accepts (ValueError naming them)."""
-    from vgcore.data import content_options
+    from vgcore.data import content_options, pin_options
     from vgcore.losses import loss_hyperparameters
 
     loss_hyperparameters(config.loss, **config.loss_params)
     content_options(config.dataset, **config.dataset_options)
     registry.load("backbone", config.backbone).check_options(config.backbone_options)
+    config.dataset_options = pin_options(config.dataset, config.dataset_options)
 
 
 def _check_choice(name: str, value: Any, choices: tuple[str, ...], what: str | None = None) -> None:

@@ -45,8 +45,9 @@ DATASETS: dict[str, str] = {
     "tinyimagenet": "vgcore.data.tinyimagenet:SPEC",
     "digits": "vgcore.data.digits:SPEC",
     "synthetic": "vgcore.data.synthetic:SPEC",
+    "custom": "vgcore.data.custom:SPEC",
 }
-"""Dataset name -> its :class:`vgcore.data.base.DatasetSpec` (the paper's five, then two embedded sets)."""
+"""Dataset name -> its :class:`vgcore.data.base.DatasetSpec` (the paper's five, two embedded sets, your file)."""
 
 BACKBONES: dict[str, str] = {
     "vit_b_32": "vgcore.features.vit:SPEC",

@@ -1,10 +1,11 @@
-"""Datasets: the paper's five image datasets plus two embedded offline sets, loaded by name.
+"""Datasets: the paper's five image datasets, two embedded offline sets and your own file, loaded by name.
 
 ``load_dataset(name, root, split)`` returns a :class:`Split`: integer labels (contiguous
 ``0..C-1`` within the split), class names, and the images, which are either held in memory
 (FashionMNIST, CIFAR-10, digits; ``uint8 [N, C, H, W]``), listed as files and opened in batches
 (Cars196, CUB-200-2011, Tiny-ImageNet), or already feature vectors (``synthetic``;
-``float32 [N, D]``).
+``float32 [N, D]``), as is ``custom``: your own features and labels from a ``.npz`` file
+(:mod:`vgcore.data.custom`).
 
 Data root: the ``root`` argument, else ``$VGCORE_DATA``, else ``./data``. Each dataset lives
 in ``<root>/<name>/`` (the layouts torchvision and the official archives use directly under
@@ -51,6 +52,7 @@ __all__ = [
     "dataset_spec",
     "default_root",
     "load_dataset",
+    "pin_options",
 ]
 
 DATASETS: tuple[str, ...] = registry.names("dataset")
@@ -73,6 +75,13 @@ def content_options(name: str, **options: Any) -> dict[str, Any]:
     """
     options.pop("download", None)
     return dataset_spec(name).options(**options)
+
+
+def pin_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The options a config records for dataset ``name``: unchanged, except for a dataset that is a
+    user's file (a spec with ``pin``), whose file is checked and its content digest added."""
+    spec = dataset_spec(name)
+    return dict(options) if spec.pin is None else spec.pin(dict(options))
 
 
 def load_dataset(name: str, root: str | os.PathLike | None = None, split: str = "train", *,

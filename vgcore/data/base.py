@@ -43,9 +43,12 @@ class DatasetSpec:
     """One dataset: how to find it, read a split of it, and which options define its content.
 
     ``read(location, split, **content)`` returns a :class:`Split`; ``location`` is what
-    ``locate(root, download)`` returned (None for sets generated in memory, which have no
-    ``locate``). ``content`` maps each content option to its default. ``coarse``: its splits carry
-    superclass labels (``Split.coarse_labels``), which the evaluation then uses.
+    ``locate(root, download)`` returned (None for sets generated in memory or named by an option,
+    which have no ``locate``). ``content`` maps each content option to its default. ``coarse``: its
+    splits carry superclass labels (``Split.coarse_labels``), which the evaluation then uses. ``pin``
+    (optional, for a dataset that is a user's file): given the options a config names, returns them
+    with what identifies the content added (the file's digest), after checking it; a config records
+    the pinned options, so a changed file is a changed config.
     """
 
     name: str
@@ -53,6 +56,7 @@ class DatasetSpec:
     locate: Callable[[Path, bool], Any] | None = None
     content: Mapping[str, Any] = field(default_factory=dict)
     coarse: bool = False
+    pin: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
     def options(self, **options: Any) -> dict[str, Any]:
         """The content options with defaults filled in, sorted by name; ValueError for an unknown one."""

@@ -1,16 +1,20 @@
 """The seven metric-learning losses compared in the paper, built by name.
 
     >>> loss_fn = make_loss("triplet")
-    >>> out = loss_fn(embeddings, labels)        # embeddings [B, D] float, labels [B] int64
-    >>> out.loss.backward()
-    >>> active_ratio = (out.per_sample > 0).float().mean()
+    >>> loss = loss_fn(embeddings, labels)       # embeddings [B, D] float, labels [B] int
+    >>> loss.backward()
+    >>> active_ratio = (loss_fn.last.per_sample > 0).float().mean()
 
-Every loss returns a :class:`LossOutput`. Its statistics are tensors on the embeddings' device:
+A loss is called as pytorch-metric-learning's are, ``loss_fn(embeddings, labels, indices_tuple=None,
+ref_emb=None, ref_labels=None)`` (a miner's pairs or triplets; a reference set), and returns the
+scalar loss, so it drops into a PML training loop. The :class:`LossOutput` of the call (per-sample
+terms and counts) is kept, detached, as ``loss_fn.last``. Its statistics are tensors on the embeddings' device:
 the forward pass never calls ``.item()`` and never branches in Python on tensor values, so a
 training step stays free of host syncs (ready for CUDA-graph capture). The one exception is input
 validation (shapes, NaN/inf, label range), which must look at values: it is on by default and is
 switched off with ``check_inputs=False`` (keyword of every loss and of :func:`make_loss`) or by
-setting the ``check_inputs`` attribute of a loss module.
+setting the ``check_inputs`` attribute of a loss module; a miner's ``indices_tuple`` may sync
+(npair's one-pair-per-class mode sizes its problem from it).
 
 One file per loss (``contrastive``, ``triplet``, ``npair``, ``infonce``, ``arcface``, ``scl``,
 ``ccl``), the shared B x B machinery in :mod:`vgcore.losses.pairwise`, the output type and base
@@ -28,7 +32,7 @@ from torch import nn
 
 from vgcore import registry
 from vgcore.losses.arcface import ArcFaceLoss
-from vgcore.losses.base import LossOutput, MetricLoss, ProxyLoss, validate_inputs
+from vgcore.losses.base import Batch, LossOutput, MetricLoss, ProxyLoss, validate_inputs
 from vgcore.losses.ccl import CenterContrastiveLoss
 from vgcore.losses.contrastive import ContrastiveLoss
 from vgcore.losses.infonce import InfoNCELoss
@@ -38,6 +42,7 @@ from vgcore.losses.triplet import TripletLoss, TripletSemiHardLoss
 
 __all__ = [
     "LOSSES",
+    "Batch",
     "LossOutput",
     "MetricLoss",
     "ProxyLoss",
@@ -82,8 +87,9 @@ def make_loss(name: str, num_classes: int | None = None, embedding_dim: int | No
     ``num_classes`` and ``embedding_dim`` are required by the proxy losses (arcface, ccl) and
     ignored by the others, so a training loop may pass them for every loss. Any other keyword is a
     hyperparameter of that loss (see its class docstring and PROTOCOL.md); ``check_inputs=False``
-    turns off input validation. The module is called as ``module(embeddings, labels)`` and returns
-    a :class:`LossOutput`.
+    turns off input validation. The module is called as ``module(embeddings, labels)`` (plus
+    PML's ``indices_tuple``, ``ref_emb``, ``ref_labels``), returns the scalar loss and keeps the
+    :class:`LossOutput` of the call as ``module.last``.
     """
     loss_hyperparameters(name, **hparams)
     cls = registry.load("loss", name)

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vgcore.losses.base import (
+    Batch,
     LossOutput,
     ProxyLoss,
     check_positive,
@@ -35,7 +36,8 @@ class ArcFaceLoss(ProxyLoss):
 
     Always normalises embeddings and weights. ``per_sample`` is each sample's cross-entropy,
     positive except in floating-point underflow; ``n_terms`` = B, ``n_active_terms`` = samples
-    with a non-zero term. ``loss.parameters()`` yields ``weight``: give it to the optimizer.
+    with a non-zero term. A miner's ``indices_tuple`` weights the samples as PML's ArcFaceLoss does
+    (:class:`ProxyLoss`). ``loss.parameters()`` yields ``weight``: give it to the optimizer.
     """
 
     def __init__(
@@ -58,8 +60,9 @@ class ArcFaceLoss(ProxyLoss):
     def proxies(self) -> Tensor:
         return self.weight
 
-    def _compute(self, embeddings: Tensor, labels: Tensor) -> LossOutput:
-        cos = self._cosines(embeddings, self.weight)
+    def _compute(self, batch: Batch) -> LossOutput:
+        labels = batch.labels
+        cos = self._cosines(batch.embeddings, self.weight)
         cos_y = cos.gather(1, labels.unsqueeze(1))
         sin_y = safe_sqrt(1.0 - cos_y.square())  # zero gradient at |cos| = 1
         with_margin = cos_y * math.cos(self.margin) - sin_y * math.sin(self.margin)
@@ -67,5 +70,6 @@ class ArcFaceLoss(ProxyLoss):
         # theta_y <= pi - m  <=>  cos_y >= cos(pi - m) = -cos(m)
         target = torch.where(cos_y >= -math.cos(self.margin), with_margin, fallback)
         logits = self.scale * cos.scatter(1, labels.unsqueeze(1), target)
-        return self._softmax_output(F.cross_entropy(logits, labels, reduction="none"))
+        return self._softmax_output(F.cross_entropy(logits, labels, reduction="none"),
+                                    batch.sample_weights(logits.dtype))
 

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vgcore.losses.base import (
+    Batch,
     LossOutput,
     ProxyLoss,
     check_choice,
@@ -42,7 +43,8 @@ class CenterContrastiveLoss(ProxyLoss):
         check_inputs: validate inputs (syncs).
 
     Always normalises embeddings and centers. ``per_sample``: each sample's L (positive almost
-    always); ``n_terms`` = B; ``n_active_terms``: samples with a non-zero term.
+    always); ``n_terms`` = B; ``n_active_terms``: samples with a non-zero term. A miner's
+    ``indices_tuple`` weights the samples (:class:`ProxyLoss`); the EMA update uses every sample.
     """
 
     def __init__(
@@ -78,7 +80,8 @@ class CenterContrastiveLoss(ProxyLoss):
     def proxies(self) -> Tensor:
         return self.centers
 
-    def _compute(self, embeddings: Tensor, labels: Tensor) -> LossOutput:
+    def _compute(self, batch: Batch) -> LossOutput:
+        embeddings, labels = batch.embeddings, batch.labels
         ema = self.center_update == "ema"
         centers = self.centers.detach().clone() if ema else self.centers
         cos = self._cosines(embeddings, centers)
@@ -86,7 +89,7 @@ class CenterContrastiveLoss(ProxyLoss):
         logits = cos.scatter_add(1, target, torch.full_like(target, -self.margin, dtype=cos.dtype))
         contrastive = F.cross_entropy(logits / self.temperature, labels, reduction="none")
         pull = 1.0 - cos.gather(1, target).squeeze(1)
-        out = self._softmax_output(contrastive + self.center_weight * pull)
+        out = self._softmax_output(contrastive + self.center_weight * pull, batch.sample_weights(cos.dtype))
         if ema and self.training:
             self.update_centers(embeddings, labels)
         return out

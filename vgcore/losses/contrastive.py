@@ -7,6 +7,7 @@ from torch import Tensor
 
 from vgcore.losses.base import (
     REDUCTIONS,
+    Batch,
     LossOutput,
     MetricLoss,
     check_choice,
@@ -16,9 +17,7 @@ from vgcore.losses.base import (
 )
 from vgcore.losses.pairwise import (
     distance_matrix,
-    eye_mask,
     pointwise,
-    same_label,
 )
 
 
@@ -42,8 +41,9 @@ class ContrastiveLoss(MetricLoss):
             the non-zero negative-pair terms.
         check_inputs: validate inputs (syncs; see module docstring).
 
-    ``per_sample[i]`` is the mean term over the B-1 pairs anchored at i. ``n_terms`` counts ordered
-    pairs, ``n_active_terms`` those with a non-zero term. A batch with no positive pair still has
+    ``per_sample[i]`` is the mean term over the pairs anchored at i (the B-1 others without a miner).
+    ``n_terms`` counts ordered pairs, ``n_active_terms`` those with a non-zero term. With a miner's
+    ``indices_tuple`` only its pairs count; with ``ref_emb`` each anchor pairs with every reference. A batch with no positive pair still has
     its negative-pair terms (the loss is not forced to zero), ``has_positives`` is then False.
     """
 
@@ -66,45 +66,44 @@ class ContrastiveLoss(MetricLoss):
         self.normalize = normalize
         self.reduction = reduction
 
-    def _compute(self, embeddings: Tensor, labels: Tensor) -> LossOutput:
-        same, eye = same_label(labels), eye_mask(labels)
-        d2 = distance_matrix(embeddings, normalize=self.normalize, squared=True)
-        term = pointwise(d2, *self._terms(d2.detach(), same, eye))
+    def _compute(self, batch: Batch) -> LossOutput:
+        pos, neg = batch.masks()
+        valid = pos | neg
+        d2 = distance_matrix(batch.embeddings, normalize=self.normalize, squared=True, ref=batch.ref_emb)
+        term = pointwise(d2, *self._terms(d2.detach(), pos, valid))
         half = 0.5 if self.squared else 1.0
-        batch = labels.shape[0]
-        n_terms = torch.full((), batch * (batch - 1), dtype=torch.int64, device=labels.device)
+        n_terms = count_true(valid)
         active = term > 0
-        pos = same & ~eye
         if self.reduction == "mean":
             loss = half * safe_div(term.sum(), n_terms)
         else:
             pos_sum = torch.where(pos, term, 0.0).sum()
             loss = safe_div(pos_sum, count_true(pos & active))
-            loss = loss + safe_div(term.sum() - pos_sum, count_true(active & ~same))
+            loss = loss + safe_div(term.sum() - pos_sum, count_true(active & neg))
             loss = half * loss
         return LossOutput(
             loss=loss,
-            per_sample=half * term.sum(dim=1) / max(batch - 1, 1),
+            per_sample=half * term.sum(dim=1) / count_true(valid, dim=1).clamp_min(1),
             n_terms=n_terms,
             n_active_terms=count_true(active),
             has_positives=pos.any(),
         )
 
     @torch.no_grad()
-    def _terms(self, d2: Tensor, same: Tensor, eye: Tensor) -> tuple[Tensor, Tensor]:
+    def _terms(self, d2: Tensor, pos: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
         """Each pair's term as a function of the squared distance ``d2``, and its slope in ``d2``.
 
         The hinge is ``h = [d - pos_margin]_+`` on a positive pair and ``[margin - d]_+`` on a
-        negative one, so ``dh/dd2 = +-1 / (2d)`` where it is active. The slope is 0 where ``d = 0``
-        (the diagonal, coincident points), where the gradient of ``d`` is undefined.
+        negative one (0 off the ``valid`` pairs), so ``dh/dd2 = +-1 / (2d)`` where it is active.
+        The slope is 0 where ``d = 0`` (the diagonal, coincident points), where the gradient of
+        ``d`` is undefined.
         """
         dist = d2.sqrt()
-        inv = torch.where(dist > 0, dist.reciprocal(), 0.0).masked_fill_(eye, 0.0)
-        hinge = torch.where(same, dist - self.pos_margin, self.margin - dist).clamp_min_(0.0)
-        hinge.masked_fill_(eye, 0.0)
-        inv.mul_(torch.where(same, 1.0, -1.0))  # the sign of dh/dd
+        inv = torch.where(dist > 0, dist.reciprocal(), 0.0).masked_fill_(~valid, 0.0)
+        hinge = torch.where(pos, dist - self.pos_margin, self.margin - dist).clamp_min_(0.0)
+        hinge.masked_fill_(~valid, 0.0)
+        inv.mul_(torch.where(pos, 1.0, -1.0))  # the sign of dh/dd
         if self.squared:  # d/dd2 h^2 = 2 h dh/dd2 = +-h / d
             value = hinge.square()
             return value, inv.mul_(hinge)
         return hinge, inv.mul_(0.5).masked_fill_(hinge == 0, 0.0)
-

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from torch import Tensor
-
 from vgcore.losses.base import (
+    Batch,
     LossOutput,
 )
 from vgcore.losses.pair_softmax import PairSoftmaxLoss
@@ -33,6 +32,6 @@ class InfoNCELoss(PairSoftmaxLoss):
     ) -> None:
         super().__init__(temperature, normalize, check_inputs)
 
-    def _compute(self, embeddings: Tensor, labels: Tensor) -> LossOutput:
-        return self._all_pairs(embeddings, labels)
+    def _compute(self, batch: Batch) -> LossOutput:
+        return self._all_pairs(batch)
 

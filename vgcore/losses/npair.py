@@ -7,7 +7,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vgcore.losses.base import (
+    Batch,
     LossOutput,
+    as_pairs,
     check_choice,
     count_true,
     safe_div,
@@ -36,6 +38,10 @@ class NPairLoss(PairSoftmaxLoss):
             product; PML's default DotProductSimilarity normalises).
         check_inputs: validate inputs (syncs).
 
+    With a miner's ``indices_tuple``: "all" uses its pairs (see :class:`PairSoftmaxLoss`);
+    "one_per_class" the first positive pair it lists for each anchor label, as PML's NPairsLoss.
+    ``ref_emb`` only with "all".
+
     ``per_sample[a]``: mean term over a's positive pairs ("all"), or its single term if a is a
     selected anchor and 0 otherwise ("one_per_class"). ``n_terms``: positive pairs (or selected
     anchors); ``n_active_terms``: those with a non-zero term, i.e. almost all of them (a softmax
@@ -53,22 +59,34 @@ class NPairLoss(PairSoftmaxLoss):
         check_choice("pairs", pairs, ("all", "one_per_class"))
         self.pairs = pairs
 
-    def _compute(self, embeddings: Tensor, labels: Tensor) -> LossOutput:
+    def _compute(self, batch: Batch) -> LossOutput:
         if self.pairs == "all":
-            return self._all_pairs(embeddings, labels)
-        return self._one_pair_per_class(embeddings, labels)
+            return self._all_pairs(batch)
+        if batch.ref_emb is not None:
+            raise ValueError("NPairLoss(pairs='one_per_class') builds its pairs within the batch and takes no "
+                             "ref_emb; use pairs='all' to compare with a reference set")
+        return self._one_pair_per_class(batch)
 
-    def _one_pair_per_class(self, embeddings: Tensor, labels: Tensor) -> LossOutput:
+    def _one_pair_per_class(self, batch: Batch) -> LossOutput:
         """Sohn's P x P problem: row k is the anchor of class k, column k its positive."""
-        rank = within_class_rank(labels)
-        # the first and the second sample of each class that has two, paired by sorting on label
-        # (nonzero() is this mode's one host sync: the number of classes P sets the shapes)
-        anchor = (rank == 0).nonzero().squeeze(1)
-        second = (rank == 1).nonzero().squeeze(1)
-        anchor = anchor[torch.isin(labels[anchor], labels[second])]
-        anchor = anchor[torch.argsort(labels[anchor])]
-        second = second[torch.argsort(labels[second])]
-        z = F.normalize(embeddings, dim=1) if self.normalize else embeddings
+        labels = batch.labels
+        if batch.indices_tuple is None:
+            rank = within_class_rank(labels)
+            # the first and the second sample of each class that has two, paired by sorting on label
+            # (nonzero() is this mode's one host sync: the number of classes P sets the shapes)
+            anchor = (rank == 0).nonzero().squeeze(1)
+            second = (rank == 1).nonzero().squeeze(1)
+            anchor = anchor[torch.isin(labels[anchor], labels[second])]
+            anchor = anchor[torch.argsort(labels[anchor])]
+            second = second[torch.argsort(labels[second])]
+        else:  # the miner's first positive pair of each anchor label, in label order (as PML's NPairsLoss)
+            a1, p, _, _ = as_pairs(batch.indices_tuple)
+            first = torch.isin(torch.arange(len(a1), device=labels.device),
+                               _first_of_each(labels[a1]))
+            anchor, second = a1[first], p[first]
+            order = torch.argsort(labels[anchor])
+            anchor, second = anchor[order], second[order]
+        z = F.normalize(batch.embeddings, dim=1) if self.normalize else batch.embeddings
         logits = (z[anchor] @ z[second].T) / self.temperature
         targets = torch.arange(anchor.shape[0], device=labels.device)
         term = F.cross_entropy(logits, targets, reduction="none")
@@ -81,6 +99,13 @@ class NPairLoss(PairSoftmaxLoss):
             has_positives=n_terms > 0,
         )
 
+
+def _first_of_each(values: Tensor) -> Tensor:
+    """Position of the first occurrence of each distinct value in ``values`` (syncs: sizes depend on data)."""
+    _, inverse = torch.unique(values, return_inverse=True)
+    positions = torch.arange(len(values), device=values.device)
+    first = torch.full((int(inverse.max()) + 1 if len(values) else 0,), len(values), device=values.device)
+    return first.scatter_reduce(0, inverse, positions, reduce="amin")
 
 
 class NPairAllPairsLoss(NPairLoss):

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vgcore.losses.base import (
+    Batch,
     LossOutput,
     MetricLoss,
     check_positive,
@@ -14,10 +15,8 @@ from vgcore.losses.base import (
     safe_div,
 )
 from vgcore.losses.pairwise import (
-    eye_mask,
     masked_logsumexp,
     pointwise,
-    same_label,
     similarity_matrix,
 )
 
@@ -32,6 +31,8 @@ class PairSoftmaxLoss(MetricLoss):
     ``term(a, p) = -log( e^{s_ap} / (e^{s_ap} + sum_{n: y_n != y_a} e^{s_an}) )
                  = log(1 + sum_n e^{s_an - s_ap})``, with ``s = similarity / temperature``.
     The loss is the mean over positive pairs; ``per_sample[a]`` the mean over a's positive pairs.
+    With a miner's pairs (``indices_tuple``) the positive pairs are its ``(a1, p)`` and the
+    negatives of anchor a its ``(a, n)``; with ``ref_emb`` both come from the reference set.
     """
 
     def __init__(self, temperature: float, normalize: bool, check_inputs: bool) -> None:
@@ -40,16 +41,15 @@ class PairSoftmaxLoss(MetricLoss):
         self.temperature = float(temperature)
         self.normalize = normalize
 
-    def _logits(self, embeddings: Tensor) -> Tensor:
-        return similarity_matrix(embeddings, self.normalize, scale=1.0 / self.temperature)
+    def _logits(self, batch: Batch) -> Tensor:
+        return similarity_matrix(batch.embeddings, self.normalize, scale=1.0 / self.temperature, ref=batch.ref_emb)
 
-    def _all_pairs(self, embeddings: Tensor, labels: Tensor) -> LossOutput:
-        same, eye = same_label(labels), eye_mask(labels)
-        logits = self._logits(embeddings)
-        pos = same & ~eye
+    def _all_pairs(self, batch: Batch) -> LossOutput:
+        pos, neg = batch.masks()
+        logits = self._logits(batch)
         # term(a, p) = softplus(x) with x = lse_neg(a) - s_ap; an anchor without negatives has
         # lse = -inf, so its terms are exactly 0 with a zero gradient.
-        x = masked_logsumexp(logits, ~same).unsqueeze(1) - logits
+        x = masked_logsumexp(logits, neg).unsqueeze(1) - logits
         with torch.no_grad():
             value = torch.where(pos, F.softplus(x, threshold=SOFTPLUS_EXACT), 0.0)
             slope = torch.where(pos, torch.sigmoid(x), 0.0)
@@ -62,4 +62,3 @@ class PairSoftmaxLoss(MetricLoss):
             n_active_terms=count_true(value > 0),
             has_positives=n_terms > 0,
         )
-

@@ -70,14 +70,19 @@ def gram(z: Tensor) -> Tensor:
     return _Gram.apply(z)
 
 
-def similarity_matrix(embeddings: Tensor, normalize: bool, scale: float = 1.0) -> Tensor:
-    """Dot-product similarity ``scale * z_i . z_j`` [B, B]; cosine similarity when ``normalize``.
+def similarity_matrix(embeddings: Tensor, normalize: bool, scale: float = 1.0, ref: Tensor | None = None) -> Tensor:
+    """Dot-product similarity ``scale * z_i . r_j`` [B, M]; cosine similarity when ``normalize``.
 
-    The scale (e.g. an inverse temperature) multiplies the [B, D] embeddings by ``sqrt(scale)``
-    before the Gram matrix rather than the [B, B] result, which saves a B x B pass each way.
+    ``ref`` None: the batch against itself (``r = z``, [B, B]), as a Gram matrix whose scale (e.g.
+    an inverse temperature) multiplies the [B, D] embeddings by ``sqrt(scale)`` before the product
+    rather than the [B, B] result, which saves a B x B pass each way. ``ref`` [M, D]: the batch
+    against a reference set (a memory bank, another view).
     """
     z = F.normalize(embeddings, dim=1) if normalize else embeddings
-    return gram(z if scale == 1.0 else z * math.sqrt(scale))
+    if ref is None:
+        return gram(z if scale == 1.0 else z * math.sqrt(scale))
+    r = F.normalize(ref, dim=1) if normalize else ref
+    return (z if scale == 1.0 else z * scale) @ r.T
 
 
 class _SafeSqrt(torch.autograd.Function):
@@ -149,16 +154,21 @@ class _SquaredDistances(torch.autograd.Function):
         return torch.addmm(sym.sum(dim=1, keepdim=True) * z, sym, z, alpha=-1.0).mul_(2.0)
 
 
-def distance_matrix(embeddings: Tensor, normalize: bool, squared: bool = False) -> Tensor:
-    """Euclidean distance ``||z_i - z_j||_2`` [B, B] (its square when ``squared``).
+def distance_matrix(embeddings: Tensor, normalize: bool, squared: bool = False, ref: Tensor | None = None) -> Tensor:
+    """Euclidean distance ``||z_i - r_j||_2`` [B, M] (its square when ``squared``); ``r = z`` when
+    ``ref`` is None.
 
-    Computed from the Gram matrix, ``|z_i|^2 + |z_j|^2 - 2 z_i . z_j`` clamped at 0, so it is one
-    matmul forward and one backward; the diagonal is only 0 up to rounding (every loss masks it
-    out), and a zero distance has a zero gradient. When ``normalize`` the rows are L2-normalised
-    first (distances then lie in [0, 2]).
+    Computed from the Gram matrix, ``|z_i|^2 + |r_j|^2 - 2 z_i . r_j`` clamped at 0, so it is one
+    matmul forward and one backward; the diagonal of the batch against itself is only 0 up to
+    rounding (every loss masks it out), and a zero distance has a zero gradient. When ``normalize``
+    the rows are L2-normalised first (distances then lie in [0, 2]).
     """
     z = F.normalize(embeddings, dim=1) if normalize else embeddings
-    d2 = _SquaredDistances.apply(z)
+    if ref is None:
+        d2 = _SquaredDistances.apply(z)
+    else:
+        r = F.normalize(ref, dim=1) if normalize else ref
+        d2 = torch.addmm((z * z).sum(dim=1, keepdim=True) + (r * r).sum(dim=1), z, r.T, alpha=-2.0).clamp_min(0.0)
     return d2 if squared else safe_sqrt(d2)
 
 
@@ -170,6 +180,9 @@ class _MaskedLogSumExp(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, mask: Tensor) -> Tensor:
+        if x.shape[1] == 0:  # nothing to sum over (an empty batch or reference set): every row is -inf
+            ctx.save_for_backward(x.new_zeros(x.shape))
+            return x.new_full(x.shape[:1], float("-inf"))
         prob = x.masked_fill(~mask, float("-inf"))
         shift = prob.amax(dim=1, keepdim=True)
         shift = torch.where(torch.isfinite(shift), shift, 0.0)

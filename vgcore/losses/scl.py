@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor
 
 from vgcore.losses.base import (
+    Batch,
     LossOutput,
     MetricLoss,
     check_positive,
@@ -13,9 +13,7 @@ from vgcore.losses.base import (
     safe_div,
 )
 from vgcore.losses.pairwise import (
-    eye_mask,
     masked_logsumexp,
-    same_label,
     similarity_matrix,
 )
 
@@ -25,7 +23,9 @@ class SupConLoss(MetricLoss):
 
     For anchor i with positives P(i) (same label, != i) and all others A(i) = {j != i}:
     ``L_i = -1/|P(i)| sum_{p in P(i)} log( e^{cos_ip / T} / sum_{a in A(i)} e^{cos_ia / T} )``.
-    The loss is the mean of L_i over anchors with at least one positive.
+    The loss is the mean of L_i over anchors with at least one positive. With a miner's
+    ``indices_tuple``, P(i) and A(i) are its pairs anchored at i (PML's SupConLoss reads them so);
+    with ``ref_emb`` they come from the reference set.
 
     Args:
         temperature: T (default 0.1, Khosla et al.; PML's SupConLoss default too).
@@ -45,11 +45,10 @@ class SupConLoss(MetricLoss):
         self.temperature = float(temperature)
         self.normalize = normalize
 
-    def _compute(self, embeddings: Tensor, labels: Tensor) -> LossOutput:
-        same, eye = same_label(labels), eye_mask(labels)
-        logits = similarity_matrix(embeddings, self.normalize, scale=1.0 / self.temperature)
-        lse_all = masked_logsumexp(logits, ~eye)
-        pos = same & ~eye
+    def _compute(self, batch: Batch) -> LossOutput:
+        pos, neg = batch.masks()
+        logits = similarity_matrix(batch.embeddings, self.normalize, scale=1.0 / self.temperature, ref=batch.ref_emb)
+        lse_all = masked_logsumexp(logits, pos | neg)
         n_pos = count_true(pos, dim=1)
         pos_logits = torch.where(pos, logits, 0.0)
         per_sample = torch.where(n_pos > 0, lse_all - safe_div(pos_logits.sum(dim=1), n_pos), 0.0)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from torch import Tensor
+import torch
+import torch.nn.functional as F
 
 from vgcore.losses.base import (
     REDUCTIONS,
+    Batch,
     LossOutput,
     MetricLoss,
     check_choice,
@@ -16,7 +18,6 @@ from vgcore.losses.base import (
 from vgcore.losses.pairwise import (
     batch_all_triplet_sums,
     distance_matrix,
-    label_masks,
 )
 
 
@@ -42,6 +43,10 @@ class TripletLoss(MetricLoss):
             TripletMarginMiner "semihard"), every anchor-positive pair kept.
         check_inputs: validate inputs (syncs).
 
+    With a miner's triplets ``(a, p, n)`` (``indices_tuple``) exactly those count (``mining`` is then
+    the miner's business); with its pairs, every (a, p, n) whose (a, p) and (a, n) it lists; with
+    ``ref_emb``, positives and negatives come from the reference set.
+
     ``per_sample[a]`` is the hinge sum over the (mined) triplets anchored at a divided by a's valid
     triplets (0 if none). ``n_terms`` counts valid triplets, ``n_active_terms`` those (mined and)
     with a positive hinge. ``has_positives`` is False when no valid triplet exists.
@@ -66,9 +71,11 @@ class TripletLoss(MetricLoss):
         self.reduction = reduction
         self.mining = mining
 
-    def _compute(self, embeddings: Tensor, labels: Tensor) -> LossOutput:
-        pos, neg = label_masks(labels)
-        dist = distance_matrix(embeddings, normalize=self.normalize, squared=self.squared)
+    def _compute(self, batch: Batch) -> LossOutput:
+        dist = distance_matrix(batch.embeddings, normalize=self.normalize, squared=self.squared, ref=batch.ref_emb)
+        if batch.triplets is not None:
+            return self._given_triplets(dist, batch)
+        pos, neg = batch.masks()
         hinge, active = batch_all_triplet_sums(dist, pos, neg, self.margin, semihard=self.mining == "semihard")
         triplets_per_anchor = count_true(pos, dim=1) * count_true(neg, dim=1)
         n_terms = triplets_per_anchor.sum()
@@ -84,6 +91,18 @@ class TripletLoss(MetricLoss):
             has_positives=n_terms > 0,
         )
 
+    def _given_triplets(self, dist, batch: Batch) -> LossOutput:
+        """A miner's triplets (a, p, n), each counted as often as it is listed."""
+        a, p, n = batch.triplets
+        hinge = F.relu(dist[a, p] - dist[a, n] + self.margin)
+        n_terms = torch.full((), a.shape[0], dtype=torch.int64, device=dist.device)
+        n_active = count_true(hinge > 0)
+        loss = safe_div(hinge.sum(), n_terms if self.reduction == "mean" else n_active)
+        b = dist.shape[0]
+        sums = hinge.new_zeros(b).index_add(0, a, hinge)
+        counts = hinge.new_zeros(b).index_add(0, a, torch.ones_like(hinge))
+        return LossOutput(loss=loss, per_sample=sums / counts.clamp_min(1), n_terms=n_terms,
+                          n_active_terms=n_active, has_positives=n_terms > 0)
 
 
 class TripletSemiHardLoss(TripletLoss):

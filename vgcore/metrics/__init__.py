@@ -27,7 +27,7 @@ from vgcore.metrics.greediness import (
     tangential,
 )
 from vgcore.metrics.hierarchy import HIERARCHY_KEYS, superclass_metrics
-from vgcore.metrics.inputs import check_embeddings
+from vgcore.metrics.inputs import as_embeddings, check_embeddings
 from vgcore.metrics.retrieval import (
     DEFAULT_KS,
     RETRIEVAL_KEYS,
@@ -46,6 +46,7 @@ __all__ = [
     "LABELS",
     "RETRIEVAL_KEYS",
     "VARIANCE_KEYS",
+    "as_embeddings",
     "check_embeddings",
     "convergence_epoch",
     "exact_knn",

@@ -86,6 +86,19 @@ def _masked_quantiles(values: Tensor, mask: Tensor, qs: Sequence[float]) -> list
     return out
 
 
+def tangential(emb_grad: Tensor, z: Tensor) -> Tensor:
+    """Each row of ``emb_grad`` projected onto the tangent space of the unit sphere at ``z``.
+
+    ``g - (g . u) u`` with ``u = z / ||z||`` (a zero row of ``z`` leaves its gradient as it is):
+    the part of dL/dz that turns the embedding's direction, which is all that passes through an
+    L2 normalisation and all a cosine retrieval sees. No host sync.
+    """
+    if emb_grad.shape != z.shape:
+        raise ValueError(f"emb_grad {tuple(emb_grad.shape)} and z {tuple(z.shape)} must have the same shape")
+    u = torch.nn.functional.normalize(z.detach().to(emb_grad.dtype), dim=1)
+    return emb_grad - (emb_grad * u).sum(dim=1, keepdim=True) * u
+
+
 def grad_active_sweep(
     emb_grad: Tensor,
     thresholds: Sequence[float] = GRAD_THRESHOLD_SWEEP,
@@ -110,19 +123,6 @@ def grad_active_sweep(
     return torch.stack([(score > float(t)).to(g.dtype).mean() for t in thresholds])
 
 
-def tangential(emb_grad: Tensor, z: Tensor) -> Tensor:
-    """The part of each row of ``emb_grad`` tangent to the unit sphere at ``z / ||z||``.
-
-    ``g - (g . u) u`` with ``u = z / ||z||``. A head that L2-normalises its output discards the
-    radial part of dL/dz in its own backward, so only the tangential part moves the embedding; a
-    loss that normalises internally has no radial part at all, one that works on raw distances
-    (Contrastive, N-pair on dot products) does. Norms of the tangential part compare across losses.
-    """
-    u = torch.nn.functional.normalize(z.detach(), dim=1)
-    g = emb_grad.detach()
-    return g - (g * u).sum(dim=1, keepdim=True) * u
-
-
 @torch.no_grad()
 def greediness(
     out: Any,
@@ -136,7 +136,9 @@ def greediness(
     """GREEDINESS measures of one training step, from its own backward pass.
 
     ``out``: the loss output (uses ``per_sample`` [B], ``n_terms``, ``n_active_terms``,
-    ``has_positives``). ``emb_grad``: dL/dz [B, D] for the loss input ``z`` (capture it with
+    ``has_positives``): a vgcore loss's ``loss_fn.last``, or None for a loss that returns only its
+    value (a pytorch-metric-learning loss, your own function): the five keys read from it are then
+    NaN. ``emb_grad``: dL/dz [B, D] for the loss input ``z`` (capture it with
     ``z.retain_grad()`` before ``backward()`` and read ``z.grad``). ``head_params`` /
     ``loss_params``: parameters whose ``.grad`` is read (``None`` grads are skipped). ``z``: the
     embeddings themselves; when given, every per-sample gradient below is its :func:`tangential`
@@ -151,13 +153,13 @@ def greediness(
       equally, k/B when k samples move equally and the rest not at all, 0 when nothing moves.
       Threshold-free, so it still ranks losses whose every sample has some gradient.
     * ``tuple_active_ratio``: ``n_active_terms / n_terms`` (NaN when ``n_terms == 0``).
-    * ``n_terms``, ``n_active_terms`` (int64) and ``has_positives`` (bool), passed through.
+    * ``n_terms``, ``n_active_terms`` (int64) and ``has_positives`` (bool), passed through
+      (float NaN, like the other loss-term keys, when ``out`` is None).
     * ``grad_norm``: L2 norm of the gradient over all ``head_params``; ``loss_grad_norm``: same over
       ``loss_params`` (0 when there are none or none has a gradient).
     * ``emb_grad_norm_mean`` / ``_p50`` / ``_p90``: mean and quantiles (linear interpolation) of
       ``||dL/dz_i||`` over grad-active samples (NaN when none is active).
     """
-    per_sample = out.per_sample.detach()
     if emb_grad is None:
         raise ValueError("emb_grad is None: call z.retain_grad() before backward() and pass z.grad")
     if emb_grad.ndim != 2:
@@ -165,23 +167,26 @@ def greediness(
     b = emb_grad.shape[0]
     if b == 0:
         raise ValueError("empty batch")
-    if per_sample.ndim != 1 or per_sample.shape[0] != b:
+    per_sample = None if out is None else out.per_sample.detach()
+    if per_sample is not None and (per_sample.ndim != 1 or per_sample.shape[0] != b):
         raise ValueError(
             f"per_sample has shape {tuple(per_sample.shape)} but emb_grad has {b} rows"
         )
     if not grad_threshold >= 0:
         raise ValueError("grad_threshold must be >= 0")
-    if z is not None and z.shape != emb_grad.shape:
-        raise ValueError(f"z has shape {tuple(z.shape)} but emb_grad has {tuple(emb_grad.shape)}")
     g = (emb_grad.detach() if z is None else tangential(emb_grad, z)).norm(dim=1)
     fdt = g.dtype
     dev = g.device
-    active = torch.count_nonzero(per_sample > 0).to(fdt) / b
+    if out is None:  # the loss's own terms and counts are unknown
+        active = tuple_ratio = n_terms = n_active = has_positives = torch.full((), math.nan, dtype=fdt, device=dev)
+    else:
+        active = torch.count_nonzero(per_sample > 0).to(fdt) / b
+        n_terms = torch.as_tensor(out.n_terms, device=dev).detach().to(torch.int64)
+        n_active = torch.as_tensor(out.n_active_terms, device=dev).detach().to(torch.int64)
+        tuple_ratio = torch.where(n_terms > 0, n_active.to(fdt) / n_terms.clamp(min=1).to(fdt), math.nan)
+        has_positives = torch.as_tensor(out.has_positives, device=dev).detach().to(torch.bool)
     grad_mask = g * b > grad_threshold
     n_act = torch.count_nonzero(grad_mask)
-    n_terms = torch.as_tensor(out.n_terms, device=dev).detach().to(torch.int64)
-    n_active = torch.as_tensor(out.n_active_terms, device=dev).detach().to(torch.int64)
-    tuple_ratio = torch.where(n_terms > 0, n_active.to(fdt) / n_terms.clamp(min=1).to(fdt), math.nan)
     mean = g.where(grad_mask, 0.0).sum() / n_act.to(fdt)
     # scaled by the largest norm, so tiny gradients cannot underflow when squared
     r = g / g.max().clamp(min=torch.finfo(fdt).tiny)
@@ -195,7 +200,7 @@ def greediness(
         "tuple_active_ratio": tuple_ratio,
         "n_terms": n_terms,
         "n_active_terms": n_active,
-        "has_positives": torch.as_tensor(out.has_positives, device=dev).detach().to(torch.bool),
+        "has_positives": has_positives,
         "grad_norm": _grad_norm(head_params, g),
         "loss_grad_norm": _grad_norm(loss_params, g),
         "emb_grad_norm_mean": mean,

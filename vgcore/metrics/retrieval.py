@@ -1,13 +1,17 @@
 """Retrieval metrics: Recall@K, MAP@R, R-precision and NMI, with a chunked exact kNN.
 
-Every embedding queries every *other* embedding of the same set (leave-one-out), ranked by cosine
-similarity. The kNN is exact and runs over chunks of queries, so memory is
-O(chunk_size * N + N * D), never N x N. Definitions (stated in PROTOCOL.md, "Retrieval metrics"):
+Every embedding queries every *other* embedding of the same set (leave-one-out), or, when a separate
+gallery is given (In-Shop-style protocols), every gallery item; ranked by cosine similarity. The
+kNN is exact and runs over chunks of queries, so memory is O(chunk_size * M + M * D) for a gallery
+of M (M = N leave-one-out), never N x M. Inputs may be NumPy arrays or torch tensors on any device.
+Definitions (stated in PROTOCOL.md, "Retrieval metrics"):
 
 * ranking: descending cosine similarity; ties are broken by the lower item index, so results do not
   depend on the kNN backend, the chunk size or the thread count.
-* ``R_i`` = number of *other* items with query ``i``'s label. A query with ``R_i == 0`` (its class has
-  a single member) is excluded from every kNN metric and counted in ``n_excluded_queries``.
+* ``R_i`` = number of *other* items (gallery items) with query ``i``'s label. A query with
+  ``R_i == 0`` (its class has a single member, or none in the gallery) is excluded from every kNN
+  metric and counted in ``n_excluded_queries``. A query never retrieves itself when the gallery is
+  the query set; a separate gallery is searched whole, even if it holds copies of the queries.
 * ``recall@k``: share of queries with at least one same-class item among their first ``k`` neighbours
   (``recall@1`` equals PML's ``precision_at_1``).
 * ``r_precision``: mean over queries of (same-class items among the first ``R_i`` neighbours) / ``R_i``.
@@ -20,13 +24,14 @@ O(chunk_size * N + N * D), never N x N. Definitions (stated in PROTOCOL.md, "Ret
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vgcore.metrics.inputs import check_embeddings
+from vgcore.metrics.inputs import as_embeddings
 
 __all__ = [
     "RETRIEVAL_KEYS",
@@ -67,7 +72,6 @@ LABELS: dict[str, str] = {
     "n_excluded_queries": "queries without a same-class item",
 }
 
-
 def faiss_available() -> bool:
     """True if the optional ``faiss`` package can be imported."""
     try:
@@ -82,11 +86,23 @@ def faiss_available() -> bool:
 # --------------------------------------------------------------------------------------------------
 
 
-def _check_inputs(z: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    check_embeddings(z, y)
-    if z.shape[0] < 2:
-        raise ValueError("need at least 2 embeddings for leave-one-out retrieval")
-    return z, y
+def _check_inputs(z, y, gallery=None, gallery_labels=None):
+    """Query and gallery tensors (NumPy accepted); the gallery is None when it is the query set."""
+    if gallery is z and (gallery_labels is None or gallery_labels is y):
+        gallery = gallery_labels = None  # the query set itself: leave-one-out
+    z, y = as_embeddings(z, y)
+    if gallery is None and gallery_labels is not None:
+        raise ValueError("gallery_labels were given without a gallery: pass both, or neither")
+    if gallery is None:
+        if z.shape[0] < 2:
+            raise ValueError("need at least 2 embeddings for leave-one-out retrieval")
+        return z, y, None, None
+    if gallery_labels is None:
+        raise ValueError("a gallery needs its labels: pass gallery_labels (one per gallery row)")
+    g, gy = as_embeddings(gallery, gallery_labels, names=("gallery", "gallery_labels"))
+    if g.shape[1] != z.shape[1]:
+        raise ValueError(f"queries have dimension {z.shape[1]} but the gallery {g.shape[1]}")
+    return z, y, g.to(z.device), gy.to(z.device)
 
 
 def _auto_chunk(n: int) -> int:
@@ -150,54 +166,65 @@ def _order_ties_by_index(vals: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _iter_knn_torch(
-    zn: Tensor, k: int, chunk_size: int
+    zn: Tensor, k: int, chunk_size: int, gn: Tensor | None = None
 ) -> Iterator[tuple[int, int, Tensor, Tensor]]:
+    """Queries ``zn`` against the gallery ``gn`` (None: against ``zn`` itself, never retrieving self)."""
     n = zn.shape[0]
+    ref = zn if gn is None else gn
     for start in range(0, n, chunk_size):
         stop = min(n, start + chunk_size)
-        sims = zn[start:stop] @ zn.T
-        rows = torch.arange(stop - start, device=zn.device)
-        sims[rows, rows + start] = -math.inf  # leave-one-out: never retrieve yourself
+        sims = zn[start:stop] @ ref.T
+        if gn is None:
+            rows = torch.arange(stop - start, device=zn.device)
+            sims[rows, rows + start] = -math.inf  # leave-one-out: never retrieve yourself
         vals, idx = _topk_rows(sims, k)
         del sims
         yield start, stop, vals, idx
 
 
 def _iter_knn_faiss(
-    zn: Tensor, k: int, chunk_size: int
+    zn: Tensor, k: int, chunk_size: int, gn: Tensor | None = None
 ) -> Iterator[tuple[int, int, Tensor, Tensor]]:
     """faiss inner-product search, post-processed to the same ranking as the torch path.
 
-    faiss is asked for ``k + 2`` neighbours; self is removed by index. Rows where equal scores may
-    straddle the k-th place are recomputed exactly with the torch path.
+    faiss is asked for ``k + 2`` neighbours; self is removed by index (leave-one-out). Rows where
+    equal scores may straddle the k-th place are recomputed exactly with the torch path.
     """
     import faiss
     import numpy as np
 
     n, d = zn.shape
+    same = gn is None
+    ref = zn if same else gn
     x = np.ascontiguousarray(zn.detach().cpu().numpy().astype(np.float32))
+    r = x if same else np.ascontiguousarray(ref.detach().cpu().numpy().astype(np.float32))
     index = faiss.IndexFlatIP(d)
-    index.add(x)
-    kk = min(n, k + 2)
+    index.add(r)
+    m = ref.shape[0]
+    kk = min(m, k + 2)
     for start in range(0, n, chunk_size):
         stop = min(n, start + chunk_size)
         scores, ids = index.search(x[start:stop], kk)
         scores = torch.from_numpy(scores).to(zn.device)
         ids = torch.from_numpy(ids).to(zn.device).long()
-        self_ids = torch.arange(start, stop, device=zn.device).unsqueeze(1)
-        is_self = ids == self_ids
-        no_self = ~is_self.any(dim=1)
-        is_self[no_self, -1] = True  # drop the last column where self was not returned
-        ids = ids[~is_self].view(stop - start, kk - 1)[:, :k]
-        scores = scores[~is_self].view(stop - start, kk - 1)
+        if same:
+            self_ids = torch.arange(start, stop, device=zn.device).unsqueeze(1)
+            is_self = ids == self_ids
+            no_self = ~is_self.any(dim=1)
+            is_self[no_self, -1] = True  # drop the last column where self was not returned
+            ids = ids[~is_self].view(stop - start, kk - 1)
+            scores = scores[~is_self].view(stop - start, kk - 1)
+        else:
+            no_self = torch.zeros(stop - start, dtype=torch.bool, device=zn.device)
         # a tie at the boundary (k-th == (k+1)-th score) may hide lower-index items: redo exactly
-        redo = scores[:, k - 1] == scores[:, k] if kk - 1 > k else torch.zeros_like(no_self)
+        redo = scores[:, k - 1] == scores[:, k] if scores.shape[1] > k else torch.zeros_like(no_self)
         redo = redo | no_self
-        scores, ids = _order_ties_by_index(scores[:, :k], ids)
+        scores, ids = _order_ties_by_index(scores[:, :k], ids[:, :k])
         if bool(redo.any()):
             rows = redo.nonzero().squeeze(1)
-            sims = zn[start + rows] @ zn.T
-            sims[torch.arange(len(rows), device=zn.device), start + rows] = -math.inf
+            sims = zn[start + rows] @ ref.T
+            if same:
+                sims[torch.arange(len(rows), device=zn.device), start + rows] = -math.inf
             v, i = _topk_rows(sims, k)
             scores[rows], ids[rows] = v, i
         yield start, stop, scores, ids
@@ -211,25 +238,30 @@ def _normalise(z: Tensor) -> Tensor:
 
 
 def exact_knn(
-    z: Tensor,
+    z,
     k: int,
     *,
+    gallery=None,
     chunk_size: int | None = None,
     backend: str = "torch",
 ) -> tuple[Tensor, Tensor]:
-    """Leave-one-out cosine kNN of every row of ``z`` among the other rows.
+    """Cosine kNN of every row of ``z``: among the other rows (leave-one-out), or in ``gallery``.
 
-    Returns ``(similarities, indices)``, both ``[N, k]``, ranked by descending cosine similarity
-    with ties broken by the lower index. ``k`` must be at most ``N - 1``.
+    Returns ``(similarities, indices)``, both ``[N, k]`` (indices into ``gallery`` when given),
+    ranked by descending cosine similarity with ties broken by the lower index. ``k`` must be at
+    most ``N - 1`` (the gallery's size M with a gallery). NumPy arrays are accepted.
     """
-    if z.ndim != 2 or z.shape[0] < 2:
-        raise ValueError("z must be 2-D with at least 2 rows")
+    z = _as_float(z, "z")
+    if z.ndim != 2 or z.shape[0] < (2 if gallery is None else 1):
+        raise ValueError("z must be 2-D with at least 2 rows (1 with a gallery)")
+    gn = None if gallery is None else _normalise(_as_float(gallery, "gallery").to(z.device))
     n = z.shape[0]
-    if not 1 <= k <= n - 1:
-        raise ValueError(f"k must be in [1, {n - 1}], got {k}")
+    m = n - 1 if gn is None else gn.shape[0]
+    if not 1 <= k <= m:
+        raise ValueError(f"k must be in [1, {m}], got {k}")
     zn = _normalise(z)
-    chunk = chunk_size or _auto_chunk(n)
-    it = _knn_iter(zn, k, chunk, backend)
+    chunk = chunk_size or _auto_chunk(m + 1)
+    it = _knn_iter(zn, k, chunk, backend, gn)
     vals = torch.empty(n, k, dtype=zn.dtype, device=zn.device)
     idx = torch.empty(n, k, dtype=torch.long, device=zn.device)
     for start, stop, v, i in it:
@@ -237,13 +269,20 @@ def exact_knn(
     return vals, idx
 
 
-def _knn_iter(zn: Tensor, k: int, chunk: int, backend: str):
+def _as_float(x, name: str) -> Tensor:
+    x = x if isinstance(x, Tensor) else torch.as_tensor(x)
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be floating point, got {x.dtype}")
+    return x
+
+
+def _knn_iter(zn: Tensor, k: int, chunk: int, backend: str, gn: Tensor | None = None):
     if backend == "torch":
-        return _iter_knn_torch(zn, k, chunk)
+        return _iter_knn_torch(zn, k, chunk, gn)
     if backend == "faiss":
         if not faiss_available():
             raise ValueError("backend='faiss' requested but faiss is not installed")
-        return _iter_knn_faiss(zn, k, chunk)
+        return _iter_knn_faiss(zn, k, chunk, gn)
     raise ValueError(f"unknown backend {backend!r}; use 'torch' or 'faiss'")
 
 
@@ -253,52 +292,65 @@ def _knn_iter(zn: Tensor, k: int, chunk: int, backend: str):
 
 
 def retrieval_metrics(
-    z: Tensor,
-    y: Tensor,
+    z,
+    y,
     ks: Sequence[int] = DEFAULT_KS,
     *,
+    gallery=None,
+    gallery_labels=None,
     chunk_size: int | None = None,
     nmi: bool = True,
     seed: int = 0,
     backend: str = "torch",
 ) -> dict[str, float]:
-    """Leave-one-out retrieval metrics of embeddings ``z`` [N, D] with integer labels ``y`` [N].
+    """Retrieval metrics of query embeddings ``z`` [N, D] with integer labels ``y`` [N].
 
-    ``z`` is compared by cosine similarity (rows are L2-normalised here; zero rows stay zero).
-    ``chunk_size`` queries are processed at a time (``None``: about 64 MiB of similarities per chunk).
-    ``nmi=False`` skips k-means (``"nmi"`` is then NaN). ``backend`` is ``"torch"`` or ``"faiss"``;
-    both give the same neighbours. Returns floats keyed by :func:`retrieval_keys` (``ks``).
+    Without ``gallery`` every query searches the other queries (leave-one-out); with ``gallery``
+    [M, D] and ``gallery_labels`` [M] it searches the whole gallery (passing ``z`` itself as the
+    gallery is the leave-one-out case). NumPy arrays and tensors on any device are accepted.
+    Embeddings are compared by cosine similarity (rows are L2-normalised here; zero rows stay zero).
+    ``ks``: positive integers. ``chunk_size`` queries are processed at a time (``None``: about
+    64 MiB of similarities per chunk). ``nmi=False`` skips k-means (``"nmi"`` is then NaN; NMI
+    clusters the queries). ``backend`` is ``"torch"`` or ``"faiss"``; both give the same
+    neighbours. Returns floats keyed by :func:`retrieval_keys` (``ks``).
     """
-    z, y = _check_inputs(z, y)
+    z, y, g, gy = _check_inputs(z, y, gallery, gallery_labels)
+    ks = tuple(ks)
+    if len(ks) == 0 or any(isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1 for k in ks):
+        raise ValueError(f"ks must be positive integers (e.g. ks=(1, 2, 4, 8)), got {ks}")
     ks = tuple(int(k) for k in ks)
-    if len(ks) == 0 or min(ks) < 1:
-        raise ValueError(f"ks must be positive integers, got {ks}")
     if chunk_size is not None and chunk_size < 1:
         raise ValueError("chunk_size must be >= 1")
     n = z.shape[0]
+    same = g is None
+    m = n if same else g.shape[0]
     y = y.to(z.device)
-    _, inverse, counts = torch.unique(y, return_inverse=True, return_counts=True)
-    if counts.numel() < 2:
+    both = y if same else torch.cat([y, gy])
+    _, inverse_all, counts_all = torch.unique(both, return_inverse=True, return_counts=True)
+    if counts_all.numel() < 2:
         raise ValueError("retrieval metrics need at least 2 classes")
-    r_all = counts[inverse] - 1  # other same-class items per query
+    inverse, g_inverse = inverse_all[:n], inverse_all[n:] if not same else inverse_all
+    g_counts = torch.bincount(g_inverse, minlength=counts_all.numel())
+    r_all = g_counts[inverse] - (1 if same else 0)  # relevant gallery items per query
     valid = r_all > 0
     n_valid = int(valid.sum())
     n_excluded = n - n_valid
 
     out: dict[str, float] = {}
     if n_valid > 0:
-        k_max = min(n - 1, max(max(ks), int(r_all.max())))
+        k_max = min(m - 1 if same else m, max(max(ks), int(r_all.max())))
         zn = _normalise(z)
-        chunk = chunk_size or _auto_chunk(n)
+        gn = None if same else _normalise(g)
+        chunk = chunk_size or _auto_chunk(m)
         # per-query values, summed once at the end: results do not depend on the chunking
         hits = torch.zeros(len(ks), dtype=torch.int64)
         ap_all = torch.zeros(n, dtype=torch.float64, device=zn.device)
         rp_all = torch.zeros(n, dtype=torch.float64, device=zn.device)
         cols = torch.arange(1, k_max + 1, device=zn.device)
-        for start, stop, _vals, idx in _knn_iter(zn, k_max, chunk, backend):
+        for start, stop, _vals, idx in _knn_iter(zn, k_max, chunk, backend, gn):
             q_valid = valid[start:stop]
             r = r_all[start:stop]
-            match = inverse[idx] == inverse[start:stop].unsqueeze(1)  # [chunk, k_max]
+            match = g_inverse[idx] == inverse[start:stop].unsqueeze(1)  # [chunk, k_max]
             first_hit = torch.where(
                 match.any(dim=1), match.int().argmax(dim=1) + 1, torch.full_like(r, k_max + 1)
             )
@@ -323,17 +375,19 @@ def retrieval_metrics(
             out[f"recall@{k}"] = math.nan
         out["map@r"] = math.nan
         out["r_precision"] = math.nan
-    out["nmi"] = _nmi(z, inverse, int(counts.numel()), seed) if nmi else math.nan
+    out["nmi"] = _nmi(z, y, seed) if nmi else math.nan
     out["n_queries"] = float(n_valid)
     out["n_excluded_queries"] = float(n_excluded)
     return out
 
 
-def _nmi(z: Tensor, labels: Tensor, n_classes: int, seed: int) -> float:
+def _nmi(z: Tensor, labels: Tensor, seed: int) -> float:
+    """NMI between ``labels`` and a seeded k-means of the L2-normalised ``z`` (k = number of classes)."""
     from sklearn.cluster import KMeans
     from sklearn.metrics import normalized_mutual_info_score
 
+    labels = labels.cpu().numpy()
     x = _normalise(z).cpu().numpy().astype("float64")
-    km = KMeans(n_clusters=n_classes, n_init=1, random_state=seed)
+    km = KMeans(n_clusters=len(set(labels.tolist())), n_init=1, random_state=seed)
     clusters = km.fit_predict(x)
-    return float(normalized_mutual_info_score(labels.cpu().numpy(), clusters))
+    return float(normalized_mutual_info_score(labels, clusters))

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vgcore.metrics.inputs import check_embeddings
+from vgcore.metrics.inputs import as_embeddings
 
 _CHUNK = 8192
 _SPECTRUM_FLOOR = 1e-12
@@ -72,7 +72,7 @@ def _pair_sq_dists(a: Tensor, b: Tensor) -> Tensor:
 @torch.no_grad()
 def class_geometry(z: Tensor, y: Tensor, *, spectral_skip: int = 0, chunk_size: int = _CHUNK) -> ClassGeometry:
     """The :class:`ClassGeometry` of embeddings ``z`` [N, D] with integer labels ``y`` [N] (two passes)."""
-    check_embeddings(z, y)
+    z, y = as_embeddings(z, y)  # NumPy arrays and tensors on any device
     if spectral_skip < 0:
         raise ValueError("spectral_skip must be >= 0")
     if chunk_size < 1:

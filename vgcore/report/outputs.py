@@ -13,9 +13,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-NOTEBOOKS = ("01_features", "02_train", "03_variance", "04_greediness", "05_retrieval", "06_claims")
+NOTEBOOKS = ("01_features", "02_train", "03_variance", "04_greediness", "05_retrieval", "06_claims", "07_your_data")
 """The numbered notebooks in `notebooks/`, in order."""
 
+YOUR_DATA = "07_your_data"
+"""The notebook that runs the comparison on a user's features file (not part of a profile's build)."""
 
 @dataclass(frozen=True)
 class Item:

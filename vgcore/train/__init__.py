@@ -4,7 +4,9 @@
   optimiser) learner and the step that serves several of them per batch;
 - :mod:`~vgcore.train.samplers`: batch samplers and fixed subsets; :mod:`~vgcore.train.steplog`:
   the named per-step log; :mod:`~vgcore.train.evaluate`: ``{split: metrics}`` of a head;
-- :mod:`~vgcore.train.loop`: ``run`` (one config -> one run directory) and ``sweep``.
+- :mod:`~vgcore.train.loop`: ``run`` (one config -> one run directory) and ``sweep``;
+- :mod:`~vgcore.train.monitor`: :class:`GreedinessMonitor`, the same per-step log for any loss in
+  your own training loop.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ from vgcore.train.evaluate import embed, evaluate, evaluate_splits
 from vgcore.train.head import ProjectionHead
 from vgcore.train.learner import STAT_KEYS, Learner, make_learner, train_step
 from vgcore.train.loop import RunResult, TrainingDivergedError, load_features, run, sweep
+from vgcore.train.monitor import GreedinessMonitor
 from vgcore.train.samplers import batch_indices, fixed_subset
 from vgcore.train.steplog import StepLog
 
 __all__ = [
     "STAT_KEYS",
+    "GreedinessMonitor",
     "Learner",
     "ProjectionHead",
     "RunResult",

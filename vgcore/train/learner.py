@@ -1,8 +1,9 @@
 """One (head, loss, optimiser) learner and the training step that serves several of them per batch.
 
-The step is: batch -> head -> z (L2-normalised) -> loss(z, y) -> one backward -> GREEDINESS read off
-that same backward (dL/dz is kept with ``retain_grad`` and its part tangent to the sphere at z is
-measured; parameter gradients are read before the optimiser step) -> optimiser step. ``train_step`` takes a list of learners so that several losses
+The step is: batch -> head -> z (L2-normalised) -> loss(z, y) (its terms in ``loss_fn.last``) -> one
+backward -> GREEDINESS read off that same backward (dL/dz is kept with ``retain_grad`` and its part
+tangent to the sphere at z is measured; parameter gradients are read before the optimiser step) ->
+optimiser step. ``train_step`` takes a list of learners so that several losses
 can be trained on the identical batch stream (a paired comparison).
 """
 
@@ -57,16 +58,17 @@ def train_step(learners: Sequence[Learner], x: Tensor, y: Tensor, *, diagnostics
     for learner in learners:
         z = learner.head(x)
         z.retain_grad()
-        out = learner.loss_fn(z, y)
+        loss = learner.loss_fn(z, y)
+        out = learner.loss_fn.last  # per-sample terms and counts of this call
         learner.optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
+        loss.backward()
         if diagnostics:
             kwargs = {} if grad_threshold is None else {"grad_threshold": grad_threshold}
             g = greediness(out, z.grad, learner.head.parameters(), learner.loss_fn.parameters(), z=z, **kwargs)
         else:  # the loss's own counts only
             nan = torch.full((), float("nan"), device=x.device)
             g = {k: getattr(out, k, nan) for k in GREEDINESS_KEYS}
-        row = [out.loss.detach()] + [g[k].detach().to(out.loss.dtype) for k in GREEDINESS_KEYS]
+        row = [loss.detach()] + [g[k].detach().to(loss.dtype) for k in GREEDINESS_KEYS]
         learner.optimizer.step()
         stats.append(torch.stack(row))
     return stats

@@ -19,7 +19,8 @@ _INTEGER = ("step", "epoch", "n_terms", "n_active_terms")
 
 
 class NonFiniteLoss(Exception):
-    """Raised by :meth:`StepLog.flush` at the first step whose loss is NaN or infinite."""
+    """Raised by :meth:`StepLog.flush` at the first step whose loss is NaN or infinite (unless the log
+    keeps such steps: ``stop_on_nonfinite=False``)."""
 
     def __init__(self, step: int, epoch: int, value: float):
         super().__init__(f"loss {value} at step {step} (epoch {epoch})")
@@ -27,10 +28,15 @@ class NonFiniteLoss(Exception):
 
 
 class StepLog:
-    """Rows of :data:`COLUMNS`, one per step; ``append`` is sync-free, ``flush`` copies to the host."""
+    """Rows of :data:`COLUMNS`, one per step; ``append`` is sync-free, ``flush`` copies to the host.
 
-    def __init__(self, sync_every: int):
+    ``stop_on_nonfinite``: ``flush`` raises :class:`NonFiniteLoss` at the first non-finite loss and
+    drops the rows from there (a training run); False keeps every row (a monitor that only watches).
+    """
+
+    def __init__(self, sync_every: int, stop_on_nonfinite: bool = True):
         self.sync_every = sync_every
+        self.stop_on_nonfinite = stop_on_nonfinite
         self._pending: list[Tensor] = []
         self._pending_epochs: list[int] = []
         self._blocks: list[np.ndarray] = []
@@ -55,19 +61,22 @@ class StepLog:
         self._pending.clear()
         self._pending_epochs.clear()
         loss = rows[:, COLUMNS.index("train_loss")]
-        bad = np.flatnonzero(~np.isfinite(loss))
+        bad = np.flatnonzero(~np.isfinite(loss)) if self.stop_on_nonfinite else np.empty(0, dtype=int)
         self._blocks.append(rows[: bad[0] if bad.size else None])
         if bad.size:
             row = rows[bad[0]]
             raise NonFiniteLoss(int(row[0]), int(row[1]), float(loss[bad[0]]))
 
     def frame(self) -> pd.DataFrame:
-        """The flushed rows as a DataFrame with typed columns (ints, the has_positives bool)."""
+        """The flushed rows as a DataFrame with typed columns (ints, the has_positives bool).
+
+        A column with missing values (NaN: a loss that does not report its terms) gets pandas'
+        nullable type (``Int64``, ``boolean``) instead, so unknown stays unknown.
+        """
         data = np.concatenate(self._blocks) if self._blocks else np.empty((0, len(COLUMNS)))
         frame = pd.DataFrame(data, columns=list(COLUMNS))
-        for col in _INTEGER:
-            frame[col] = frame[col].astype(np.int64)
-        frame["has_positives"] = frame["has_positives"].astype(bool)
+        for col, dtype, nullable in [*((c, np.int64, "Int64") for c in _INTEGER), ("has_positives", bool, "boolean")]:
+            frame[col] = frame[col].astype(nullable if frame[col].isna().any() else dtype)
         return frame
 
     def epoch_mean(self, column: str, epoch: int) -> float:

@@ -1,0 +1,203 @@
+"""Your embeddings and your features against the seven losses: what ``python -m vgcore diagnose`` and
+notebook ``07_your_data`` show.
+
+- :func:`diagnose`: VARIANCE, retrieval and (where given) superclass structure of embeddings you
+  trained yourself (a ``.npz`` as :mod:`vgcore.data.custom` reads it), beside the seven losses'
+  values on the same features when their runs (``python -m vgcore sweep --features F.npz``) exist.
+- :func:`custom_runs`: the complete runs of profile ``custom`` on one features file;
+  :func:`configs_for` and :func:`collect_configs`: the runs notebook ``07_your_data`` trains and reads.
+- :func:`what_this_means`: the claims checked on those runs, and the choice they suggest, in words.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+
+DIAGNOSE_METRICS = ("intra_var", "inter_var", "centroid_dist_mean", "centroid_dist_cv", "margin_mean", "density",
+                    "recall@1", "map@r", "r_precision")
+"""The columns of the comparison (VARIANCE and retrieval), then the superclass ones where given."""
+
+YOURS = "your embeddings"
+
+
+@dataclass
+class Diagnosis:
+    """The comparison table (``YOURS`` first, then one row per loss: seed mean ± std) and notes."""
+
+    table: pd.DataFrame
+    metrics: dict[str, float]
+    evaluated: str
+    n_runs: int
+    notes: list[str]
+
+    def __str__(self) -> str:
+        lines = [f"embeddings evaluated on {self.evaluated}", "", self.table.to_markdown(index=False), ""]
+        return "\n".join(lines + self.notes)
+
+
+def custom_runs(results_root: str | os.PathLike, features: str | os.PathLike, labels_path=None) -> pd.DataFrame:
+    """The ``summary`` table (:func:`vgcore.results.collect`) of the complete ``custom`` runs on the
+    features file ``features`` (matched by its content digest, wherever it lies), with a ``path`` column."""
+    from vgcore.data.custom import load_file
+    from vgcore.results import collect, run_dir
+
+    sha256 = load_file(features, labels_path).sha256
+    summary = collect(results_root, "summary", profile="custom")
+    if summary.empty:
+        return summary.assign(path=[])
+    paths = [run_dir(results_root, SimpleNamespace(**row)) for row in
+             summary[["profile", "dataset", "loss", "seed"]].to_dict("records")]
+    digests = [json.loads((p / "config.json").read_text())["dataset_options"].get("sha256") for p in paths]
+    keep = np.array([d == sha256 for d in digests], dtype=bool)
+    return summary.assign(path=paths)[keep].reset_index(drop=True)
+
+
+def configs_for(features: str | os.PathLike, losses="all", seeds=None, labels_path=None, **settings) -> list:
+    """The ``custom`` profile's RunConfigs (loss x seed) on a features file, with config overrides ``settings``.
+
+    ``losses``: ``"all"`` or a list of loss names; ``seeds``: a list (default the profile's). The file
+    is checked here, before anything trains.
+    """
+    from vgcore.config import get_profile
+    from vgcore.workflow import selection
+
+    profile = get_profile("custom")
+    _, chosen, seeds = selection(profile, None, None if losses == "all" else losses, seeds)
+    files = {"path": str(features), **({"labels_path": str(labels_path)} if labels_path else {})}
+    options = {**settings.pop("dataset_options", {}), **files}
+    return [profile.config("custom", loss, seed, dataset_options=options, **settings)
+            for loss in chosen for seed in seeds]
+
+
+def collect_configs(results_root: str | os.PathLike, configs, table: str = "summary") -> pd.DataFrame:
+    """:func:`vgcore.results.collect` restricted to the complete runs of exactly these configs."""
+    from vgcore.results import collect
+
+    hashes = {c.config_hash() for c in configs}
+    frame = collect(results_root, table, profile=configs[0].profile)
+    frame = frame[frame["config_hash"].isin(hashes)].reset_index(drop=True)
+    if frame.empty:
+        raise ValueError(f"none of these {len(configs)} runs is complete under {results_root!r}: train them first "
+                         "(vgcore.train.sweep(configs, results_root))")
+    return frame
+
+
+def diagnose(embeddings: str | os.PathLike, *, labels_path=None, features: str | os.PathLike | None = None,
+             features_labels=None, results_root: str | os.PathLike = "results", nmi: bool = False) -> Diagnosis:
+    """VARIANCE, retrieval and superclass structure of ``embeddings`` (a features-style ``.npz``: your
+    model's output for your samples, with ``labels`` and optionally ``superclasses`` and ``split``),
+    beside the seven losses trained on ``features`` (the file given to ``sweep --features``).
+
+    Which rows are evaluated: the file's own ``split`` test rows if it has one; else, when it holds
+    the same samples as ``features`` (same count and labels) and runs exist, the runs' test split,
+    so both sides are measured on the same samples; else every row.
+    """
+    from vgcore.data.custom import heldout_mask, load_file
+    from vgcore.metrics import retrieval_metrics, superclass_metrics, variance
+
+    emb = load_file(embeddings, labels_path)
+    feat = None if features is None else load_file(features, features_labels)
+    runs = pd.DataFrame() if feat is None else custom_runs(results_root, feat.path, features_labels)
+    notes: list[str] = []
+    rows, evaluated = np.ones(len(emb), dtype=bool), f"all {len(emb)} rows of {emb.path.name}"
+    aligned = feat is not None and len(feat) == len(emb) and np.array_equal(
+        np.array(feat.class_names)[feat.labels], np.array(emb.class_names)[emb.labels])
+    if emb.is_test is not None:
+        rows, evaluated = emb.is_test, f"the {int(emb.is_test.sum())} test rows of {emb.path.name} (its 'split')"
+    elif aligned and not runs.empty:
+        options = json.loads((runs["path"][0] / "config.json").read_text())["dataset_options"]
+        rows = heldout_mask(feat, options.get("class_split", "shared"), options.get("test_fraction", 0.5),
+                            options.get("seed", 0))
+        evaluated = f"the {int(rows.sum())} test rows of {feat.path.name}, as the seven losses' runs"
+    elif not runs.empty:
+        notes.append(f"note: {emb.path.name} does not hold the same samples as {feat.path.name} (count and labels), "
+                     "so it is evaluated on all its rows and the runs on their test split")
+    superclasses = emb.superclasses if emb.superclasses is not None else (
+        feat.superclasses if aligned and feat.superclasses is not None else None)
+    z, y = emb.features[rows], emb.labels[rows]
+    mine = {**variance(z, y), **retrieval_metrics(z, y, nmi=nmi)}
+    columns = list(DIAGNOSE_METRICS) + (["nmi"] if nmi else [])
+    if superclasses is not None:
+        mine.update(superclass_metrics(z, y, superclasses[rows]))
+        columns += ["superclass_recall@1", "fine_errors_in_superclass"]
+    table = pd.DataFrame([{"embeddings": YOURS, **{k: _fmt(mine[k]) for k in columns}}])
+    if feat is not None and runs.empty:
+        notes.append(f"no complete runs of the seven losses on {feat.path.name} under {results_root}/; train them "
+                     f"with `python -m vgcore sweep --features {feat.path}` to see where yours stand")
+    if not runs.empty:
+        runs = _with_superclass_metrics(runs, feat, columns) if superclasses is not None else runs
+        table = pd.concat([table, _loss_rows(runs, [c for c in columns if c in runs.columns])], ignore_index=True)
+        notes.append(f"losses: seed mean ± std over {runs['seed'].nunique()} seed(s) of the `custom` runs on "
+                     f"{feat.path.name} (profile custom; their test split)")
+    return Diagnosis(table, mine, evaluated, len(runs), notes)
+
+
+def _fmt(value: float) -> str:
+    return "nan" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+
+
+def _loss_rows(runs: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    from vgcore.report.analysis import mean_std_table
+
+    table = mean_std_table(runs, columns)  # by (dataset, loss): one dataset here
+    return table.drop(columns="dataset").rename(columns={"loss": "embeddings"})
+
+
+def _with_superclass_metrics(runs: pd.DataFrame, feat, columns: list[str]) -> pd.DataFrame:
+    """Each run's superclass metrics on its saved test embeddings (when they align with the file's test rows)."""
+    from vgcore.data.custom import heldout_mask
+    from vgcore.metrics import superclass_metrics
+    from vgcore.results import load_run
+
+    if feat is None or feat.superclasses is None:
+        return runs
+    values = []
+    for path in runs["path"]:
+        run = load_run(path)
+        options = run["config"]["dataset_options"]
+        test = heldout_mask(feat, options.get("class_split", "shared"), options.get("test_fraction", 0.5),
+                            options.get("seed", 0))
+        z, y = run.get("embeddings", (None, None))
+        if z is None or len(z) != int(test.sum()):
+            values.append({})  # a subset was evaluated (eval_size): no alignment with the file's rows
+            continue
+        values.append(superclass_metrics(z, y, feat.superclasses[test]))
+    extra = pd.DataFrame(values, index=runs.index)
+    return runs.join(extra[[c for c in extra.columns if c in columns]])
+
+
+def what_this_means(summary: pd.DataFrame, claims: pd.DataFrame) -> str:
+    """Markdown: each of the paper's claims checked on these runs (:func:`vgcore.report.claims.check_claims`:
+    supported, contradicted or inconclusive, with the closest pair's 95% interval over seeds), then
+    which loss to reach for, by what the runs measured."""
+    from vgcore.report.claims import format_claims
+
+    lines = ["**The paper's claims on your data**", ""]
+    for _, row in format_claims(claims).iterrows():
+        pair, diff = row["closest pair"], row["difference [95% CI]"]
+        interval = f" ({pair}: {diff}, {row['seeds']} seeds)" if pair else ""
+        note = f"; {row['note']}" if row["note"] else ""
+        lines.append(f"- {row['verdict']}: {row['claim']}{interval}{note}")
+    if claims.empty:
+        lines.append("- no claim could be checked (each needs both of its loss groups among the runs)")
+    means = summary.groupby("loss")[["intra_var", "recall@1", "loss_convergence_step",
+                                     "centroid_dist_cv"]].mean()
+    lines += ["", "**What to reach for**", "",
+              f"- most within-class diversity kept (highest intra-class variance): **{means['intra_var'].idxmax()}**; "
+              f"most compact classes: **{means['intra_var'].idxmin()}**",
+              f"- best top-1 retrieval: **{means['recall@1'].idxmax()}** "
+              f"(Recall@1 {means['recall@1'].max():.3f}, lowest {means['recall@1'].min():.3f})",
+              f"- fastest convergence (steps to 90% of the smoothed loss decrease): "
+              f"**{means['loss_convergence_step'].idxmin()}**",
+              f"- most evenly spaced classes (lowest centroid-distance CV): **{means['centroid_dist_cv'].idxmin()}**",
+              "", "The paper's guidance reads: Triplet/SCL when within-class diversity matters (fine-grained "
+              "retrieval), Contrastive/InfoNCE for fast compaction. Where the lines above disagree with it, your "
+              "data says otherwise; an inconclusive verdict needs more seeds (or a larger gap)."]
+    return "\n".join(lines)
