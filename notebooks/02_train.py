@@ -22,8 +22,10 @@
 # Trains the 128-d L2-normalised projection head on the frozen features with one loss
 # (`vgcore.train.run`), logging GREEDINESS every step (from the step's own backward pass) and
 # VARIANCE and retrieval every epoch. The run is written to
-# `results/<profile>/<dataset>/<loss>/seed<k>/`; if that run is already complete with the same
-# configuration (same config hash) it is loaded instead of retrained.
+# `results/<profile>/<dataset>/<loss>/seed<k>/` (with `overrides`, to the profile's variant folder
+# `results/<profile>/variants/<digest>/...`, so it never replaces the profile's own run); if that run
+# is already complete with the same configuration (same config hash, files intact) it is loaded
+# instead of retrained.
 #
 # The build runs this notebook once per loss x dataset x seed and keeps the executed copy beside the
 # run's results as `02_train.ipynb`.
@@ -67,7 +69,7 @@ import torch
 from vgcore import train
 from vgcore.config import get_profile
 from vgcore.report import plots
-from vgcore.results import EPOCH_COLUMNS, is_complete, load_run, run_dir
+from vgcore.results import EPOCH_COLUMNS, is_current, load_run, run_dir
 
 # Bad input stops here, naming the valid choices.
 config = get_profile(profile).config(dataset, loss, int(seed), **overrides)
@@ -82,7 +84,7 @@ print(f"{profile}/{dataset}/{loss}/seed{seed}: {config.epochs} epochs, batch {co
 # ## Train (or load the complete run)
 
 # %%
-if is_complete(path, config.config_hash()):
+if is_current(path, config.config_hash()):
     print(f"complete run with the same config found in {path}: loaded, not retrained")
 else:
     train.run(config, path, data_root=data_root, cache_dir=cache_dir, progress=False)

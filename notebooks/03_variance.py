@@ -62,11 +62,11 @@ from pathlib import Path
 from vgcore.report import plots
 from vgcore.report.analysis import VARIANCE_TABLE, mean_std_table
 from vgcore.report.outputs import Outputs, collect_profile
-from vgcore.results import load_run, run_dir
+from vgcore.results import load_run, own_run_dir
 
 summary = collect_profile(results_root, profile, "summary")  # fails naming valid profiles, or if nothing ran
 epochs = collect_profile(results_root, profile, "epochs")
-out = Outputs("03_variance", Path(figures_root) / profile, profile)
+out = Outputs("03_variance", Path(figures_root) / profile, profile, runs=summary)  # captions name these runs
 plots.use_style()
 print(f"{len(summary)} runs: datasets {sorted(summary.dataset.unique())}, seeds {sorted(summary.seed.unique())}")
 
@@ -128,7 +128,8 @@ fig
 
 # %%
 seed0 = summary[summary.seed == summary.seed.min()]
-emb = {d: {r.loss: load_run(run_dir(results_root, r))["embeddings"] for r in frame.itertuples()}
+emb = {d: {r.loss: load_run(own_run_dir(results_root, profile, d, r.loss, r.seed))["embeddings"]
+           for r in frame.itertuples()}
        for d, frame in seed0.groupby("dataset")}
 fig = plots.embedding_projections(emb)
 out.figure(fig, "03_embeddings_pca")

@@ -69,7 +69,7 @@ from vgcore.report.outputs import Outputs, collect_profile
 
 summary = collect_profile(results_root, profile, "summary")  # fails naming valid profiles, or if nothing ran
 steps = collect_profile(results_root, profile, "steps")
-out = Outputs("04_greediness", Path(figures_root) / profile, profile)
+out = Outputs("04_greediness", Path(figures_root) / profile, profile, runs=summary)  # captions name these runs
 plots.use_style()
 print(f"{len(summary)} runs, {len(steps)} logged steps")
 

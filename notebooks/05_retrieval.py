@@ -60,7 +60,7 @@ from vgcore.report.outputs import Outputs, collect_profile
 
 summary = collect_profile(results_root, profile, "summary")  # fails naming valid profiles, or if nothing ran
 epochs = collect_profile(results_root, profile, "epochs")
-out = Outputs("05_retrieval", Path(figures_root) / profile, profile)
+out = Outputs("05_retrieval", Path(figures_root) / profile, profile, runs=summary)  # captions name these runs
 plots.use_style()
 print(f"{len(summary)} runs: datasets {sorted(summary.dataset.unique())}")
 

@@ -70,7 +70,7 @@ from vgcore.report.outputs import Outputs, collect_profile
 
 summary = collect_profile(results_root, profile, "summary")  # fails naming valid profiles, or if nothing ran
 epochs = collect_profile(results_root, profile, "epochs")
-out = Outputs("06_claims", Path(figures_root) / profile, profile)
+out = Outputs("06_claims", Path(figures_root) / profile, profile, runs=summary)
 plots.use_style()
 print(f"{len(summary)} runs: datasets {sorted(summary.dataset.unique())}, "
       f"seeds {sorted(int(s) for s in summary.seed.unique())}")

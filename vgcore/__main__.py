@@ -8,18 +8,24 @@ Examples::
     python -m vgcore sweep --profile smoke loss_params.margin=0.3
     python -m vgcore sweep --features my.npz             # your features (profile custom) through the 7 losses
     python -m vgcore diagnose my_embeddings.npz --features my.npz   # your embeddings beside those runs
+    python -m vgcore sweep --profile smoke --tag margin0.3 loss_params.margin=0.3   # a variant, kept apart
     python -m vgcore demo -j 2                           # the notebook build (Snakemake): = make demo
     python -m vgcore figures --profile smoke --losses triplet scl --dry-run
     python -m vgcore snapshot restore figures/demo/results.tar.gz
 
-Bad input (an unknown name, a malformed override, missing data) ends with one line on stderr and
-exit code 2; ``--debug`` shows the traceback instead.
+Bad input (an unknown name, a malformed override, missing data, a diverged run) ends with its message
+on stderr and exit code 2; ``--debug`` shows the traceback instead. A sweep in which some runs failed
+trains the others, lists the failures and exits with 1.
+
+Runs whose config differs from the profile's (any override) live in
+``results/<profile>/variants/<tag or digest>/``, never in the profile's own folders.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from vgcore import registry
 from vgcore.config import PROFILES, get_profile, parse_overrides, parse_value
@@ -40,8 +46,12 @@ def _add_paths(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", default=None, help="dataset root (default: $VGCORE_DATA or ./data)")
     p.add_argument("--cache-dir", default=None, help="feature cache (default: $VGCORE_CACHE or ./cache)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--tag", default=None,
+                   help="name of the variant folder for runs that differ from the profile "
+                        "(default: a digest of how they differ); runs of the profile's own config ignore it")
     p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="config overrides, e.g. epochs=3 lr=1e-3 loss_params.margin=0.2")
+                   help="config overrides, e.g. epochs=3 lr=1e-3 loss_params.margin=0.2 "
+                        "(not profile, dataset, loss or seed: use the options)")
 
 
 def _add_selection(p: argparse.ArgumentParser) -> None:
@@ -158,33 +168,38 @@ def _with_features(args: argparse.Namespace) -> tuple[str, dict]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from vgcore import train
-    from vgcore.results import run_dir
+    from vgcore import results, train
 
     profile, overrides = _with_features(args)
     dataset = args.dataset or ("custom" if args.features else None)
     if dataset is None:
         raise ValueError("run needs --dataset (or --features FILE for your own features)")
     config = get_profile(profile).config(dataset, args.loss, args.seed, **overrides)
-    result = train.run(config, run_dir(args.results, config), **_paths(args))
+    results.check_variant(args.results, config, args.tag)
+    result = train.run(config, results.run_dir(args.results, config, args.tag), **_paths(args))
     print(f"wrote {result.path}")
     return 0
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from vgcore import train
-    from vgcore.results import collect
+    from vgcore import results, train
     from vgcore.workflow import selection
 
     name, overrides = _with_features(args)
     profile = get_profile(name)
     datasets, losses, seeds = selection(profile, args.datasets, args.losses, args.seeds)
     configs = [profile.config(d, loss, s, **overrides) for d in datasets for loss in losses for s in seeds]
-    train.sweep(configs, args.results, **_paths(args))
-    table = collect(args.results, "summary", profile=profile.name)
-    table = table[table["config_hash"].isin({c.config_hash() for c in configs})]  # the runs of this sweep
+    done = train.sweep(configs, args.results, tag=args.tag, **_paths(args))
+    table = results.runs_frame([p for p in done.paths if p not in done.failures], "summary")  # this sweep's runs only
     cols = ["dataset", "loss", "seed", "recall@1", "map@r", "intra_var", "inter_var", "active_ratio_mean"]
     print(table[[c for c in cols if c in table.columns]].to_string(index=False))
+    folders = sorted({str(p.parents[2]) for p in done.paths})
+    print(f"runs in {', '.join(folders)}")
+    if done.failures:
+        print(f"{len(done.failures)} of {len(done.paths)} runs failed (the others are complete):", file=sys.stderr)
+        for path, error in done.failures.items():
+            print(f"  {path}: {error.splitlines()[0]}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -204,7 +219,7 @@ def _build(args: argparse.Namespace) -> int:
     """Run the Snakemake notebook build (workflow/Snakefile) for a profile."""
     import subprocess
 
-    from vgcore.workflow import snakemake_command
+    from vgcore.workflow import prepare_runs, snakemake_command
 
     profile = args.profile if args.command == "figures" else args.command
     extra = [a for a in (args.snakemake_args or []) if a != "--"] + (["--dry-run"] if args.dry_run else [])
@@ -214,8 +229,19 @@ def _build(args: argparse.Namespace) -> int:
         import snakemake  # noqa: F401
     except ImportError:
         raise ValueError("the notebook build needs Snakemake: pip install 'vgcore[workflow]' (make setup does)") from None
+    forced = prepare_runs(get_profile(profile), args.results, args.datasets, args.losses, args.seeds,
+                          dry_run=args.dry_run, log=lambda m: print(m, file=sys.stderr, flush=True))
+    if forced:
+        cmd += ["--forcerun", *map(str, forced)]
     print("+ " + " ".join(cmd), file=sys.stderr, flush=True)
-    return subprocess.call(cmd)
+    code = subprocess.call(cmd)
+    figures = Path(args.figures) / profile
+    if code and not args.dry_run and (figures / "README.md").exists():
+        # a failed build deletes its failed targets: the index must not link them
+        from vgcore.report.outputs import write_index
+
+        write_index(figures, profile, get_profile(profile).description)
+    return code
 
 
 def _execute(args: argparse.Namespace) -> int:

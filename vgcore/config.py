@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,9 @@ LOSSES = registry.PAPER_LOSSES
 HEADS = ("linear", "mlp")  # vgcore.train.head.ProjectionHead
 SAMPLERS = ("random", "pk")  # vgcore.train.samplers.batch_indices
 DEVICES = ("cpu", "cuda", "auto")  # vgcore.device.resolve_device
+EVAL_SPLITS = ("test", "train")  # vgcore.data.base.SPLITS
+CELL_KEYS = ("profile", "dataset", "loss", "seed")
+"""What a run is a cell of; chosen with --profile/--dataset/--loss/--seed, never as key=value overrides."""
 
 
 @dataclass
@@ -77,10 +81,17 @@ class RunConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 2):
                 raise ValueError(f"{name} must be None (all samples) or an integer >= 2, got {value!r}")
-        if not isinstance(self.seed, int) or self.seed < 0:
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr!r}")
+        if not _is_real(self.lr) or not self.lr > 0:
+            raise ValueError(f"lr must be a positive number (e.g. lr=1e-3), got {self.lr!r}")
+        if not _is_real(self.weight_decay) or not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay must be a number >= 0 (e.g. weight_decay=1e-4), got {self.weight_decay!r}")
+        if self.grad_threshold is not None and (not _is_real(self.grad_threshold) or not self.grad_threshold >= 0):
+            raise ValueError(f"grad_threshold must be None (the default) or a number >= 0, got {self.grad_threshold!r}")
+        if not isinstance(self.diagnostics, bool):  # "no" or 0 is not a boolean: say so rather than guess
+            raise ValueError(f"diagnostics must be true or false (diagnostics=false), got {self.diagnostics!r}")
+        _check_choice("eval_split", self.eval_split, EVAL_SPLITS)
         if self.sampler == "pk" and self.batch_size % self.samples_per_class:
             raise ValueError(
                 f"sampler 'pk' needs batch_size divisible by samples_per_class; got "
@@ -120,8 +131,9 @@ class Profile:
     compare_with: str | None = None
     """Another profile whose claim verdicts the claims notebook sets beside this one's (e.g. two schedules)."""
 
-    def config(self, dataset: str, loss: str, seed: int, **overrides: Any) -> RunConfig:
+    def config(self, dataset: str, loss: str, seed: int, /, **overrides: Any) -> RunConfig:
         """The RunConfig of one cell of the sweep, with `overrides` applied last."""
+        _check_not_cell_keys(overrides)
         _check_choice("dataset", dataset, tuple(self.datasets), what=f"dataset of profile {self.name!r}")
         values: dict[str, Any] = {**self.settings, **self.datasets[dataset]}
         values.update(profile=self.name, dataset=dataset, loss=loss, seed=seed)
@@ -231,19 +243,90 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
     Dotted keys set one entry of a dict field: `loss_params.margin=0.2`.
     """
-    overrides: dict[str, Any] = {}
+    flat: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ValueError(f"override {item!r} is not of the form key=value (e.g. epochs=3)")
-        value = parse_value(raw)
+        flat[key] = parse_value(raw)
+    overrides = nest(flat)
+    _check_keys(overrides)
+    _check_not_cell_keys(overrides)
+    return overrides
+
+
+ABSENT = "<absent>"
+"""How :func:`flat_diff` reports an entry that only the reference has."""
+
+
+def flat_diff(values: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
+    """The entries of `values` that differ from `reference`, as dotted override keys.
+
+    Dict fields are compared entry by entry (``loss_params.margin``), as the command line sets them;
+    an entry that `reference` has and `values` lacks is reported as :data:`ABSENT`.
+    """
+    diff: dict[str, Any] = {}
+    for key in sorted(set(values) | set(reference)):
+        a, b = values.get(key, ABSENT), reference.get(key, ABSENT)
+        if isinstance(a, dict) and isinstance(b, dict):
+            diff.update({f"{key}.{k}": v for k, v in flat_diff(a, b).items()})
+        elif _canonical(a) != _canonical(b):
+            diff[key] = a
+    return diff
+
+
+def nest(flat: dict[str, Any]) -> dict[str, Any]:
+    """Dotted keys back to nested dicts: ``{"loss_params.margin": 0.3}`` -> ``{"loss_params": {"margin": 0.3}}``."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
         head, dot, sub = key.partition(".")
         if dot:
-            overrides.setdefault(head, {})[sub] = value
+            out.setdefault(head, {})[sub] = value
         else:
-            overrides[key] = value
-    _check_keys(overrides)
-    return overrides
+            out[key] = value
+    return out
+
+
+def describe_diff(diff: dict[str, Any], reference: dict[str, Any] | None = None, *, there: str = "profile") -> str:
+    """``epochs=40 (profile: 3), lr=0.1 (profile: 0.01)``: a diff in one line, for error messages."""
+    if not diff:
+        return "no differing keys"
+    flat_ref = _flatten(reference or {})
+    parts = []
+    for key, value in diff.items():
+        shown = f"{key}={json.dumps(value, default=str)}" if value != ABSENT else f"{key} unset"
+        if reference is not None:
+            shown += f" ({there}: {json.dumps(flat_ref.get(key, ABSENT), default=str)})"
+        parts.append(shown)
+    return ", ".join(parts)
+
+
+def _flatten(values: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            out[key] = value
+    return out
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _is_real(value: Any) -> bool:
+    """An int or a float (not a bool, not a string), and finite."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_not_cell_keys(overrides: dict[str, Any]) -> None:
+    fixed = [k for k in CELL_KEYS if k in overrides]
+    if fixed:
+        how = {"profile": "--profile", "dataset": "--dataset (sweep: --datasets)", "loss": "--loss (sweep: --losses)",
+               "seed": "--seed (sweep: --seeds)"}
+        raise ValueError(f"{', '.join(fixed)} cannot be set as an override (key=value): choose "
+                         + ", ".join(f"{k} with {how[k]}" for k in fixed))
 
 
 def _check_keys(values: dict[str, Any]) -> None:

@@ -1,9 +1,15 @@
-"""Atomic file writes and checksums.
+"""Atomic file writes, checksums and locks.
 
 Every file vgcore writes that another step reads (feature caches, run results) goes through
 here: the content is written to a temporary file in the destination's own directory, flushed
 to disk and then moved into place with ``os.replace``. A reader therefore sees either the old
-file or the complete new one, never a partial write, even if the writer is killed.
+file or the complete new one, never a partial write, even if the writer is killed. A killed
+writer leaves a hidden ``.tmp-<name>.*`` beside the destination, which :func:`remove_orphans`
+deletes the next time that destination is written (under its lock).
+
+:func:`file_lock` is an advisory lock (``flock``) that the operating system releases when its
+holder exits or is killed, so a crashed process never leaves a stale lock behind; whoever waits
+for it is told who holds it.
 """
 
 from __future__ import annotations
@@ -13,12 +19,18 @@ import hashlib
 import json
 import os
 import shutil
+import socket
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from vgcore.errors import UserError
+
 __all__ = [
+    "LockBusyError",
     "atomic_directory",
     "atomic_open",
     "atomic_save_tensor",
@@ -26,7 +38,10 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "file_digest",
+    "file_lock",
     "file_md5",
+    "lock_path",
+    "remove_orphans",
 ]
 
 
@@ -134,3 +149,87 @@ def file_digest(path: str | os.PathLike, algorithm: str = "sha256", chunk: int =
 def file_md5(path: str | os.PathLike) -> str:
     """MD5 of a file (the checksum dataset hosts publish)."""
     return file_digest(path, "md5")
+
+
+def remove_orphans(directory: str | os.PathLike, name: str) -> list[Path]:
+    """Delete the ``.tmp-<name>.*`` files and folders a killed writer of ``<directory>/<name>`` left.
+
+    Call it only while holding the lock that serialises writers of ``name`` (another writer's
+    temporary file would otherwise be deleted under it). Returns what was removed.
+    """
+    removed = []
+    for orphan in Path(directory).glob(f".tmp-{name}.*"):
+        if orphan.is_dir() and not orphan.is_symlink():
+            shutil.rmtree(orphan, ignore_errors=True)
+        else:
+            orphan.unlink(missing_ok=True)
+        removed.append(orphan)
+    return removed
+
+
+def lock_path(path: str | os.PathLike) -> Path:
+    """The lock file that guards writers of `path`: the hidden ``.<name>.lock`` beside it."""
+    path = Path(path)
+    return path.parent / f".{path.name}.lock"
+
+
+class LockBusyError(UserError, RuntimeError):
+    """Another process holds the lock; the message names it (pid, host, command, since when)."""
+
+
+def _holder() -> str:
+    command = " ".join(Path(sys.argv[0]).name if i == 0 else a for i, a in enumerate(sys.argv))[:300]
+    return json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": command,
+                       "since": time.strftime("%Y-%m-%d %H:%M:%S")})
+
+
+def describe_holder(lock_path: str | os.PathLike) -> str:
+    """Who holds (or last held) a lock: "pid 123 on host (command), since ..."."""
+    try:
+        info = json.loads(Path(lock_path).read_text() or "{}")
+    except (OSError, json.JSONDecodeError):
+        info = {}
+    if not info:
+        return "another process"
+    return f"pid {info.get('pid')} on {info.get('host')} ({info.get('command')}), since {info.get('since')}"
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike, *, what: str | None = None, timeout: float | None = None,
+              poll: float = 0.2, log=None) -> Iterator[Path]:
+    """Hold an exclusive lock on ``path`` (created if missing) for the ``with`` block.
+
+    If another process holds it: wait (telling ``log`` once who holds it), or after ``timeout``
+    seconds (0: do not wait) raise :class:`LockBusyError` naming the holder. The lock file is
+    never deleted (deleting a lock file races with its next user); it holds the holder's pid,
+    host and command while locked.
+    """
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+    try:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        told = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = describe_holder(path)
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise LockBusyError(f"{what or path} is in use by {holder}; wait for it to finish "
+                                        f"(or stop it) and run again") from None
+                if not told and log is not None:
+                    log(f"waiting for {what or path}: in use by {holder}")
+                    told = True
+                time.sleep(poll)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, _holder().encode(), 0)
+        try:
+            yield path
+        finally:
+            os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)  # releases the lock

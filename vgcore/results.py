@@ -1,17 +1,33 @@
-"""The one results schema: how a run is written to disk and how many runs are read back.
+"""The one results schema: where a run lives, how it is written, how many runs are read back.
 
-A run lives in ``<root>/<profile>/<dataset>/<loss>/seed<k>/``:
+Where. A run whose config is its profile's own config for that cell lives in
+``<root>/<profile>/<dataset>/<loss>/seed<k>/``. Any other run (an override, or a profile edited since)
+is a *variant* and lives in ``<root>/<profile>/variants/<name>/<dataset>/<loss>/seed<k>/``, where
+``<name>`` is a tag the user chose or the digest of how the run differs from its profile (its
+``overrides``, recorded in ``summary.json`` and, per dataset, in ``variants/<name>/variant.json``;
+a tag holds one set of overrides per dataset).
+So no override can replace, or mix with, another config's runs.
 
-- ``config.json``     the RunConfig (written first)
+What. A run directory holds:
+
+- ``config.json``     the RunConfig
 - ``steps.csv``       one row per training step: STEP_COLUMNS
 - ``epochs.csv``      one row per (evaluated epoch, split): EPOCH_COLUMNS (epoch 0 = untrained head)
 - ``embeddings.npz``  final evaluation embeddings (float16) and labels, compressed
-- ``summary.json``    final metrics, convergence epochs, wall time, versions, config hash (written last)
+- ``summary.json``    final metrics, convergence epochs, wall time, versions, config hash, overrides,
+                      and the size and sha256 of every file above (written last)
 - ``failure.json``    only when the run stopped on an error (then there is no summary.json)
 
-Every file is written atomically (temporary file in the same folder, then ``os.replace``); a run
-directory is complete only when ``summary.json`` exists and records the same config hash and
-:data:`SCHEMA_VERSION`.
+How. A run is trained in a hidden sibling ``.tmp-seed<k>.*`` and swapped into place only once it is
+complete, under a per-run lock (``.seed<k>.lock`` beside it), so a failing, killed or concurrent
+run never deletes a complete one; what a killed run left is cleaned (or, if complete, finished) by
+the next writer. A run is complete when ``summary.json`` exists; it is current for a config when it
+also records that config's hash and :data:`SCHEMA_VERSION` and its files match their recorded hashes.
+
+Reading. :func:`collect` returns a profile's own runs (or one variant's), after checking that each
+still is what its place says (same config as the profile gives now) and that its files are intact;
+a stale or corrupt run is refused naming the run and the differing keys or the bad file
+(``errors="skip"``: left out with a warning).
 """
 
 from __future__ import annotations
@@ -19,13 +35,28 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import secrets
+import shutil
+import warnings
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from vgcore.io import atomic_open, atomic_write_json
+from vgcore.config import CELL_KEYS, RunConfig, describe_diff, flat_diff, get_profile
+from vgcore.errors import UserError
+from vgcore.io import (
+    atomic_open,
+    atomic_write_json,
+    file_digest,
+    file_lock,
+    lock_path,
+    remove_orphans,
+)
 from vgcore.metrics.greediness import GREEDINESS_KEYS
 from vgcore.metrics.hierarchy import HIERARCHY_KEYS
 from vgcore.metrics.retrieval import RETRIEVAL_KEYS
@@ -44,36 +75,236 @@ SCHEMA_VERSION = f"{SCHEMA_REVISION}." + hashlib.sha256(
 before a column was added (a new metric) or changed meaning counts as stale and is rerun."""
 
 
-def run_dir(root: str | os.PathLike, config) -> Path:
-    """``<root>/<profile>/<dataset>/<loss>/seed<k>`` for a RunConfig."""
-    return Path(root) / config.profile / config.dataset / config.loss / f"seed{config.seed}"
+VARIANTS = "variants"
+"""The folder of a profile's variant runs: ``<root>/<profile>/variants/<name>/``."""
+RUN_FILES = ("config.json", "steps.csv", "epochs.csv", "embeddings.npz")
+"""The files ``summary.json`` records (size and sha256); ``embeddings.npz`` may be left out of a
+snapshot, the others must be there."""
+_OPTIONAL_FILES = ("embeddings.npz",)
+_TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]{0,63}")
+
+
+class RunIntegrityError(UserError, ValueError):
+    """A run's file is unreadable, missing or not what summary.json recorded; the message names it."""
+
+
+class StaleRunError(UserError, ValueError):
+    """A run was trained with another config than its place stands for; the message names the keys."""
+
+
+class VariantConflictError(UserError, ValueError):
+    """A tag already names a variant with other settings."""
+
+
+# --- where a run lives --------------------------------------------------------------------------
+
+def own_run_dir(root: str | os.PathLike, profile: str, dataset: str, loss: str, seed: int) -> Path:
+    """``<root>/<profile>/<dataset>/<loss>/seed<k>``: where a profile's own run of a cell lives."""
+    return Path(root) / profile / dataset / loss / f"seed{int(seed)}"
+
+
+def profile_config(config: RunConfig | dict) -> dict[str, Any]:
+    """The config (as a dict) that the run's profile gives for the run's cell now."""
+    values = config.to_dict() if isinstance(config, RunConfig) else config
+    profile = get_profile(values["profile"])
+    return profile.config(values["dataset"], values["loss"], int(values["seed"])).to_dict()
+
+
+def overrides_of(config: RunConfig | dict) -> dict[str, Any]:
+    """How a run's config differs from its profile's config of the same cell, as dotted keys
+    (``{"epochs": 40, "loss_params.margin": 0.3}``); empty for a profile's own run."""
+    values = config.to_dict() if isinstance(config, RunConfig) else config
+    return flat_diff(values, profile_config(values))
+
+
+def variant_name(overrides: dict[str, Any], tag: str | None = None) -> str:
+    """`tag`, or the first 12 hex digits of the sha256 of the overrides' canonical JSON."""
+    if tag is not None:
+        if not isinstance(tag, str) or not _TAG.fullmatch(tag):
+            raise ValueError(f"tag {tag!r} is not a folder name: use letters, digits and . _ + = - "
+                             "(at most 64, e.g. --tag margin0.3)")
+        return tag
+    return hashlib.sha256(_canonical(overrides).encode()).hexdigest()[:12]
+
+
+def run_dir(root: str | os.PathLike, config: RunConfig, tag: str | None = None) -> Path:
+    """Where `config`'s run lives under `root`: its profile's own folder when its config is the
+    profile's, else ``<profile>/variants/<tag or digest>/<dataset>/<loss>/seed<k>``."""
+    overrides = overrides_of(config)
+    if not overrides:
+        return own_run_dir(root, config.profile, config.dataset, config.loss, config.seed)
+    return (Path(root) / config.profile / VARIANTS / variant_name(overrides, tag) / config.dataset / config.loss
+            / f"seed{config.seed}")
+
+
+def check_variant(root: str | os.PathLike, config: RunConfig, tag: str | None = None) -> Path | None:
+    """The variant folder of `config` (None for a profile's own run), after checking that its
+    ``variant.json`` records no other settings for the config's dataset (VariantConflictError naming
+    the differing keys: a tag holds one set of overrides per dataset). Writes nothing."""
+    overrides = overrides_of(config)
+    if not overrides:
+        return None
+    folder = Path(root) / config.profile / VARIANTS / variant_name(overrides, tag)
+    _check_record(folder, config.dataset, overrides)
+    return folder
+
+
+def _check_record(folder: Path, dataset: str, overrides: dict) -> dict:
+    record_path = folder / "variant.json"
+    record = _read_json(record_path) if record_path.exists() else {"overrides": {}}
+    known = record["overrides"].get(dataset)
+    if known is not None and _canonical(known) != _canonical(overrides):
+        raise VariantConflictError(
+            f"variant {folder.name!r} ({folder}) holds {dataset} runs with {describe_diff(known)}; this run has "
+            f"{describe_diff(overrides)} (differing keys: {', '.join(sorted(_differing(known, overrides)))}). "
+            "Choose another --tag.")
+    return record
+
+
+def _record_variant(path: Path, config: dict) -> None:
+    """Record in ``variants/<name>/variant.json`` what the variant run at `path` overrides, per dataset
+    (VariantConflictError when it records other settings)."""
+    if len(path.parts) < 6 or path.parts[-5] != VARIANTS:
+        return
+    folder, overrides = path.parents[2], overrides_of(config)
+    with file_lock(lock_path(folder), what=f"variant {folder}"):
+        record = _check_record(folder, config["dataset"], overrides)
+        if config["dataset"] not in record["overrides"]:
+            tag = None if folder.name == variant_name(overrides) else folder.name
+            record = {"profile": config["profile"], "name": folder.name, "tag": tag,
+                      "overrides": {**record["overrides"], config["dataset"]: overrides}}
+            atomic_write_json(folder / "variant.json", record)
+
+
+# --- reading one run ----------------------------------------------------------------------------
+
+def read_summary(path: str | os.PathLike) -> dict | None:
+    """The run's ``summary.json`` (None when there is none); RunIntegrityError naming it when unreadable."""
+    summary = Path(path) / "summary.json"
+    if not summary.is_file():
+        return None
+    return _read_json(summary)
 
 
 def is_complete(path: str | os.PathLike, config_hash: str | None = None) -> bool:
-    """True when ``summary.json`` exists (and, if a hash is given, records the same config hash and
-    the current :data:`SCHEMA_VERSION`; a summary without a version is version 1)."""
-    summary = Path(path) / "summary.json"
-    if not summary.is_file():
+    """True when ``summary.json`` exists and reads (and, if a hash is given, records the same config
+    hash and the current :data:`SCHEMA_VERSION`; a summary without a version is version 1)."""
+    try:
+        recorded = read_summary(path)
+    except RunIntegrityError:
+        return False
+    if recorded is None:
         return False
     if config_hash is None:
         return True
-    try:
-        recorded = json.loads(summary.read_text())
-    except (json.JSONDecodeError, OSError):
-        return False
     return recorded.get("config_hash") == config_hash and recorded.get("schema_version", 1) == SCHEMA_VERSION
 
 
-def start_run(path: str | os.PathLike, config) -> Path:
-    """Clear whatever an earlier, unfinished or stale run left in `path` and write config.json."""
+def is_current(path: str | os.PathLike, config_hash: str) -> bool:
+    """Complete for `config_hash` (see :func:`is_complete`) with every recorded file intact: what a
+    sweep skips and the build reuses."""
+    if not is_complete(path, config_hash):
+        return False
+    try:
+        check_files(path, read_summary(path), required=RUN_FILES)
+    except RunIntegrityError:
+        return False
+    return True
+
+
+def file_records(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """``{name: {"bytes": size, "sha256": digest}}`` of the run files present in `path`."""
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    for name in ("summary.json", "failure.json", "steps.csv", "epochs.csv", "embeddings.npz"):
-        (path / name).unlink(missing_ok=True)
-    for tmp in path.glob(".tmp-*"):  # left by a process killed in the middle of a write
-        tmp.unlink()
-    atomic_write_json(path / "config.json", config.to_dict())
-    return path
+    return {name: {"bytes": (path / name).stat().st_size, "sha256": file_digest(path / name)}
+            for name in RUN_FILES if (path / name).is_file()}
+
+
+def check_files(path: str | os.PathLike, summary: dict, required: Iterable[str] = ("config.json",)) -> None:
+    """Check the run's files against the sizes and hashes its summary recorded.
+
+    RunIntegrityError naming the first file that is missing (only those in `required`, and
+    ``steps.csv``/``epochs.csv`` always) or differs. A summary written before hashes were recorded
+    has nothing to check against.
+    """
+    path = Path(path)
+    records = summary.get("files")
+    if records is None:
+        return
+    must = set(required) | (set(RUN_FILES) - set(_OPTIONAL_FILES))
+    for name, record in records.items():
+        file = path / name
+        if not file.is_file():
+            if name in must:
+                raise RunIntegrityError(f"{file} is missing (summary.json records it); rerun the run or restore it")
+            continue
+        size = file.stat().st_size
+        if size != record["bytes"] or file_digest(file) != record["sha256"]:
+            raise RunIntegrityError(
+                f"{file} is corrupt: {size} bytes and another sha256 than the {record['bytes']} bytes summary.json "
+                "recorded (truncated or edited); rerun the run or restore the file")
+
+
+def load_run(path: str | os.PathLike) -> dict[str, Any]:
+    """config, steps, epochs, summary (None if incomplete) and embeddings of one run directory; the
+    files of a complete run are checked against its summary first (RunIntegrityError naming one)."""
+    path = Path(path)
+    summary = read_summary(path)
+    if summary is not None:
+        check_files(path, summary)
+    out: dict[str, Any] = {"config": _read_json(path / "config.json")}
+    out["steps"] = _read_csv(path / "steps.csv") if (path / "steps.csv").exists() else None
+    out["epochs"] = _read_csv(path / "epochs.csv") if (path / "epochs.csv").exists() else None
+    out["summary"] = summary
+    if (path / "embeddings.npz").exists():
+        with np.load(path / "embeddings.npz") as npz:
+            out["embeddings"] = (npz["z"].astype(np.float32), npz["y"])
+    return out
+
+
+# --- writing one run ----------------------------------------------------------------------------
+
+@contextmanager
+def run_lock(path: str | os.PathLike, timeout: float | None = None, log=None) -> Iterator[Path]:
+    """Hold the lock of run directory `path` (``.<name>.lock`` beside it): one writer per run.
+
+    Waits for another holder (telling `log` who it is), or after `timeout` seconds raises
+    :class:`vgcore.io.LockBusyError` naming it. Also cleans what a killed writer of this run left.
+    """
+    path = Path(path)
+    with file_lock(lock_path(path), what=f"run {path}", timeout=timeout, log=log):
+        recover(path)
+        yield path
+
+
+def recover(path: str | os.PathLike) -> None:
+    """Finish or clean what a killed writer of run `path` left (call it holding the run's lock).
+
+    A writer is killed either while training (its hidden staging folder is incomplete: deleted) or
+    in the middle of the swap (the old run moved to ``.old-*`` and the new complete one not yet in
+    place: the new one is put in place, else the old one back).
+    """
+    path = Path(path)
+    staged = sorted(path.parent.glob(f".tmp-{path.name}.*"))
+    old = sorted(path.parent.glob(f".old-{path.name}.*"))
+    if not path.exists():
+        done = [s for s in staged if is_complete(s)]
+        if done:
+            os.rename(done[-1], path)
+        elif old:
+            os.rename(old[-1], path)
+    remove_orphans(path.parent, path.name)
+    for leftover in path.parent.glob(f".old-{path.name}.*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def start_run(path: str | os.PathLike, config) -> Path:
+    """A fresh hidden staging folder beside run `path` with config.json in it; `path` is untouched."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.parent / f".tmp-{path.name}.{secrets.token_hex(4)}"
+    staging.mkdir()
+    atomic_write_json(staging / "config.json", config.to_dict())
+    return staging
 
 
 def write_tables(path: str | os.PathLike, steps: pd.DataFrame, epochs: pd.DataFrame) -> None:
@@ -88,40 +319,193 @@ def write_embeddings(path: str | os.PathLike, z: np.ndarray, y: np.ndarray) -> N
         np.savez_compressed(f, z=z.astype(np.float16), y=y.astype(np.int64))
 
 
-def load_run(path: str | os.PathLike) -> dict[str, Any]:
-    """config, steps, epochs, summary (None if incomplete) and embeddings of one run directory."""
+def finish_run(staging: Path, path: str | os.PathLike, summary: dict) -> Path:
+    """Record the files' hashes in `summary`, write summary.json into `staging`, put it in place.
+
+    A complete run of another config already at `path` is first moved to its own variant folder
+    (:func:`set_aside`); one of the same config (a rerun, or an older schema) is replaced. Call it
+    holding the run's lock.
+    """
     path = Path(path)
-    out: dict[str, Any] = {"config": json.loads((path / "config.json").read_text())}
-    out["steps"] = pd.read_csv(path / "steps.csv") if (path / "steps.csv").exists() else None
-    out["epochs"] = pd.read_csv(path / "epochs.csv") if (path / "epochs.csv").exists() else None
-    out["summary"] = json.loads((path / "summary.json").read_text()) if is_complete(path) else None
-    if (path / "embeddings.npz").exists():
-        with np.load(path / "embeddings.npz") as npz:
-            out["embeddings"] = (npz["z"].astype(np.float32), npz["y"])
-    return out
+    summary = {**summary, "files": file_records(staging)}
+    atomic_write_json(staging / "summary.json", summary)
+    _record_variant(path, summary["config"])
+    previous = _summary_or_none(path)
+    if previous is not None and previous.get("config_hash") != summary["config_hash"]:
+        set_aside(path)
+    _swap_in(staging, path)
+    shutil.rmtree(failed_dir(path), ignore_errors=True)  # an earlier failed attempt is superseded
+    return path
 
 
-def collect(root: str | os.PathLike, table: str = "epochs", profile: str | None = None) -> pd.DataFrame:
-    """Every complete run under `root` as one tidy DataFrame.
+def keep_failed(staging: Path, path: str | os.PathLike, failure: dict) -> Path:
+    """Write failure.json into `staging` and keep it where it harms nothing: at `path` when no
+    complete run is there, else beside it in ``<name>.failed/``. Returns where it is."""
+    path = Path(path)
+    atomic_write_json(staging / "failure.json", failure)
+    target = failed_dir(path) if is_complete(path) else path
+    _swap_in(staging, target)
+    return target
+
+
+def failed_dir(path: str | os.PathLike) -> Path:
+    """``<run>.failed``: where a failed attempt goes when a complete run is already at `path`."""
+    path = Path(path)
+    return path.with_name(path.name + ".failed")
+
+
+def set_aside(path: str | os.PathLike, timeout: float = 0) -> Path:
+    """Move the complete run at a profile's own `path`, trained with another config than the profile
+    now gives, to its variant folder (``variants/<digest>/``); returns where it went.
+
+    Call it holding `path`'s lock. A run of the same config already there makes this one a
+    duplicate, which is dropped. RunIntegrityError when `path` is not a profile's own run folder.
+    """
+    path = Path(path)
+    summary = _read_json(path / "summary.json")
+    config = summary.get("config", {})
+    root = path.parents[3] if len(path.parents) > 3 else None
+    if root is None or not all(k in config for k in CELL_KEYS) or own_run_dir(
+            root, config["profile"], config["dataset"], config["loss"], config["seed"]) != path:
+        raise RunIntegrityError(f"{path} holds a complete run of another config; move it away or write elsewhere")
+    overrides = overrides_of(config)
+    if not overrides:
+        raise RunIntegrityError(f"{path} holds a run of profile {config['profile']!r}'s own config: nothing to set aside")
+    target = (root / config["profile"] / VARIANTS / variant_name(overrides) / config["dataset"] / config["loss"]
+              / path.name)
+    with run_lock(target, timeout=timeout):
+        _record_variant(target, config)
+        if is_complete(target, summary.get("config_hash")):
+            shutil.rmtree(path)
+        else:
+            _swap_in(path, target)
+    return target
+
+
+def _swap_in(source: Path, target: Path) -> None:
+    """Put folder `source` at `target`, replacing what is there; :func:`recover` finishes it if killed."""
+    if target.exists():
+        old = target.parent / f".old-{target.name}.{secrets.token_hex(4)}"
+        os.rename(target, old)
+        os.rename(source, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(source, target)
+
+
+# --- reading many runs --------------------------------------------------------------------------
+
+def find_runs(root: str | os.PathLike, profile: str, variant: str | None = None) -> list[Path]:
+    """Run folders with a summary.json: a profile's own runs, or those of one of its variants."""
+    base = Path(root) / profile
+    if variant is not None:
+        base = base / VARIANTS / variant_name({}, variant)
+    found = sorted(p.parent for p in base.glob("*/*/seed*/summary.json"))
+    return [p for p in found if variant is not None or p.parts[-3] != VARIANTS]
+
+
+def variants(root: str | os.PathLike, profile: str) -> dict[str, dict]:
+    """``{name: variant.json}`` of a profile's variants under `root`."""
+    folder = Path(root) / profile / VARIANTS
+    return {p.parent.name: _read_json(p) for p in sorted(folder.glob("*/variant.json"))}
+
+
+def check_run(path: str | os.PathLike, table: str | None = None) -> dict:
+    """The summary of the run at `path` after checking it is what its place stands for.
+
+    StaleRunError when its config is not the one its profile (plus, in a variant folder, the
+    variant's recorded overrides) gives now, naming the differing keys; RunIntegrityError when a
+    file is unreadable or differs from its recorded hash (`table`'s CSV must be there).
+    """
+    path = Path(path)
+    summary = read_summary(path)
+    if summary is None:
+        raise RunIntegrityError(f"{path} has no summary.json: the run is incomplete")
+    config = summary.get("config")
+    if not isinstance(config, dict) or not all(k in config for k in CELL_KEYS):
+        raise RunIntegrityError(f"{path / 'summary.json'} records no config; rerun the run")
+    cell = (config["profile"], config["dataset"], config["loss"], f"seed{config['seed']}")
+    parts = path.parts
+    in_variant = len(parts) >= 6 and parts[-5] == VARIANTS
+    tail = (parts[-6], *parts[-3:]) if in_variant else parts[-4:]
+    if tuple(tail) != cell:
+        raise StaleRunError(f"{path} holds the run of another cell ({'/'.join(map(str, cell))}); move it back")
+    try:
+        reference = profile_config(config)
+    except ValueError as err:
+        raise StaleRunError(f"{path} is stale: profile {config['profile']!r} no longer has its cell ({err})") from None
+    actual = flat_diff(config, reference)
+    expected: dict | None = {}
+    if in_variant:
+        record_path = path.parents[2] / "variant.json"
+        record = _read_json(record_path) if record_path.exists() else {}
+        expected = record.get("overrides", {}).get(config["dataset"])
+        if expected is None and variant_name(actual) == parts[-4]:
+            expected = actual  # a digest-named variant is keyed by its overrides
+    if expected is None or _canonical(actual) != _canonical(expected):
+        where = f"variant {parts[-4]!r} of profile {config['profile']!r}" if in_variant else f"profile {config['profile']!r}"
+        wanted = _apply(reference, expected or {})
+        raise StaleRunError(
+            f"{path} is stale: it was trained with another config than {where} gives now (differing keys: "
+            f"{describe_diff(flat_diff(config, wanted), wanted, there='now')}). Rerun it: `python -m vgcore sweep "
+            f"--profile {config['profile']}` (or the notebook build) moves a stale run out of the profile's folder "
+            "to its variant folder and retrains it; or leave it out with errors='skip'")
+    required = ("config.json",) + ((f"{table}.csv",) if table in ("epochs", "steps") else ())
+    check_files(path, summary, required=required)
+    return summary
+
+
+def collect(root: str | os.PathLike, table: str = "epochs", profile: str | None = None, *,
+            variant: str | None = None, errors: str = "raise") -> pd.DataFrame:
+    """The runs under `root` as one tidy DataFrame: every profile's own runs, or one profile's
+    (``profile=``), or one of its variants (``variant=`` a tag or digest).
 
     table="epochs": EPOCH_COLUMNS per run and epoch and split; "steps": STEP_COLUMNS per step;
     "summary": one row per run with the final metrics. Each row also carries RUN_ID_COLUMNS and
-    ``config_hash``. Incomplete runs (no summary.json) are left out.
+    ``config_hash``. Incomplete runs (no summary.json) are left out. Each run is checked
+    (:func:`check_run`): a stale or corrupt one raises (``errors="raise"``) or is left out with a
+    warning naming it (``errors="skip"``).
     """
     if table not in TABLES:
         raise ValueError(f"unknown table {table!r}; choose one of: {', '.join(TABLES)}")
+    if errors not in ("raise", "skip"):
+        raise ValueError(f"errors must be 'raise' or 'skip', got {errors!r}")
+    if variant is not None and profile is None:
+        raise ValueError("a variant belongs to a profile: pass profile= with variant=")
+    from vgcore.config import PROFILES
+
     root = Path(root)
-    pattern = f"{profile}/*/*/seed*/summary.json" if profile else "*/*/*/seed*/summary.json"
+    profiles = [profile] if profile else [p for p in PROFILES if (root / p).is_dir()]
+    paths = []
+    for name in profiles:
+        get_profile(name)
+        for path in find_runs(root, name, variant):
+            try:
+                check_run(path, table)
+            except (RunIntegrityError, StaleRunError) as err:
+                if errors == "raise":
+                    raise
+                warnings.warn(f"left out: {err}", stacklevel=2)
+                continue
+            paths.append(path)
+    return runs_frame(paths, table)
+
+
+def runs_frame(paths: Iterable[str | os.PathLike], table: str = "summary") -> pd.DataFrame:
+    """The given complete runs as one DataFrame (the columns of :func:`collect`), in that order."""
     frames = []
-    for summary_path in sorted(root.glob(pattern)):
-        summary = json.loads(summary_path.read_text())
+    for path in map(Path, paths):
+        summary = read_summary(path)
+        if summary is None:
+            raise RunIntegrityError(f"{path} has no summary.json: the run is incomplete")
         ids = {k: summary["config"][k] for k in RUN_ID_COLUMNS} | {"config_hash": summary["config_hash"]}
         if table == "summary":
             frame = pd.DataFrame([{**ids, **summary["final"], **summary["convergence"], **summary.get("untrained", {}),
                                    **summary["greediness_mean"], "wall_time_s": summary["wall_time_s"],
                                    "steps_per_s": summary["steps_per_s"]}])
         else:
-            frame = pd.read_csv(summary_path.parent / f"{table}.csv")
+            frame = _read_csv(path / f"{table}.csv")
             for k, v in reversed(ids.items()):
                 frame.insert(0, k, v)
         frames.append(frame)
@@ -129,3 +513,55 @@ def collect(root: str | os.PathLike, table: str = "epochs", profile: str | None 
     if not frames:
         return pd.DataFrame(columns=[*RUN_ID_COLUMNS, "config_hash", *columns])
     return pd.concat(frames, ignore_index=True)
+
+
+def runs_digest(config_hashes: Iterable[str]) -> str:
+    """12 hex digits naming a set of runs by their config hashes (order and repeats do not matter):
+    what figure captions carry, so a figure can be matched to the runs it was drawn from."""
+    return hashlib.sha256(",".join(sorted(set(map(str, config_hashes)))).encode()).hexdigest()[:12]
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+def _apply(config: dict, overrides: dict) -> dict:
+    """`config` with dotted `overrides` set (no validation: for messages)."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in config.items()}
+    for key, value in overrides.items():
+        head, dot, sub = key.partition(".")
+        if dot:
+            out.setdefault(head, {})[sub] = value
+        else:
+            out[key] = value
+    return out
+
+
+def _differing(a: dict, b: dict) -> set[str]:
+    return {k for k in set(a) | set(b) if _canonical(a.get(k)) != _canonical(b.get(k))}
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _summary_or_none(path: Path) -> dict | None:
+    try:
+        return read_summary(path)
+    except RunIntegrityError:
+        return None
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise RunIntegrityError(f"{path} is not valid JSON ({err}); it is truncated or corrupt: rerun the run "
+                                "or restore the file") from None
+    except FileNotFoundError:
+        raise RunIntegrityError(f"{path} is missing") from None
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise RunIntegrityError(f"{path} cannot be read ({err}); it is truncated or corrupt") from None

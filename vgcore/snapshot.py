@@ -33,11 +33,18 @@ def default_archive(profile: str, figures_root: str | os.PathLike = "figures") -
 
 
 def _complete_runs(results_root: Path, profile: str) -> list[Path]:
-    return sorted(p.parent for p in (results_root / profile).glob("*/*/seed*/summary.json"))
+    """The profile's own runs, each checked to be current and intact (vgcore.results.check_run)."""
+    from vgcore import results
+
+    runs = results.find_runs(results_root, profile)
+    for run in runs:
+        results.check_run(run)
+    return runs
 
 
 def write(results_root: str | os.PathLike, profile: str, out: str | os.PathLike | None = None) -> Path:
-    """Write the snapshot of every complete run of `profile` under `results_root`; returns its path."""
+    """Write the snapshot of every complete own run of `profile` under `results_root` (variants are left
+    out; a stale or corrupt run stops it, naming the run); returns its path."""
     root = Path(results_root)
     runs = _complete_runs(root, profile)
     if not runs:

@@ -6,6 +6,9 @@
   ``python -m vgcore demo`` run (workflow/Snakefile).
 - :func:`select` and :func:`parse_seeds`: a subset of a profile's datasets, losses or seeds, checked;
   the CLI, the Makefile and the Snakefile all go through them.
+- :func:`prepare_runs`: before a build, what is in the selected runs' own folders: a run of another
+  config is moved to its variant folder (so it is retrained, not drawn from, and not lost), a corrupt
+  or older-schema run is named for Snakemake to rerun.
 
 ``python -m vgcore execute IN OUT -p key value ...`` is what the Snakefile's rules call.
 """
@@ -90,6 +93,51 @@ def snakemake_command(profile: str, *, jobs: int | str = "all", results: str = "
     return [sys.executable, "-m", "snakemake", "--snakefile", str(root / "workflow" / "Snakefile"),
             "--directory", str(directory or os.getcwd()), "--cores", str(jobs), "--rerun-incomplete", "--printshellcmds",
             "--config", *config, *extra]
+
+
+def prepare_runs(profile, results_root: str | os.PathLike, datasets=None, losses=None, seeds=None, *,
+                 dry_run: bool = False, log=print) -> list[Path]:
+    """Check each selected run of `profile` under `results_root` before a build; return the
+    ``summary.json`` files Snakemake must rerun (``--forcerun``).
+
+    A complete run trained with another config than the profile gives now (a profile edited since,
+    or results from before variants had their own folders) is moved to
+    ``<profile>/variants/<digest>/`` (:func:`vgcore.results.set_aside`; with `dry_run` only reported
+    and forced); a run whose files do not match its summary, or of an older results schema, is forced.
+    """
+    from vgcore import results
+
+    forced = []
+    for dataset, loss, seed in _cells(profile, datasets, losses, seeds):
+        path = results.own_run_dir(results_root, profile.name, dataset, loss, seed)
+        config_hash = profile.config(dataset, loss, seed).config_hash()
+        try:
+            summary = results.read_summary(path)
+        except results.RunIntegrityError as err:
+            log(f"{err}: rerunning it")
+            forced.append(path / "summary.json")
+            continue
+        if summary is None or results.is_current(path, config_hash):
+            continue
+        if summary.get("config_hash") != config_hash:
+            if dry_run:
+                log(f"{path} holds a run of another config: the build would move it to its variant folder and retrain")
+                forced.append(path / "summary.json")
+                continue
+            with results.run_lock(path, timeout=0):
+                moved = results.set_aside(path)
+            log(f"{path} held a run of another config: moved to {moved}; retraining")
+        else:
+            why = ("its files do not match its summary.json" if summary.get("schema_version", 1) == results.SCHEMA_VERSION
+                   else f"it is of an older results schema ({summary.get('schema_version', 1)})")
+            log(f"{path}: {why}; rerunning it")
+            forced.append(path / "summary.json")
+    return forced
+
+
+def _cells(profile, datasets, losses, seeds):
+    chosen = selection(profile, datasets, losses, seeds)
+    return [(d, loss, int(s)) for d in chosen[0] for loss in chosen[1] for s in chosen[2]]
 
 
 def selection(profile, datasets=None, losses=None, seeds=None) -> tuple[list[str], list[str], list[int]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import struct
 import urllib.error
@@ -34,6 +35,14 @@ FILES: dict[str, tuple[tuple[str, str], tuple[str, str]]] = {
         ("t10k-labels-idx1-ubyte", "bb300cfdad3c16e7a12a480ee83cd310"),
     ),
 }
+RAW_MD5: dict[str, str] = {
+    "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+    "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
+    "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
+    "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
+}
+"""MD5 of the official files' content (the IDX bytes inside the official .gz): checked on every read,
+whether the file is the official .gz, recompressed (Debian) or uncompressed (torchvision's raw/)."""
 # Debian/Ubuntu package `dataset-fashion-mnist`.
 SYSTEM_DIRS: tuple[Path, ...] = (Path("/usr/share/datasets/fashion-mnist"),)
 CLASSES = [
@@ -46,8 +55,9 @@ CLASSES = [
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
-def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read an IDX file (``.gz`` or raw) into a numpy array; DataIntegrityError if malformed."""
+def read_idx(path: str | os.PathLike, md5: str | None = None) -> np.ndarray:
+    """Read an IDX file (``.gz`` or raw) into a numpy array; DataIntegrityError if malformed or, when
+    `md5` is given, if the MD5 of its (decompressed) content differs."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
     try:
@@ -57,6 +67,11 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         raise DataIntegrityError(
             f"{path}: cannot read ({type(e).__name__}: {e}); the file is truncated or corrupt"
         ) from e
+    if md5 is not None and (got := hashlib.md5(raw, usedforsecurity=False).hexdigest()) != md5:
+        raise DataIntegrityError(
+            f"{path}: its content has MD5 {got}, not the official {md5}: the file is corrupt or is not the "
+            "official FashionMNIST. Delete it (the next run looks in the other places, or downloads it)."
+        )
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
         raise DataIntegrityError(f"{path}: not an IDX file (bad magic number)")
     ndim = raw[3]
@@ -121,8 +136,8 @@ def locate(root: Path, download: bool) -> Path:
 
 def read(folder: Path, split: str) -> Split:
     (img_stem, _), (lab_stem, _) = FILES[split]
-    images = read_idx(_idx_file(folder, img_stem))
-    labels = read_idx(_idx_file(folder, lab_stem))
+    images = read_idx(_idx_file(folder, img_stem), RAW_MD5[img_stem])
+    labels = read_idx(_idx_file(folder, lab_stem), RAW_MD5[lab_stem])
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
         raise DataIntegrityError(
             f"{folder}: images {images.shape} and labels {labels.shape} do not match"

@@ -23,7 +23,14 @@ from vgcore import data as _data
 from vgcore import registry
 from vgcore.device import resolve_device
 from vgcore.features.backbone import Backbone, BackboneSpec, BackboneUnavailableError, Preprocess
-from vgcore.features.cache import cache_key, cache_path, default_cache_dir, load_cached, save
+from vgcore.features.cache import (
+    cache_key,
+    cache_path,
+    default_cache_dir,
+    entry_lock,
+    load_cached,
+    save,
+)
 from vgcore.features.extraction import extract
 
 __all__ = [
@@ -94,11 +101,20 @@ def features(
     dataset_options = dict(dataset_options or {})
     key = cache_key(spec, dataset, split, _data.content_options(dataset, **dataset_options))
     path = cache_path(key, cache_dir)
-    if not recompute and path.is_file():
+    existed = path.is_file()
+    if not recompute and existed:
         cached = load_cached(path, key)
         if cached is not None:
             return cached
+    with entry_lock(path):  # one extraction per entry at a time; cleans what a killed one left
+        if not recompute and not existed and path.is_file():  # written by another process meanwhile
+            cached = load_cached(path, key)
+            if cached is not None:
+                return cached
+        return _compute(spec, dataset, split, root, path, key, dataset_options, device, batch_size, progress)
 
+
+def _compute(spec, dataset, split, root, path, key, dataset_options, device, batch_size, progress):
     t0 = time.perf_counter()
     dev = resolve_device(device)
     model = None if spec.name == "pixels" else build_backbone(spec, dev)  # fail fast

@@ -57,15 +57,18 @@ def _check_columns(frame: pd.DataFrame, columns: Sequence[str], what: str) -> No
         raise ValueError(f"{what}: the table is empty (no complete runs collected?)")
 
 
-def save_figure(fig: plt.Figure, stem: str | os.PathLike, notebook: str, profile: str | None = None) -> list[Path]:
-    """Write `fig` as <stem>.png and <stem>.pdf with a footer naming `notebook`; close it.
+def save_figure(fig: plt.Figure, stem: str | os.PathLike, notebook: str, profile: str | None = None,
+                runs: str | None = None) -> list[Path]:
+    """Write `fig` as <stem>.png and <stem>.pdf with a footer naming `notebook` (and `profile`, and the
+    digest of the `runs` it was drawn from, :func:`vgcore.results.runs_digest`); close it.
 
     The PDF carries no creation date and the PNG no timestamp, so an unchanged figure rewrites the
     same bytes (clean diffs of the committed demo figures).
     """
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    footer = f"vgcore · notebooks/{notebook}" + (f" · profile {profile}" if profile else "")
+    footer = (f"vgcore · notebooks/{notebook}" + (f" · profile {profile}" if profile else "")
+              + (f", runs {runs}" if runs else ""))
     fig.text(0.995, 0.002, footer, ha="right", va="bottom", fontsize=6, color="0.45")
     paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
     fig.savefig(paths[0], metadata={"Software": None})

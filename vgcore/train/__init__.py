@@ -14,25 +14,37 @@ from __future__ import annotations
 from vgcore.train.evaluate import embed, evaluate, evaluate_splits
 from vgcore.train.head import ProjectionHead
 from vgcore.train.learner import STAT_KEYS, Learner, make_learner, train_step
-from vgcore.train.loop import RunResult, TrainingDivergedError, load_features, run, sweep
+from vgcore.train.loop import (
+    RunResult,
+    SweepResult,
+    TrainingDivergedError,
+    load_features,
+    load_result,
+    run,
+    sweep,
+)
 from vgcore.train.monitor import GreedinessMonitor
-from vgcore.train.samplers import batch_indices, fixed_subset
+from vgcore.train.samplers import NoPositivePairsWarning, batch_indices, check_sampler, fixed_subset
 from vgcore.train.steplog import StepLog
 
 __all__ = [
     "STAT_KEYS",
     "GreedinessMonitor",
     "Learner",
+    "NoPositivePairsWarning",
     "ProjectionHead",
     "RunResult",
     "StepLog",
+    "SweepResult",
     "TrainingDivergedError",
     "batch_indices",
+    "check_sampler",
     "embed",
     "evaluate",
     "evaluate_splits",
     "fixed_subset",
     "load_features",
+    "load_result",
     "make_learner",
     "run",
     "sweep",

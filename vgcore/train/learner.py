@@ -21,6 +21,12 @@ from vgcore.train.head import ProjectionHead
 
 STAT_KEYS = ("train_loss", *GREEDINESS_KEYS)
 """What one step records per learner, in order (the step log's columns after step and epoch)."""
+CHECK_KEYS = ("unit_embeddings",)
+"""What one step checks per learner, after STAT_KEYS in its vector: read by the step log at each
+flush (a 0 stops the run there), not written to steps.csv. ``unit_embeddings``: every embedding of
+the batch has norm 1 within UNIT_TOLERANCE; a head output that overflowed (its norm is inf, so
+normalising gives 0), became NaN or is exactly zero fails it while the loss may stay finite."""
+UNIT_TOLERANCE = 1e-3
 
 
 @dataclass
@@ -53,7 +59,7 @@ def make_learner(config, in_dim: int, num_classes: int, device: torch.device) ->
 
 def train_step(learners: Sequence[Learner], x: Tensor, y: Tensor, *, diagnostics: bool = True,
                grad_threshold: float | None = None) -> list[Tensor]:
-    """One optimiser step per learner on the same batch; returns each learner's STAT_KEYS vector."""
+    """One optimiser step per learner on the same batch; returns each learner's STAT_KEYS + CHECK_KEYS vector."""
     stats = []
     for learner in learners:
         z = learner.head(x)
@@ -69,6 +75,8 @@ def train_step(learners: Sequence[Learner], x: Tensor, y: Tensor, *, diagnostics
             nan = torch.full((), float("nan"), device=x.device)
             g = {k: getattr(out, k, nan) for k in GREEDINESS_KEYS}
         row = [loss.detach()] + [g[k].detach().to(loss.dtype) for k in GREEDINESS_KEYS]
+        unit = (torch.linalg.vector_norm(z.detach(), dim=1) - 1).abs().amax() <= UNIT_TOLERANCE  # NaN: False
+        row.append(unit.to(loss.dtype))
         learner.optimizer.step()
         stats.append(torch.stack(row))
     return stats

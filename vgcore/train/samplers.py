@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 
 import torch
 from torch import Tensor
+
+
+class NoPositivePairsWarning(UserWarning):
+    """Batches can hold no positive pair (then most losses do not train)."""
 
 
 def batch_indices(labels: Tensor, config, generator: torch.Generator) -> Iterator[Tensor]:
@@ -35,6 +40,23 @@ def batch_indices(labels: Tensor, config, generator: torch.Generator) -> Iterato
         classes = classes.repeat_interleave(config.samples_per_class)
         offsets = (torch.rand(classes.numel(), generator=generator, device=labels.device) * counts[classes]).long()
         yield order[starts[classes] + offsets]
+
+
+def check_sampler(labels: Tensor, config) -> None:
+    """What the sampler would refuse, raised now (before a run writes anything): a batch size larger
+    than the data, more classes per batch than the data has. Warns (NoPositivePairsWarning) when a
+    batch can hold no positive pair: batch_size 1, pk with samples_per_class 1, or random batches no
+    larger than the number of classes."""
+    next(batch_indices(labels, config, torch.Generator(device=labels.device).manual_seed(0)))
+    n_classes = int(torch.count_nonzero(torch.bincount(labels)))
+    if config.batch_size < 2 or (config.sampler == "pk" and config.samples_per_class < 2):
+        warnings.warn(NoPositivePairsWarning(
+            f"no batch can hold a positive pair (batch_size={config.batch_size}, sampler={config.sampler!r}, "
+            f"samples_per_class={config.samples_per_class}): the losses that need one do not train"), stacklevel=3)
+    elif config.sampler == "random" and config.batch_size <= n_classes:
+        warnings.warn(NoPositivePairsWarning(
+            f"batch_size {config.batch_size} is no larger than the {n_classes} classes: a batch can hold no "
+            "positive pair (then most losses skip it); raise batch_size or use sampler=pk"), stacklevel=3)
 
 
 def fixed_subset(x: Tensor, y: Tensor, size: int | None, *more: Tensor | None) -> tuple[Tensor | None, ...]:

@@ -1,8 +1,10 @@
 """The per-step log of a run: statistics kept on the device, copied to the host in blocks.
 
-Each step appends one vector of :data:`~vgcore.train.learner.STAT_KEYS` (device tensors, no sync);
-every ``sync_every`` steps (and at the end of each epoch) the pending vectors are copied to the
-host in one transfer, which is also when a non-finite loss is detected. Columns are read by name.
+Each step appends one vector of :data:`~vgcore.train.learner.STAT_KEYS` and
+:data:`~vgcore.train.learner.CHECK_KEYS` (device tensors, no sync); every ``sync_every`` steps (and
+at the end of each epoch) the pending vectors are copied to the host in one transfer, which is also
+when divergence is detected: a non-finite loss, or a failed check (embeddings off the unit sphere).
+Columns are read by name.
 """
 
 from __future__ import annotations
@@ -12,26 +14,29 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from vgcore.train.learner import STAT_KEYS
+from vgcore.train.learner import CHECK_KEYS, STAT_KEYS
 
 COLUMNS = ("step", "epoch", *STAT_KEYS)
 _INTEGER = ("step", "epoch", "n_terms", "n_active_terms")
+_CHECKS = {"unit_embeddings": "the head's outputs left the unit sphere (their norm overflowed to inf, or "
+                              "became NaN or zero), so every embedding is 0 or NaN"}
 
 
-class NonFiniteLoss(Exception):
-    """Raised by :meth:`StepLog.flush` at the first step whose loss is NaN or infinite (unless the log
-    keeps such steps: ``stop_on_nonfinite=False``)."""
+class Divergence(Exception):
+    """Raised by :meth:`StepLog.flush` at the first step whose loss is NaN or infinite, or whose checks
+    failed; `what` says which, in words."""
 
-    def __init__(self, step: int, epoch: int, value: float):
-        super().__init__(f"loss {value} at step {step} (epoch {epoch})")
-        self.step, self.epoch, self.value = step, epoch, value
+    def __init__(self, step: int, epoch: int, what: str):
+        super().__init__(f"{what} at step {step} (epoch {epoch})")
+        self.step, self.epoch, self.what = step, epoch, what
 
 
 class StepLog:
     """Rows of :data:`COLUMNS`, one per step; ``append`` is sync-free, ``flush`` copies to the host.
 
-    ``stop_on_nonfinite``: ``flush`` raises :class:`NonFiniteLoss` at the first non-finite loss and
-    drops the rows from there (a training run); False keeps every row (a monitor that only watches).
+    ``stop_on_nonfinite``: ``flush`` raises :class:`Divergence` at the first non-finite loss or failed
+    check and drops the rows from there (a training run); False keeps every row (a monitor that only
+    watches).
     """
 
     def __init__(self, sync_every: int, stop_on_nonfinite: bool = True):
@@ -43,7 +48,7 @@ class StepLog:
         self.n_steps = 0  # steps appended so far, flushed or not
 
     def append(self, epoch: int, stats: Tensor) -> None:
-        """Record one step's STAT_KEYS vector; copies to the host once ``sync_every`` are pending."""
+        """Record one step's STAT_KEYS + CHECK_KEYS vector; copies to the host once ``sync_every`` are pending."""
         self._pending.append(stats)
         self._pending_epochs.append(epoch)
         self.n_steps += 1
@@ -51,8 +56,8 @@ class StepLog:
             self.flush()
 
     def flush(self) -> None:
-        """Copy the pending steps to the host; raise NonFiniteLoss (keeping the rows before it) on a
-        non-finite loss."""
+        """Copy the pending steps to the host; raise Divergence (keeping the rows before it) at the first
+        step whose loss is not finite or whose checks failed."""
         if not self._pending:
             return
         block = torch.stack(self._pending).cpu().double().numpy()
@@ -60,12 +65,17 @@ class StepLog:
         rows = np.column_stack([np.arange(first, self.n_steps), self._pending_epochs, block])
         self._pending.clear()
         self._pending_epochs.clear()
+        rows, checks = rows[:, : len(COLUMNS)], rows[:, len(COLUMNS):]
         loss = rows[:, COLUMNS.index("train_loss")]
-        bad = np.flatnonzero(~np.isfinite(loss)) if self.stop_on_nonfinite else np.empty(0, dtype=int)
+        failed = checks != 1
+        bad = (np.flatnonzero(~np.isfinite(loss) | failed.any(axis=1)) if self.stop_on_nonfinite
+               else np.empty(0, dtype=int))
         self._blocks.append(rows[: bad[0] if bad.size else None])
         if bad.size:
-            row = rows[bad[0]]
-            raise NonFiniteLoss(int(row[0]), int(row[1]), float(loss[bad[0]]))
+            i = bad[0]
+            what = (f"the loss became {loss[i]}" if not np.isfinite(loss[i]) else
+                    "; ".join(_CHECKS[k] for k, f in zip(CHECK_KEYS, failed[i], strict=True) if f))
+            raise Divergence(int(rows[i, 0]), int(rows[i, 1]), what)
 
     def frame(self) -> pd.DataFrame:
         """The flushed rows as a DataFrame with typed columns (ints, the has_positives bool).
