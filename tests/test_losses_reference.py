@@ -25,6 +25,12 @@ LAYOUTS = {
 SEEDS = (0, 1)
 NUM_CLASSES = 4
 DIM = 5
+# The documented defaults (PROTOCOL.md "Losses"), written out here: a reference never reads a
+# hyperparameter from the object under test, so changing a default fails these tests.
+PAIR_SOFTMAX_DEFAULTS = {
+    "infonce": {"temperature": 0.1, "normalize": True},
+    "npair": {"temperature": 1.0, "normalize": False},
+}
 
 
 def batch(layout: str, seed: int, dim: int = DIM):
@@ -236,10 +242,9 @@ def test_triplet_reference(layout, seed, hp):
 )
 def test_pair_softmax_reference(layout, seed, name, hp):
     z, y = batch(layout, seed)
-    loss_fn = build(name, **hp)
-    terms = ref_pair_softmax(z, y.tolist(), loss_fn.temperature, loss_fn.normalize)
+    terms = ref_pair_softmax(z, y.tolist(), **{**PAIR_SOFTMAX_DEFAULTS[name], **hp})
     values = torch.stack(list(terms.values()))
-    out = loss_fn(z, y)
+    out = build(name, **hp)(z, y)
     check(
         out, z, values.mean(), per_anchor_mean(terms, len(y)), len(terms), int((values > 0).sum())
     )
@@ -259,16 +264,16 @@ def test_npair_one_per_class_reference(layout, seed, normalize):
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("seed", SEEDS)
-@pytest.mark.parametrize("temperature", [0.1, 0.7])
-def test_scl_reference(layout, seed, temperature):
+@pytest.mark.parametrize("hp", [{}, {"temperature": 0.7}])
+def test_scl_reference(layout, seed, hp):
     z, y = batch(layout, seed)
-    per = ref_scl(z, y.tolist(), temperature)
+    per = ref_scl(z, y.tolist(), **hp)
     anchor_loss = {i: torch.stack(list(t.values())).mean() for i, t in per.items()}
     per_sample = torch.stack(
         [anchor_loss.get(i, torch.zeros((), dtype=F64)) for i in range(len(y))]
     )
     all_terms = torch.stack([t for d in per.values() for t in d.values()])
-    out = build("scl", temperature=temperature)(z, y)
+    out = build("scl", **hp)(z, y)
     loss = torch.stack(list(anchor_loss.values())).mean()
     check(out, z, loss, per_sample, len(all_terms), int((all_terms > 0).sum()))
 
@@ -345,15 +350,21 @@ def test_ccl_parameters_and_ema_update():
 # ---------------------------------------------------------------- batch-all triplet: fast == B^3
 
 
-def naive_triplet(z, y, margin, squared):
-    zn = F.normalize(z, dim=1)
-    d = torch.cdist(zn, zn) ** (2 if squared else 1)
+def naive_triplet(z, y, margin, squared, normalize=True):
+    """The B^3 form. Distances from coordinate differences (no Gram matrix, no cdist), so a tie
+    d(a, n) = d(a, p) + margin built from exact coordinates stays an exact tie; relu'(0) = 0."""
+    zn = F.normalize(z, dim=1) if normalize else z
+    d2 = ((zn[:, None, :] - zn[None, :, :]) ** 2).sum(-1)
+    eye = torch.eye(len(y), dtype=torch.bool)
+    # the diagonal is never used; keep sqrt's infinite slope at 0 out of the backward
+    d = d2 if squared else torch.where(eye, 0.0, torch.where(eye, 1.0, d2).sqrt())
     same = y[:, None] == y[None, :]
-    valid = (same & ~torch.eye(len(y), dtype=torch.bool))[:, :, None] & ~same[:, None, :]
+    valid = (same & ~eye)[:, :, None] & ~same[:, None, :]
     hinge = torch.where(valid, F.relu(d[:, :, None] - d[:, None, :] + margin), 0.0)
     n = valid.sum()
     per = hinge.sum((1, 2)) / valid.sum((1, 2)).clamp_min(1)
-    return hinge.sum() / n, per, n, (hinge > 0).sum()
+    ties = int((valid & (d[:, None, :] == d[:, :, None] + margin)).sum())
+    return hinge.sum() / n, per, n, (hinge > 0).sum(), ties
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -363,11 +374,51 @@ def test_triplet_sort_prefix_sum_equals_naive_cube(seed, squared):
     y = torch.randint(0, 5, (40,), generator=gen)
     z = torch.randn(40, 6, generator=gen, dtype=F64).requires_grad_(True)
     margin = 0.4
-    loss, per, n, n_active = naive_triplet(z, y, margin, squared)
+    loss, per, n, n_active, _ = naive_triplet(z, y, margin, squared)
     out = build("triplet", margin=margin, squared=squared)(z, y)
     close(out.loss, loss, 1e-12)
     close(out.per_sample, per, 1e-12)
     assert int(out.n_terms) == int(n) and int(out.n_active_terms) == int(n_active)
+    close(grad_of(out.loss, z), grad_of(loss, z), 1e-12)
+
+
+# Points +-e_i: every squared distance is exactly 0, 2 or 4 (Euclidean 0, sqrt 2, 2), so with these
+# margins many negatives lie exactly at d(a, p) + margin. Such a triplet has a zero hinge: it is not
+# active and gives no gradient (the naive form's relu'(0) = 0).
+TIE_Z = [[1, 0, 0, 0], [1, 0, 0, 0], [0, 1, 0, 0], [-1, 0, 0, 0], [0, 0, 1, 0], [0, -1, 0, 0],
+         [0, 0, 0, 1], [0, 0, -1, 0], [0, 1, 0, 0], [0, 0, 0, -1]]
+TIE_Y = [0, 0, 0, 1, 1, 2, 2, 3, 0, 3]
+
+
+@pytest.mark.parametrize(
+    "hp",
+    [
+        {"margin": 2.0},  # squared: d_ap 2 -> d_an 4, d_ap 0 -> d_an 2
+        {"margin": 2.0, "reduction": "nonzero_mean"},
+        {"margin": 2.0, "normalize": False},
+        {"margin": 2.0 - math.sqrt(2.0), "squared": False},  # sqrt(2) + (2 - sqrt(2)) == 2 exactly
+    ],
+)
+def test_triplet_exact_ties_are_inactive_as_in_the_naive_cube(hp):
+    squared, normalize = hp.get("squared", True), hp.get("normalize", True)
+    y = torch.tensor(TIE_Y)
+    # scaled rows: normalisation must map them back to the exact +-e_i (powers of two)
+    z = (torch.tensor(TIE_Z, dtype=F64) * (4.0 if normalize else 1.0)).requires_grad_(True)
+    loss, per, n, n_active, ties = naive_triplet(z, y, hp["margin"], squared, normalize)
+    assert ties >= 10, "the batch must hold exact ties for this test to mean anything"
+    if squared is False:  # a zero distance has no gradient in the naive sqrt: no duplicates there
+        keep = torch.tensor([TIE_Z.index(row) == i for i, row in enumerate(TIE_Z)])
+        z = z.detach()[keep].requires_grad_(True)
+        y = y[keep]
+        loss, per, n, n_active, ties = naive_triplet(z, y, hp["margin"], squared, normalize)
+        assert ties >= 4
+    if hp.get("reduction") == "nonzero_mean":
+        loss = loss * n / n_active
+    out = build("triplet", **hp)(z, y)
+    assert int(out.n_terms) == int(n)
+    assert int(out.n_active_terms) == int(n_active)
+    close(out.loss, loss, 1e-12)
+    close(out.per_sample, per, 1e-12)
     close(grad_of(out.loss, z), grad_of(loss, z), 1e-12)
 
 
