@@ -96,6 +96,19 @@ def test_negative_margin_by_hand():
     assert out["intra_var"] == pytest.approx((intra0 + intra1) / 2, abs=1e-12)
 
 
+def test_a_zero_margin_is_not_a_negative_one():
+    # class 0 at -1, 1 (centroid 0); class 1 at 1.5, 2.5 (centroid 2): x = 1 lies exactly halfway
+    z, y = _line({0: [-1.0, 1.0], 1: [1.5, 2.5]})
+    out = variance(z, y)
+    # margins: x=-1: 3 - 1, x=1: 1 - 1 (a tie, not closer to the other centroid), x=1.5: 1.5 - 0.5,
+    # x=2.5: 2.5 - 0.5
+    assert out["margin_mean"] == pytest.approx((2 + 0 + 1 + 2) / 4, abs=1e-12)
+    assert out["margin_neg_share"] == 0.0
+    # moved past halfway, it counts: x = 1.25 is 0.75 from class 1's centroid, 1.125 from its own
+    z, y = _line({0: [-1.0, 1.25], 1: [1.5, 2.5]})
+    assert variance(z, y)["margin_neg_share"] == 0.25
+
+
 def test_singleton_class_is_left_out_of_spread_but_kept_as_centroid():
     z, y = _line({0: [-0.1, 0.1], 1: [0.9, 1.1]})
     base = variance(z, y)
