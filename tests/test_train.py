@@ -6,7 +6,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -255,24 +254,40 @@ def test_cli_list_and_bad_input():
     assert bad.returncode == 2 and "unknown loss 'hinge'" in bad.stderr and "Traceback" not in bad.stderr
 
 
+# The sweep of the test below, killed (SIGKILL, no clean-up) at a known point: when the third run has
+# trained and written its tables but not its embeddings or summary.
+KILLED_SWEEP = """
+import os, signal, sys
+from vgcore import results
+from vgcore.__main__ import main
+real, calls = results.write_embeddings, []
+def write_embeddings(*args, **kwargs):
+    calls.append(args)
+    if len(calls) == 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(*args, **kwargs)
+results.write_embeddings = write_embeddings
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "vgcore", "sweep", "--profile", "smoke", "--results", str(tmp_path / "res"),
-           "--cache-dir", str(tmp_path / "cache"), "--quiet", "epochs=4"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    args = ["sweep", "--profile", "smoke", "--results", str(tmp_path / "res"), "--cache-dir", str(tmp_path / "cache"),
+            "--quiet", "epochs=2"]
+    killed = subprocess.run([sys.executable, "-c", KILLED_SWEEP, *args], env=env, capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     root = tmp_path / "res" / "smoke" / "synthetic"
-    deadline = time.time() + 120
-    while len(list(root.glob("*/seed0/summary.json"))) < 2 and time.time() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    first, second, third = LOSSES[:3]
     finished = {p.parent: p.stat().st_mtime_ns for p in root.glob("*/seed0/summary.json")}
-    assert 2 <= len(finished) < len(LOSSES), "the sweep must be killed mid-way for this test to mean anything"
+    assert set(finished) == {root / first / "seed0", root / second / "seed0"}
+    assert (root / third / "seed0" / "steps.csv").is_file()  # killed mid-run: tables, no summary
     before = {p: p.stat().st_mtime_ns for d in finished for p in d.iterdir()}
 
-    subprocess.run(cmd, env=env, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "vgcore", *args], env=env, check=True, capture_output=True)
     after = {p: p.stat().st_mtime_ns for d in finished for p in d.iterdir()}
     assert after == before, "finished runs were rewritten"
     assert len(list(root.glob("*/seed0/summary.json"))) == len(LOSSES)
+    assert results.is_complete(root / third / "seed0", smoke_config(third, epochs=2).config_hash())
     leftovers = [p for p in root.rglob("*") if p.name.startswith(".tmp-") or p.name == "failure.json"]
     assert not leftovers
