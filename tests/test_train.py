@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -66,19 +65,6 @@ def test_smoke_run_writes_the_full_schema(smoke_runs, loss):
     np.testing.assert_allclose(np.linalg.norm(z, axis=1), 1.0, atol=2e-3)  # float16 storage
 
 
-def test_a_run_of_another_schema_version_is_stale(tmp_path, smoke_runs):
-    _, runs = smoke_runs
-    path = tmp_path / "run"
-    shutil.copytree(runs["triplet"].path, path)
-    config_hash = smoke_config("triplet").config_hash()
-    assert results.is_complete(path, config_hash)
-    summary = json.loads((path / "summary.json").read_text())
-    del summary["schema_version"]  # as written before versions were recorded: version 1
-    (path / "summary.json").write_text(json.dumps(summary))
-    assert not results.is_complete(path, config_hash)  # a sweep reruns it
-    assert results.is_complete(path)  # still readable
-
-
 def test_proxy_losses_train_their_own_parameters(smoke_runs):
     _, runs = smoke_runs
     for loss in ("arcface", "ccl"):
@@ -94,26 +80,6 @@ def test_training_lowers_the_loss(smoke_runs):
         losses = result.steps.groupby("epoch")["train_loss"].mean()
         assert losses.iloc[-1] < losses.iloc[0], loss
         assert epochs["recall@1"].iloc[-1] > 0
-
-
-def test_collect_returns_the_documented_columns(smoke_runs):
-    root, _ = smoke_runs
-    epochs = results.collect(root, "epochs")
-    assert list(epochs.columns) == [*results.RUN_ID_COLUMNS, "config_hash", *results.EPOCH_COLUMNS]
-    assert set(epochs["loss"]) == set(LOSSES)
-    steps = results.collect(root, "steps")
-    assert list(steps.columns) == [*results.RUN_ID_COLUMNS, "config_hash", *results.STEP_COLUMNS]
-    summary = results.collect(root, "summary")
-    assert len(summary) == len(LOSSES)
-    for col in ("recall@1", "map@r", "intra_var", "loss_convergence_epoch", "active_ratio_mean", "wall_time_s"):
-        assert col in summary.columns
-    with pytest.raises(ValueError, match="epochs, steps, summary"):
-        results.collect(root, "nope")
-
-
-def test_collect_on_an_empty_root_has_the_columns(tmp_path):
-    frame = results.collect(tmp_path, "steps")
-    assert frame.empty and list(frame.columns)[-len(results.STEP_COLUMNS):] == list(results.STEP_COLUMNS)
 
 
 def test_same_config_and_seed_give_identical_logs(tmp_path):
