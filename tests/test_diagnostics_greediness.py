@@ -6,6 +6,7 @@ depend on vgcore.losses; the counts test runs vgcore's own losses against plain 
 
 import itertools
 import math
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -306,6 +307,14 @@ def test_no_active_samples_gives_nan_statistics_and_zero_ratios():
     assert math.isnan(float(g["emb_grad_norm_p90"]))
 
 
+def test_grad_active_sweep_bad_input():
+    for bad in (torch.zeros(4), torch.zeros(0, 3), torch.zeros(2, 3, 1)):
+        message = f"emb_grad must be [B, D] with B > 0, got {tuple(bad.shape)}"
+        with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+            grad_active_sweep(bad)
+    assert grad_active_sweep(torch.ones(1, 3), [0.5]).tolist() == [1.0]  # one sample is a batch
+
+
 def test_greediness_bad_input():
     out = _out(torch.ones(4), 1, 1, True)
     with pytest.raises(ValueError, match="rows"):
@@ -333,17 +342,29 @@ def test_convergence_epoch():
     assert convergence_epoch([4.0, 1.0], fraction=0.0) == 0
 
 
+def test_convergence_fraction_bounds_are_inclusive():
+    assert convergence_epoch([10.0, 5.0, 2.0, 1.0], fraction=1.0) == 3
+    assert recall_convergence_epoch([0.2, 0.5, 0.8], fraction=1.0) == 2
+    assert recall_convergence_epoch([0.2, 0.5, 0.8], fraction=0.0) == 0
+
+
 def test_recall_convergence_epoch():
     assert recall_convergence_epoch([0.1, 0.5, 0.78, 0.8]) == 2  # 0.95 * 0.8 = 0.76
     assert recall_convergence_epoch([0.1, 0.9, 0.5, 0.8]) == 1  # first time, not last time
     assert recall_convergence_epoch([0.0, 0.0]) == 0
+    # the target is a share of the final value, not of the best or the one before it
+    assert recall_convergence_epoch([0.5, 0.7, 1.0, 0.6]) == 1  # 0.95 * 0.6 = 0.57
+    # 0.9 * 0.8 rounds to 0.7200000000000001: a relative tolerance lets 0.72 count
+    assert recall_convergence_epoch([0.0, 0.0, 0.72, 0.8], fraction=0.9) == 2
 
 
-@pytest.mark.parametrize("fn", [convergence_epoch, recall_convergence_epoch])
-def test_convergence_bad_input(fn):
-    with pytest.raises(ValueError, match="empty"):
+@pytest.mark.parametrize("fn,name", [(convergence_epoch, "loss_by_epoch"),
+                                     (recall_convergence_epoch, "recall_by_epoch")])
+def test_convergence_bad_input(fn, name):
+    with pytest.raises(ValueError, match=f"^{name} is empty$"):
         fn([])
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(ValueError, match=f"^{name} contains NaN or infinite values$"):
         fn([1.0, float("nan")])
-    with pytest.raises(ValueError, match="fraction"):
-        fn([1.0, 0.5], fraction=1.5)
+    for bad in (1.5, -0.1):
+        with pytest.raises(ValueError, match=r"^fraction must be in \[0, 1\]$"):
+            fn([1.0, 0.5], fraction=bad)

@@ -5,15 +5,23 @@ import math
 import pytest
 import torch
 
-from vgcore.metrics import VARIANCE_KEYS, spectral_decay_from_singular_values, variance
+from vgcore.metrics import (
+    GREEDINESS_KEYS,
+    LABELS,
+    RETRIEVAL_KEYS,
+    VARIANCE_KEYS,
+    label,
+    spectral_decay_from_singular_values,
+    variance,
+)
 
 
 def _line(points_by_class):
     """1-D points (as [N, 2] with a zero second coordinate) and labels from {label: [x, ...]}."""
     xs, ys = [], []
-    for label, pts in points_by_class.items():
+    for cls, pts in points_by_class.items():
         xs += pts
-        ys += [label] * len(pts)
+        ys += [cls] * len(pts)
     z = torch.tensor([[x, 0.0] for x in xs], dtype=torch.float64)
     return z, torch.tensor(ys)
 
@@ -23,6 +31,16 @@ def test_keys_and_types():
     out = variance(torch.randn(50, 4), torch.arange(50) % 5)
     assert tuple(out) == VARIANCE_KEYS
     assert all(isinstance(v, float) for v in out.values())
+
+
+def test_every_metric_key_has_its_label_and_a_mean_shares_it():
+    keys = [*VARIANCE_KEYS, *GREEDINESS_KEYS, *RETRIEVAL_KEYS, "loss_convergence_epoch", "train_loss"]
+    for key in keys:
+        assert label(key) == LABELS[key] and label(key) != key
+        assert label(f"{key}_mean") == LABELS[key]  # a per-run mean, as in the summary table
+    assert label("wall_time_s") == "wall_time_s"  # no label: the key itself
+    assert label("wall_time_s_mean") == "wall_time_s_mean"
+    assert label("_mean") == "_mean"
 
 
 def test_gaussian_closed_form():

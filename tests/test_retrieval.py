@@ -153,6 +153,11 @@ def test_faiss_backend_gives_same_results(case):
     a.pop("nmi"), b.pop("nmi")
     assert a == b
     assert torch.equal(exact_knn(z, 5, backend="faiss")[1], exact_knn(z, 5)[1])
+    # every other item as a neighbour: faiss returns all N, there is no (k+1)-th score to compare
+    k = len(z) - 1
+    (sims, idx), (sims_torch, idx_torch) = exact_knn(z, k, backend="faiss", chunk_size=16), exact_knn(z, k)
+    assert torch.equal(idx, idx_torch)
+    torch.testing.assert_close(sims, sims_torch)  # faiss's own inner products: rounding only
 
 
 def test_faiss_backend_missing_is_a_clear_error(monkeypatch):
