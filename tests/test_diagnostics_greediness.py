@@ -207,6 +207,19 @@ def test_outputs_are_detached_0d_tensors():
     assert g["n_terms"].dtype == torch.int64 and g["has_positives"].dtype == torch.bool
 
 
+def test_ratios_and_norms_have_the_gradient_dtype():
+    z, y = _line_batch()
+    out = batch_all_triplet(z.double(), y)
+    head = torch.nn.Linear(2, 2)  # float32 parameters with gradients
+    head(z.detach()).sum().backward()
+    (emb_grad,) = torch.autograd.grad(out.loss, z)
+    for params in ([], head.parameters()):
+        g = greediness(out, emb_grad.double(), params, [])
+        for key in GREEDINESS_KEYS:
+            if key not in ("n_terms", "n_active_terms", "has_positives"):
+                assert g[key].dtype == torch.float64, key
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_greediness_does_not_synchronise_with_the_host():
     z, y = _line_batch()

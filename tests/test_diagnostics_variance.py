@@ -194,6 +194,32 @@ def test_spectral_decay_flat_spectrum_is_zero_and_rank_deficit_is_finite():
     assert math.isfinite(float(spectral_decay_from_singular_values(s)))
 
 
+def test_spectral_decay_of_a_rank_deficient_set_by_hand():
+    # 40 points in a 3-D subspace of R^8: five singular values are exactly zero (floored at 1e-12)
+    g = torch.Generator().manual_seed(11)
+    z = torch.randn(40, 3, generator=g, dtype=torch.float64) @ torch.randn(3, 8, generator=g, dtype=torch.float64)
+    top = torch.linalg.svdvals(z)[:3]
+    p = [float(v) for v in top / top.sum()] + [1e-12] * 5
+    expect = sum(math.log((1 / 8) / q) for q in p) / 8
+    assert variance(z, torch.arange(40) % 4)["spectral_decay"] == pytest.approx(expect, rel=1e-9)
+
+
+def test_spectral_decay_from_singular_values_by_hand():
+    # s = 2, 1, 1: p = 1/2, 1/4, 1/4 against u = 1/3
+    expect = (math.log(2 / 3) + 2 * math.log(4 / 3)) / 3
+    for dtype in (torch.float64, torch.float32):  # computed in float64 whatever comes in
+        s = torch.tensor([2.0, 1.0, 1.0], dtype=dtype)
+        assert float(spectral_decay_from_singular_values(s)) == pytest.approx(expect, rel=1e-14)
+    s = torch.tensor([5.0, 2.0, 1.0, 1.0])
+    assert float(spectral_decay_from_singular_values(s, skip=1)) == pytest.approx(expect, rel=1e-14)
+    assert float(spectral_decay_from_singular_values(torch.tensor([0.5, 0.25]))) > 0  # sum below 1
+    assert float(spectral_decay_from_singular_values(torch.tensor([3.0]))) == 0.0  # one value is flat
+    with pytest.raises(ValueError, match="^no singular values left after spectral_skip$"):
+        spectral_decay_from_singular_values(s, skip=4)
+    with pytest.raises(ValueError, match="^all singular values are zero$"):
+        spectral_decay_from_singular_values(torch.zeros(3))
+
+
 def test_scaling_behaviour_input_not_normalised():
     torch.manual_seed(5)
     y = torch.arange(60) % 4

@@ -109,7 +109,7 @@ def ref_pair_softmax(z, y, temperature, normalize):
     return terms
 
 
-def ref_npair_one_per_class(z, y, normalize=False):
+def ref_npair_one_per_class(z, y, normalize=False, temperature=1.0):
     """Sohn's N-pair as PML builds it: first two samples of each class form its pair."""
     first, second = {}, {}
     for i, c in enumerate(y):
@@ -120,7 +120,7 @@ def ref_npair_one_per_class(z, y, normalize=False):
     classes = [c for c in first if c in second]
 
     def s(i, j):
-        return cos(z[i], z[j]) if normalize else (z[i] * z[j]).sum()
+        return (cos(z[i], z[j]) if normalize else (z[i] * z[j]).sum()) / temperature
 
     terms = {}
     for c in classes:
@@ -252,12 +252,12 @@ def test_pair_softmax_reference(layout, seed, name, hp):
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("seed", SEEDS)
-@pytest.mark.parametrize("normalize", [False, True])
-def test_npair_one_per_class_reference(layout, seed, normalize):
+@pytest.mark.parametrize("hp", [{}, {"normalize": True}, {"temperature": 0.5}])
+def test_npair_one_per_class_reference(layout, seed, hp):
     z, y = batch(layout, seed)
-    terms = ref_npair_one_per_class(z, y.tolist(), normalize)
+    terms = ref_npair_one_per_class(z, y.tolist(), **hp)
     per_sample = torch.stack([terms.get(i, torch.zeros((), dtype=F64)) for i in range(len(y))])
-    out = build("npair", pairs="one_per_class", normalize=normalize)(z, y)
+    out = build("npair", pairs="one_per_class", **hp)(z, y)
     values = torch.stack(list(terms.values()))
     check(out, z, values.mean(), per_sample, len(terms), int((values > 0).sum()))
 
