@@ -305,6 +305,14 @@ def test_masked_quantile_matches_torch_quantile(q):
     assert float(got) == pytest.approx(float(torch.quantile(v[m], q)))
     assert float(median) == pytest.approx(float(torch.quantile(v[m], 0.5)))
     assert math.isnan(float(_masked_quantiles(v, torch.zeros(37, dtype=torch.bool), (q,))[0]))
+    # float64 all the way: the interpolation position is not rounded to float32
+    v64 = torch.rand(37, generator=torch.Generator().manual_seed(10), dtype=torch.float64) * 1e3
+    (got,) = _masked_quantiles(v64, m, (q,))
+    assert float(got) == pytest.approx(float(torch.quantile(v64[m], q)), rel=1e-14)
+    # one active value is every quantile of it
+    one = torch.zeros(37, dtype=torch.bool)
+    one[5] = True
+    assert [float(x) for x in _masked_quantiles(v, one, (q, 0.5))] == [float(v[5])] * 2
 
 
 def test_no_active_samples_gives_nan_statistics_and_zero_ratios():

@@ -463,12 +463,25 @@ def test_perfectly_separated_gives_zero_loss_and_no_active_terms(name):
     assert torch.equal(z.grad, torch.zeros_like(z))
 
 
-@pytest.mark.parametrize("name", LOSSES)
-def test_no_positive_pair_is_a_zero_that_backpropagates(name):
+@pytest.mark.parametrize("hp", [{}, {"pairs": "one_per_class"}])
+def test_npair_terms_that_underflow_to_zero_are_not_active(hp):
+    # raw dot products 10^4 apart: every softmax term is exactly 0 in float64
+    y = torch.tensor([0, 0, 1, 1, 2])
+    out = build("npair", **hp)(100.0 * F.one_hot(y, DIM).to(F64), y)
+    assert float(out.loss) == 0.0 and int(out.n_terms) > 0 and int(out.n_active_terms) == 0
+    assert bool(out.has_positives)
+    # a single positive pair (one ordered pair each way; one anchor for one_per_class) is enough
+    y = torch.tensor([0, 0, 1, 2])
+    out = build("npair", **hp)(torch.randn(4, DIM, generator=torch.Generator().manual_seed(0), dtype=F64), y)
+    assert int(out.n_terms) == (1 if hp else 2) and bool(out.has_positives)
+
+
+@pytest.mark.parametrize("name,hp", all_losses())
+def test_no_positive_pair_is_a_zero_that_backpropagates(name, hp):
     z, _ = batch("pairs_and_singleton", 0)
     # all labels distinct (proxy losses: labels repeat, but every class proxy is a positive)
     y = torch.arange(len(z)) % NUM_CLASSES if name in ("arcface", "ccl") else torch.arange(len(z))
-    out = build(name)(z, y)
+    out = build(name, **hp)(z, y)
     assert torch.isfinite(out.loss)
     out.loss.backward()
     assert torch.isfinite(z.grad).all()
