@@ -194,6 +194,35 @@ def test_keys_and_nmi():
     assert a["nmi"] == b["nmi"] and 0.0 <= a["nmi"] <= 1.0
 
 
+def test_nmi_is_the_documented_kmeans_recipe():
+    """scikit-learn KMeans(n_clusters=C, n_init=1, random_state=seed) on the L2-normalised rows."""
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import normalized_mutual_info_score
+
+    g = torch.Generator().manual_seed(6)
+    z = torch.randn(300, 6, generator=g)  # no cluster structure: k-means depends on its start
+    y = torch.randint(0, 7, (300,), generator=g)
+    x = torch.nn.functional.normalize(z.double(), dim=1).numpy()
+    for seed in (0, 5):
+        clusters = KMeans(n_clusters=7, n_init=1, random_state=seed).fit_predict(x)
+        expect = normalized_mutual_info_score(y.numpy(), clusters)
+        assert retrieval_metrics(z, y, seed=seed)["nmi"] == pytest.approx(expect, abs=1e-12)
+
+
+def test_exact_knn_dtypes_smallest_input_and_bad_input():
+    z = torch.tensor([[1.0], [2.0], [-1.0]], dtype=torch.float64)  # one feature: cosine is +-1
+    sims, idx = exact_knn(z, 2)
+    assert sims.dtype == torch.float64 and idx.dtype == torch.int64
+    assert idx.tolist() == [[1, 2], [0, 2], [0, 1]] and sims.tolist() == [[1, -1], [1, -1], [-1, -1]]
+    assert exact_knn(z[:2], 1)[1].tolist() == [[1], [0]]  # two rows: each is the other's neighbour
+    for bad in (torch.zeros(3), torch.zeros(1, 4), torch.zeros(2, 2, 2)):
+        with pytest.raises(ValueError, match=r"^z must be 2-D with at least 2 rows$"):
+            exact_knn(bad, 1)
+    for k in (0, 3, 5):
+        with pytest.raises(ValueError, match=rf"^k must be in \[1, 2\], got {k}$"):
+            exact_knn(z, k)
+
+
 @pytest.mark.parametrize(
     "z, y, kwargs, match",
     [
