@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 
 import pytest
 import torch
@@ -595,17 +596,70 @@ def test_check_inputs_off_skips_validation():
     assert torch.isnan(loss_fn(z, torch.tensor([0, 0])).loss)
 
 
+BAD_HYPERPARAMETERS = [
+    # loss, hyperparameter, bad values, the start of the message that names it
+    ("contrastive", "margin", [-0.1, math.inf, "1"], "margin must be a non-negative finite number"),
+    ("contrastive", "pos_margin", [-0.1], "pos_margin must be a non-negative finite number"),
+    ("contrastive", "reduction", ["sum"], "reduction must be one of"),
+    ("triplet", "margin", [-1, math.nan], "margin must be a non-negative finite number"),
+    ("triplet", "reduction", ["sum"], "reduction must be one of"),
+    ("npair", "pairs", ["some"], "pairs must be one of"),
+    ("npair", "temperature", [0, -1.0, math.inf], "temperature must be a positive finite number"),
+    ("infonce", "temperature", [0, "0.1"], "temperature must be a positive finite number"),
+    ("scl", "temperature", [0, -0.1], "temperature must be a positive finite number"),
+    ("arcface", "scale", [0, -64.0], "scale must be a positive finite number"),
+    ("arcface", "margin", [-0.1, math.pi / 2, 28.6], "margin is in radians and must lie in [0, pi/2)"),
+    ("ccl", "temperature", [0], "temperature must be a positive finite number"),
+    ("ccl", "margin", [-0.1], "margin must be a non-negative finite number"),
+    ("ccl", "center_weight", [-1.0], "center_weight must be a non-negative finite number"),
+    ("ccl", "center_update", ["wen"], "center_update must be one of"),
+    ("ccl", "momentum", [1.0, -0.1, "0.5"], "momentum must lie in [0, 1)"),
+]
+
+
+@pytest.mark.parametrize("name,param,values,message", BAD_HYPERPARAMETERS)
+def test_bad_hyperparameters_are_named(name, param, values, message):
+    for value in values:
+        with pytest.raises(ValueError, match="^" + re.escape(message)):
+            make_loss(name, num_classes=3, embedding_dim=4, **{param: value})
+
+
 @pytest.mark.parametrize(
     "name,hp",
-    [
-        ("infonce", {"temperature": 0}),
-        ("triplet", {"margin": -1}),
-        ("contrastive", {"reduction": "sum"}),
-        ("arcface", {"margin": 28.6}),
-        ("ccl", {"center_update": "wen"}),
-        ("npair", {"pairs": "some"}),
-    ],
+    [("contrastive", {"margin": 0, "pos_margin": 0}), ("triplet", {"margin": 0}), ("arcface", {"margin": 0}),
+     ("ccl", {"margin": 0, "center_weight": 0, "center_update": "ema", "momentum": 0})],
 )
-def test_bad_hyperparameters(name, hp):
-    with pytest.raises(ValueError):
-        make_loss(name, num_classes=3, embedding_dim=4, **hp)
+def test_hyperparameters_at_the_lower_bound_are_accepted(name, hp):
+    z, y = batch("pairs_and_singleton", 0)
+    out = make_loss(name, num_classes=NUM_CLASSES, embedding_dim=DIM, **hp).double()(z, y)
+    assert torch.isfinite(out.loss)
+
+
+@pytest.mark.parametrize("name", ["arcface", "ccl"])
+@pytest.mark.parametrize("bad", [0, -3, 2.0, True])
+def test_proxy_sizes_must_be_positive_ints(name, bad):
+    for key, other in (("num_classes", "embedding_dim"), ("embedding_dim", "num_classes")):
+        with pytest.raises(ValueError, match=f"^{key} must be a positive int, got {bad!r}$"):
+            make_loss(name, **{key: bad, other: 4})
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_every_loss_checks_its_input_by_default(name):
+    z = torch.randn(4, DIM, dtype=F64)
+    z[1, 2] = math.nan
+    with pytest.raises(ValueError, match="^embeddings contain NaN or inf"):
+        build(name)(z, torch.tensor([0, 0, 1, 1]))
+
+
+@pytest.mark.parametrize("update", ["gradient", "ema"])
+def test_ccl_centers_start_as_unit_vectors(update):
+    centers = build("ccl", center_update=update).centers
+    close(centers.detach().norm(dim=1), torch.ones(NUM_CLASSES, dtype=F64), 1e-6)  # drawn in float32
+
+
+def test_scl_term_that_underflows_to_zero_is_not_active():
+    # one positive at cosine 1, negatives at -1, T = 0.001: p(positive) is exactly 1 in float64
+    y = torch.tensor([0, 0, 1, 1])
+    z = torch.tensor([[1.0, 0.0], [1.0, 0.0], [-1.0, 0.0], [-1.0, 0.0]], dtype=F64)
+    out = build("scl", temperature=0.001)(z, y)
+    assert float(out.loss) == 0.0 and int(out.n_terms) == 4 and int(out.n_active_terms) == 0
