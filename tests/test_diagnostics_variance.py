@@ -1,6 +1,7 @@
 """VARIANCE measures: closed forms, hand-computed layouts, brute-force references, bad input."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ from vgcore.metrics import (
     LABELS,
     RETRIEVAL_KEYS,
     VARIANCE_KEYS,
+    check_embeddings,
     label,
     spectral_decay_from_singular_values,
     variance,
@@ -258,3 +260,28 @@ def test_chunking_does_not_change_results():
 def test_bad_input_raises_value_error(z, y, match):
     with pytest.raises(ValueError, match=match):
         variance(z, y)
+
+
+@pytest.mark.parametrize(
+    "z, y, message",
+    [
+        ([[0.0, 1.0], [1.0, 0.0]], torch.tensor([0, 1]), "z and y must be torch tensors"),
+        (torch.eye(2), [0, 1], "z and y must be torch tensors"),
+        (torch.zeros(2, 2, 1), torch.tensor([0, 1]), "z must be 2-D [N, D], got shape (2, 2, 1)"),
+        (torch.eye(2), torch.tensor([[0, 1]]), "y must be 1-D [N], got shape (1, 2)"),
+        (torch.zeros(2, 0), torch.tensor([0, 1]), "z is empty (shape (2, 0))"),
+        (torch.eye(3)[:, :2], torch.tensor([0, 1]), "z has 3 rows but y has 2 labels"),
+        (torch.eye(3, 5)[:, :4], torch.tensor([0, 1, 0]), None),  # 3 rows, 4 columns: fine
+        (torch.eye(2, dtype=torch.int64), torch.tensor([0, 1]), "z must be a floating-point tensor, got torch.int64"),
+        (torch.eye(2), torch.tensor([0.0, 1.0]), "y must hold integer class labels, got torch.float32"),
+        (torch.eye(2), torch.tensor([True, False]), "y must hold integer class labels, got torch.bool"),
+        (torch.tensor([[0.0, math.inf], [1.0, 0.0]]), torch.tensor([0, 1]), "z contains NaN or infinite values"),
+    ],
+)
+def test_check_embeddings_names_the_problem(z, y, message):
+    """The input check shared by variance and retrieval (vgcore.metrics.check_embeddings)."""
+    if message is None:
+        check_embeddings(z, y)
+        return
+    with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+        check_embeddings(z, y)

@@ -348,6 +348,66 @@ def test_ccl_parameters_and_ema_update():
     close(ema.centers[1:], after[1:])
 
 
+@pytest.mark.parametrize("name,labels", [("contrastive", [0, 1]), ("contrastive", [0, 0]), ("triplet", [1, 0, 1])])
+def test_smallest_batches_against_the_references(name, labels):
+    # two samples: one pair per anchor; [1, 0, 1]: one triplet per anchor. Margins large enough
+    # that every term is active.
+    y = torch.tensor(labels)
+    z = torch.randn(len(y), DIM, generator=torch.Generator().manual_seed(9), dtype=F64).requires_grad_(True)
+    ref, margin = (ref_contrastive, 10.0) if name == "contrastive" else (ref_triplet, 5.0)
+    terms = ref(z, labels, margin=margin)
+    values = torch.stack(list(terms.values()))
+    assert bool((values > 0).all())
+    out = build(name, margin=margin)(z, y)
+    check(out, z, values.mean(), per_anchor_mean(terms, len(labels)), len(terms), len(terms))
+
+
+def test_arcface_at_theta_exactly_pi_minus_margin_keeps_the_margin_form():
+    """theta_y = pi - m exactly: the target logit is s cos(theta_y + m) = -s, not the fallback."""
+    m, s = 0.5, 2.0
+    loss_fn = build("arcface", scale=s, margin=m)
+    with torch.no_grad():
+        loss_fn.weight.copy_(torch.eye(NUM_CLASSES, DIM))
+    z = torch.tensor([[-math.cos(m), math.sin(m), 0.0, 0.0, 0.0]], dtype=F64)
+    assert float(F.normalize(z, dim=1)[0, 0]) == -math.cos(m)  # exactly on the boundary
+    logits = torch.tensor([-s, s * math.sin(m), 0.0, 0.0], dtype=F64)
+    expect = torch.logsumexp(logits, 0) - logits[0]
+    close(loss_fn(z, torch.tensor([0])).per_sample, expect.unsqueeze(0), 1e-12)
+
+
+def test_proxy_losses_on_a_perfectly_separated_batch_and_a_single_sample():
+    # each sample on its own class vector: ArcFace's CE underflows to exactly 0 (scale 64)
+    loss_fn = build("arcface")
+    with torch.no_grad():
+        loss_fn.weight.copy_(torch.eye(NUM_CLASSES, DIM))
+    y = torch.tensor([0, 1, 2, 3, 1])
+    out = loss_fn(F.one_hot(y, DIM).to(F64), y)
+    assert float(out.loss.detach()) == 0.0 and int(out.n_terms) == 5 and int(out.n_active_terms) == 0
+    for name in ("arcface", "ccl"):
+        one = build(name)(torch.randn(1, DIM, dtype=F64), torch.tensor([2]))
+        assert int(one.n_terms) == 1 and bool(one.has_positives)
+
+
+@pytest.mark.parametrize("name", ["arcface", "ccl"])
+def test_proxy_loss_in_float32_takes_float64_embeddings(name):
+    loss_fn = make_loss(name, num_classes=1, embedding_dim=1)  # the smallest sizes are valid
+    z = torch.tensor([[0.5], [2.0]], dtype=F64, requires_grad=True)
+    out = loss_fn(z, torch.tensor([0, 0]))
+    assert out.loss.dtype == F64
+    out.loss.backward()
+    assert z.grad.dtype == F64
+
+
+def test_npair_softplus_is_exact_beyond_the_usual_threshold():
+    # one positive pair and one negative on raw dot products: term = log(1 + e^x), x = 25
+    z = torch.tensor([[5.0, 0.0], [0.0, 1.0], [5.0, 0.0]], dtype=F64)
+    out = build("npair")(z, torch.tensor([0, 0, 1]))
+    # anchor 0: x = 25 - 0; anchor 1: x = 0 - 0 (its negative is orthogonal)
+    expect = [25.0 + math.log1p(math.exp(-25.0)), math.log(2.0)]
+    assert float(out.per_sample[0]) == pytest.approx(expect[0], rel=1e-15)
+    assert float(out.per_sample[1]) == pytest.approx(expect[1], rel=1e-15)
+
+
 # ---------------------------------------------------------------- batch-all triplet: fast == B^3
 
 

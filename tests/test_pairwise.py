@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vgcore.losses.pairwise import distance_matrix, masked_logsumexp, pointwise, similarity_matrix
+from vgcore.losses.pairwise import (
+    distance_matrix,
+    masked_logsumexp,
+    pointwise,
+    safe_sqrt,
+    similarity_matrix,
+)
 
 F64 = torch.float64
 
@@ -82,3 +88,11 @@ def test_similarity_matrix_scale_scales_the_gram_matrix():
     ref = 10.0 * zn @ zn.T
     torch.testing.assert_close(s, ref)
     torch.testing.assert_close(grad(s.sum(), z), grad(ref.sum(), z))
+
+
+def test_safe_sqrt_has_a_zero_gradient_at_and_below_zero():
+    x = torch.tensor([4.0, 0.0, -1.0, 0.25], dtype=F64, requires_grad=True)
+    out = safe_sqrt(x)
+    assert out.tolist() == [2.0, 0.0, 0.0, 0.5]
+    assert grad(out.sum(), x).tolist() == [0.25, 0.0, 0.0, 1.0]
+    assert grad((3.0 * out).sum(), x).tolist() == [0.75, 0.0, 0.0, 3.0]  # scales the incoming gradient
