@@ -634,6 +634,13 @@ def test_bad_input_raises_value_error(z, y, match, name):
         build(name)(z, y)
 
 
+@pytest.mark.parametrize("name", ["contrastive", "ccl"])
+def test_embeddings_and_labels_must_both_be_tensors(name):
+    for z, y in ((torch.randn(2, DIM), [0, 1]), (torch.randn(2, DIM).tolist(), torch.tensor([0, 1]))):
+        with pytest.raises(ValueError, match="^embeddings and labels must be torch.Tensor objects$"):
+            build(name)(z, y)
+
+
 @pytest.mark.parametrize("name", ["arcface", "ccl"])
 @pytest.mark.parametrize("bad", [-1, NUM_CLASSES])
 def test_label_out_of_range(name, bad):
