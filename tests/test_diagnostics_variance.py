@@ -204,6 +204,13 @@ def test_spectral_decay_of_a_rank_deficient_set_by_hand():
     p = [float(v) for v in top / top.sum()] + [1e-12] * 5
     expect = sum(math.log((1 / 8) / q) for q in p) / 8
     assert variance(z, torch.arange(40) % 4)["spectral_decay"] == pytest.approx(expect, rel=1e-9)
+    # one direction 1000 times stronger than the other: the zero threshold follows the largest value
+    basis = torch.linalg.qr(torch.randn(8, 2, generator=g, dtype=torch.float64))[0].T
+    z = torch.randn(40, 2, generator=g, dtype=torch.float64) * torch.tensor([1000.0, 1.0], dtype=torch.float64) @ basis
+    top = torch.linalg.svdvals(z)[:2]
+    p = [float(v) for v in top / top.sum()] + [1e-12] * 6
+    expect = sum(math.log((1 / 8) / q) for q in p) / 8
+    assert variance(z, torch.arange(40) % 4)["spectral_decay"] == pytest.approx(expect, rel=1e-9)
 
 
 def test_spectral_decay_from_singular_values_by_hand():

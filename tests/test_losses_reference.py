@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vgcore.losses import LOSSES, LossOutput, make_loss
+from vgcore.losses import LOSSES, LossOutput, loss_hyperparameters, make_loss
 
 F64 = torch.float64
 
@@ -597,6 +597,28 @@ def test_float32_input_with_default_module(name):
 # ---------------------------------------------------------------- bad input
 
 
+# PROTOCOL.md "Losses", each loss's "Defaults", written out: changing a default fails here.
+DOCUMENTED_DEFAULTS = {
+    "contrastive": {"margin": 1.0, "pos_margin": 0.0, "squared": True, "normalize": False, "reduction": "mean"},
+    "triplet": {"margin": 0.2, "squared": True, "normalize": True, "reduction": "mean"},
+    "npair": {"pairs": "all", "temperature": 1.0, "normalize": False},
+    "infonce": {"temperature": 0.1, "normalize": True},
+    "arcface": {"scale": 64.0, "margin": 0.5},
+    "scl": {"temperature": 0.1, "normalize": True},
+    "ccl": {"temperature": 0.1, "margin": 0.0, "center_weight": 1.0, "center_update": "gradient", "momentum": 0.9},
+}
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_loss_hyperparameters_are_the_documented_defaults(name):
+    assert set(DOCUMENTED_DEFAULTS) == set(LOSSES)
+    expect = DOCUMENTED_DEFAULTS[name] | {"check_inputs": True}  # sizes of proxy losses are not hyperparameters
+    assert loss_hyperparameters(name) == expect
+    key = next(iter(expect))
+    changed = {"reduction": "nonzero_mean", "pairs": "one_per_class"}.get(key, 0.25)
+    assert loss_hyperparameters(name, **{key: changed}) == expect | {key: changed}
+
+
 def test_unknown_name_lists_valid_ones():
     with pytest.raises(ValueError, match="contrastive, triplet, npair, infonce, arcface, scl, ccl"):
         make_loss("softtriple")
@@ -632,6 +654,35 @@ def test_proxy_losses_need_sizes(name):
 def test_bad_input_raises_value_error(z, y, match, name):
     with pytest.raises(ValueError, match=match):
         build(name)(z, y)
+
+
+@pytest.mark.parametrize(
+    "z,y,message",
+    [
+        (torch.randn(4, DIM, 1), torch.arange(4), "embeddings must be 2-D [batch, dim], got shape (4, 5, 1); "
+         "flatten extra dimensions with embeddings.flatten(1)"),
+        (torch.randint(0, 3, (4, DIM)), torch.arange(4), "embeddings must be floating point, got torch.int64; "
+         "call embeddings.float()"),
+        (torch.randn(4, DIM), torch.arange(3), "labels must be 1-D with one label per embedding row: got labels "
+         "shape (3,) for embeddings shape (4, 5); pass labels.view(-1) of length batch"),
+        (torch.randn(4, DIM), torch.tensor([True, False, True, False]), "labels must be an integer tensor, got "
+         "torch.bool; call labels.long()"),
+        (torch.full((4, DIM), math.nan), torch.arange(4), "embeddings contain NaN or inf; check the model output "
+         "(learning rate, division by a zero norm) before the loss"),
+    ],
+)
+def test_bad_input_messages_name_the_fix(z, y, message):
+    with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+        build("scl")(z, y)
+
+
+def test_proxy_loss_label_range_message_and_edge_batches():
+    message = ("labels must lie in [0, num_classes=4), got values in [4, 4]; remap labels to 0..num_classes-1 "
+               "or build the loss with a larger num_classes")
+    with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+        build("arcface")(torch.randn(1, DIM, dtype=F64), torch.tensor([4]))  # one sample is checked too
+    empty = build("arcface")(torch.zeros(0, DIM, dtype=F64), torch.zeros(0, dtype=torch.long))
+    assert int(empty.n_terms) == 0 and not bool(empty.has_positives)
 
 
 @pytest.mark.parametrize("name", ["contrastive", "ccl"])
@@ -694,6 +745,7 @@ def test_bad_hyperparameters_are_named(name, param, values, message):
 @pytest.mark.parametrize(
     "name,hp",
     [("contrastive", {"margin": 0, "pos_margin": 0}), ("triplet", {"margin": 0}), ("arcface", {"margin": 0}),
+     ("arcface", {"margin": 1.5}),  # just below pi/2
      ("ccl", {"margin": 0, "center_weight": 0, "center_update": "ema", "momentum": 0})],
 )
 def test_hyperparameters_at_the_lower_bound_are_accepted(name, hp):

@@ -163,8 +163,10 @@ def test_collect_returns_every_complete_run_with_its_ids(root):
                "seed": 0, "config_hash": config.config_hash()}
         for key, value in ids.items():
             assert (mine[key] == value).all(), key
+    assert list(epochs.index) == list(range(len(epochs)))  # one index over all runs
     steps = results.collect(root, "steps")
     assert list(steps.columns) == [*results.RUN_ID_COLUMNS, "config_hash", *results.STEP_COLUMNS]
+    assert list(steps.index) == list(range(len(steps)))
     assert len(steps) == sum(len(pd.read_csv(results.run_dir(root, _config(loss)) / "steps.csv")) for loss in LOSSES)
 
 
