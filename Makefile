@@ -10,7 +10,7 @@ PROFILE ?= smoke
 # optional subsets for demo/paper/figures, e.g. make demo LOSSES="triplet scl" SEEDS=0
 SELECT := $(if $(DATASETS),--datasets $(DATASETS)) $(if $(LOSSES),--losses $(LOSSES)) $(if $(SEEDS),--seeds $(SEEDS))
 
-.PHONY: help setup test lint demo schedule paper figures sync-notebooks lab data bench clean
+.PHONY: help setup test lint demo schedule paper figures sync-notebooks lab data bench mutate clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -68,6 +68,17 @@ BENCH ?= *
 bench: $(STAMP)  ## benchmarks in benchmarks/ (printed, and written to benchmarks/out/); BENCH=losses for one
 	@set -e; for b in benchmarks/bench_$(BENCH).py; do echo "== $$b"; $(BIN)/python $$b; done
 
+# Mutation testing of the core (not part of `make test`: about an hour on 2 cores). mutmut mutates
+# the modules of [tool.mutmut] in pyproject.toml in a copy under mutants/ and runs, for each mutant,
+# only the selected tests that call the mutated function. It keeps its results in mutants/ and
+# retests only what changed; MUTATE_FRESH=1 starts over. One torch thread per worker: a process
+# forked after OpenMP ran can hang in the child. Score and survivors: benchmarks/out/mutation_*.
+MUTATE_JOBS ?= 2
+mutate: $(STAMP)  ## mutation testing of losses, metrics, results, claims (slow) -> benchmarks/out/mutation_*
+	$(if $(MUTATE_FRESH),rm -rf mutants)
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/mutmut run --max-children $(MUTATE_JOBS)
+	$(BIN)/python benchmarks/mutation_report.py
+
 clean:  ## remove caches, run results and the venv
-	rm -rf $(VENV) .pytest_cache .ruff_cache .snakemake cache results artifacts benchmarks/out
+	rm -rf $(VENV) .pytest_cache .ruff_cache .snakemake cache results artifacts benchmarks/out mutants
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

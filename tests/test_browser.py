@@ -37,6 +37,7 @@ import pytest
 from vgcore import workflow
 from vgcore.report import outputs
 
+from _ci import DEV_EXTRA, in_ci, unavailable
 from _smoke_build import ROOT, env
 
 NOTEBOOKS = ROOT / "notebooks"
@@ -52,18 +53,7 @@ CHROMIUM_CANDIDATES = ("/usr/lib/chromium/chromium", "chromium", "chromium-brows
 KERNEL_IDLE = "Python 3 (ipykernel) | Idle"  # the status bar once the notebook's kernel is up
 PAGE_TIMEOUT = 60  # s: JupyterLab loads and a notebook renders
 RUN_TIMEOUT = 240  # s: the short notebook runs from the page
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def _unavailable(reason: str):
-    """Skip on a developer machine; fail under CI, where .ci/run installs the browser."""
-    if _in_ci():
-        pytest.fail(f"CI=true but {reason} (.ci/run installs chromium, chromium-driver and the dev extra)",
-                    pytrace=False)
-    pytest.skip(reason)
+BROWSER_FIX = ".ci/run installs chromium, chromium-driver and the dev extra"
 
 
 def _find(names) -> str | None:
@@ -180,12 +170,12 @@ def browser(tmp_path_factory):
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
     except ImportError:
-        _unavailable("selenium is not installed (pip install -e '.[dev]')")
+        unavailable(f"selenium is not installed ({DEV_EXTRA})", BROWSER_FIX)
     chromium = _find([os.environ["VGCORE_CHROMIUM"]] if os.environ.get("VGCORE_CHROMIUM") else CHROMIUM_CANDIDATES)
     driver_path = _find([os.environ.get("VGCORE_CHROMEDRIVER") or "chromedriver", "/usr/bin/chromedriver"])
     if not chromium or not driver_path:
-        _unavailable("headless Chromium and chromedriver are not installed "
-                     "(Debian: apt-get install chromium chromium-driver)")
+        unavailable("headless Chromium and chromedriver are not installed "
+                    "(Debian: apt-get install chromium chromium-driver)", BROWSER_FIX)
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
     for flag in CHROMIUM_FLAGS:
@@ -360,7 +350,7 @@ def test_jupyterlab_pairs_ipynb_and_py_through_jupytext(lab):
 
 def test_browser_check_cannot_silently_skip_in_ci():
     """Under CI the browser tools must be there (the fixtures fail rather than skip)."""
-    if not _in_ci():
+    if not in_ci():
         pytest.skip("only checked under CI=true")
     try:
         import selenium  # noqa: F401

@@ -14,6 +14,8 @@ import torch
 from vgcore import data
 from vgcore.data import DataIntegrityError, DataNotFoundError, fashionmnist
 
+from _ci import unavailable
+
 # ------------------------------------------------------------------ registry and Split
 
 
@@ -281,11 +283,10 @@ def test_fmnist_download_false(tmp_path, no_system_fmnist):
         data.load_dataset("fashionmnist", tmp_path, download=False)
 
 
-@pytest.mark.skipif(
-    not Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz").is_file(),
-    reason="Debian package dataset-fashion-mnist not installed",
-)
 def test_fmnist_real_debian_files(tmp_path):
+    if not Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz").is_file():
+        unavailable("the Debian package dataset-fashion-mnist is not installed",
+                    "make data; .ci/run installs it")
     data.check_available("fashionmnist", tmp_path)  # empty root: found via the system package
     s = data.load_dataset("fashionmnist", tmp_path, "test")
     assert s.images.shape == (10000, 1, 28, 28)

@@ -1,15 +1,19 @@
 """GREEDINESS measures: hand-enumerated counts, gradients from the same backward, thresholds.
 
-The losses module is not imported: tiny losses returning a duck-typed LossOutput live here.
+Tiny losses returning a duck-typed LossOutput live here, so that hand-worked gradients do not
+depend on vgcore.losses; the counts test runs vgcore's own losses against plain loops.
 """
 
 import itertools
 import math
+import re
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
+from vgcore.losses import make_loss
 from vgcore.metrics import (
     GRAD_THRESHOLD,
     GRAD_THRESHOLD_SWEEP,
@@ -37,15 +41,15 @@ def _out(per_sample, n_terms, n_active, has_pos):
 
 
 def batch_all_triplet(z, y, margin=0.5):
+    """B^3 batch-all triplet on plain distances; counts stay on z's device (no host sync)."""
     d = torch.cdist(z, z)
     same = y[:, None] == y[None, :]
-    eye = torch.eye(len(y), dtype=torch.bool)
-    pos = same & ~eye
+    pos = same & ~torch.eye(len(y), dtype=torch.bool, device=z.device)
     valid = pos[:, :, None] & ~same[:, None, :]  # [a, p, n]
     terms = (d[:, :, None] - d[:, None, :] + margin).clamp(min=0) * valid
-    n_per_anchor = valid.sum((1, 2))
-    per_sample = terms.sum((1, 2)) / n_per_anchor.clamp(min=1)
-    return _out(per_sample, int(valid.sum()), int(((terms > 0) & valid).sum()), bool(pos.any()))
+    per_sample = terms.sum((1, 2)) / valid.sum((1, 2)).clamp(min=1)
+    return SimpleNamespace(loss=per_sample.mean(), per_sample=per_sample, n_terms=valid.sum(),
+                           n_active_terms=((terms > 0) & valid).sum(), has_positives=pos.any())
 
 
 def contrastive(z, y, pos_margin=0.0, neg_margin=1.0):
@@ -120,19 +124,32 @@ def test_hand_worked_triplet_example():
     g2 = greediness(out, z.grad, head_params=[], grad_threshold=0.75)
     assert float(g2["grad_active_ratio"]) == 0.5
     assert float(g2["emb_grad_norm_mean"]) == pytest.approx(0.375)
+    # the rule is strict: B * ||g_i|| exactly at the threshold is not active
+    for thr, share in ((0.5, 0.5), (1.0, 0.25), (2.0, 0.0)):
+        assert float(greediness(out, z.grad, head_params=[], grad_threshold=thr)["grad_active_ratio"]) == share
+    assert grad_active_sweep(z.grad, [0.5, 1.0, 2.0]).tolist() == [0.5, 0.25, 0.0]
+    # relative rule, ||g_i|| / max_j ||g_j|| = 1/4, 1/4, 1, 1/2
+    assert grad_active_sweep(z.grad, [0.25, 0.5, 1.0], relative=True).tolist() == [0.5, 0.25, 0.0]
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_counts_equal_hand_enumeration(seed):
+    """vgcore's triplet and contrastive losses, read by greediness, against plain loops."""
     torch.manual_seed(seed)
     y = torch.tensor([0, 0, 0, 1, 1, 2, 2, 3])
-    z = torch.nn.functional.normalize(torch.randn(8, 3), dim=1)
-    for loss_fn, enum in ((batch_all_triplet, enumerate_triplets), (contrastive, enumerate_pairs)):
+    z = torch.nn.functional.normalize(torch.randn(8, 3, dtype=torch.float64), dim=1)
+    losses = (
+        # plain Euclidean distances, as the loops below
+        (make_loss("triplet", margin=0.5, squared=False, normalize=False), enumerate_triplets),
+        (make_loss("contrastive", margin=1.0), enumerate_pairs),
+    )
+    for loss_fn, enum in losses:
         zz = z.clone().requires_grad_(True)
         out = loss_fn(zz, y)
         out.loss.backward()
         g = greediness(out, zz.grad, head_params=[])
         n_terms, n_active, active = enum(z, y)
+        assert 0 < n_active < n_terms, "the batch must hold active and inactive terms"
         assert int(g["n_terms"]) == n_terms
         assert int(g["n_active_terms"]) == n_active
         assert float(g["tuple_active_ratio"]) == pytest.approx(n_active / n_terms)
@@ -165,9 +182,14 @@ def test_emb_grad_from_same_backward_equals_autograd_grad():
     loss.backward()
     torch.testing.assert_close(z.grad, ref, rtol=0, atol=0)
     g = greediness(out, z.grad, head.parameters(), [centers])
-    g_ref = greediness(out, ref, head.parameters(), [centers])
-    for key in GREEDINESS_KEYS:
-        torch.testing.assert_close(g[key], g_ref[key], equal_nan=True)
+    # the per-sample values, by hand from the reference gradient (numpy, float64)
+    norms = np.linalg.norm(ref.double().numpy(), axis=1)
+    moving = norms[10 * norms > GRAD_THRESHOLD]
+    assert float(g["grad_active_ratio"]) == pytest.approx(len(moving) / 10)
+    assert float(g["grad_effective_share"]) == pytest.approx(norms.sum() ** 2 / (10 * (norms**2).sum()), rel=1e-5)
+    assert float(g["emb_grad_norm_mean"]) == pytest.approx(moving.mean(), rel=1e-5)
+    assert float(g["emb_grad_norm_p50"]) == pytest.approx(np.quantile(moving, 0.5), rel=1e-5)
+    assert float(g["emb_grad_norm_p90"]) == pytest.approx(np.quantile(moving, 0.9), rel=1e-5)
     head_norm = torch.cat([p.grad.flatten() for p in head.parameters()]).norm()
     assert float(g["grad_norm"]) == pytest.approx(float(head_norm), rel=1e-6)
     assert float(g["loss_grad_norm"]) == pytest.approx(float(centers.grad.norm()), rel=1e-6)
@@ -185,11 +207,24 @@ def test_outputs_are_detached_0d_tensors():
     assert g["n_terms"].dtype == torch.int64 and g["has_positives"].dtype == torch.bool
 
 
+def test_ratios_and_norms_have_the_gradient_dtype():
+    z, y = _line_batch()
+    out = batch_all_triplet(z.double(), y)
+    head = torch.nn.Linear(2, 2)  # float32 parameters with gradients
+    head(z.detach()).sum().backward()
+    (emb_grad,) = torch.autograd.grad(out.loss, z)
+    for params in ([], head.parameters()):
+        g = greediness(out, emb_grad.double(), params, [])
+        for key in GREEDINESS_KEYS:
+            if key not in ("n_terms", "n_active_terms", "has_positives"):
+                assert g[key].dtype == torch.float64, key
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_greediness_does_not_synchronise_with_the_host():
     z, y = _line_batch()
     z = z.detach().cuda().requires_grad_(True)
-    out = batch_all_triplet_cuda(z, y.cuda())
+    out = batch_all_triplet(z, y.cuda())
     out.loss.backward()
     head = torch.nn.Linear(2, 2).cuda()
     head(z.detach()).sum().backward()
@@ -201,22 +236,6 @@ def test_greediness_does_not_synchronise_with_the_host():
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert float(g["active_ratio"]) == 0.25 and sweep.is_cuda
-
-
-def batch_all_triplet_cuda(z, y, margin=0.5):
-    d = torch.cdist(z, z)
-    same = y[:, None] == y[None, :]
-    pos = same & ~torch.eye(len(y), dtype=torch.bool, device=z.device)
-    valid = pos[:, :, None] & ~same[:, None, :]
-    terms = (d[:, :, None] - d[:, None, :] + margin).clamp(min=0) * valid
-    per_sample = terms.sum((1, 2)) / valid.sum((1, 2)).clamp(min=1)
-    return SimpleNamespace(
-        loss=per_sample.mean(),
-        per_sample=per_sample,
-        n_terms=valid.sum(),
-        n_active_terms=((terms > 0) & valid).sum(),
-        has_positives=pos.any(),
-    )
 
 
 def test_grad_active_rule_is_batch_size_invariant():
@@ -286,15 +305,35 @@ def test_masked_quantile_matches_torch_quantile(q):
     assert float(got) == pytest.approx(float(torch.quantile(v[m], q)))
     assert float(median) == pytest.approx(float(torch.quantile(v[m], 0.5)))
     assert math.isnan(float(_masked_quantiles(v, torch.zeros(37, dtype=torch.bool), (q,))[0]))
+    # float64 all the way: the interpolation position is not rounded to float32
+    v64 = torch.rand(37, generator=torch.Generator().manual_seed(10), dtype=torch.float64) * 1e3
+    (got,) = _masked_quantiles(v64, m, (q,))
+    assert float(got) == pytest.approx(float(torch.quantile(v64[m], q)), rel=1e-14)
+    # one active value is every quantile of it
+    one = torch.zeros(37, dtype=torch.bool)
+    one[5] = True
+    assert [float(x) for x in _masked_quantiles(v, one, (q, 0.5))] == [float(v[5])] * 2
 
 
 def test_no_active_samples_gives_nan_statistics_and_zero_ratios():
     out = _out(torch.zeros(4), 0, 0, False)
     g = greediness(out, torch.zeros(4, 3), [])
     assert float(g["active_ratio"]) == 0.0 and float(g["grad_active_ratio"]) == 0.0
+    # a zero gradient is not "above" a zero threshold, nor a zero loss "active"
+    assert float(greediness(out, torch.zeros(4, 3), [], grad_threshold=0.0)["grad_active_ratio"]) == 0.0
+    assert grad_active_sweep(torch.zeros(4, 3), [0.0]).tolist() == [0.0]
+    assert float(g["grad_effective_share"]) == 0.0
     assert math.isnan(float(g["tuple_active_ratio"]))
     assert math.isnan(float(g["emb_grad_norm_mean"]))
     assert math.isnan(float(g["emb_grad_norm_p90"]))
+
+
+def test_grad_active_sweep_bad_input():
+    for bad in (torch.zeros(4), torch.zeros(0, 3), torch.zeros(2, 3, 1)):
+        message = f"emb_grad must be [B, D] with B > 0, got {tuple(bad.shape)}"
+        with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+            grad_active_sweep(bad)
+    assert grad_active_sweep(torch.ones(1, 3), [0.5]).tolist() == [1.0]  # one sample is a batch
 
 
 def test_greediness_bad_input():
@@ -324,20 +363,32 @@ def test_convergence_epoch():
     assert convergence_epoch([4.0, 1.0], fraction=0.0) == 0
 
 
+def test_convergence_fraction_bounds_are_inclusive():
+    assert convergence_epoch([10.0, 5.0, 2.0, 1.0], fraction=1.0) == 3
+    assert recall_convergence_epoch([0.2, 0.5, 0.8], fraction=1.0) == 2
+    assert recall_convergence_epoch([0.2, 0.5, 0.8], fraction=0.0) == 0
+
+
 def test_recall_convergence_epoch():
     assert recall_convergence_epoch([0.1, 0.5, 0.78, 0.8]) == 2  # 0.95 * 0.8 = 0.76
     assert recall_convergence_epoch([0.1, 0.9, 0.5, 0.8]) == 1  # first time, not last time
     assert recall_convergence_epoch([0.0, 0.0]) == 0
+    # the target is a share of the final value, not of the best or the one before it
+    assert recall_convergence_epoch([0.5, 0.7, 1.0, 0.6]) == 1  # 0.95 * 0.6 = 0.57
+    # 0.9 * 0.8 rounds to 0.7200000000000001: a relative tolerance lets 0.72 count
+    assert recall_convergence_epoch([0.0, 0.0, 0.72, 0.8], fraction=0.9) == 2
 
 
-@pytest.mark.parametrize("fn", [convergence_epoch, recall_convergence_epoch])
-def test_convergence_bad_input(fn):
-    with pytest.raises(ValueError, match="empty"):
+@pytest.mark.parametrize("fn,name", [(convergence_epoch, "loss_by_epoch"),
+                                     (recall_convergence_epoch, "recall_by_epoch")])
+def test_convergence_bad_input(fn, name):
+    with pytest.raises(ValueError, match=f"^{name} is empty$"):
         fn([])
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(ValueError, match=f"^{name} contains NaN or infinite values$"):
         fn([1.0, float("nan")])
-    with pytest.raises(ValueError, match="fraction"):
-        fn([1.0, 0.5], fraction=1.5)
+    for bad in (1.5, -0.1):
+        with pytest.raises(ValueError, match=r"^fraction must be in \[0, 1\]$"):
+            fn([1.0, 0.5], fraction=bad)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,19 +1,29 @@
 """VARIANCE measures: closed forms, hand-computed layouts, brute-force references, bad input."""
 
 import math
+import re
 
 import pytest
 import torch
 
-from vgcore.metrics import VARIANCE_KEYS, spectral_decay_from_singular_values, variance
+from vgcore.metrics import (
+    GREEDINESS_KEYS,
+    LABELS,
+    RETRIEVAL_KEYS,
+    VARIANCE_KEYS,
+    check_embeddings,
+    label,
+    spectral_decay_from_singular_values,
+    variance,
+)
 
 
 def _line(points_by_class):
     """1-D points (as [N, 2] with a zero second coordinate) and labels from {label: [x, ...]}."""
     xs, ys = [], []
-    for label, pts in points_by_class.items():
+    for cls, pts in points_by_class.items():
         xs += pts
-        ys += [label] * len(pts)
+        ys += [cls] * len(pts)
     z = torch.tensor([[x, 0.0] for x in xs], dtype=torch.float64)
     return z, torch.tensor(ys)
 
@@ -23,6 +33,16 @@ def test_keys_and_types():
     out = variance(torch.randn(50, 4), torch.arange(50) % 5)
     assert tuple(out) == VARIANCE_KEYS
     assert all(isinstance(v, float) for v in out.values())
+
+
+def test_every_metric_key_has_its_label_and_a_mean_shares_it():
+    keys = [*VARIANCE_KEYS, *GREEDINESS_KEYS, *RETRIEVAL_KEYS, "loss_convergence_epoch", "train_loss"]
+    for key in keys:
+        assert label(key) == LABELS[key] and label(key) != key
+        assert label(f"{key}_mean") == LABELS[key]  # a per-run mean, as in the summary table
+    assert label("wall_time_s") == "wall_time_s"  # no label: the key itself
+    assert label("wall_time_s_mean") == "wall_time_s_mean"
+    assert label("_mean") == "_mean"
 
 
 def test_gaussian_closed_form():
@@ -94,6 +114,19 @@ def test_negative_margin_by_hand():
     intra0 = (0.7**2 + 0.6**2 + 1.3**2) / 3
     intra1 = (0.1**2 + 0.1**2) / 2
     assert out["intra_var"] == pytest.approx((intra0 + intra1) / 2, abs=1e-12)
+
+
+def test_a_zero_margin_is_not_a_negative_one():
+    # class 0 at -1, 1 (centroid 0); class 1 at 1.5, 2.5 (centroid 2): x = 1 lies exactly halfway
+    z, y = _line({0: [-1.0, 1.0], 1: [1.5, 2.5]})
+    out = variance(z, y)
+    # margins: x=-1: 3 - 1, x=1: 1 - 1 (a tie, not closer to the other centroid), x=1.5: 1.5 - 0.5,
+    # x=2.5: 2.5 - 0.5
+    assert out["margin_mean"] == pytest.approx((2 + 0 + 1 + 2) / 4, abs=1e-12)
+    assert out["margin_neg_share"] == 0.0
+    # moved past halfway, it counts: x = 1.25 is 0.75 from class 1's centroid, 1.125 from its own
+    z, y = _line({0: [-1.0, 1.25], 1: [1.5, 2.5]})
+    assert variance(z, y)["margin_neg_share"] == 0.25
 
 
 def test_singleton_class_is_left_out_of_spread_but_kept_as_centroid():
@@ -209,6 +242,37 @@ def test_direction_only_separation_ignores_centroid_norms():
     assert loose["centroid_norm_mean"] == pytest.approx(0.5 * tight["centroid_norm_mean"], rel=1e-2)
 
 
+def test_the_rank_threshold_follows_the_largest_singular_value():
+    """One direction 1000 times stronger than the other: the zero threshold is relative to the largest
+    eigenvalue, so the weak direction still counts and the six others do not."""
+    g = torch.Generator().manual_seed(11)
+    basis = torch.linalg.qr(torch.randn(8, 2, generator=g, dtype=torch.float64))[0].T
+    z = torch.randn(40, 2, generator=g, dtype=torch.float64) * torch.tensor([1000.0, 1.0], dtype=torch.float64) @ basis
+    out = variance(z, torch.arange(40) % 4)
+    assert out["embedding_rank"] == 2.0 and math.isnan(out["spectral_decay"])
+    top = torch.linalg.svdvals(z)[:2]  # the floored value for direct use, by hand
+    p = [float(v) for v in top / top.sum()] + [1e-12] * 6
+    expect = sum(math.log((1 / 8) / q) for q in p) / 8
+    padded = torch.cat([top, torch.zeros(6, dtype=torch.float64)])
+    assert float(spectral_decay_from_singular_values(padded)) == pytest.approx(expect, rel=1e-9)
+
+
+def test_spectral_decay_from_singular_values_by_hand():
+    # s = 2, 1, 1: p = 1/2, 1/4, 1/4 against u = 1/3
+    expect = (math.log(2 / 3) + 2 * math.log(4 / 3)) / 3
+    for dtype in (torch.float64, torch.float32):  # computed in float64 whatever comes in
+        s = torch.tensor([2.0, 1.0, 1.0], dtype=dtype)
+        assert float(spectral_decay_from_singular_values(s)) == pytest.approx(expect, rel=1e-14)
+    s = torch.tensor([5.0, 2.0, 1.0, 1.0])
+    assert float(spectral_decay_from_singular_values(s, skip=1)) == pytest.approx(expect, rel=1e-14)
+    assert float(spectral_decay_from_singular_values(torch.tensor([0.5, 0.25]))) > 0  # sum below 1
+    assert float(spectral_decay_from_singular_values(torch.tensor([3.0]))) == 0.0  # one value is flat
+    with pytest.raises(ValueError, match="^no singular values left after spectral_skip$"):
+        spectral_decay_from_singular_values(s, skip=4)
+    with pytest.raises(ValueError, match="^all singular values are zero$"):
+        spectral_decay_from_singular_values(torch.zeros(3))
+
+
 def test_scaling_behaviour_input_not_normalised():
     torch.manual_seed(5)
     y = torch.arange(60) % 4
@@ -248,3 +312,28 @@ def test_chunking_does_not_change_results():
 def test_bad_input_raises_value_error(z, y, match):
     with pytest.raises(ValueError, match=match):
         variance(z, y)
+
+
+@pytest.mark.parametrize(
+    "z, y, message",
+    [
+        ([[0.0, 1.0], [1.0, 0.0]], torch.tensor([0, 1]), "z and y must be torch tensors"),
+        (torch.eye(2), [0, 1], "z and y must be torch tensors"),
+        (torch.zeros(2, 2, 1), torch.tensor([0, 1]), "z must be 2-D [N, D], got shape (2, 2, 1)"),
+        (torch.eye(2), torch.tensor([[0, 1]]), "y must be 1-D [N], got shape (1, 2)"),
+        (torch.zeros(2, 0), torch.tensor([0, 1]), "z is empty (shape (2, 0))"),
+        (torch.eye(3)[:, :2], torch.tensor([0, 1]), "z has 3 rows but y has 2 labels"),
+        (torch.eye(3, 5)[:, :4], torch.tensor([0, 1, 0]), None),  # 3 rows, 4 columns: fine
+        (torch.eye(2, dtype=torch.int64), torch.tensor([0, 1]), "z must be a floating-point tensor, got torch.int64"),
+        (torch.eye(2), torch.tensor([0.0, 1.0]), "y must hold integer class labels, got torch.float32"),
+        (torch.eye(2), torch.tensor([True, False]), "y must hold integer class labels, got torch.bool"),
+        (torch.tensor([[0.0, math.inf], [1.0, 0.0]]), torch.tensor([0, 1]), "z contains NaN or infinite values"),
+    ],
+)
+def test_check_embeddings_names_the_problem(z, y, message):
+    """The input check shared by variance and retrieval (vgcore.metrics.check_embeddings)."""
+    if message is None:
+        check_embeddings(z, y)
+        return
+    with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+        check_embeddings(z, y)

@@ -9,6 +9,8 @@ import yaml
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from _ci import require
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -111,3 +113,14 @@ def test_binder_environment_finds_the_cpu_wheels_and_postbuild_installs_vgcore()
     assert os.access(post, os.X_OK), "binder/postBuild must be executable"
     commands = [line.strip() for line in post.read_text().splitlines() if line.strip() and not line.startswith("#")]
     assert "python -m pip install --no-cache-dir -e ." in commands, "postBuild must install vgcore itself"
+
+
+def test_a_missing_test_dependency_skips_here_and_fails_under_ci(monkeypatch):
+    """tests/_ci.py: the skips that would hide coverage (PML, faiss, EfficientNet, the browser)."""
+    monkeypatch.setenv("CI", "")
+    with pytest.raises(pytest.skip.Exception, match="no_such_module_vgcore.*the fix"):
+        require("no_such_module_vgcore", "the fix")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true but no_such_module_vgcore.*the fix"):
+        require("no_such_module_vgcore", "the fix")
+    assert require("json", "the fix").dumps([]) == "[]"

@@ -14,10 +14,12 @@ import torch
 
 from vgcore.losses import make_loss
 
-pml_losses = pytest.importorskip("pytorch_metric_learning.losses")
-pml_distances = pytest.importorskip("pytorch_metric_learning.distances")
-pml_reducers = pytest.importorskip("pytorch_metric_learning.reducers")
-pml_miners = pytest.importorskip("pytorch_metric_learning.miners")
+from _ci import DEV_EXTRA, require
+
+pml_losses = require("pytorch_metric_learning.losses", DEV_EXTRA)
+pml_distances = require("pytorch_metric_learning.distances", DEV_EXTRA)
+pml_reducers = require("pytorch_metric_learning.reducers", DEV_EXTRA)
+pml_miners = require("pytorch_metric_learning.miners", DEV_EXTRA)
 
 F64 = torch.float64
 TOL = {"rtol": 1e-5, "atol": 1e-8}

@@ -9,12 +9,13 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import re
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from vgcore.losses import LOSSES, LossOutput, make_loss
+from vgcore.losses import LOSSES, LossOutput, loss_hyperparameters, make_loss
 
 F64 = torch.float64
 
@@ -26,6 +27,12 @@ LAYOUTS = {
 SEEDS = (0, 1)
 NUM_CLASSES = 4
 DIM = 5
+# The documented defaults (PROTOCOL.md "Losses"), written out here: a reference never reads a
+# hyperparameter from the object under test, so changing a default fails these tests.
+PAIR_SOFTMAX_DEFAULTS = {
+    "infonce": {"temperature": 0.1, "normalize": True},
+    "npair": {"temperature": 1.0, "normalize": False},
+}
 
 
 def batch(layout: str, seed: int, dim: int = DIM):
@@ -112,7 +119,7 @@ def ref_pair_softmax(z, y, temperature, normalize):
     return terms
 
 
-def ref_npair_one_per_class(z, y, normalize=False):
+def ref_npair_one_per_class(z, y, normalize=False, temperature=1.0):
     """Sohn's N-pair as PML builds it: first two samples of each class form its pair."""
     first, second = {}, {}
     for i, c in enumerate(y):
@@ -123,7 +130,7 @@ def ref_npair_one_per_class(z, y, normalize=False):
     classes = [c for c in first if c in second]
 
     def s(i, j):
-        return cos(z[i], z[j]) if normalize else (z[i] * z[j]).sum()
+        return (cos(z[i], z[j]) if normalize else (z[i] * z[j]).sum()) / temperature
 
     terms = {}
     for c in classes:
@@ -246,10 +253,9 @@ def test_triplet_reference(layout, seed, hp):
 )
 def test_pair_softmax_reference(layout, seed, name, hp):
     z, y = batch(layout, seed)
-    loss_fn = build(name, **hp)
-    terms = ref_pair_softmax(z, y.tolist(), loss_fn.temperature, loss_fn.normalize)
+    terms = ref_pair_softmax(z, y.tolist(), **{**PAIR_SOFTMAX_DEFAULTS[name], **hp})
     values = torch.stack(list(terms.values()))
-    out = run(loss_fn, z, y)
+    out = run(build(name, **hp), z, y)
     check(
         out, z, values.mean(), per_anchor_mean(terms, len(y)), len(terms), int((values > 0).sum())
     )
@@ -257,28 +263,28 @@ def test_pair_softmax_reference(layout, seed, name, hp):
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("seed", SEEDS)
-@pytest.mark.parametrize("normalize", [False, True])
-def test_npair_one_per_class_reference(layout, seed, normalize):
+@pytest.mark.parametrize("hp", [{}, {"normalize": True}, {"temperature": 0.5}])
+def test_npair_one_per_class_reference(layout, seed, hp):
     z, y = batch(layout, seed)
-    terms = ref_npair_one_per_class(z, y.tolist(), normalize)
+    terms = ref_npair_one_per_class(z, y.tolist(), **hp)
     per_sample = torch.stack([terms.get(i, torch.zeros((), dtype=F64)) for i in range(len(y))])
-    out = run(build("npair", pairs="one_per_class", normalize=normalize), z, y)
+    out = run(build("npair", pairs="one_per_class", **hp), z, y)
     values = torch.stack(list(terms.values()))
     check(out, z, values.mean(), per_sample, len(terms), int((values > 0).sum()))
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("seed", SEEDS)
-@pytest.mark.parametrize("temperature", [0.1, 0.7])
-def test_scl_reference(layout, seed, temperature):
+@pytest.mark.parametrize("hp", [{}, {"temperature": 0.7}])
+def test_scl_reference(layout, seed, hp):
     z, y = batch(layout, seed)
-    per = ref_scl(z, y.tolist(), temperature)
+    per = ref_scl(z, y.tolist(), **hp)
     anchor_loss = {i: torch.stack(list(t.values())).mean() for i, t in per.items()}
     per_sample = torch.stack(
         [anchor_loss.get(i, torch.zeros((), dtype=F64)) for i in range(len(y))]
     )
     all_terms = torch.stack([t for d in per.values() for t in d.values()])
-    out = run(build("scl", temperature=temperature), z, y)
+    out = run(build("scl", **hp), z, y)
     loss = torch.stack(list(anchor_loss.values())).mean()
     check(out, z, loss, per_sample, len(all_terms), int((all_terms > 0).sum()))
 
@@ -352,18 +358,84 @@ def test_ccl_parameters_and_ema_update():
     close(ema.centers[1:], after[1:])
 
 
+@pytest.mark.parametrize("name,labels", [("contrastive", [0, 1]), ("contrastive", [0, 0]), ("triplet", [1, 0, 1])])
+def test_smallest_batches_against_the_references(name, labels):
+    # two samples: one pair per anchor; [1, 0, 1]: one triplet per anchor. Margins large enough
+    # that every term is active.
+    y = torch.tensor(labels)
+    z = torch.randn(len(y), DIM, generator=torch.Generator().manual_seed(9), dtype=F64).requires_grad_(True)
+    ref, margin = (ref_contrastive, 10.0) if name == "contrastive" else (ref_triplet, 5.0)
+    terms = ref(z, labels, margin=margin)
+    values = torch.stack(list(terms.values()))
+    assert bool((values > 0).all())
+    out = build(name, margin=margin)(z, y)
+    check(out, z, values.mean(), per_anchor_mean(terms, len(labels)), len(terms), len(terms))
+
+
+def test_arcface_at_theta_exactly_pi_minus_margin_keeps_the_margin_form():
+    """theta_y = pi - m exactly: the target logit is s cos(theta_y + m) = -s, not the fallback."""
+    m, s = 0.5, 2.0
+    loss_fn = build("arcface", scale=s, margin=m)
+    with torch.no_grad():
+        loss_fn.weight.copy_(torch.eye(NUM_CLASSES, DIM))
+    z = torch.tensor([[-math.cos(m), math.sin(m), 0.0, 0.0, 0.0]], dtype=F64)
+    assert float(F.normalize(z, dim=1)[0, 0]) == -math.cos(m)  # exactly on the boundary
+    logits = torch.tensor([-s, s * math.sin(m), 0.0, 0.0], dtype=F64)
+    expect = torch.logsumexp(logits, 0) - logits[0]
+    close(loss_fn(z, torch.tensor([0])).per_sample, expect.unsqueeze(0), 1e-12)
+
+
+def test_proxy_losses_on_a_perfectly_separated_batch_and_a_single_sample():
+    # each sample on its own class vector: ArcFace's CE underflows to exactly 0 (scale 64)
+    loss_fn = build("arcface")
+    with torch.no_grad():
+        loss_fn.weight.copy_(torch.eye(NUM_CLASSES, DIM))
+    y = torch.tensor([0, 1, 2, 3, 1])
+    out = loss_fn(F.one_hot(y, DIM).to(F64), y)
+    assert float(out.loss.detach()) == 0.0 and int(out.n_terms) == 5 and int(out.n_active_terms) == 0
+    for name in ("arcface", "ccl"):
+        one = build(name)(torch.randn(1, DIM, dtype=F64), torch.tensor([2]))
+        assert int(one.n_terms) == 1 and bool(one.has_positives)
+
+
+@pytest.mark.parametrize("name", ["arcface", "ccl"])
+def test_proxy_loss_in_float32_takes_float64_embeddings(name):
+    loss_fn = make_loss(name, num_classes=1, embedding_dim=1)  # the smallest sizes are valid
+    z = torch.tensor([[0.5], [2.0]], dtype=F64, requires_grad=True)
+    out = loss_fn(z, torch.tensor([0, 0]))
+    assert out.loss.dtype == F64
+    out.loss.backward()
+    assert z.grad.dtype == F64
+
+
+def test_npair_softplus_is_exact_beyond_the_usual_threshold():
+    # one positive pair and one negative on raw dot products: term = log(1 + e^x), x = 25
+    z = torch.tensor([[5.0, 0.0], [0.0, 1.0], [5.0, 0.0]], dtype=F64)
+    out = build("npair")(z, torch.tensor([0, 0, 1]))
+    # anchor 0: x = 25 - 0; anchor 1: x = 0 - 0 (its negative is orthogonal)
+    expect = [25.0 + math.log1p(math.exp(-25.0)), math.log(2.0)]
+    assert float(out.per_sample[0]) == pytest.approx(expect[0], rel=1e-15)
+    assert float(out.per_sample[1]) == pytest.approx(expect[1], rel=1e-15)
+
+
 # ---------------------------------------------------------------- batch-all triplet: fast == B^3
 
 
-def naive_triplet(z, y, margin, squared):
-    zn = F.normalize(z, dim=1)
-    d = torch.cdist(zn, zn) ** (2 if squared else 1)
+def naive_triplet(z, y, margin, squared, normalize=True):
+    """The B^3 form. Distances from coordinate differences (no Gram matrix, no cdist), so a tie
+    d(a, n) = d(a, p) + margin built from exact coordinates stays an exact tie; relu'(0) = 0."""
+    zn = F.normalize(z, dim=1) if normalize else z
+    d2 = ((zn[:, None, :] - zn[None, :, :]) ** 2).sum(-1)
+    eye = torch.eye(len(y), dtype=torch.bool)
+    # the diagonal is never used; keep sqrt's infinite slope at 0 out of the backward
+    d = d2 if squared else torch.where(eye, 0.0, torch.where(eye, 1.0, d2).sqrt())
     same = y[:, None] == y[None, :]
-    valid = (same & ~torch.eye(len(y), dtype=torch.bool))[:, :, None] & ~same[:, None, :]
+    valid = (same & ~eye)[:, :, None] & ~same[:, None, :]
     hinge = torch.where(valid, F.relu(d[:, :, None] - d[:, None, :] + margin), 0.0)
     n = valid.sum()
     per = hinge.sum((1, 2)) / valid.sum((1, 2)).clamp_min(1)
-    return hinge.sum() / n, per, n, (hinge > 0).sum()
+    ties = int((valid & (d[:, None, :] == d[:, :, None] + margin)).sum())
+    return hinge.sum() / n, per, n, (hinge > 0).sum(), ties
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -373,11 +445,51 @@ def test_triplet_sort_prefix_sum_equals_naive_cube(seed, squared):
     y = torch.randint(0, 5, (40,), generator=gen)
     z = torch.randn(40, 6, generator=gen, dtype=F64).requires_grad_(True)
     margin = 0.4
-    loss, per, n, n_active = naive_triplet(z, y, margin, squared)
+    loss, per, n, n_active, _ = naive_triplet(z, y, margin, squared)
     out = run(build("triplet", margin=margin, squared=squared, reduction="mean"), z, y)
     close(out.loss, loss, 1e-12)
     close(out.per_sample, per, 1e-12)
     assert int(out.n_terms) == int(n) and int(out.n_active_terms) == int(n_active)
+    close(grad_of(out.loss, z), grad_of(loss, z), 1e-12)
+
+
+# Points +-e_i: every squared distance is exactly 0, 2 or 4 (Euclidean 0, sqrt 2, 2), so with these
+# margins many negatives lie exactly at d(a, p) + margin. Such a triplet has a zero hinge: it is not
+# active and gives no gradient (the naive form's relu'(0) = 0).
+TIE_Z = [[1, 0, 0, 0], [1, 0, 0, 0], [0, 1, 0, 0], [-1, 0, 0, 0], [0, 0, 1, 0], [0, -1, 0, 0],
+         [0, 0, 0, 1], [0, 0, -1, 0], [0, 1, 0, 0], [0, 0, 0, -1]]
+TIE_Y = [0, 0, 0, 1, 1, 2, 2, 3, 0, 3]
+
+
+@pytest.mark.parametrize(
+    "hp",
+    [
+        {"margin": 2.0},  # squared: d_ap 2 -> d_an 4, d_ap 0 -> d_an 2
+        {"margin": 2.0, "reduction": "nonzero_mean"},
+        {"margin": 2.0, "normalize": False},
+        {"margin": 2.0 - math.sqrt(2.0), "squared": False},  # sqrt(2) + (2 - sqrt(2)) == 2 exactly
+    ],
+)
+def test_triplet_exact_ties_are_inactive_as_in_the_naive_cube(hp):
+    squared, normalize = hp.get("squared", True), hp.get("normalize", True)
+    y = torch.tensor(TIE_Y)
+    # scaled rows: normalisation must map them back to the exact +-e_i (powers of two)
+    z = (torch.tensor(TIE_Z, dtype=F64) * (4.0 if normalize else 1.0)).requires_grad_(True)
+    loss, per, n, n_active, ties = naive_triplet(z, y, hp["margin"], squared, normalize)
+    assert ties >= 10, "the batch must hold exact ties for this test to mean anything"
+    if squared is False:  # a zero distance has no gradient in the naive sqrt: no duplicates there
+        keep = torch.tensor([TIE_Z.index(row) == i for i, row in enumerate(TIE_Z)])
+        z = z.detach()[keep].requires_grad_(True)
+        y = y[keep]
+        loss, per, n, n_active, ties = naive_triplet(z, y, hp["margin"], squared, normalize)
+        assert ties >= 4
+    if hp.get("reduction") == "nonzero_mean":
+        loss = loss * n / n_active
+    out = build("triplet", **hp)(z, y)
+    assert int(out.n_terms) == int(n)
+    assert int(out.n_active_terms) == int(n_active)
+    close(out.loss, loss, 1e-12)
+    close(out.per_sample, per, 1e-12)
     close(grad_of(out.loss, z), grad_of(loss, z), 1e-12)
 
 
@@ -423,12 +535,25 @@ def test_perfectly_separated_gives_zero_loss_and_no_active_terms(name):
     assert torch.equal(z.grad, torch.zeros_like(z))
 
 
-@pytest.mark.parametrize("name", LOSSES)
-def test_no_positive_pair_is_a_zero_that_backpropagates(name):
+@pytest.mark.parametrize("hp", [{}, {"pairs": "one_per_class"}])
+def test_npair_terms_that_underflow_to_zero_are_not_active(hp):
+    # raw dot products 10^4 apart: every softmax term is exactly 0 in float64
+    y = torch.tensor([0, 0, 1, 1, 2])
+    out = build("npair", **hp)(100.0 * F.one_hot(y, DIM).to(F64), y)
+    assert float(out.loss) == 0.0 and int(out.n_terms) > 0 and int(out.n_active_terms) == 0
+    assert bool(out.has_positives)
+    # a single positive pair (one ordered pair each way; one anchor for one_per_class) is enough
+    y = torch.tensor([0, 0, 1, 2])
+    out = build("npair", **hp)(torch.randn(4, DIM, generator=torch.Generator().manual_seed(0), dtype=F64), y)
+    assert int(out.n_terms) == (1 if hp else 2) and bool(out.has_positives)
+
+
+@pytest.mark.parametrize("name,hp", all_losses())
+def test_no_positive_pair_is_a_zero_that_backpropagates(name, hp):
     z, _ = batch("pairs_and_singleton", 0)
     # all labels distinct (proxy losses: labels repeat, but every class proxy is a positive)
     y = torch.arange(len(z)) % NUM_CLASSES if name in ("arcface", "ccl") else torch.arange(len(z))
-    out = run(build(name), z, y)
+    out = run(build(name, **hp), z, y)
     assert torch.isfinite(out.loss)
     out.loss.backward()
     assert torch.isfinite(z.grad).all()
@@ -483,6 +608,28 @@ def test_float32_input_with_default_module(name):
 # ---------------------------------------------------------------- bad input
 
 
+# PROTOCOL.md "Losses", each loss's "Defaults", written out: changing a default fails here.
+DOCUMENTED_DEFAULTS = {
+    "contrastive": {"margin": 1.0, "pos_margin": 0.0, "squared": True, "normalize": False, "reduction": "mean"},
+    "triplet": {"margin": 0.2, "squared": True, "normalize": True, "reduction": "mean"},
+    "npair": {"pairs": "all", "temperature": 1.0, "normalize": False},
+    "infonce": {"temperature": 0.1, "normalize": True},
+    "arcface": {"scale": 64.0, "margin": 0.5},
+    "scl": {"temperature": 0.1, "normalize": True},
+    "ccl": {"temperature": 0.1, "margin": 0.0, "center_weight": 1.0, "center_update": "gradient", "momentum": 0.9},
+}
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_loss_hyperparameters_are_the_documented_defaults(name):
+    assert set(DOCUMENTED_DEFAULTS) == set(LOSSES)
+    expect = DOCUMENTED_DEFAULTS[name] | {"check_inputs": True}  # sizes of proxy losses are not hyperparameters
+    assert loss_hyperparameters(name) == expect
+    key = next(iter(expect))
+    changed = {"reduction": "nonzero_mean", "pairs": "one_per_class"}.get(key, 0.25)
+    assert loss_hyperparameters(name, **{key: changed}) == expect | {key: changed}
+
+
 def test_unknown_name_lists_valid_ones():
     with pytest.raises(ValueError, match="contrastive, triplet, npair, infonce, arcface, scl, ccl"):
         make_loss("softtriple")
@@ -520,6 +667,42 @@ def test_bad_input_raises_value_error(z, y, match, name):
         run(build(name), z, y)
 
 
+@pytest.mark.parametrize(
+    "z,y,message",
+    [
+        (torch.randn(4, DIM, 1), torch.arange(4), "embeddings must be 2-D [batch, dim], got shape (4, 5, 1); "
+         "flatten extra dimensions with embeddings.flatten(1)"),
+        (torch.randint(0, 3, (4, DIM)), torch.arange(4), "embeddings must be floating point, got torch.int64; "
+         "call embeddings.float()"),
+        (torch.randn(4, DIM), torch.arange(3), "labels must be 1-D with one label per embedding row: got labels "
+         "shape (3,) for embeddings shape (4, 5); pass labels.view(-1) of length batch"),
+        (torch.randn(4, DIM), torch.tensor([True, False, True, False]), "labels must be an integer tensor, got "
+         "torch.bool; call labels.long()"),
+        (torch.full((4, DIM), math.nan), torch.arange(4), "embeddings contain NaN or inf; check the model output "
+         "(learning rate, division by a zero norm) before the loss"),
+    ],
+)
+def test_bad_input_messages_name_the_fix(z, y, message):
+    with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+        build("scl")(z, y)
+
+
+def test_proxy_loss_label_range_message_and_edge_batches():
+    message = ("labels must lie in [0, num_classes=4), got values in [4, 4]; remap labels to 0..num_classes-1 "
+               "or build the loss with a larger num_classes")
+    with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+        build("arcface")(torch.randn(1, DIM, dtype=F64), torch.tensor([4]))  # one sample is checked too
+    empty = build("arcface")(torch.zeros(0, DIM, dtype=F64), torch.zeros(0, dtype=torch.long))
+    assert int(empty.n_terms) == 0 and not bool(empty.has_positives)
+
+
+@pytest.mark.parametrize("name", ["contrastive", "ccl"])
+def test_embeddings_and_labels_must_both_be_tensors(name):
+    for z, y in ((torch.randn(2, DIM), [0, 1]), (torch.randn(2, DIM).tolist(), torch.tensor([0, 1]))):
+        with pytest.raises(ValueError, match="^embeddings and labels must be torch.Tensor objects$"):
+            build(name)(z, y)
+
+
 @pytest.mark.parametrize("name", ["arcface", "ccl"])
 @pytest.mark.parametrize("bad", [-1, NUM_CLASSES])
 def test_label_out_of_range(name, bad):
@@ -542,20 +725,74 @@ def test_check_inputs_off_skips_validation():
     assert torch.isnan(run(loss_fn, z, torch.tensor([0, 0])).loss)
 
 
+BAD_HYPERPARAMETERS = [
+    # loss, hyperparameter, bad values, the start of the message that names it
+    ("contrastive", "margin", [-0.1, math.inf, "1"], "margin must be a non-negative finite number"),
+    ("contrastive", "pos_margin", [-0.1], "pos_margin must be a non-negative finite number"),
+    ("contrastive", "reduction", ["sum"], "reduction must be one of"),
+    ("triplet", "margin", [-1, math.nan], "margin must be a non-negative finite number"),
+    ("triplet", "reduction", ["sum"], "reduction must be one of"),
+    ("npair", "pairs", ["some"], "pairs must be one of"),
+    ("npair", "temperature", [0, -1.0, math.inf], "temperature must be a positive finite number"),
+    ("infonce", "temperature", [0, "0.1"], "temperature must be a positive finite number"),
+    ("scl", "temperature", [0, -0.1], "temperature must be a positive finite number"),
+    ("arcface", "scale", [0, -64.0], "scale must be a positive finite number"),
+    ("arcface", "margin", [-0.1, math.pi / 2, 28.6], "margin is in radians and must lie in [0, pi/2)"),
+    ("ccl", "temperature", [0], "temperature must be a positive finite number"),
+    ("ccl", "margin", [-0.1], "margin must be a non-negative finite number"),
+    ("ccl", "center_weight", [-1.0], "center_weight must be a non-negative finite number"),
+    ("ccl", "center_update", ["wen"], "center_update must be one of"),
+    ("ccl", "momentum", [1.0, -0.1, "0.5"], "momentum must lie in [0, 1)"),
+]
+
+
+@pytest.mark.parametrize("name,param,values,message", BAD_HYPERPARAMETERS)
+def test_bad_hyperparameters_are_named(name, param, values, message):
+    for value in values:
+        with pytest.raises(ValueError, match="^" + re.escape(message)):
+            make_loss(name, num_classes=3, embedding_dim=4, **{param: value})
+
+
 @pytest.mark.parametrize(
     "name,hp",
-    [
-        ("infonce", {"temperature": 0}),
-        ("triplet", {"margin": -1}),
-        ("contrastive", {"reduction": "sum"}),
-        ("arcface", {"margin": 28.6}),
-        ("ccl", {"center_update": "wen"}),
-        ("npair", {"pairs": "some"}),
-    ],
+    [("contrastive", {"margin": 0, "pos_margin": 0}), ("triplet", {"margin": 0}), ("arcface", {"margin": 0}),
+     ("arcface", {"margin": 1.5}),  # just below pi/2
+     ("ccl", {"margin": 0, "center_weight": 0, "center_update": "ema", "momentum": 0})],
 )
-def test_bad_hyperparameters(name, hp):
-    with pytest.raises(ValueError):
-        make_loss(name, num_classes=3, embedding_dim=4, **hp)
+def test_hyperparameters_at_the_lower_bound_are_accepted(name, hp):
+    z, y = batch("pairs_and_singleton", 0)
+    out = make_loss(name, num_classes=NUM_CLASSES, embedding_dim=DIM, **hp).double()(z, y)
+    assert torch.isfinite(out.loss)
+
+
+@pytest.mark.parametrize("name", ["arcface", "ccl"])
+@pytest.mark.parametrize("bad", [0, -3, 2.0, True])
+def test_proxy_sizes_must_be_positive_ints(name, bad):
+    for key, other in (("num_classes", "embedding_dim"), ("embedding_dim", "num_classes")):
+        with pytest.raises(ValueError, match=f"^{key} must be a positive int, got {bad!r}$"):
+            make_loss(name, **{key: bad, other: 4})
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_every_loss_checks_its_input_by_default(name):
+    z = torch.randn(4, DIM, dtype=F64)
+    z[1, 2] = math.nan
+    with pytest.raises(ValueError, match="^embeddings contain NaN or inf"):
+        build(name)(z, torch.tensor([0, 0, 1, 1]))
+
+
+@pytest.mark.parametrize("update", ["gradient", "ema"])
+def test_ccl_centers_start_as_unit_vectors(update):
+    centers = build("ccl", center_update=update).centers
+    close(centers.detach().norm(dim=1), torch.ones(NUM_CLASSES, dtype=F64), 1e-6)  # drawn in float32
+
+
+def test_scl_term_that_underflows_to_zero_is_not_active():
+    # one positive at cosine 1, negatives at -1, T = 0.001: p(positive) is exactly 1 in float64
+    y = torch.tensor([0, 0, 1, 1])
+    z = torch.tensor([[1.0, 0.0], [1.0, 0.0], [-1.0, 0.0], [-1.0, 0.0]], dtype=F64)
+    out = build("scl", temperature=0.001)(z, y)
+    assert float(out.loss) == 0.0 and int(out.n_terms) == 4 and int(out.n_active_terms) == 0
 
 
 def naive_semihard_triplet(z, y, margin):

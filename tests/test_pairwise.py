@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
-from vgcore.losses.pairwise import distance_matrix, masked_logsumexp, pointwise, similarity_matrix
+from vgcore.losses.pairwise import (
+    distance_matrix,
+    masked_logsumexp,
+    pointwise,
+    safe_sqrt,
+    similarity_matrix,
+)
 
 F64 = torch.float64
 
@@ -82,3 +90,26 @@ def test_similarity_matrix_scale_scales_the_gram_matrix():
     ref = 10.0 * zn @ zn.T
     torch.testing.assert_close(s, ref)
     torch.testing.assert_close(grad(s.sum(), z), grad(ref.sum(), z))
+
+
+def test_safe_sqrt_has_a_zero_gradient_at_and_below_zero():
+    x = torch.tensor([4.0, 0.0, -1.0, 0.25], dtype=F64, requires_grad=True)
+    out = safe_sqrt(x)
+    assert out.tolist() == [2.0, 0.0, 0.0, 0.5]
+    assert grad(out.sum(), x).tolist() == [0.25, 0.0, 0.0, 1.0]
+    assert grad((3.0 * out).sum(), x).tolist() == [0.75, 0.0, 0.0, 3.0]  # scales the incoming gradient
+
+
+def test_masked_logsumexp_shifts_each_row_by_its_own_maximum():
+    # rows 1000 apart: a shared shift would underflow the second row to an empty (-inf) one
+    x = torch.tensor([[0.0, 0.0, 5.0], [-1000.0, -1000.0, 7.0]], dtype=F64)
+    mask = torch.tensor([[True, True, False], [True, True, False]])
+    expect = torch.tensor([math.log(2.0), -1000.0 + math.log(2.0)], dtype=F64)
+    torch.testing.assert_close(masked_logsumexp(x, mask), expect, rtol=1e-15, atol=0)
+
+
+def test_default_distance_is_euclidean_and_default_scale_is_one():
+    z = rand(5, 3)
+    torch.testing.assert_close(distance_matrix(z, normalize=False).fill_diagonal_(0),
+                               torch.cdist(z, z).fill_diagonal_(0))
+    torch.testing.assert_close(similarity_matrix(z, normalize=False), z @ z.T)

@@ -1,6 +1,8 @@
 """Retrieval metrics: PML's AccuracyCalculator as oracle, hand-checked ties, chunking, bad input."""
 
 import math
+import re
+import sys
 
 import pytest
 import torch
@@ -12,6 +14,8 @@ from vgcore.metrics.retrieval import (
     retrieval_keys,
     retrieval_metrics,
 )
+
+from _ci import DEV_EXTRA, require
 
 # --------------------------------------------------------------------------------------------------
 # PML oracle
@@ -50,7 +54,7 @@ def _clustered_case():
 
 @pytest.mark.parametrize("case", [_random_case, _clustered_case])
 def test_matches_pml_accuracy_calculator(case):
-    pytest.importorskip("pytorch_metric_learning")
+    require("pytorch_metric_learning", DEV_EXTRA)
     z, y = case()
     ref = _pml(z, y)
     out = retrieval_metrics(z, y, nmi=False)
@@ -104,14 +108,36 @@ def _bruteforce_knn(z, k):
     return torch.tensor(rows)
 
 
-@pytest.mark.parametrize("k", [1, 3, 10, 29])
-@pytest.mark.parametrize("chunk_size", [1, 7, None])
-def test_exact_knn_ties_straddling_the_kth_place(k, chunk_size):
-    # 30 rows drawn from 4 directions: large groups of exactly equal similarities
+def _tied_case():
+    """30 rows drawn from 4 directions (large groups of exactly equal similarities); two equal rows
+    near the first direction (their nearest neighbour is unique, a tie block follows); three equal
+    rows between two directions (their two nearest neighbours tie, the third is lower)."""
     g = torch.Generator().manual_seed(2)
     z = torch.eye(4)[torch.randint(0, 4, (30,), generator=g)]
+    near = torch.tensor([[1.0, 0.1, 0.0, 0.0]])
+    mid = torch.tensor([[0.0, 0.0, 1.0, 1.0]])
+    return torch.cat([z[:12], near, mid, z[12:20], mid, z[20:], near, mid])
+
+
+def _topk_ties_last_index_first(x, k, dim=-1, largest=True, sorted=True):
+    """torch.topk that returns equal values highest index first: a tie order other than the CPU's."""
+    assert dim in (1, -1) and largest and sorted
+    flipped = torch.argsort(x.flip(1), dim=1, descending=True, stable=True)[:, :k]
+    idx = x.shape[1] - 1 - flipped
+    return torch.return_types.topk((x.gather(1, idx), idx))
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 10, 34])
+@pytest.mark.parametrize("chunk_size", [1, 7, None])
+@pytest.mark.parametrize("topk", ["torch", "ties_last_index_first"])
+def test_exact_knn_ties_straddling_the_kth_place(k, chunk_size, topk, monkeypatch):
+    """Ties are ordered by index whatever order torch.topk returns them in (it is unspecified)."""
+    z = _tied_case()
+    expect = _bruteforce_knn(z, k)
+    if topk != "torch":
+        monkeypatch.setattr(torch, "topk", _topk_ties_last_index_first)
     _, idx = exact_knn(z, k, chunk_size=chunk_size)
-    assert torch.equal(idx, _bruteforce_knn(z, k))
+    assert torch.equal(idx, expect)
 
 
 def test_exact_knn_on_continuous_data_matches_bruteforce():
@@ -127,6 +153,71 @@ def test_exact_knn_on_continuous_data_matches_bruteforce():
 # --------------------------------------------------------------------------------------------------
 
 
+def _bruteforce_metrics(z, y, ks):
+    """recall@k, MAP@R and R-precision as PROTOCOL.md defines them, by plain loops in float64."""
+    n = len(y)
+    ranking = _bruteforce_knn(z, n - 1).tolist()
+    labels = y.tolist()
+    out = {f"recall@{k}": 0.0 for k in ks} | {"map@r": 0.0, "r_precision": 0.0}
+    queries = 0
+    for i in range(n):
+        r = labels.count(labels[i]) - 1
+        if r == 0:
+            continue
+        queries += 1
+        same = [labels[j] == labels[i] for j in ranking[i]]
+        for k in ks:
+            out[f"recall@{k}"] += float(any(same[:k]))
+        out["r_precision"] += sum(same[:r]) / r
+        out["map@r"] += sum(sum(same[: j + 1]) / (j + 1) for j in range(r) if same[j]) / r
+    return {key: value / queries for key, value in out.items()} | {"n_queries": float(queries)}
+
+
+@pytest.mark.parametrize(
+    "case,ks",
+    [
+        ("clustered", (1, 2, 4, 8)),
+        ("clustered", (1,)),
+        ("pairs", (1, 2)),  # R = 1: most partners lie beyond the k_max = 2 neighbours searched
+        ("partner_last", (8,)),  # k beyond N - 1; query 0's partner is its last neighbour
+    ],
+)
+def test_metrics_equal_the_definitions_by_hand(case, ks):
+    g = torch.Generator().manual_seed(7)
+    if case == "clustered":
+        z, y = _clustered_case()
+    elif case == "pairs":
+        y = torch.arange(12) // 2
+        z = torch.randn(12, 3, generator=g, dtype=torch.float64)
+    else:
+        y = torch.tensor([0, 1, 1, 0])
+        z = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.8, 0.2], [-1.0, 0.0]], dtype=torch.float64)
+    out = retrieval_metrics(z, y, ks=ks, nmi=False)
+    for key, value in _bruteforce_metrics(z, y, ks).items():
+        assert out[key] == pytest.approx(value, rel=1e-13, abs=1e-13), key
+    if case == "partner_last":
+        assert out["recall@8"] == 1.0
+
+
+def test_smallest_inputs_and_low_precision_embeddings():
+    one_feature = retrieval_metrics(torch.tensor([[1.0], [2.0], [-1.0], [-3.0]]), torch.tensor([0, 0, 1, 1]), nmi=False)
+    assert one_feature["recall@1"] == 1.0 and one_feature["map@r"] == 1.0
+    two = retrieval_metrics(torch.randn(2, 3), torch.tensor([0, 1]), nmi=False)
+    assert two["n_queries"] == 0.0 and two["n_excluded_queries"] == 2.0
+    # float16 embeddings (as stored in embeddings.npz) give the numbers of their float32 values
+    z, y = _clustered_case()
+    half = z.half()
+    assert retrieval_metrics(half, y, nmi=False) == retrieval_metrics(half.float(), y, nmi=False)
+
+
+def test_auto_chunk_holds_about_64_mib_of_similarities():
+    from vgcore.metrics.retrieval import _auto_chunk
+
+    assert _auto_chunk(100_000) == 167  # PROTOCOL.md: 167 queries at N = 100,000
+    assert _auto_chunk(10) == 10 and _auto_chunk(20_000_000) == 1
+    assert all(isinstance(_auto_chunk(n), int) for n in (10, 100_000, 20_000_000))
+
+
 def test_chunk_size_does_not_change_results():
     z, y = _clustered_case()
     ref = retrieval_metrics(z, y, nmi=False)
@@ -137,9 +228,9 @@ def test_chunk_size_does_not_change_results():
         assert out == ref  # exact: per-query values are summed in one fixed order
 
 
-@pytest.mark.skipif(not faiss_available(), reason="faiss not installed")
 @pytest.mark.parametrize("case", ["random", "ties"])
 def test_faiss_backend_gives_same_results(case):
+    require("faiss", f"faiss-cpu is in the dev extra: {DEV_EXTRA}")
     if case == "random":
         z, y = _clustered_case()
     else:
@@ -151,13 +242,18 @@ def test_faiss_backend_gives_same_results(case):
     a.pop("nmi"), b.pop("nmi")
     assert a == b
     assert torch.equal(exact_knn(z, 5, backend="faiss")[1], exact_knn(z, 5)[1])
+    # every other item as a neighbour: faiss returns all N, there is no (k+1)-th score to compare
+    k = len(z) - 1
+    (sims, idx), (sims_torch, idx_torch) = exact_knn(z, k, backend="faiss", chunk_size=16), exact_knn(z, k)
+    assert torch.equal(idx, idx_torch)
+    torch.testing.assert_close(sims, sims_torch)  # faiss's own inner products: rounding only
 
 
-def test_faiss_backend_missing_is_a_clear_error():
-    if faiss_available():
-        pytest.skip("faiss installed")
+def test_faiss_backend_missing_is_a_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "faiss", None)  # `import faiss` now fails, installed or not
+    assert not faiss_available()
     z, y = _random_case()
-    with pytest.raises(ValueError, match="faiss"):
+    with pytest.raises(ValueError, match=r"^backend='faiss' requested but faiss is not installed$"):
         retrieval_metrics(z, y, backend="faiss")
 
 
@@ -169,6 +265,8 @@ def test_lone_queries_are_excluded_and_counted():
     assert out["recall@1"] == 1.0 and out["map@r"] == 1.0 and out["r_precision"] == 1.0
     all_lone = retrieval_metrics(z[:3], torch.tensor([0, 1, 2]), nmi=False)
     assert all_lone["n_queries"] == 0 and all_lone["n_excluded_queries"] == 3
+    assert tuple(all_lone) == RETRIEVAL_KEYS
+    assert all(math.isnan(all_lone[key]) for key in RETRIEVAL_KEYS if key not in ("n_queries", "n_excluded_queries"))
     assert math.isnan(all_lone["recall@1"]) and math.isnan(all_lone["map@r"])
 
 
@@ -185,6 +283,37 @@ def test_keys_and_nmi():
     z2, y2 = _random_case()
     a, b = retrieval_metrics(z2, y2, seed=3), retrieval_metrics(z2, y2, seed=3)
     assert a["nmi"] == b["nmi"] and 0.0 <= a["nmi"] <= 1.0
+
+
+def test_nmi_is_the_documented_kmeans_recipe():
+    """scikit-learn KMeans(n_clusters=C, n_init=1, random_state=seed) on the L2-normalised rows."""
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import normalized_mutual_info_score
+
+    g = torch.Generator().manual_seed(6)
+    z = torch.randn(300, 6, generator=g)  # no cluster structure: k-means depends on its start
+    y = torch.randint(0, 7, (300,), generator=g)
+    x = torch.nn.functional.normalize(z.double(), dim=1).numpy()
+    for seed in (0, 5):
+        clusters = KMeans(n_clusters=7, n_init=1, random_state=seed).fit_predict(x)
+        expect = normalized_mutual_info_score(y.numpy(), clusters)
+        assert retrieval_metrics(z, y, seed=seed)["nmi"] == pytest.approx(expect, abs=1e-12)
+        if seed == 0:  # the default
+            assert retrieval_metrics(z, y)["nmi"] == pytest.approx(expect, abs=1e-12)
+
+
+def test_exact_knn_dtypes_smallest_input_and_bad_input():
+    z = torch.tensor([[1.0], [2.0], [-1.0]], dtype=torch.float64)  # one feature: cosine is +-1
+    sims, idx = exact_knn(z, 2)
+    assert sims.dtype == torch.float64 and idx.dtype == torch.int64
+    assert idx.tolist() == [[1, 2], [0, 2], [0, 1]] and sims.tolist() == [[1, -1], [1, -1], [-1, -1]]
+    assert exact_knn(z[:2], 1)[1].tolist() == [[1], [0]]  # two rows: each is the other's neighbour
+    for bad in (torch.zeros(3), torch.zeros(1, 4), torch.zeros(2, 2, 2)):
+        with pytest.raises(ValueError, match=r"^z must be 2-D with at least 2 rows$"):
+            exact_knn(bad, 1)
+    for k in (0, 3, 5):
+        with pytest.raises(ValueError, match=rf"^k must be in \[1, 2\], got {k}$"):
+            exact_knn(z, k)
 
 
 @pytest.mark.parametrize(
@@ -315,3 +444,20 @@ def test_superclass_metrics_by_hand():
     assert out["superclass_recall@1"] == pytest.approx(5 / 8)  # 0, 1, 5, 6, 7
     assert out["fine_errors_in_superclass"] == pytest.approx(2 / 5)  # of 2, 3, 4, 6, 7: 6 and 7
     assert math.isnan(superclass_metrics(z[:2], y[:2], s[:2])["fine_errors_in_superclass"])
+
+
+@pytest.mark.parametrize(
+    "z, y, kwargs, message",
+    [
+        (torch.randn(1, 3), torch.tensor([0]), {}, "need at least 2 embeddings for leave-one-out retrieval"),
+        (torch.randn(4, 3), torch.zeros(4, dtype=torch.long), {}, "retrieval metrics need at least 2 classes"),
+        (torch.randn(4, 3), torch.tensor([0, 1, 0, 1]), {"ks": ()}, "ks must be positive integers, got ()"),
+        (torch.randn(4, 3), torch.tensor([0, 1, 0, 1]), {"ks": (2, 0)}, "ks must be positive integers, got (2, 0)"),
+        (torch.randn(4, 3), torch.tensor([0, 1, 0, 1]), {"chunk_size": 0}, "chunk_size must be >= 1"),
+        (torch.randn(4, 3), torch.tensor([0, 1, 0, 1]), {"backend": "annoy"},
+         "unknown backend 'annoy'; use 'torch' or 'faiss'"),
+    ],
+)
+def test_bad_input_messages(z, y, kwargs, message):
+    with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+        retrieval_metrics(z, y, nmi=False, **kwargs)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import nbformat
@@ -184,9 +183,7 @@ def test_a_second_build_does_nothing_and_a_stale_run_reruns_only_what_depends_on
     b = smoke_build()
     files = [p for p in (b.results.rglob("*"), b.figures.rglob("*")) for p in p if p.is_file()]
     before = {p: p.stat().st_mtime_ns for p in files}
-    t0 = time.perf_counter()
-    proc = b.snakemake()
-    assert time.perf_counter() - t0 < 60
+    proc = b.snakemake()  # "Nothing to be done" and unchanged files prove no job ran
     assert "Nothing to be done" in proc.stdout + proc.stderr
     assert {p: p.stat().st_mtime_ns for p in files} == before
 
