@@ -317,8 +317,8 @@ def test_bad_input_raises_value_error(z, y, match):
 @pytest.mark.parametrize(
     "z, y, message",
     [
-        ([[0.0, 1.0], [1.0, 0.0]], torch.tensor([0, 1]), "z and y must be torch tensors"),
-        (torch.eye(2), [0, 1], "z and y must be torch tensors"),
+        ([[0.0, 1.0], [1.0, 0.0]], torch.tensor([0, 1]), "z and y must be torch tensors (as_embeddings converts NumPy arrays)"),
+        (torch.eye(2), [0, 1], "z and y must be torch tensors (as_embeddings converts NumPy arrays)"),
         (torch.zeros(2, 2, 1), torch.tensor([0, 1]), "z must be 2-D [N, D], got shape (2, 2, 1)"),
         (torch.eye(2), torch.tensor([[0, 1]]), "y must be 1-D [N], got shape (1, 2)"),
         (torch.zeros(2, 0), torch.tensor([0, 1]), "z is empty (shape (2, 0))"),

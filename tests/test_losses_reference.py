@@ -32,6 +32,7 @@ DIM = 5
 PAIR_SOFTMAX_DEFAULTS = {
     "infonce": {"temperature": 0.1, "normalize": True},
     "npair": {"temperature": 1.0, "normalize": False},
+    "npair_all": {"temperature": 1.0, "normalize": False},
 }
 
 
@@ -253,7 +254,8 @@ def test_triplet_reference(layout, seed, hp):
 )
 def test_pair_softmax_reference(layout, seed, name, hp):
     z, y = batch(layout, seed)
-    terms = ref_pair_softmax(z, y.tolist(), **{**PAIR_SOFTMAX_DEFAULTS[name], **hp})
+    reference_hp = {k: v for k, v in hp.items() if k != "pairs"}  # the reference is the all-pairs form
+    terms = ref_pair_softmax(z, y.tolist(), **{**PAIR_SOFTMAX_DEFAULTS[name], **reference_hp})
     values = torch.stack(list(terms.values()))
     out = run(build(name, **hp), z, y)
     check(
@@ -368,7 +370,7 @@ def test_smallest_batches_against_the_references(name, labels):
     terms = ref(z, labels, margin=margin)
     values = torch.stack(list(terms.values()))
     assert bool((values > 0).all())
-    out = build(name, margin=margin)(z, y)
+    out = run(build(name, margin=margin), z, y)
     check(out, z, values.mean(), per_anchor_mean(terms, len(labels)), len(terms), len(terms))
 
 
@@ -382,7 +384,7 @@ def test_arcface_at_theta_exactly_pi_minus_margin_keeps_the_margin_form():
     assert float(F.normalize(z, dim=1)[0, 0]) == -math.cos(m)  # exactly on the boundary
     logits = torch.tensor([-s, s * math.sin(m), 0.0, 0.0], dtype=F64)
     expect = torch.logsumexp(logits, 0) - logits[0]
-    close(loss_fn(z, torch.tensor([0])).per_sample, expect.unsqueeze(0), 1e-12)
+    close(run(loss_fn, z, torch.tensor([0])).per_sample, expect.unsqueeze(0), 1e-12)
 
 
 def test_proxy_losses_on_a_perfectly_separated_batch_and_a_single_sample():
@@ -391,10 +393,10 @@ def test_proxy_losses_on_a_perfectly_separated_batch_and_a_single_sample():
     with torch.no_grad():
         loss_fn.weight.copy_(torch.eye(NUM_CLASSES, DIM))
     y = torch.tensor([0, 1, 2, 3, 1])
-    out = loss_fn(F.one_hot(y, DIM).to(F64), y)
+    out = run(loss_fn, F.one_hot(y, DIM).to(F64), y)
     assert float(out.loss.detach()) == 0.0 and int(out.n_terms) == 5 and int(out.n_active_terms) == 0
     for name in ("arcface", "ccl"):
-        one = build(name)(torch.randn(1, DIM, dtype=F64), torch.tensor([2]))
+        one = run(build(name), torch.randn(1, DIM, dtype=F64), torch.tensor([2]))
         assert int(one.n_terms) == 1 and bool(one.has_positives)
 
 
@@ -402,7 +404,7 @@ def test_proxy_losses_on_a_perfectly_separated_batch_and_a_single_sample():
 def test_proxy_loss_in_float32_takes_float64_embeddings(name):
     loss_fn = make_loss(name, num_classes=1, embedding_dim=1)  # the smallest sizes are valid
     z = torch.tensor([[0.5], [2.0]], dtype=F64, requires_grad=True)
-    out = loss_fn(z, torch.tensor([0, 0]))
+    out = run(loss_fn, z, torch.tensor([0, 0]))
     assert out.loss.dtype == F64
     out.loss.backward()
     assert z.grad.dtype == F64
@@ -411,7 +413,7 @@ def test_proxy_loss_in_float32_takes_float64_embeddings(name):
 def test_npair_softplus_is_exact_beyond_the_usual_threshold():
     # one positive pair and one negative on raw dot products: term = log(1 + e^x), x = 25
     z = torch.tensor([[5.0, 0.0], [0.0, 1.0], [5.0, 0.0]], dtype=F64)
-    out = build("npair")(z, torch.tensor([0, 0, 1]))
+    out = run(build("npair", pairs="all"), z, torch.tensor([0, 0, 1]))
     # anchor 0: x = 25 - 0; anchor 1: x = 0 - 0 (its negative is orthogonal)
     expect = [25.0 + math.log1p(math.exp(-25.0)), math.log(2.0)]
     assert float(out.per_sample[0]) == pytest.approx(expect[0], rel=1e-15)
@@ -465,7 +467,7 @@ TIE_Y = [0, 0, 0, 1, 1, 2, 2, 3, 0, 3]
     "hp",
     [
         {"margin": 2.0},  # squared: d_ap 2 -> d_an 4, d_ap 0 -> d_an 2
-        {"margin": 2.0, "reduction": "nonzero_mean"},
+        {"margin": 2.0, "reduction": "mean"},  # zeros included (the default averages over non-zero triplets)
         {"margin": 2.0, "normalize": False},
         {"margin": 2.0 - math.sqrt(2.0), "squared": False},  # sqrt(2) + (2 - sqrt(2)) == 2 exactly
     ],
@@ -483,9 +485,9 @@ def test_triplet_exact_ties_are_inactive_as_in_the_naive_cube(hp):
         y = y[keep]
         loss, per, n, n_active, ties = naive_triplet(z, y, hp["margin"], squared, normalize)
         assert ties >= 4
-    if hp.get("reduction") == "nonzero_mean":
+    if hp.get("reduction", "nonzero_mean") == "nonzero_mean":  # the default averages over non-zero triplets
         loss = loss * n / n_active
-    out = build("triplet", **hp)(z, y)
+    out = run(build("triplet", **hp), z, y)
     assert int(out.n_terms) == int(n)
     assert int(out.n_active_terms) == int(n_active)
     close(out.loss, loss, 1e-12)
@@ -535,17 +537,17 @@ def test_perfectly_separated_gives_zero_loss_and_no_active_terms(name):
     assert torch.equal(z.grad, torch.zeros_like(z))
 
 
-@pytest.mark.parametrize("hp", [{}, {"pairs": "one_per_class"}])
+@pytest.mark.parametrize("hp", [{"pairs": "all"}, {}])  # the default is one pair per class
 def test_npair_terms_that_underflow_to_zero_are_not_active(hp):
     # raw dot products 10^4 apart: every softmax term is exactly 0 in float64
     y = torch.tensor([0, 0, 1, 1, 2])
-    out = build("npair", **hp)(100.0 * F.one_hot(y, DIM).to(F64), y)
+    out = run(build("npair", **hp), 100.0 * F.one_hot(y, DIM).to(F64), y)
     assert float(out.loss) == 0.0 and int(out.n_terms) > 0 and int(out.n_active_terms) == 0
     assert bool(out.has_positives)
     # a single positive pair (one ordered pair each way; one anchor for one_per_class) is enough
     y = torch.tensor([0, 0, 1, 2])
-    out = build("npair", **hp)(torch.randn(4, DIM, generator=torch.Generator().manual_seed(0), dtype=F64), y)
-    assert int(out.n_terms) == (1 if hp else 2) and bool(out.has_positives)
+    out = run(build("npair", **hp), torch.randn(4, DIM, generator=torch.Generator().manual_seed(0), dtype=F64), y)
+    assert int(out.n_terms) == (2 if hp else 1) and bool(out.has_positives)
 
 
 @pytest.mark.parametrize("name,hp", all_losses())
@@ -611,12 +613,12 @@ def test_float32_input_with_default_module(name):
 # PROTOCOL.md "Losses", each loss's "Defaults", written out: changing a default fails here.
 DOCUMENTED_DEFAULTS = {
     "contrastive": {"margin": 1.0, "pos_margin": 0.0, "squared": True, "normalize": False, "reduction": "mean"},
-    "triplet": {"margin": 0.2, "squared": True, "normalize": True, "reduction": "mean"},
-    "npair": {"pairs": "all", "temperature": 1.0, "normalize": False},
+    "triplet": {"margin": 0.2, "squared": True, "normalize": True, "reduction": "nonzero_mean", "mining": "all"},
+    "npair": {"pairs": "one_per_class", "temperature": 1.0, "normalize": False},
     "infonce": {"temperature": 0.1, "normalize": True},
     "arcface": {"scale": 64.0, "margin": 0.5},
     "scl": {"temperature": 0.1, "normalize": True},
-    "ccl": {"temperature": 0.1, "margin": 0.0, "center_weight": 1.0, "center_update": "gradient", "momentum": 0.9},
+    "ccl": {"temperature": 0.1, "margin": 0.2, "center_weight": 1.0, "center_update": "gradient", "momentum": 0.9},
 }
 
 
@@ -626,7 +628,7 @@ def test_loss_hyperparameters_are_the_documented_defaults(name):
     expect = DOCUMENTED_DEFAULTS[name] | {"check_inputs": True}  # sizes of proxy losses are not hyperparameters
     assert loss_hyperparameters(name) == expect
     key = next(iter(expect))
-    changed = {"reduction": "nonzero_mean", "pairs": "one_per_class"}.get(key, 0.25)
+    changed = {"reduction": "mean", "pairs": "all"}.get(key, 0.25)
     assert loss_hyperparameters(name, **{key: changed}) == expect | {key: changed}
 
 
@@ -674,7 +676,7 @@ def test_bad_input_raises_value_error(z, y, match, name):
          "flatten extra dimensions with embeddings.flatten(1)"),
         (torch.randint(0, 3, (4, DIM)), torch.arange(4), "embeddings must be floating point, got torch.int64; "
          "call embeddings.float()"),
-        (torch.randn(4, DIM), torch.arange(3), "labels must be 1-D with one label per embedding row: got labels "
+        (torch.randn(4, DIM), torch.arange(3), "labels must be 1-D with one label per embeddings row: got labels "
          "shape (3,) for embeddings shape (4, 5); pass labels.view(-1) of length batch"),
         (torch.randn(4, DIM), torch.tensor([True, False, True, False]), "labels must be an integer tensor, got "
          "torch.bool; call labels.long()"),
@@ -692,15 +694,16 @@ def test_proxy_loss_label_range_message_and_edge_batches():
                "or build the loss with a larger num_classes")
     with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
         build("arcface")(torch.randn(1, DIM, dtype=F64), torch.tensor([4]))  # one sample is checked too
-    empty = build("arcface")(torch.zeros(0, DIM, dtype=F64), torch.zeros(0, dtype=torch.long))
+    empty = run(build("arcface"), torch.zeros(0, DIM, dtype=F64), torch.zeros(0, dtype=torch.long))
     assert int(empty.n_terms) == 0 and not bool(empty.has_positives)
 
 
 @pytest.mark.parametrize("name", ["contrastive", "ccl"])
-def test_embeddings_and_labels_must_both_be_tensors(name):
-    for z, y in ((torch.randn(2, DIM), [0, 1]), (torch.randn(2, DIM).tolist(), torch.tensor([0, 1]))):
-        with pytest.raises(ValueError, match="^embeddings and labels must be torch.Tensor objects$"):
-            build(name)(z, y)
+def test_embeddings_must_be_a_tensor_and_labels_may_be_a_list(name):
+    with pytest.raises(ValueError, match="^embeddings must be a torch.Tensor \\(the output of your model\\), got list$"):
+        build(name)(torch.randn(2, DIM).tolist(), torch.tensor([0, 1]))
+    z = torch.randn(2, DIM, dtype=F64)
+    close(build(name)(z, [0, 1]), build(name)(z, torch.tensor([0, 1])), 0.0)  # labels as users hold them
 
 
 @pytest.mark.parametrize("name", ["arcface", "ccl"])
@@ -761,7 +764,7 @@ def test_bad_hyperparameters_are_named(name, param, values, message):
 )
 def test_hyperparameters_at_the_lower_bound_are_accepted(name, hp):
     z, y = batch("pairs_and_singleton", 0)
-    out = make_loss(name, num_classes=NUM_CLASSES, embedding_dim=DIM, **hp).double()(z, y)
+    out = run(make_loss(name, num_classes=NUM_CLASSES, embedding_dim=DIM, **hp).double(), z, y)
     assert torch.isfinite(out.loss)
 
 
@@ -791,7 +794,7 @@ def test_scl_term_that_underflows_to_zero_is_not_active():
     # one positive at cosine 1, negatives at -1, T = 0.001: p(positive) is exactly 1 in float64
     y = torch.tensor([0, 0, 1, 1])
     z = torch.tensor([[1.0, 0.0], [1.0, 0.0], [-1.0, 0.0], [-1.0, 0.0]], dtype=F64)
-    out = build("scl", temperature=0.001)(z, y)
+    out = run(build("scl", temperature=0.001), z, y)
     assert float(out.loss) == 0.0 and int(out.n_terms) == 4 and int(out.n_active_terms) == 0
 
 

@@ -21,7 +21,8 @@ FILES = ["config.json", "embeddings.npz", "epochs.csv", "steps.csv", "summary.js
 
 
 def _config(loss="contrastive", **overrides):
-    return get_profile("smoke").config("synthetic", loss, 0, **{"epochs": 1, **overrides})
+    """The smoke profile's own config (its runs live in the profile's folder), or one with overrides."""
+    return get_profile("smoke").config("synthetic", loss, 0, **overrides)
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,7 @@ def root(tmp_path_factory):
     for loss in LOSSES:
         config = _config(loss)
         train.run(config, results.run_dir(root, config), cache_dir=root.parent / "cache", progress=False)
-    results.start_run(results.run_dir(root, _config("scl")), _config("scl"))
+    (root / "unfinished").write_text(str(results.start_run(results.run_dir(root, _config("scl")), _config("scl"))))
     return root
 
 
@@ -120,20 +121,20 @@ def test_a_run_directory_reads_back_what_it_holds(root):
 
 
 def test_an_unfinished_run_reads_back_without_summary_or_tables(root):
-    record = results.load_run(results.run_dir(root, _config("scl")))
+    record = results.load_run((root / "unfinished").read_text())  # the staging folder of a run never finished
     assert record["config"]["loss"] == "scl"
     assert record["summary"] is None and record["steps"] is None and record["epochs"] is None
     assert "embeddings" not in record
 
 
-def test_start_run_clears_what_an_earlier_run_left(run_copy):
+def test_start_run_stages_beside_the_run_and_leaves_it_as_it_is(run_copy):
     path, config = run_copy
-    (path / "failure.json").write_text("{}")
-    (path / ".tmp-steps.csv.abc").write_text("half a write")
-    (path / "notes.txt").write_text("kept")
-    assert results.start_run(path, _config(lr=0.5)) == path
-    assert sorted(p.name for p in path.iterdir()) == ["config.json", "notes.txt"]
-    assert json.loads((path / "config.json").read_text())["lr"] == 0.5
+    before = {p.name: p.read_bytes() for p in path.iterdir()}
+    staging = results.start_run(path, _config(lr=0.5))
+    assert staging.parent == path.parent and staging.name.startswith(f".tmp-{path.name}.")
+    assert sorted(p.name for p in staging.iterdir()) == ["config.json"]
+    assert json.loads((staging / "config.json").read_text())["lr"] == 0.5
+    assert {p.name: p.read_bytes() for p in path.iterdir()} == before
 
 
 def test_tables_are_written_in_the_schema_order(tmp_path):

@@ -309,7 +309,7 @@ def test_exact_knn_dtypes_smallest_input_and_bad_input():
     assert idx.tolist() == [[1, 2], [0, 2], [0, 1]] and sims.tolist() == [[1, -1], [1, -1], [-1, -1]]
     assert exact_knn(z[:2], 1)[1].tolist() == [[1], [0]]  # two rows: each is the other's neighbour
     for bad in (torch.zeros(3), torch.zeros(1, 4), torch.zeros(2, 2, 2)):
-        with pytest.raises(ValueError, match=r"^z must be 2-D with at least 2 rows$"):
+        with pytest.raises(ValueError, match=r"^z must be 2-D with at least 2 rows \(1 with a gallery\)$"):
             exact_knn(bad, 1)
     for k in (0, 3, 5):
         with pytest.raises(ValueError, match=rf"^k must be in \[1, 2\], got {k}$"):
@@ -451,8 +451,8 @@ def test_superclass_metrics_by_hand():
     [
         (torch.randn(1, 3), torch.tensor([0]), {}, "need at least 2 embeddings for leave-one-out retrieval"),
         (torch.randn(4, 3), torch.zeros(4, dtype=torch.long), {}, "retrieval metrics need at least 2 classes"),
-        (torch.randn(4, 3), torch.tensor([0, 1, 0, 1]), {"ks": ()}, "ks must be positive integers, got ()"),
-        (torch.randn(4, 3), torch.tensor([0, 1, 0, 1]), {"ks": (2, 0)}, "ks must be positive integers, got (2, 0)"),
+        (torch.randn(4, 3), torch.tensor([0, 1, 0, 1]), {"ks": ()}, "ks must be positive integers (e.g. ks=(1, 2, 4, 8)), got ()"),
+        (torch.randn(4, 3), torch.tensor([0, 1, 0, 1]), {"ks": (2, 0)}, "ks must be positive integers (e.g. ks=(1, 2, 4, 8)), got (2, 0)"),
         (torch.randn(4, 3), torch.tensor([0, 1, 0, 1]), {"chunk_size": 0}, "chunk_size must be >= 1"),
         (torch.randn(4, 3), torch.tensor([0, 1, 0, 1]), {"backend": "annoy"},
          "unknown backend 'annoy'; use 'torch' or 'faiss'"),
