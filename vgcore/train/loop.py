@@ -6,19 +6,16 @@ runs every config whose directory is not complete with the same config hash.
 
 from __future__ import annotations
 
-import platform
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 from tqdm import tqdm
 
-import vgcore
-from vgcore import results
+from vgcore import provenance, results
 from vgcore.data import check_available, dataset_spec, load_dataset
 from vgcore.device import resolve_device
 from vgcore.errors import UserError
@@ -166,6 +163,5 @@ def _summary(config, steps: pd.DataFrame, epochs: pd.DataFrame, wall: float, t_t
         "n_steps": len(steps),
         "wall_time_s": wall,
         "steps_per_s": len(steps) / t_train if t_train > 0 else float("nan"),
-        "versions": {"vgcore": vgcore.__version__, "torch": torch.__version__, "numpy": np.__version__,
-                     "python": platform.python_version()},
+        **provenance.record(),  # "versions" of every package that can change a number, "git" commit and dirty flag
     }
