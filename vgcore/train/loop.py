@@ -105,7 +105,7 @@ def run(config, out_dir, *, data_root=None, cache_dir=None, progress: bool = Tru
     steps_df, epochs_df = log.frame(), pd.DataFrame(epoch_rows)
     results.write_tables(path, steps_df, epochs_df)
     z_final = embed(learner.head, x_eval)
-    results.write_embeddings(path, z_final.cpu().numpy(), y_eval.cpu().numpy())
+    results.write_embeddings(path, z_final.cpu().numpy(), y_eval.cpu().numpy(), None if c_eval is None else c_eval.numpy())
     summary = _summary(config, steps_df, epochs_df, time.perf_counter() - t_start, t_train)
     atomic_write_json(path / "summary.json", summary)
     return RunResult(path, summary, steps_df, epochs_df)
