@@ -22,8 +22,8 @@ from vgcore.metrics.inputs import check_embeddings
 HIERARCHY_KEYS: tuple[str, ...] = ("fine_recall@1_within_super", "super_recall@1")
 
 LABELS: dict[str, str] = {
-    "fine_recall@1_within_super": "fine-class Recall@1 within the superclass",
-    "super_recall@1": "superclass Recall@1",
+    "fine_recall@1_within_super": "fine-class Recall@1 within the superclass [fraction of queries]",
+    "super_recall@1": "superclass Recall@1 [fraction of queries]",
 }
 
 
