@@ -88,7 +88,7 @@ compare_csv = Path(figures_root) / str(compare_with) / "tables" / "06_claims.csv
 compare = pd.read_csv(compare_csv) if compare_with and compare_csv.is_file() else None
 tables = claims_tables(summary, epochs, compare, names=(profile, str(compare_with)))
 out.table(tables["gate"].round(4), "06_gate")
-tables["gate"].round(3).style.hide(axis="index")
+tables["gate"].style.format(precision=3).hide(axis="index")
 
 # %% [markdown]
 # ## Verdicts

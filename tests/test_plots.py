@@ -101,6 +101,7 @@ FIGURES = {
                                                                width=w),
     "scatter_means": lambda w: plots.scatter_means(summary_table(), "centroid_dist_mean", "centroid_dist_cv", width=w),
     "tradeoff": lambda w: plots.tradeoff(summary_table(), width=w),
+    "tradeoff_one_dataset": lambda w: plots.tradeoff(summary_table(datasets=("synthetic",)), width=w),
     "embedding_projections": lambda w: plots.embedding_projections(embeddings(), {"fashionmnist": FASHION}, width=w),
     "sample_images": lambda w: plots.sample_images(rng.integers(0, 255, (16, 1, 28, 28), dtype=np.uint8),
                                                    np.arange(16) % 10, FASHION, width=w),

@@ -43,23 +43,26 @@ def _tab(name: str, caption: str) -> Item:
 ANALYSIS: dict[str, tuple[Item, ...]] = {
     "03_variance": (
         _tab("03_variance", "VARIANCE of the final test embeddings: mean ± std over seeds"),
-        _fig("03_variance_bars", "intra- and inter-class variance and centroid-spacing unevenness per loss"),
+        _fig("03_variance_bars", "intra- and inter-class variance and centroid-spacing unevenness per loss "
+             "(mean ± std over seeds)"),
         _fig("03_intra_var_over_epochs", "intra-class variance of the test embeddings over training"),
         _fig("03_separation_vs_spacing", "mean centroid distance against its unevenness (CV)"),
-        _fig("03_embeddings_pca", "2-D PCA of the final test embeddings, one panel per loss (seed 0)"),
+        _fig("03_embeddings_pca", "2-D PCA of the final test embeddings, one panel per loss (lowest seed; on a set "
+             "with superclasses, the fine classes of one superclass)"),
     ),
     "04_greediness": (
         _tab("04_greediness", "GREEDINESS over training: mean ± std over seeds"),
         _fig("04_active_ratio_over_training", "active ratio (loss terms and embedding gradients) per step"),
         _fig("04_grad_norm_over_training", "gradient norms (parameters, per-sample embeddings) per step"),
-        _fig("04_greediness_bars", "mean active ratio and gradient norm per loss"),
+        _fig("04_greediness_bars", "mean active ratios, effective share of moving samples and gradient norm per loss "
+             "(mean ± std over seeds; constant ratios noted, not drawn)"),
     ),
     "05_retrieval": (
         _tab("05_retrieval", "retrieval on the test split: Recall@K and MAP@R, mean ± std over seeds"),
-        _fig("05_retrieval_bars", "Recall@1 and MAP@R per loss"),
+        _fig("05_retrieval_bars", "Recall@1 and MAP@R per loss (mean ± std over seeds)"),
         _fig("05_recall_over_epochs", "test Recall@1 over training"),
-        _fig("05_tradeoff", "efficiency-granularity trade-off: convergence speed against intra-class "
-             "variance and Recall@1"),
+        _fig("05_tradeoff", "efficiency-granularity trade-off: training steps to 90% loss convergence against "
+             "intra-class variance and Recall@1, per dataset"),
     ),
     "06_claims": (
         _tab("06_claims", "each claim of the paper on each dataset whose heads learned: supported, contradicted or "

@@ -442,21 +442,27 @@ def scatter_means(summary: pd.DataFrame, x: str, y: str, title: str = "", width:
 
 
 def _scatter_grid(summary: pd.DataFrame, x: str, ys: Sequence[str], title: str, width) -> plt.Figure:
+    """Panels (dataset, y metric): one column per dataset, one row per metric (a single dataset at
+    page width: the metrics side by side)."""
     datasets = sorted(summary["dataset"].unique())
     palette = loss_palette(loss_order(summary))
-    cols = len(datasets) if figure_width(width) >= 5 or len(datasets) <= 2 else 1
-    rows = len(ys) * int(np.ceil(len(datasets) / cols))
+    page = figure_width(width) >= 5
+    panels = [(d, m) for m in ys for d in datasets]
+    if len(datasets) > 1:
+        cols = len(datasets) if page or len(datasets) <= 2 else 1
+    else:
+        cols = len(ys) if page else 1
+    rows = int(np.ceil(len(panels) / cols))
     fig = _figure(width, 2.1 * rows + 0.9)
     axes = _grid(fig, rows, cols)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
     panel_w = figure_width(width) / cols - 0.5
-    for k, dataset in enumerate(datasets):
-        frame = summary[summary["dataset"] == dataset]
-        for i, metric in enumerate(ys):
-            ax = axes[i * int(np.ceil(len(datasets) / cols)) + k // cols, k % cols]
-            ax.set_title(dataset)
-            _scatter_panel(ax, frame, x, metric, palette)
-            ax.set_xlabel(_wrap(label(x), panel_w))
-            ax.set_ylabel(_wrap(label(metric), 1.6))
+    for ax, (dataset, metric) in zip(axes.flat, panels, strict=False):
+        ax.set_title(dataset)
+        _scatter_panel(ax, summary[summary["dataset"] == dataset], x, metric, palette)
+        ax.set_xlabel(_wrap(label(x), panel_w))
+        ax.set_ylabel(_wrap(label(metric), 1.6))
     _note(fig, [title, _seed_note(summary, "dot: mean; bars: ± 1 std")], *_loss_handles(palette))
     return fig
 
