@@ -4,25 +4,33 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.vgcore-installed
 EXTRAS ?= dev,offline,workflow
+# TORCH=cpu installs the CPU-only build of the locked torch/torchvision (about 1 GB instead of 6 GB)
+TORCH  ?=
+PIP_INDEX := $(if $(filter cpu,$(TORCH)),--extra-index-url https://download.pytorch.org/whl/cpu)
 
 JOBS   ?= all
 PROFILE ?= smoke
 # optional subsets for demo/paper/figures, e.g. make demo LOSSES="triplet scl" SEEDS=0
 SELECT := $(if $(DATASETS),--datasets $(DATASETS)) $(if $(LOSSES),--losses $(LOSSES)) $(if $(SEEDS),--seeds $(SEEDS))
 
-.PHONY: help setup test lint demo schedule paper figures sync-notebooks lab data bench mutate clean
+.PHONY: help setup hooks test lint demo schedule paper figures restore sync-notebooks lab data bench mutate lock repo clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-# The venv is rebuilt only when pyproject.toml changes (the stamp records the last install).
-$(STAMP): pyproject.toml
+# The venv is rebuilt only when pyproject.toml or the lock changes (the stamp records the last install).
+# constraints.txt holds the exact versions behind figures/demo; pyproject.toml only compatible ranges.
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
+	$(BIN)/python -m pip install --quiet $(PIP_INDEX) -c constraints.txt -e '.[$(EXTRAS)]'
 	touch $@
 
-setup: $(STAMP)  ## create .venv and install vgcore with its dev, offline and workflow extras
+setup: $(STAMP) hooks  ## create .venv and install vgcore with its dev, offline and workflow extras, at the locked versions (TORCH=cpu: CPU-only torch)
+
+# The pre-commit hook refuses a notebook in notebooks/ with outputs or off the conventions (vgcore/notebooks.py).
+hooks:  ## use the repository's git hooks (.githooks/pre-commit: the notebook check)
+	@if git rev-parse --git-dir >/dev/null 2>&1; then git config core.hooksPath .githooks; fi
 
 test: $(STAMP)  ## unit tests and nbval on the notebooks (smoke profile)
 	$(BIN)/python -m pytest
@@ -42,16 +50,22 @@ paper: $(STAMP)  ## notebook build, paper profile (ViT-B/32, five datasets; need
 figures: $(STAMP)  ## notebook build of any profile: make figures PROFILE=smoke -> figures/<profile>
 	$(BIN)/python -m vgcore figures --profile $(PROFILE) -j $(JOBS) $(SELECT)
 
+restore: $(STAMP)  ## put the committed demo runs (figures/demo/results.tar.gz) under results/: the notebooks then run without training
+	$(BIN)/python -m vgcore snapshot restore figures/demo/results.tar.gz --results results
+
 sync-notebooks: $(STAMP)  ## sync each notebooks/*.py with its paired .ipynb (the newer one wins)
 	$(BIN)/jupytext --sync notebooks/*.py
 
 # JupyterLab serves the whole repository (README, figures/, PROTOCOL.md) and opens on notebooks/.
 # jupytext's server extension (enabled by its pip install) pairs each .ipynb with its .py: saving
 # either in JupyterLab rewrites both, and a .py opens as a notebook (right-click > Open With).
+# The pre-save hook keeps a notebook's committed language_info when only the kernel's Python patch
+# release differs, so opening and saving a notebook leaves `git status` clean (tests/test_browser.py).
 LAB_PORT ?= 8888
 lab: $(STAMP)  ## JupyterLab on the notebooks, jupytext pairing on (LAB_PORT=8888)
 	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.port=$(LAB_PORT) \
-	  --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks
+	  --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks \
+	  --ContentsManager.pre_save_hook=vgcore.notebooks.pre_save_hook
 
 data:  ## make the offline FashionMNIST available (Debian package dataset-fashion-mnist)
 	@if [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then \
@@ -78,6 +92,14 @@ mutate: $(STAMP)  ## mutation testing of losses, metrics, results, claims (slow)
 	$(if $(MUTATE_FRESH),rm -rf mutants)
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/mutmut run --max-children $(MUTATE_JOBS)
 	$(BIN)/python benchmarks/mutation_report.py
+
+lock: $(STAMP)  ## rewrite constraints.txt from the installed versions (after an upgrade; commit it with the rebuilt figures/demo)
+	$(BIN)/python -m vgcore lock --extras dev,offline,workflow,cluster > constraints.txt.new && mv constraints.txt.new constraints.txt
+
+# The repository address lives in pyproject.toml ([project.urls]); this rewrites it with every badge and setup cell.
+repo: $(STAMP)  ## set the repository address everywhere: make repo URL=https://github.com/<owner>/<name>
+	@test -n "$(URL)" || { echo "usage: make repo URL=https://github.com/<owner>/<name>"; exit 2; }
+	$(BIN)/python -m vgcore repo "$(URL)"
 
 clean:  ## remove caches, run results and the venv
 	rm -rf $(VENV) .pytest_cache .ruff_cache .snakemake cache results artifacts benchmarks/out mutants

@@ -28,16 +28,17 @@
 # In the build (`make demo`, `make paper`) it runs once per dataset, before any training notebook,
 # so that the parallel training jobs find the cache ready.
 
-# %%
-# Setup. On Colab: fetch vgcore, install it (with its small offline extras) and restore the committed
-# demo results; anywhere else this cell installs nothing. Then work from the repository root, as
-# `make demo` does: results/, figures/, cache/ and data/ are relative to it.
+# %% cellView="form" jupyter={"source_hidden": true} tags=["setup"]
+# @title Setup (on Colab: install vgcore and the demo runs; elsewhere: work from the repository root)
+# On Colab this clones the repository, installs vgcore with pip and restores the committed demo runs
+# (figures/demo/results.tar.gz) under results/; anywhere else it installs nothing. Either way the
+# kernel then works from the repository root, where results/, figures/, cache/ and data/ live.
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-VGCORE_GIT = "https://github.com/OWNER/vgcore"
+VGCORE_GIT = "https://github.com/OWNER/vgcore"  # pyproject.toml [project.urls]; `make repo URL=...` changes it
 if "google.colab" in sys.modules:
     repo = Path("/content/vgcore-repo")
     if not repo.is_dir():
@@ -45,7 +46,8 @@ if "google.colab" in sys.modules:
         subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", f"{repo}[offline]"], check=True)
     os.chdir(repo)
     if Path("figures/demo/results.tar.gz").is_file():  # the analysis notebooks start from these runs
-        subprocess.run([sys.executable, "-m", "vgcore", "snapshot", "restore", "figures/demo/results.tar.gz"], check=True)
+        subprocess.run([sys.executable, "-m", "vgcore", "snapshot", "restore", "figures/demo/results.tar.gz"],
+                       check=True)
 elif Path.cwd().name == "notebooks" and (Path.cwd().parent / "pyproject.toml").is_file():
     os.chdir("..")  # JupyterLab and Binder start the kernel in notebooks/
 
@@ -86,7 +88,7 @@ if split.kind == "vectors":
     print(f"{tuple(split.images.shape)} float vectors: no images to show")
 else:
     pick = sorted(np.random.default_rng(0).choice(len(split), min(n_images, len(split)), replace=False).tolist())
-    fig = plots.sample_images(split.get(pick), split.labels[pick].numpy(), split.class_names)
+    fig = plots.sample_images(split.get(pick), split.labels[pick].numpy(), split.class_names, width="page")
 
 # %% [markdown]
 # ## Features
@@ -99,18 +101,21 @@ t0 = time.perf_counter()
 feats = {s: train.load_features(config, s, data_root, cache_dir, progress=False) for s in ("train", config.eval_split)}
 print(f"features ready in {time.perf_counter() - t0:.1f} s")
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 for s, (x, y) in feats.items():
     print(f"{s}: {x.shape[0]} samples x {x.shape[1]} features, {y.unique().numel()} classes, dtype {x.dtype}")
 
 # %% [markdown]
 # ## The frozen features before any training
 #
-# A 2-D PCA of the test features, coloured by class (classes beyond ten share colours). How much the
-# classes already separate here is what the head starts from; the training notebooks show how each
-# loss reshapes this space.
+# A 2-D PCA of the test features, coloured by class: the first ten classes, or, on a set with
+# superclasses, the fine classes of one superclass (the hard part of a fine-grained set). The axes say
+# how much of the variance each component explains. How much the classes already separate here is
+# what the head starts from; the training notebooks show how each loss reshapes this space.
 
 # %%
 x, y = feats[config.eval_split]
-fig = plots.feature_projection(x.numpy(), y.numpy(), title=f"{dataset} · {config.backbone} features (PCA)")
+test = load_dataset(dataset, data_root, config.eval_split, **config.dataset_options)
+coarse = None if test.coarse_labels is None else test.coarse_labels.numpy()
+fig = plots.feature_projection(x.numpy(), y.numpy(), title=f"{dataset} · {config.backbone} features (PCA)",
+                               coarse=coarse, class_names=test.class_names, width="column")

@@ -30,16 +30,17 @@
 # The build runs this notebook once per loss x dataset x seed and keeps the executed copy beside the
 # run's results as `02_train.ipynb`.
 
-# %%
-# Setup. On Colab: fetch vgcore, install it (with its small offline extras) and restore the committed
-# demo results; anywhere else this cell installs nothing. Then work from the repository root, as
-# `make demo` does: results/, figures/, cache/ and data/ are relative to it.
+# %% cellView="form" jupyter={"source_hidden": true} tags=["setup"]
+# @title Setup (on Colab: install vgcore and the demo runs; elsewhere: work from the repository root)
+# On Colab this clones the repository, installs vgcore with pip and restores the committed demo runs
+# (figures/demo/results.tar.gz) under results/; anywhere else it installs nothing. Either way the
+# kernel then works from the repository root, where results/, figures/, cache/ and data/ live.
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-VGCORE_GIT = "https://github.com/OWNER/vgcore"
+VGCORE_GIT = "https://github.com/OWNER/vgcore"  # pyproject.toml [project.urls]; `make repo URL=...` changes it
 if "google.colab" in sys.modules:
     repo = Path("/content/vgcore-repo")
     if not repo.is_dir():
@@ -47,7 +48,8 @@ if "google.colab" in sys.modules:
         subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", f"{repo}[offline]"], check=True)
     os.chdir(repo)
     if Path("figures/demo/results.tar.gz").is_file():  # the analysis notebooks start from these runs
-        subprocess.run([sys.executable, "-m", "vgcore", "snapshot", "restore", "figures/demo/results.tar.gz"], check=True)
+        subprocess.run([sys.executable, "-m", "vgcore", "snapshot", "restore", "figures/demo/results.tar.gz"],
+                       check=True)
 elif Path.cwd().name == "notebooks" and (Path.cwd().parent / "pyproject.toml").is_file():
     os.chdir("..")  # JupyterLab and Binder start the kernel in notebooks/
 
@@ -90,12 +92,17 @@ else:
     train.run(config, path, data_root=data_root, cache_dir=cache_dir, progress=False)
     print(f"trained and written to {path}")
 run = load_run(path)
-print(f"wall time {run['summary']['wall_time_s']:.1f} s, {run['summary']['steps_per_s']:.1f} steps/s")
+s = run["summary"]
+if s.get("wall_time_s") is not None:
+    print(f"wall time {s['wall_time_s']:.1f} s, {s['steps_per_s']:.1f} steps/s")
+if s.get("snapshot"):  # restored from figures/<profile>/results.tar.gz (Binder, Colab, make restore)
+    print(f"restored from the committed snapshot: step log as means of {s['snapshot']['steps_block']} steps, "
+          "no timings")
 
-# %%
-# NBVAL_CHECK_OUTPUT
-print(f"{len(run['steps'])} steps over {config.epochs} epochs; "
-      f"evaluated epochs {sorted(run['epochs']['epoch'].unique().tolist())} on splits {sorted(run['epochs']['split'].unique())}")
+# %% tags=["nbval-check-output"]
+print(f"{s['n_steps']} steps over {config.epochs} epochs; evaluated epochs "
+      f"{', '.join(str(e) for e in sorted(run['epochs']['epoch'].unique()))} on the "
+      f"{' and '.join(sorted(run['epochs']['split'].unique()))} splits")
 print("epochs.csv has the schema's columns:", list(run["epochs"].columns) == list(EPOCH_COLUMNS))
 
 # %% [markdown]
@@ -105,10 +112,9 @@ print("epochs.csv has the schema's columns:", list(run["epochs"].columns) == lis
 # convergence, and the mean GREEDINESS over all steps.
 
 # %%
-s = run["summary"]
 final = {k: s["final"][k] for k in ("recall@1", "recall@2", "recall@4", "recall@8", "map@r", "intra_var", "inter_var",
                                     "centroid_dist_cv", "margin_mean") if k in s["final"]}
-pd.Series({**final, **s["convergence"], **s["greediness_mean"]}, name=f"{loss} / {dataset} / seed {seed}").to_frame()
+pd.Series({**final, **s["convergence"], **s["greediness_mean"]}, name=f"{loss} / {dataset} / seed {seed}").round(4).to_frame()
 
 # %% [markdown]
 # ## Curves of this run
@@ -122,5 +128,5 @@ pd.Series({**final, **s["convergence"], **s["greediness_mean"]}, name=f"{loss} /
 # intra- and inter-class variance (VARIANCE) and Recall@1.
 
 # %%
-fig = plots.run_curves(run["steps"], run["epochs"], eval_split=config.eval_split,
+fig = plots.run_curves(run["steps"], run["epochs"], eval_split=config.eval_split, width="page",
                        title=f"{loss} on {dataset} (seed {seed}, profile {profile})")

@@ -30,16 +30,17 @@
 #
 # Every number is a mean over seeds with its standard deviation; definitions in PROTOCOL.md.
 
-# %%
-# Setup. On Colab: fetch vgcore, install it (with its small offline extras) and restore the committed
-# demo results; anywhere else this cell installs nothing. Then work from the repository root, as
-# `make demo` does: results/, figures/, cache/ and data/ are relative to it.
+# %% cellView="form" jupyter={"source_hidden": true} tags=["setup"]
+# @title Setup (on Colab: install vgcore and the demo runs; elsewhere: work from the repository root)
+# On Colab this clones the repository, installs vgcore with pip and restores the committed demo runs
+# (figures/demo/results.tar.gz) under results/; anywhere else it installs nothing. Either way the
+# kernel then works from the repository root, where results/, figures/, cache/ and data/ live.
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-VGCORE_GIT = "https://github.com/OWNER/vgcore"
+VGCORE_GIT = "https://github.com/OWNER/vgcore"  # pyproject.toml [project.urls]; `make repo URL=...` changes it
 if "google.colab" in sys.modules:
     repo = Path("/content/vgcore-repo")
     if not repo.is_dir():
@@ -47,7 +48,8 @@ if "google.colab" in sys.modules:
         subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", f"{repo}[offline]"], check=True)
     os.chdir(repo)
     if Path("figures/demo/results.tar.gz").is_file():  # the analysis notebooks start from these runs
-        subprocess.run([sys.executable, "-m", "vgcore", "snapshot", "restore", "figures/demo/results.tar.gz"], check=True)
+        subprocess.run([sys.executable, "-m", "vgcore", "snapshot", "restore", "figures/demo/results.tar.gz"],
+                       check=True)
 elif Path.cwd().name == "notebooks" and (Path.cwd().parent / "pyproject.toml").is_file():
     os.chdir("..")  # JupyterLab and Binder start the kernel in notebooks/
 
@@ -61,14 +63,14 @@ from pathlib import Path
 
 from vgcore.report import plots
 from vgcore.report.analysis import VARIANCE_TABLE, mean_std_table
-from vgcore.report.outputs import Outputs, collect_profile
+from vgcore.report.outputs import Outputs, class_names, collect_profile, describe_runs
 from vgcore.results import load_run, own_run_dir
 
 summary = collect_profile(results_root, profile, "summary")  # fails naming valid profiles, or if nothing ran
 epochs = collect_profile(results_root, profile, "epochs")
 out = Outputs("03_variance", Path(figures_root) / profile, profile, runs=summary)  # captions name these runs
 plots.use_style()
-print(f"{len(summary)} runs: datasets {sorted(summary.dataset.unique())}, seeds {sorted(summary.seed.unique())}")
+print(describe_runs(summary))
 
 # %% [markdown]
 # ## The VARIANCE table
@@ -83,17 +85,17 @@ table = mean_std_table(summary, VARIANCE_TABLE)
 out.table(table, "03_variance")
 table
 
-# %%
-# NBVAL_CHECK_OUTPUT
-print(list(table.columns))
+# %% tags=["nbval-check-output"]
+print(f"{len(table)} rows (dataset x loss); columns: {', '.join(table.columns)}")
 
 # %% [markdown]
 # ## Variance and spacing per loss
 #
-# Bars: seed mean, ticks: seed std, dots: individual seeds.
+# Dot: seed mean, bar: ± 1 std over seeds, faint dots: single seeds. The axes span the data, so
+# small differences between losses show; a metric that is the same for every loss is noted, not drawn.
 
 # %%
-fig = plots.metric_bars(summary, ["intra_var", "inter_var", "centroid_dist_cv"])
+fig = plots.metric_dots(summary, ["intra_var", "inter_var", "centroid_dist_cv"], width="page")
 out.figure(fig, "03_variance_bars")
 fig
 
@@ -104,7 +106,7 @@ fig
 # quickly drop early; losses that keep diversity stay higher.
 
 # %%
-fig = plots.metric_over_epochs(epochs, "intra_var")
+fig = plots.metric_over_epochs(epochs, "intra_var", width="page")
 out.figure(fig, "03_intra_var_over_epochs")
 fig
 
@@ -116,25 +118,28 @@ fig
 # mean separation reached by pushing some classes far apart and leaving others close.
 
 # %%
-fig = plots.scatter_means(summary, "centroid_dist_mean", "centroid_dist_cv")
+fig = plots.scatter_means(summary, "centroid_dist_mean", "centroid_dist_cv", width="column")
 out.figure(fig, "03_separation_vs_spacing")
 fig
 
 # %% [markdown]
 # ## The embeddings themselves
 #
-# 2-D PCA of the final test embeddings of seed 0, one row per dataset, one panel per loss, colour =
-# class (first ten classes). PCA keeps distances comparable: tight blobs are low intra-class variance.
+# 2-D PCA of the final test embeddings of the lowest seed, one block per dataset, one panel per loss
+# (each its own PCA; the axes say how much of the variance each component explains). Colour = class:
+# on a set with superclasses (synthetic) the fine classes of one superclass, the structure a loss
+# keeps or flattens inside it; otherwise the first ten classes. PCA keeps distances comparable: tight
+# blobs are low intra-class variance.
 
 # %%
 seed0 = summary[summary.seed == summary.seed.min()]
-emb = {d: {r.loss: load_run(own_run_dir(results_root, profile, d, r.loss, r.seed))["embeddings"]
-           for r in frame.itertuples()}
-       for d, frame in seed0.groupby("dataset")}
-fig = plots.embedding_projections(emb)
+runs = {(r.dataset, r.loss): load_run(own_run_dir(results_root, profile, r.dataset, r.loss, r.seed))
+        for r in seed0.itertuples()}
+emb = {d: {loss: (*run["embeddings"], run["coarse"]) for (d2, loss), run in runs.items() if d2 == d}
+       for d in sorted(seed0.dataset.unique())}
+fig = plots.embedding_projections(emb, {d: class_names(profile, d) for d in emb}, width="page")
 out.figure(fig, "03_embeddings_pca")
 fig
 
-# %%
-# NBVAL_CHECK_OUTPUT
-print("missing outputs:", out.missing())
+# %% tags=["nbval-check-output"]
+print(out.finish())

@@ -34,16 +34,17 @@
 # a selective one through few, larger ones (Triplet with its margin). The exact rules for each loss
 # are in PROTOCOL.md ("Diagnostics: GREEDINESS").
 
-# %%
-# Setup. On Colab: fetch vgcore, install it (with its small offline extras) and restore the committed
-# demo results; anywhere else this cell installs nothing. Then work from the repository root, as
-# `make demo` does: results/, figures/, cache/ and data/ are relative to it.
+# %% cellView="form" jupyter={"source_hidden": true} tags=["setup"]
+# @title Setup (on Colab: install vgcore and the demo runs; elsewhere: work from the repository root)
+# On Colab this clones the repository, installs vgcore with pip and restores the committed demo runs
+# (figures/demo/results.tar.gz) under results/; anywhere else it installs nothing. Either way the
+# kernel then works from the repository root, where results/, figures/, cache/ and data/ live.
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-VGCORE_GIT = "https://github.com/OWNER/vgcore"
+VGCORE_GIT = "https://github.com/OWNER/vgcore"  # pyproject.toml [project.urls]; `make repo URL=...` changes it
 if "google.colab" in sys.modules:
     repo = Path("/content/vgcore-repo")
     if not repo.is_dir():
@@ -51,7 +52,8 @@ if "google.colab" in sys.modules:
         subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", f"{repo}[offline]"], check=True)
     os.chdir(repo)
     if Path("figures/demo/results.tar.gz").is_file():  # the analysis notebooks start from these runs
-        subprocess.run([sys.executable, "-m", "vgcore", "snapshot", "restore", "figures/demo/results.tar.gz"], check=True)
+        subprocess.run([sys.executable, "-m", "vgcore", "snapshot", "restore", "figures/demo/results.tar.gz"],
+                       check=True)
 elif Path.cwd().name == "notebooks" and (Path.cwd().parent / "pyproject.toml").is_file():
     os.chdir("..")  # JupyterLab and Binder start the kernel in notebooks/
 
@@ -65,13 +67,13 @@ from pathlib import Path
 
 from vgcore.report import plots
 from vgcore.report.analysis import GREEDINESS_TABLE, mean_std_table
-from vgcore.report.outputs import Outputs, collect_profile
+from vgcore.report.outputs import Outputs, collect_profile, describe_runs
 
 summary = collect_profile(results_root, profile, "summary")  # fails naming valid profiles, or if nothing ran
 steps = collect_profile(results_root, profile, "steps")
 out = Outputs("04_greediness", Path(figures_root) / profile, profile, runs=summary)  # captions name these runs
 plots.use_style()
-print(f"{len(summary)} runs, {len(steps)} logged steps")
+print(f"{describe_runs(summary)}; {len(steps)} rows of step logs")
 
 # %% [markdown]
 # ## The GREEDINESS table
@@ -86,19 +88,20 @@ table = mean_std_table(summary, GREEDINESS_TABLE)
 out.table(table, "04_greediness")
 table
 
-# %%
-# NBVAL_CHECK_OUTPUT
-print(list(table.columns))
+# %% tags=["nbval-check-output"]
+print(f"{len(table)} rows (dataset x loss); columns: {', '.join(table.columns)}")
 
 # %% [markdown]
 # ## Active ratio over training
 #
-# Rolling mean over steps, then mean over seeds (band: seed std). A loss whose active ratio falls
-# during training stops updating the samples it already satisfies (hinge losses); softmax losses
-# keep every sample active with shrinking weights.
+# Each run's steps averaged in 60 equal ranges of training, then the mean over seeds (band: ± 1 std).
+# A loss whose active ratio falls during training stops updating the samples it already satisfies
+# (hinge losses); softmax losses keep every sample active with shrinking weights. A ratio that is the
+# same for every loss (saturated at 1) is noted above the panels instead of drawn: it says nothing
+# about the losses, and the effective share of moving samples is what tells them apart.
 
 # %%
-fig = plots.metric_over_steps(steps, ["active_ratio", "grad_active_ratio", "grad_effective_share"])
+fig = plots.metric_over_steps(steps, ["active_ratio", "grad_active_ratio", "grad_effective_share"], width="page")
 out.figure(fig, "04_active_ratio_over_training")
 fig
 
@@ -109,19 +112,22 @@ fig
 # embedding gradient (how much each sample pushes).
 
 # %%
-fig = plots.metric_over_steps(steps, ["grad_norm", "emb_grad_norm_mean"], logy=("grad_norm", "emb_grad_norm_mean"))
+fig = plots.metric_over_steps(steps, ["grad_norm", "emb_grad_norm_mean"], logy=("grad_norm", "emb_grad_norm_mean"),
+                              width="page")
 out.figure(fig, "04_grad_norm_over_training")
 fig
 
 # %% [markdown]
 # ## Per loss, averaged over training
+#
+# Dot: seed mean, bar: ± 1 std over seeds. The parameter-gradient norm spans orders of magnitude
+# across losses, so its axis is logarithmic.
 
 # %%
-fig = plots.metric_bars(summary, ["active_ratio_mean", "grad_active_ratio_mean", "grad_effective_share_mean",
-                                  "grad_norm_mean"])
+fig = plots.metric_dots(summary, ["active_ratio_mean", "grad_active_ratio_mean", "grad_effective_share_mean",
+                                  "grad_norm_mean"], width="page")
 out.figure(fig, "04_greediness_bars")
 fig
 
-# %%
-# NBVAL_CHECK_OUTPUT
-print("missing outputs:", out.missing())
+# %% tags=["nbval-check-output"]
+print(out.finish())

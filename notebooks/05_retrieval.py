@@ -25,16 +25,17 @@
 # same-class samples (Musgrave et al. 2020). The paper's main table is Recall@1/2/4/8 and MAP@R per
 # loss x dataset; here as mean ± std over seeds.
 
-# %%
-# Setup. On Colab: fetch vgcore, install it (with its small offline extras) and restore the committed
-# demo results; anywhere else this cell installs nothing. Then work from the repository root, as
-# `make demo` does: results/, figures/, cache/ and data/ are relative to it.
+# %% cellView="form" jupyter={"source_hidden": true} tags=["setup"]
+# @title Setup (on Colab: install vgcore and the demo runs; elsewhere: work from the repository root)
+# On Colab this clones the repository, installs vgcore with pip and restores the committed demo runs
+# (figures/demo/results.tar.gz) under results/; anywhere else it installs nothing. Either way the
+# kernel then works from the repository root, where results/, figures/, cache/ and data/ live.
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-VGCORE_GIT = "https://github.com/OWNER/vgcore"
+VGCORE_GIT = "https://github.com/OWNER/vgcore"  # pyproject.toml [project.urls]; `make repo URL=...` changes it
 if "google.colab" in sys.modules:
     repo = Path("/content/vgcore-repo")
     if not repo.is_dir():
@@ -42,7 +43,8 @@ if "google.colab" in sys.modules:
         subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", f"{repo}[offline]"], check=True)
     os.chdir(repo)
     if Path("figures/demo/results.tar.gz").is_file():  # the analysis notebooks start from these runs
-        subprocess.run([sys.executable, "-m", "vgcore", "snapshot", "restore", "figures/demo/results.tar.gz"], check=True)
+        subprocess.run([sys.executable, "-m", "vgcore", "snapshot", "restore", "figures/demo/results.tar.gz"],
+                       check=True)
 elif Path.cwd().name == "notebooks" and (Path.cwd().parent / "pyproject.toml").is_file():
     os.chdir("..")  # JupyterLab and Binder start the kernel in notebooks/
 
@@ -56,13 +58,13 @@ from pathlib import Path
 
 from vgcore.report import plots
 from vgcore.report.analysis import RETRIEVAL_TABLE, mean_std_table
-from vgcore.report.outputs import Outputs, collect_profile
+from vgcore.report.outputs import Outputs, collect_profile, describe_runs
 
 summary = collect_profile(results_root, profile, "summary")  # fails naming valid profiles, or if nothing ran
 epochs = collect_profile(results_root, profile, "epochs")
 out = Outputs("05_retrieval", Path(figures_root) / profile, profile, runs=summary)  # captions name these runs
 plots.use_style()
-print(f"{len(summary)} runs: datasets {sorted(summary.dataset.unique())}")
+print(describe_runs(summary))
 
 # %% [markdown]
 # ## The main table
@@ -72,12 +74,15 @@ table = mean_std_table(summary, RETRIEVAL_TABLE)
 out.table(table, "05_retrieval")
 table
 
-# %%
-# NBVAL_CHECK_OUTPUT
-print(list(table.columns))
+# %% tags=["nbval-check-output"]
+print(f"{len(table)} rows (dataset x loss); columns: {', '.join(table.columns)}")
+
+# %% [markdown]
+# Recall@1 and MAP@R per loss (dot: seed mean, bar: ± 1 std over seeds). The axes span the data: the
+# differences between losses are a few points of Recall@1, which bars from zero would hide.
 
 # %%
-fig = plots.metric_bars(summary, ["recall@1", "map@r"])
+fig = plots.metric_dots(summary, ["recall@1", "map@r"], width="column")
 out.figure(fig, "05_retrieval_bars")
 fig
 
@@ -87,23 +92,23 @@ fig
 # How fast each loss reaches its final retrieval quality (epoch 0: the untrained head).
 
 # %%
-fig = plots.metric_over_epochs(epochs, "recall@1")
+fig = plots.metric_over_epochs(epochs, "recall@1", width="page")
 out.figure(fig, "05_recall_over_epochs")
 fig
 
 # %% [markdown]
 # ## The efficiency-granularity trade-off
 #
-# x: convergence speed (steps until the smoothed training loss has made 90% of its decrease; left =
-# faster). y: intra-class variance (granularity kept) and Recall@1. The paper's reading: Contrastive
-# and InfoNCE sit left and low (fast compaction), Triplet and SCL further right and higher in
-# variance, and they win Recall@1 on fine-grained sets. `06_claims` tests each of these readings.
+# x: convergence speed in training steps (steps until the smoothed training loss has made 90% of its
+# decrease; left = faster; step resolution, not epochs). y: intra-class variance (granularity kept)
+# and Recall@1. One column per dataset: each has its own scales. The paper's reading: Contrastive and
+# InfoNCE sit left and low (fast compaction), Triplet and SCL further right and higher in variance,
+# and they win Recall@1 on fine-grained sets. `06_claims` tests each of these readings.
 
 # %%
-fig = plots.tradeoff(summary)
+fig = plots.tradeoff(summary, width="page")
 out.figure(fig, "05_tradeoff")
 fig
 
-# %%
-# NBVAL_CHECK_OUTPUT
-print("missing outputs:", out.missing())
+# %% tags=["nbval-check-output"]
+print(out.finish())

@@ -31,16 +31,17 @@
 # by more than the seed spread (the gate table). PROTOCOL.md "Claims" gives each claim's metric,
 # why it was chosen, and the scale-coupled companion reported beside the scale-free ones.
 
-# %%
-# Setup. On Colab: fetch vgcore, install it (with its small offline extras) and restore the committed
-# demo results; anywhere else this cell installs nothing. Then work from the repository root, as
-# `make demo` does: results/, figures/, cache/ and data/ are relative to it.
+# %% cellView="form" jupyter={"source_hidden": true} tags=["setup"]
+# @title Setup (on Colab: install vgcore and the demo runs; elsewhere: work from the repository root)
+# On Colab this clones the repository, installs vgcore with pip and restores the committed demo runs
+# (figures/demo/results.tar.gz) under results/; anywhere else it installs nothing. Either way the
+# kernel then works from the repository root, where results/, figures/, cache/ and data/ live.
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-VGCORE_GIT = "https://github.com/OWNER/vgcore"
+VGCORE_GIT = "https://github.com/OWNER/vgcore"  # pyproject.toml [project.urls]; `make repo URL=...` changes it
 if "google.colab" in sys.modules:
     repo = Path("/content/vgcore-repo")
     if not repo.is_dir():
@@ -48,7 +49,8 @@ if "google.colab" in sys.modules:
         subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", f"{repo}[offline]"], check=True)
     os.chdir(repo)
     if Path("figures/demo/results.tar.gz").is_file():  # the analysis notebooks start from these runs
-        subprocess.run([sys.executable, "-m", "vgcore", "snapshot", "restore", "figures/demo/results.tar.gz"], check=True)
+        subprocess.run([sys.executable, "-m", "vgcore", "snapshot", "restore", "figures/demo/results.tar.gz"],
+                       check=True)
 elif Path.cwd().name == "notebooks" and (Path.cwd().parent / "pyproject.toml").is_file():
     os.chdir("..")  # JupyterLab and Binder start the kernel in notebooks/
 
@@ -66,14 +68,13 @@ from IPython.display import display
 from vgcore.config import get_profile
 from vgcore.report import plots
 from vgcore.report.claims import CLAIMS, claims_tables, format_claims
-from vgcore.report.outputs import Outputs, collect_profile
+from vgcore.report.outputs import Outputs, collect_profile, describe_runs
 
 summary = collect_profile(results_root, profile, "summary")  # fails naming valid profiles, or if nothing ran
 epochs = collect_profile(results_root, profile, "epochs")
 out = Outputs("06_claims", Path(figures_root) / profile, profile, runs=summary)
 plots.use_style()
-print(f"{len(summary)} runs: datasets {sorted(summary.dataset.unique())}, "
-      f"seeds {sorted(int(s) for s in summary.seed.unique())}")
+print(describe_runs(summary))
 
 # %% [markdown]
 # ## Did the heads learn?
@@ -87,7 +88,7 @@ compare_csv = Path(figures_root) / str(compare_with) / "tables" / "06_claims.csv
 compare = pd.read_csv(compare_csv) if compare_with and compare_csv.is_file() else None
 tables = claims_tables(summary, epochs, compare, names=(profile, str(compare_with)))
 out.table(tables["gate"].round(4), "06_gate")
-tables["gate"].round(3)
+tables["gate"].style.format(precision=3).hide(axis="index")
 
 # %% [markdown]
 # ## Verdicts
@@ -96,11 +97,9 @@ tables["gate"].round(3)
 claims = tables["claims"]
 table = format_claims(claims)
 out.table(table, "06_claims")
-with pd.option_context("display.max_colwidth", None):
-    display(table)
+table.style.hide(axis="index")  # every claim in full
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 print(f"{len(claims)} checks of {claims['claim'].nunique()} of the {len(CLAIMS)} claims on "
       f"{claims['dataset'].nunique()} dataset(s)")
 
@@ -112,7 +111,7 @@ print(f"{len(claims)} checks of {claims['claim'].nunique()} of the {len(CLAIMS)}
 # inconclusive.
 
 # %%
-fig = plots.claims_intervals(claims)
+fig = plots.claims_intervals(claims, width="page")
 out.figure(fig, "06_claims")
 fig
 
@@ -130,10 +129,8 @@ for verdict in ("supported", "contradicted", "inconclusive"):
 # %%
 out.table(tables["variants"], "06_variants")
 out.table(tables["schedules"], "06_schedules")
-with pd.option_context("display.max_colwidth", None):
-    display(tables["variants"])
-    display(tables["schedules"])
+for name in ("variants", "schedules"):
+    display(tables[name].style.hide(axis="index"))
 
-# %%
-# NBVAL_CHECK_OUTPUT
-print("missing outputs:", out.missing())
+# %% tags=["nbval-check-output"]
+print(out.finish())

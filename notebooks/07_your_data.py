@@ -32,16 +32,17 @@
 # second run with the same file and settings loads them. The same runs from the command line:
 # `python -m vgcore sweep --features my_features.npz`.
 
-# %%
-# Setup. On Colab: fetch vgcore, install it (with its small offline extras) and restore the committed
-# demo results; anywhere else this cell installs nothing. Then work from the repository root, as
-# `make demo` does: results/, figures/, cache/ and data/ are relative to it.
+# %% cellView="form" jupyter={"source_hidden": true} tags=["setup"]
+# @title Setup (on Colab: install vgcore and the demo runs; elsewhere: work from the repository root)
+# On Colab this clones the repository, installs vgcore with pip and restores the committed demo runs
+# (figures/demo/results.tar.gz) under results/; anywhere else it installs nothing. Either way the
+# kernel then works from the repository root, where results/, figures/, cache/ and data/ live.
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-VGCORE_GIT = "https://github.com/OWNER/vgcore"
+VGCORE_GIT = "https://github.com/OWNER/vgcore"  # pyproject.toml [project.urls]; `make repo URL=...` changes it
 if "google.colab" in sys.modules:
     repo = Path("/content/vgcore-repo")
     if not repo.is_dir():
@@ -49,7 +50,8 @@ if "google.colab" in sys.modules:
         subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", f"{repo}[offline]"], check=True)
     os.chdir(repo)
     if Path("figures/demo/results.tar.gz").is_file():  # the analysis notebooks start from these runs
-        subprocess.run([sys.executable, "-m", "vgcore", "snapshot", "restore", "figures/demo/results.tar.gz"], check=True)
+        subprocess.run([sys.executable, "-m", "vgcore", "snapshot", "restore", "figures/demo/results.tar.gz"],
+                       check=True)
 elif Path.cwd().name == "notebooks" and (Path.cwd().parent / "pyproject.toml").is_file():
     os.chdir("..")  # JupyterLab and Binder start the kernel in notebooks/
 
@@ -80,7 +82,7 @@ from vgcore.report.analysis import (
 )
 from vgcore.report.claims import check_claims, format_claims
 from vgcore.report.diagnose import collect_configs, configs_for, what_this_means
-from vgcore.results import load_run, run_dir
+from vgcore.results import load_run
 
 assert get_profile(profile).name == "custom", "this notebook trains the custom profile on your file"
 configs = configs_for(features, losses, seeds, labels_path=labels, **settings)  # checks the file now
@@ -101,8 +103,7 @@ summary = collect_configs(results_root, configs, "summary")
 steps = collect_configs(results_root, configs, "steps")
 epochs = collect_configs(results_root, configs, "epochs")
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 print(f"{len(summary)} complete runs, {summary['loss'].nunique()} losses, {summary['seed'].nunique()} seed(s)")
 
 
@@ -127,7 +128,7 @@ def save_figure(fig, name):
 save_table(mean_std_table(summary, VARIANCE_TABLE), "variance", "VARIANCE of the final test embeddings")
 
 # %%
-save_figure(plots.metric_bars(summary, ["intra_var", "inter_var", "centroid_dist_cv"]), "variance_bars")
+save_figure(plots.metric_dots(summary, ["intra_var", "inter_var", "centroid_dist_cv"]), "variance_bars")
 
 # %%
 save_figure(plots.metric_over_epochs(epochs, "intra_var"), "intra_var_over_epochs")
@@ -137,7 +138,7 @@ save_figure(plots.scatter_means(summary, "centroid_dist_mean", "centroid_dist_cv
 
 # %%
 first = summary[summary.seed == summary.seed.min()]
-emb = {"custom": {r.loss: load_run(run_dir(results_root, r))["embeddings"] for r in first.itertuples()}}
+emb = {"custom": {r.loss: load_run(r.path)["embeddings"] for r in first.itertuples()}}
 save_figure(plots.embedding_projections(emb), "embeddings_pca")
 
 # %% [markdown]
@@ -151,7 +152,7 @@ save_figure(plots.metric_over_steps(steps, ["active_ratio", "grad_active_ratio",
             "active_ratio_over_training")
 
 # %%
-save_figure(plots.metric_bars(summary, ["active_ratio_mean", "grad_effective_share_mean", "grad_norm_mean"]),
+save_figure(plots.metric_dots(summary, ["active_ratio_mean", "grad_effective_share_mean", "grad_norm_mean"]),
             "greediness_bars")
 
 # %% [markdown]
@@ -161,8 +162,7 @@ save_figure(plots.metric_bars(summary, ["active_ratio_mean", "grad_effective_sha
 table = save_table(mean_std_table(summary, RETRIEVAL_TABLE), "retrieval", "retrieval on the test split")
 table
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 print(list(table.columns))
 
 # %%
@@ -178,8 +178,7 @@ save_figure(plots.tradeoff(summary), "tradeoff")
 claims = check_claims(summary)
 save_table(format_claims(claims), "claims", "the paper's claims checked on these runs")
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 print(f"{len(claims)} claim checks")
 
 # %%
@@ -191,6 +190,5 @@ save_figure(plots.claims_intervals(claims), "claims")
 # %%
 display(Markdown(what_this_means(summary, claims)))
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 print(sorted(p.name for p in out_dir.rglob("*.csv")))

@@ -1,16 +1,21 @@
 """The notebooks in a real browser: JupyterLab on 127.0.0.1 with a token, driven by headless Chromium.
 
 - every numbered notebook opens and renders (all its cells, its title, no error dialog, a kernel
-  that starts and goes idle);
+  that starts and goes idle), is not marked modified by opening, and saving it (what autosave does)
+  leaves `git status` clean;
+- on a kernel of another Python patch release (a notebook committed with another
+  ``language_info.version``) opening marks the notebook modified, and `make lab`'s pre-save hook
+  saves it unchanged all the same;
 - a short notebook (01_features with the smoke parameters, about 15 s) is run from the page through
   the Run menu ("Run All Cells"), saved through the File menu, and every code cell then has an
   execution count and no error output;
 - the server started the way `make lab` starts it pairs the notebooks with jupytext: saving an
   ``.ipynb`` rewrites its ``.py`` (and a ``.py`` opens as a notebook).
 
-The server works on copies of the notebooks in a temporary directory (opening a notebook marks it
-dirty, and a run writes outputs: the committed files must stay untouched), with its own config,
-runtime, data and settings directories so a developer's JupyterLab settings play no part.
+The server works on copies of the notebooks in a temporary git repository (a run writes outputs:
+the committed files must stay untouched), started as `make lab` starts it (the pre-save hook), with
+its own config, runtime, data and settings directories so a developer's JupyterLab settings play no
+part.
 Screenshots go to ``artifacts/browser/<notebook>.png``.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them) and ``selenium``
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import secrets
 import shutil
 import socket
@@ -43,6 +49,8 @@ from _smoke_build import ROOT, env
 NOTEBOOKS = ROOT / "notebooks"
 ARTIFACTS = ROOT / "artifacts" / "browser"
 SHORT = "smoke_01_features"  # the notebook run from the page: 01_features with these parameters
+OTHER = "other_python_03_variance"  # 03_variance committed with another language_info version
+LAB_PRE_SAVE_HOOK = "--ContentsManager.pre_save_hook=vgcore.notebooks.pre_save_hook"  # as `make lab`
 SHORT_PARAMETERS = {"profile": "smoke", "dataset": "synthetic", "n_images": 4}
 
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -84,6 +92,11 @@ class Lab:
         for path in sorted(NOTEBOOKS.glob("*.py")) + sorted(NOTEBOOKS.glob("*.ipynb")):
             shutil.copy2(path, self.root / path.name)
         self._write_short_notebook()
+        self._write_other_python_notebook()
+        git = ["git", "-C", str(self.root), "-c", "user.name=t", "-c", "user.email=t@t"]
+        subprocess.run([*git, "init", "-q"], check=True)
+        subprocess.run([*git, "add", "."], check=True)
+        subprocess.run([*git, "commit", "-qm", "the committed notebooks"], check=True)
         for d in ("config/labconfig", "runtime", "data", "ipython", "workspaces",
                   "settings/@jupyterlab/notebook-extension"):
             (base / d).mkdir(parents=True, exist_ok=True)
@@ -102,13 +115,25 @@ class Lab:
         nb = parameterize_notebook(nb, dict(SHORT_PARAMETERS), kernel_name=workflow.KERNEL, language="python")
         nbformat.write(nb, self.root / f"{SHORT}.ipynb")
 
+    def _write_other_python_notebook(self) -> None:
+        """03_variance as committed from another Python patch release than the kernel's."""
+        nb = nbformat.read(NOTEBOOKS / "03_variance.ipynb", as_version=4)
+        nb.metadata["language_info"]["version"] = "3.11.0" if platform.python_version() != "3.11.0" else "3.11.1"
+        nbformat.write(nb, self.root / f"{OTHER}.ipynb")
+        shutil.copy2(NOTEBOOKS / "03_variance.py", self.root / f"{OTHER}.py")
+
+    def git_status(self, *names: str) -> str:
+        paths = [f"{n}.{ext}" for n in names for ext in ("ipynb", "py")]
+        return subprocess.run(["git", "-C", str(self.root), "status", "--porcelain", "--", *paths],
+                              capture_output=True, text=True, check=True).stdout
+
     def command(self) -> list[str]:
         return [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root",
                 "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={self.port}", "--ServerApp.port_retries=0",
                 f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={self.root}",
                 f"--LabApp.workspaces_dir={self.base / 'workspaces'}",
                 f"--LabApp.user_settings_dir={self.base / 'settings'}",
-                "--LabApp.extension_manager=readonly"]
+                "--LabApp.extension_manager=readonly", LAB_PRE_SAVE_HOOK]
 
     def start(self) -> None:
         b = self.base
@@ -297,6 +322,27 @@ def test_notebook_renders_in_jupyterlab(browser, lab, name):
     assert state["title"].startswith(f"{name[:2]} ·"), f"{name}: title {state['title']!r} (screenshot {shot})"
     assert state["code_cells"] > 0 and not state["errors"], state
     assert all(p == "[ ]:" for p in state["prompts"]), f"{name}: the committed notebook should be unexecuted: {state}"
+    assert not state["dirty"], f"{name}: opening it marked it modified (language_info?): screenshot {shot}"
+    click_menu(browser, "File", "docmanager:save")  # what autosave does
+    wait_for(browser, lambda s: not s["dirty"], 30, "File > Save to finish")
+    time.sleep(1)
+    assert lab.git_status(name) == "", f"{name}: opening and saving it changed the files:\n{lab.git_status(name)}"
+
+
+@pytest.mark.slow
+def test_another_python_patch_release_does_not_change_a_saved_notebook(browser, lab):
+    open_notebook(browser, lab, OTHER)
+    time.sleep(1)
+    assert page_state(browser)["dirty"], "the kernel's language_info.version differs: JupyterLab marks it modified"
+    click_menu(browser, "File", "docmanager:save")
+    wait_for(browser, lambda s: not s["dirty"], 30, "File > Save to finish")
+    time.sleep(1)
+    assert lab.git_status(OTHER) == "", f"the pre-save hook should keep the committed language_info:\n" \
+                                        f"{lab.git_status(OTHER)}"
+
+
+def test_the_browser_test_starts_jupyterlab_as_make_lab_does():
+    assert LAB_PRE_SAVE_HOOK in (ROOT / "Makefile").read_text().replace("\\\n", " ")
 
 
 @pytest.mark.slow

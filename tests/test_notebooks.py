@@ -1,23 +1,31 @@
 """The numbered notebooks: jupytext pairs in sync, clean .ipynb, parameters, and nbval on the
 notebooks as the smoke build executed them.
 
+The conventions every notebook follows are vgcore.notebooks' (checked for each notebook in
+notebooks/, so a new one is covered as soon as it exists); the repository address has one source,
+pyproject.toml's [project.urls], which every badge and the Colab setup cell take.
+
 nbval design: the smoke build (tests/_smoke_build.py) executes every notebook through papermill with
 smoke parameters into a temporary directory; nbval (`--nbval-lax`) then re-executes those executed
-copies, injected parameters included, and compares the outputs of the cells marked
-`# NBVAL_CHECK_OUTPUT` (deterministic facts: shapes, columns, step counts, claim counts) after
-sanitising volatile text with tests/nbval_sanitize.cfg. Any cell that raises fails the test.
+copies, injected parameters included, and compares the outputs of the cells tagged
+`nbval-check-output` (deterministic facts: shapes, columns, step counts, claim counts, what was
+written) after sanitising volatile text with tests/nbval_sanitize.cfg. Any cell that raises fails the test.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import jupytext
 import nbformat
 import pytest
 from _your_data import write_small_features
 
+from vgcore import notebooks
 from vgcore.report import outputs
 
 from _smoke_build import ROOT, env, smoke_build
@@ -43,18 +51,78 @@ def test_py_and_ipynb_hold_the_same_cells(name):
     assert ipynb.metadata["jupytext"]["formats"] == "ipynb,py:percent"
 
 
-@pytest.mark.parametrize("name", outputs.NOTEBOOKS)
-def test_committed_ipynb_has_no_outputs_and_one_parameters_cell(name):
+ALL = sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb"))  # every notebook, a new one included
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_notebook_follows_the_conventions(name):
+    """vgcore.notebooks: the setup cell (collapsed), badges at the repository address, metadata that
+    JupyterLab does not rewrite on opening, no outputs, nbval markers as tags, a .py twin."""
+    found = notebooks.check([NOTEBOOKS / f"{name}.ipynb"])
+    assert not found, "\n".join(found.get(str(NOTEBOOKS / f"{name}.ipynb"), ())) + \
+        f"\nfix: python -m vgcore notebooks fix notebooks/{name}.py"
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_parameters_are_checked_right_after_they_are_set(name):
     nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     nbformat.validate(nb)
     code = [c for c in nb.cells if c.cell_type == "code"]
-    assert all(not c.outputs and c.execution_count is None for c in code), f"clear the outputs of {name}.ipynb"
     params = [c for c in code if "parameters" in c.metadata.get("tags", ())]
     assert len(params) == 1 and "profile" in params[0].source
     after = code[code.index(params[0]) + 1].source
     assert "get_profile" in after or "collect_profile" in after, "validate the parameters right after them"
-    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith(f"# {name[:2]} ·")
-    assert any("NBVAL_CHECK_OUTPUT" in c.source for c in code)
+    assert any(notebooks.CHECK_TAG in c.metadata.get("tags", ()) for c in code), "nbval checks nothing"
+
+
+def test_the_checks_catch_what_a_reader_would_trip_over(tmp_path):
+    """Outputs, a missing language_info, a bare setup cell and comment markers are each reported."""
+    for path in NOTEBOOKS.glob("03_variance.*"):
+        (tmp_path / "notebooks").mkdir(exist_ok=True)
+        shutil.copy(path, tmp_path / "notebooks" / path.name)
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    path = tmp_path / "notebooks" / "03_variance.ipynb"
+    assert notebooks.check(root=tmp_path) == {}
+    nb = nbformat.read(path, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    code[2].outputs = [nbformat.v4.new_output("stream", text="42 runs\n")]
+    code[2].execution_count = 3
+    del nb.metadata["language_info"]
+    code[0].metadata = {}
+    code[3].source = "# NBVAL_CHECK_OUTPUT\n" + code[3].source
+    nbformat.write(nb, path)
+    text = "\n".join(notebooks.check(root=tmp_path)[str(path)])
+    for expected in ("outputs or execution counts", "language_info", "setup cell's metadata", "cell tags",
+                     "hold different cells"):
+        assert expected in text, text
+    notebooks.fix(path.with_suffix(".py"))  # the .py is the source of truth: the pair comes back clean
+    assert notebooks.check(root=tmp_path) == {}
+
+
+def test_pre_commit_hook_refuses_a_notebook_with_outputs(tmp_path):
+    """The guard `make hooks` installs (.githooks/pre-commit), on a real commit in a scratch repository."""
+    repo = tmp_path / "repo"
+    (repo / "notebooks").mkdir(parents=True)
+    for path in [*NOTEBOOKS.glob("05_retrieval.*"), ROOT / "pyproject.toml"]:
+        shutil.copy(path, repo / path.relative_to(ROOT))
+    shutil.copytree(ROOT / ".githooks", repo / ".githooks")
+    git = lambda *a: subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *a],  # noqa: E731
+                                    capture_output=True, text=True,
+                                    env=env(PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])))
+    git("init", "-q")
+    git("config", "core.hooksPath", ".githooks")
+    git("add", ".")
+    assert git("commit", "-qm", "clean notebooks").returncode == 0
+    nb = nbformat.read(repo / "notebooks" / "05_retrieval.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    code[2].outputs, code[2].execution_count = [nbformat.v4.new_output("stream", text="90 runs\n")], 1
+    nbformat.write(nb, repo / "notebooks" / "05_retrieval.ipynb")
+    git("add", "notebooks/05_retrieval.ipynb")
+    refused = git("commit", "-qm", "with outputs")
+    assert refused.returncode != 0 and "outputs or execution counts" in refused.stderr, refused.stderr
+    assert "commit refused" in refused.stderr
+    makefile = (ROOT / "Makefile").read_text()
+    assert "git config core.hooksPath .githooks" in makefile and "setup: $(STAMP) hooks" in makefile
 
 
 @pytest.mark.slow
@@ -66,6 +134,8 @@ def test_nbval_on_the_notebooks_executed_by_the_smoke_build():
     for path in executed:
         nb = nbformat.read(path, as_version=4)
         assert any("injected-parameters" in c.metadata.get("tags", ()) for c in nb.cells), path
+        defaults = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", ()))
+        assert defaults.metadata["jupyter"]["source_hidden"], "a reader sees the parameters that ran, once"
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
          "--sanitize-with", str(ROOT / "tests" / "nbval_sanitize.cfg"), "--nbval-cell-timeout", "600",

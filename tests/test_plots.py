@@ -2,45 +2,235 @@
 
 from __future__ import annotations
 
+import re
+
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
 
 from vgcore import workflow
-from vgcore.losses import LOSSES
+from vgcore.registry import names
 from vgcore.report import outputs, plots
 
-rng = np.random.default_rng(0)
+rng = np.random.default_rng(0)  # tables below draw from their own generator: the same table every call
+LOSSES = names("loss")  # the paper's seven and the two named variants, as the demo runs them
+DATASETS = ("fashionmnist", "synthetic")
+SEEDS = (0, 1, 2)
 
 
-def summary_table(datasets=("synthetic", "fashionmnist"), seeds=(0, 1)) -> pd.DataFrame:
-    rows = [{"profile": "smoke", "dataset": d, "loss": loss, "seed": s, "intra_var": rng.random(),
-             "inter_var": rng.random(), "centroid_dist_mean": rng.random(), "centroid_dist_cv": rng.random(),
-             "recall@1": rng.random(), "map@r": rng.random(), "loss_convergence_step": int(rng.integers(1, 500)),
-             "active_ratio_mean": rng.random()}
-            for d in datasets for loss in LOSSES for s in seeds]
+def summary_table(datasets=DATASETS, seeds=SEEDS) -> pd.DataFrame:
+    """A summary table in the results schema: metrics at realistic levels, one spanning decades, one
+    saturated (active ratio 1.0 for every loss on every dataset)."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for d in datasets:
+        for k, loss in enumerate(LOSSES):
+            for s in seeds:
+                rows.append({"profile": "demo", "dataset": d, "loss": loss, "seed": s,
+                             "intra_var": 0.2 + 0.04 * k + 0.01 * rng.random(), "inter_var": 0.9 + 0.02 * rng.random(),
+                             "centroid_dist_mean": 1.0 + 0.05 * k + 0.01 * rng.random(),
+                             "centroid_dist_cv": 0.1 + 0.02 * k * rng.random(),
+                             "recall@1": 0.80 + 0.006 * k + 0.003 * rng.random(), "map@r": 0.6 + 0.01 * rng.random(),
+                             "loss_convergence_step": int(20 * 2.5**k + rng.integers(0, 9)),
+                             "active_ratio_mean": 1.0, "grad_active_ratio_mean": 0.6 + 0.04 * k,
+                             "grad_effective_share_mean": 0.4 + 0.05 * k * rng.random(),
+                             "grad_norm_mean": 1e-3 * 4.0**k * (1 + 0.1 * rng.random())})
     return pd.DataFrame(rows)
 
 
-def epochs_table(n_epochs=3) -> pd.DataFrame:
-    rows = [{"dataset": "synthetic", "loss": loss, "seed": s, "epoch": e, "split": split, "train_loss": rng.random(),
-             "intra_var": rng.random(), "inter_var": rng.random(), "recall@1": rng.random()}
-            for loss in LOSSES for s in (0, 1) for e in range(n_epochs + 1) for split in ("test", "train_subset")]
+def epochs_table(n_epochs=5) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = [{"dataset": d, "loss": loss, "seed": s, "epoch": e, "split": split, "train_loss": rng.random(),
+             "intra_var": 0.6 - 0.05 * e + 0.01 * k + 0.005 * rng.random(), "inter_var": rng.random(),
+             "recall@1": 0.3 + 0.1 * e + 0.01 * k + 0.005 * rng.random()}
+            for d in DATASETS for k, loss in enumerate(LOSSES) for s in SEEDS for e in range(n_epochs + 1)
+            for split in ("test", "train_subset")]
     return pd.DataFrame(rows)
 
 
-def steps_table(n=30) -> pd.DataFrame:
-    rows = [{"dataset": "synthetic", "loss": loss, "seed": s, "step": i, "epoch": i // 10 + 1, "train_loss": 1 / (i + 1),
-             "active_ratio": rng.random(), "grad_active_ratio": rng.random(), "tuple_active_ratio": rng.random(),
-             "grad_effective_share": rng.random(),
-             "grad_norm": rng.random() + 0.1, "emb_grad_norm_mean": rng.random() + 0.1}
-            for loss in LOSSES for s in (0, 1) for i in range(n)]
+def steps_table(n=120) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = [{"dataset": d, "loss": loss, "seed": s, "step": i, "epoch": i // 24 + 1, "train_loss": 1 / (i + 1),
+             "active_ratio": 1.0, "grad_active_ratio": 1.0 if d == "synthetic" else 0.5 + 0.04 * k + 0.01 * rng.random(),
+             "tuple_active_ratio": 1.0, "grad_effective_share": 0.3 + 0.05 * k + 0.3 * np.exp(-i / 30),
+             "grad_norm": 1e-3 * 4.0**k * (1 + np.exp(-i / 20)), "emb_grad_norm_mean": 0.1 + 0.01 * k}
+            for d in DATASETS for k, loss in enumerate(LOSSES) for s in SEEDS for i in range(n)]
     return pd.DataFrame(rows)
+
+
+def claims_table() -> pd.DataFrame:
+    from vgcore.report.claims import CLAIMS
+
+    rows = []
+    for d in DATASETS:
+        for i, claim in enumerate(CLAIMS):
+            verdict = ("supported", "contradicted", "inconclusive")[i % 3]
+            diff = (0.05, -0.2, 0.003)[i % 3] * (1 + i)
+            rows.append({"claim": claim.key, "text": claim.text, "dataset": d, "verdict": verdict, "diff": diff,
+                         "ci_low": diff - 0.02 if i % 3 != 2 else np.nan,
+                         "ci_high": diff + 0.02 if i % 3 != 2 else np.nan, "ref_mean": 0.5})
+    return pd.DataFrame(rows)
+
+
+def embeddings() -> dict:
+    """dataset -> loss -> (z, y[, coarse]) as embeddings.npz stores them: 10 classes, and a superclass set."""
+    rng = np.random.default_rng(0)
+    out = {"fashionmnist": {}, "synthetic": {}}
+    y10 = np.repeat(np.arange(10), 80)
+    fine = np.repeat(np.arange(20), 30)
+    coarse = fine // 5
+    for loss in LOSSES:
+        out["fashionmnist"][loss] = (rng.normal(size=(len(y10), 16)) + 3 * np.eye(16)[y10], y10)
+        out["synthetic"][loss] = (rng.normal(size=(len(fine), 16)) + 2 * np.eye(16)[fine % 16], fine, coarse)
+    return out
+
+
+FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+
+FIGURES = {
+    "run_curves": lambda w: plots.run_curves(*_one_run(), title="triplet on fashionmnist (seed 0, profile demo)", width=w),
+    "metric_dots": lambda w: plots.metric_dots(summary_table(), ["intra_var", "inter_var", "centroid_dist_cv"], width=w),
+    "metric_dots_greediness": lambda w: plots.metric_dots(
+        summary_table(), ["active_ratio_mean", "grad_active_ratio_mean", "grad_effective_share_mean", "grad_norm_mean"],
+        width=w),
+    "metric_over_epochs": lambda w: plots.metric_over_epochs(epochs_table(), "recall@1", width=w),
+    "metric_over_steps": lambda w: plots.metric_over_steps(
+        steps_table(), ["active_ratio", "grad_active_ratio", "grad_effective_share"], width=w),
+    "metric_over_steps_log": lambda w: plots.metric_over_steps(steps_table(), ["grad_norm", "emb_grad_norm_mean"],
+                                                               width=w),
+    "scatter_means": lambda w: plots.scatter_means(summary_table(), "centroid_dist_mean", "centroid_dist_cv", width=w),
+    "tradeoff": lambda w: plots.tradeoff(summary_table(), width=w),
+    "tradeoff_one_dataset": lambda w: plots.tradeoff(summary_table(datasets=("synthetic",)), width=w),
+    "embedding_projections": lambda w: plots.embedding_projections(embeddings(), {"fashionmnist": FASHION}, width=w),
+    "sample_images": lambda w: plots.sample_images(rng.integers(0, 255, (16, 1, 28, 28), dtype=np.uint8),
+                                                   np.arange(16) % 10, FASHION, width=w),
+    "feature_projection": lambda w: plots.feature_projection(*embeddings()["fashionmnist"]["triplet"],
+                                                             title="fashionmnist · efficientnet_lite0 features (PCA)",
+                                                             class_names=FASHION, width=w),
+    "claims_intervals": lambda w: plots.claims_intervals(claims_table(), width=w),
+}
+
+
+def _one_run():
+    steps, epochs = steps_table(), epochs_table()
+    one = lambda t: t[(t.loss == "triplet") & (t.seed == 0) & (t.dataset == "fashionmnist")]  # noqa: E731
+    return one(steps).drop(columns=["dataset", "loss", "seed"]), one(epochs).drop(columns=["dataset", "loss", "seed"])
+
+
+# --- text extents, measured independently of the plotting code ----------------------------------------------
+
+
+def _ticks_drawn(axis):
+    try:
+        return axis._update_ticks()  # the ticks matplotlib draws (inside the view)
+    except AttributeError:  # pragma: no cover - a future matplotlib
+        return axis.get_major_ticks()
+
+
+def drawn_texts(fig) -> list[tuple[object, object, object]]:
+    """(owner, Text, window extent) of every non-empty text the figure draws; owner groups the texts
+    of one legend (its frame is checked too)."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    found = []
+
+    def figures(f):
+        yield f
+        for sub in f.subfigs:
+            yield from figures(sub)
+
+    for f in figures(fig):
+        found += [("figure", t) for t in (*f.texts, f._suptitle, f._supxlabel, f._supylabel) if t is not None]
+        for legend in f.legends:
+            found += [(legend, t) for t in (*legend.get_texts(), legend.get_title())]
+    for ax in fig.axes:
+        if not ax.get_visible():
+            continue
+        found += [("axes", t) for t in (ax.title, ax._left_title, ax._right_title, *ax.texts)]
+        if ax.axison:
+            for axis in (ax.xaxis, ax.yaxis):
+                found += [("axes", axis.label), ("axes", axis.get_offset_text())]
+                for tick in _ticks_drawn(axis):
+                    found += [("tick", t) for t in (tick.label1, tick.label2) if t.get_visible()]
+        if ax.get_legend() is not None:
+            legend = ax.get_legend()
+            found += [(legend, t) for t in (*legend.get_texts(), legend.get_title())]
+    unique = {id(t): (owner, t) for owner, t in found}  # a suptitle is also in the figure's texts
+    return [(owner, t, t.get_window_extent(renderer)) for owner, t in unique.values()
+            if t.get_visible() and t.get_text().strip()]
+
+
+def layout_problems(fig) -> list[str]:
+    """Texts outside the figure, overlapping another text or a legend they are not part of, or at a
+    size other than 7-8 pt (6 pt: the footer only)."""
+    import matplotlib.transforms as mtransforms
+
+    items = drawn_texts(fig)
+    renderer = fig.canvas.get_renderer()
+    page = mtransforms.Bbox.from_bounds(0, 0, *fig.canvas.get_width_height())
+    out = []
+    for _, t, bb in items:
+        size = t.get_fontsize()
+        if not (plots.SMALL <= size <= plots.FONT) and not (size == plots.FOOTER and t.get_text().startswith("vgcore ·")):
+            out.append(f"{t.get_text()[:40]!r} is {size} pt")
+        if bb.x0 < page.x0 - 1 or bb.y0 < page.y0 - 1 or bb.x1 > page.x1 + 1 or bb.y1 > page.y1 + 1:
+            out.append(f"{t.get_text()[:40]!r} leaves the figure: {bb.bounds} outside {page.bounds}")
+    for i, (_, a, ba) in enumerate(items):
+        for _, b, bb in items[i + 1:]:
+            overlap = mtransforms.Bbox.intersection(ba.padded(-0.5), bb.padded(-0.5))
+            if overlap is not None and overlap.width > 0 and overlap.height > 0:
+                out.append(f"{a.get_text()[:40]!r} overlaps {b.get_text()[:40]!r}")
+    legends = {id(o): o for o, _, _ in items if o not in ("figure", "axes", "tick")}
+    for legend in legends.values():
+        frame = legend.get_window_extent(renderer).padded(-0.5)
+        for owner, t, bb in items:
+            if owner is legend:
+                continue
+            overlap = mtransforms.Bbox.intersection(frame, bb)
+            if overlap is not None and overlap.width > 0 and overlap.height > 0:
+                out.append(f"{t.get_text()[:40]!r} overlaps a legend")
+    return out
 
 
 @pytest.fixture(autouse=True)
 def _style():
     plots.use_style()
+    yield
+    plt.close("all")
+
+
+@pytest.mark.parametrize("width", ["column", "page"])
+@pytest.mark.parametrize("name", list(FIGURES))
+def test_every_figure_prints_at_its_width_with_8pt_text_and_no_overlaps(name, width, tmp_path):
+    fig = FIGURES[name](width)
+    assert fig.get_figwidth() == plots.WIDTHS[width]
+    plots.stamp(fig, "vgcore · notebooks/03_variance.ipynb · profile demo")
+    problems = layout_problems(fig)
+    fig.savefig(tmp_path / f"{name}_{width}.png")  # for a look when it fails
+    assert not problems, f"{name} at {width} width ({tmp_path}):\n" + "\n".join(problems[:20])
+    assert fig.get_figheight() < 9.5, "taller than a page"
+
+
+def test_every_plot_function_is_rendered_by_the_figure_test():
+    import inspect
+
+    public = {n for n, f in inspect.getmembers(plots, inspect.isfunction)
+              if f.__module__ == plots.__name__ and not n.startswith("_")
+              and "width" in inspect.signature(f).parameters and n != "figure_width"}
+    covered = {n for n in public if any(n == k or k.startswith(n + "_") for k in FIGURES)}
+    assert public == covered, f"not rendered by the figure test: {sorted(public - covered)}"
+
+
+def test_the_layout_check_catches_overlaps_small_text_and_clipping():
+    fig = plt.figure(figsize=(3.4, 2), layout="constrained")
+    ax = fig.subplots()
+    ax.set_xlabel("a label")
+    ax.text(0.5, -0.12, "on top of the label", transform=ax.transAxes, fontsize=8)
+    ax.set_title("tiny", fontsize=5)
+    fig.text(0.98, 0.5, "far outside the figure", fontsize=8)
+    problems = "\n".join(layout_problems(fig))
+    assert "overlaps" in problems and "is 5" in problems and "leaves the figure" in problems
 
 
 def test_every_loss_has_its_own_fixed_colour():
@@ -53,37 +243,91 @@ def test_every_loss_has_its_own_fixed_colour():
         assert all(v >= b for v, b in zip(full[variant], full[base], strict=True))
 
 
+def test_labels_carry_units_and_name_the_spread():
+    from vgcore.metrics import LABELS
+
+    assert all(re.search(r"\S \[[^\]]+\]$", v) for v in LABELS.values()), \
+        [v for v in LABELS.values() if not v.endswith("]")]
+    fig = plots.metric_dots(summary_table(), ["intra_var", "recall@1"])
+    texts = " ".join(t.get_text() for _, t, _ in drawn_texts(fig))
+    assert "± 1 std over 3 seeds" in texts and "[fraction of queries]" in texts and "[dist.²]" in texts
+
+
+def test_dots_show_differences_a_bar_from_zero_would_hide_and_use_log_scales_for_decades():
+    fig = plots.metric_dots(summary_table(), ["recall@1", "grad_norm_mean"], width="page")
+    recall, grad = fig.axes[0], fig.axes[1]
+    lo, hi = recall.get_xlim()
+    assert lo > 0.7 and hi < 0.9, "Recall@1 around 0.8 must not start at 0"
+    means = [ln.get_xdata()[0] for ln in recall.lines if len(ln.get_xdata()) == 1]
+    assert (hi - lo) < 3 * (max(means) - min(means)), "the spread of the means fills the axis"
+    assert grad.get_xscale() == "log" and recall.get_xscale() == "linear"
+
+
+def test_a_metric_constant_across_losses_gets_a_note_not_a_panel():
+    summary = summary_table()
+    fig = plots.metric_dots(summary, ["active_ratio_mean", "intra_var"])
+    panels = [ax for ax in fig.axes if ax.get_visible() and ax.axison]
+    assert len(panels) == len(DATASETS), "one panel per dataset for intra_var only"
+    assert "active ratio (loss terms): constant across losses on every dataset" in \
+        fig._suptitle.get_text().replace("\n", " ")
+    # constant on one dataset only: that panel becomes a one-line note
+    steps = steps_table()
+    fig = plots.metric_over_steps(steps, ["grad_active_ratio"])
+    notes = [t.get_text().replace("\n", " ") for ax in fig.axes for t in ax.texts]
+    assert any("on synthetic: 1 for every loss (constant, not compared)" in n for n in notes), notes
+    assert len([ax for ax in fig.axes if ax.axison]) == 1
+    steps.loc[steps.index[-1], "active_ratio"] = 1.0 - 3e-5  # a rounding-level dip is still constant
+    fig = plots.metric_over_steps(steps, ["active_ratio", "grad_effective_share"])
+    assert len([ax for ax in fig.axes if ax.axison]) == len(DATASETS)
+    header = fig.legends[0].get_title().get_text().replace("\n", " ")  # the note heads the legend
+    assert "active ratio (loss terms): constant across losses" in header
+
+
+def test_tradeoff_uses_steps_and_one_panel_per_dataset():
+    fig = plots.tradeoff(summary_table(), width="page")
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title(loc="left") for ax in panels] == ["fashionmnist", "synthetic"] * 2
+    assert all(ax.get_xlabel().startswith("90% loss convergence [training") for ax in panels)
+    assert all(ax.get_xscale() == "log" for ax in panels), "20 to 5000 steps span decades"
+
+
+def test_pca_panels_state_explained_variance_and_colour_the_fine_classes_of_one_superclass():
+    emb = embeddings()
+    fig = plots.embedding_projections(emb, {"fashionmnist": FASHION})
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(panels) == 2 * len(LOSSES)
+    for ax in panels:
+        assert re.fullmatch(r"PC1 \(\d+%\)", ax.get_xlabel()) and re.fullmatch(r"PC2 \(\d+%\)", ax.get_ylabel())
+    synthetic = [ax for ax in panels if ax in fig.subfigs[1].axes]
+    assert len(synthetic[0].collections) == 5, "superclass 0 holds fine classes 0-4: five colours"
+    legend = fig.subfigs[0].legends[0]
+    assert [t.get_text() for t in legend.get_texts()] == FASHION
+    assert "fine classes of superclass 0" in fig.subfigs[1].legends[0].get_title().get_text()
+    # the explained variance is the share of the first component, computed by hand
+    z, y = emb["fashionmnist"]["contrastive"]
+    from vgcore.results import embedding_sample
+
+    zc = z[embedding_sample(y)] - z[embedding_sample(y)].mean(0)
+    ev = np.linalg.eigvalsh(zc.T @ zc)[::-1]
+    first = next(ax for ax in panels if ax.get_title(loc="left") == "contrastive")
+    assert first.get_xlabel() == f"PC1 ({100 * ev[0] / ev.sum():.0f}%)"
+
+
 def test_run_curves_draws_the_six_panels_of_one_run():
-    steps, epochs = steps_table(), epochs_table()
-    one = lambda t: t[(t.loss == "triplet") & (t.seed == 0)]  # noqa: E731
-    fig = plots.run_curves(one(steps), one(epochs), title="triplet")
+    steps, epochs = _one_run()
+    fig = plots.run_curves(steps, epochs, title="triplet")
     assert len([ax for ax in fig.axes if ax.get_visible()]) == 6
     with pytest.raises(ValueError, match="needs columns"):
-        plots.run_curves(one(steps).drop(columns="active_ratio"), one(epochs))
+        plots.run_curves(steps.drop(columns="active_ratio"), epochs)
 
 
-def test_figures_across_runs_have_one_panel_per_dataset_and_metric():
-    summary = summary_table()
-    assert len(plots.metric_bars(summary, ["intra_var", "inter_var"]).axes) == 4
-    assert len([a for a in plots.metric_over_epochs(epochs_table(), "intra_var").axes if a.get_visible()]) == 1
-    assert len(plots.metric_over_steps(steps_table(), ["active_ratio", "grad_norm"], logy=["grad_norm"]).axes) == 2
-    assert len(plots.tradeoff(summary).axes) == 2
-    emb = {"synthetic": {loss: (rng.normal(size=(40, 8)), np.repeat(np.arange(4), 10)) for loss in ("npair", "scl")}}
-    assert len([a for a in plots.embedding_projections(emb).axes if a.get_visible()]) == 2
+def test_figures_reject_bad_tables_and_widths():
     with pytest.raises(ValueError, match="no rows of split"):
         plots.metric_over_epochs(epochs_table(), "intra_var", split="val")
     with pytest.raises(ValueError, match="empty"):
-        plots.metric_bars(summary.iloc[:0], ["intra_var"])
-
-
-def test_a_constant_metric_gets_a_readable_axis():
-    steps = steps_table().assign(grad_active_ratio=1.0)
-    steps.loc[steps.index[-1], "grad_active_ratio"] = 1.0 - 3e-5  # a rounding-level dip
-    ax = plots.metric_over_steps(steps, ["grad_active_ratio"]).axes[0]
-    lo, hi = ax.get_ylim()
-    assert hi - lo >= 0.02 * 0.999 and lo < 1.0 - 3e-5 and hi > 1.0
-    ax.figure.canvas.draw()
-    assert ax.yaxis.get_major_formatter().get_offset() == ""
+        plots.metric_dots(summary_table().iloc[:0], ["intra_var"])
+    with pytest.raises(ValueError, match="unknown width 'poster'; choose one of: column, page"):
+        plots.metric_dots(summary_table(), ["intra_var"], width="poster")
 
 
 def test_claims_intervals_draw_each_verdict_with_its_interval_and_survive_an_empty_table():
@@ -98,17 +342,26 @@ def test_claims_intervals_draw_each_verdict_with_its_interval_and_survive_an_emp
     assert list(lines[0].get_xdata()) == [0.05, 0.15]  # interval in units of the rest mean
     empty = plots.claims_intervals(claims.iloc[:0])
     assert "no claim checked" in empty.axes[0].texts[0].get_text()
+    full = plots.claims_intervals(claims_table())
+    labels = [t.get_text().replace("\n", " ") for t in full.axes[0].get_yticklabels()]
+    assert labels[0].startswith("Triplet/SCL keep more intra-class variance"), "claims are labelled in words"
 
 
-def test_save_figure_writes_png_and_pdf_naming_the_notebook_and_is_byte_stable(tmp_path):
+def test_save_figure_writes_png_and_pdf_at_the_printed_size_naming_the_notebook_and_is_byte_stable(tmp_path):
+    from PIL import Image
+
     paths = []
     for name in ("a", "b"):
-        fig = plots.metric_bars(summary_table(seeds=(0,)).assign(intra_var=1.0), ["intra_var"])
+        fig = plots.metric_dots(summary_table(seeds=(0,)).assign(intra_var=1.0), ["intra_var", "recall@1"],
+                                width="column")
         paths.append(plots.save_figure(fig, tmp_path / name, "03_variance.ipynb", "demo"))
         assert any("notebooks/03_variance.ipynb · profile demo" in t.get_text() for t in fig.texts)
-    for (png_a, pdf_a), (png_b, pdf_b) in [paths]:
-        assert png_a.read_bytes() == png_b.read_bytes() and pdf_a.read_bytes() == pdf_b.read_bytes()
-        assert png_a.read_bytes()[:4] == b"\x89PNG" and pdf_a.read_bytes()[:4] == b"%PDF"
+    (png_a, pdf_a), (png_b, pdf_b) = paths
+    assert png_a.read_bytes() == png_b.read_bytes() and pdf_a.read_bytes() == pdf_b.read_bytes()
+    assert png_a.read_bytes()[:4] == b"\x89PNG" and pdf_a.read_bytes()[:4] == b"%PDF"
+    with Image.open(png_a) as img:
+        assert img.size[0] == round(3.4 * plots.DPI), "the PNG is 3.4 in wide at 300 dpi: no cropping"
+    assert b"/FontFile2" in pdf_a.read_bytes() and b"/Type3" not in pdf_a.read_bytes(), "TrueType, not Type 3 fonts"
 
 
 def test_outputs_write_only_what_the_notebook_declares(tmp_path):

@@ -108,30 +108,55 @@ def test_summary_counts_the_claims_the_demo_table_reports():
 
 
 def test_every_notebook_has_its_binder_and_colab_badge():
-    from test_binder import BRANCH, SLUG
-
-    from vgcore.report import outputs
+    from vgcore import notebooks
 
     text = section("Exploring the notebooks: JupyterLab, Binder, Colab")
-    for name in outputs.NOTEBOOKS:
-        assert f"mybinder.org/v2/gh/{SLUG}/{BRANCH}?urlpath=lab/tree/notebooks/{name}.ipynb" in text, name
-        assert f"colab.research.google.com/github/{SLUG}/blob/{BRANCH}/notebooks/{name}.ipynb" in text, name
-    assert f"mybinder.org/v2/gh/{SLUG}/{BRANCH}?urlpath=lab/tree/notebooks)" in README.read_text().split("\n## ")[0]
+    for name in sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb")):
+        for badge in notebooks.badges(name, notebooks.repository_url()):
+            assert badge.split("](", 1)[1] in text, name
+
+
+def test_the_top_says_what_vgcore_is_before_the_commands_and_how_long_they_take():
+    top = README.read_text().split("\n## ")[0]
+    first_code = top.index("```")
+    prose = re.sub(r"\[!\[.*?\)\]\(.*?\)", "", top[:first_code])  # badges aside
+    assert "metric-learning losses" in prose and len(re.findall(r"[.!?](\s|$)", prose)) >= 2, \
+        "two sentences on what vgcore is, before the commands"
+    commands = top[first_code:top.index("```", first_code + 3)]
+    for target in ("make demo", "make test", "make restore"):
+        line = next(ln for ln in commands.splitlines() if ln.startswith(target))
+        assert re.search(r"\d+ (min|minutes|s)\b", line) or target == "make restore", f"{target}: how long?"
 
 
 def test_layout_section_names_every_module_and_nothing_that_is_gone():
-    """The Layout block lists each package and top-level module of vgcore/, and every file it names exists."""
+    """The Layout block lists each package and top-level module of vgcore/, every file of each
+    subpackage (or a "one file per <kind>" that the registry covers), and every file it names exists."""
+    from vgcore import registry
+
     block = re.search(r"^```\n(.*?)^```$", section("Layout"), flags=re.S | re.M).group(1)
     vgcore_lines = block.split("\ntests/")[0]
     named = set(re.findall(r"\b([a-z_]+(?:\.py|/))", vgcore_lines)) - {"vgcore/"}
+    heads = {m for ln in vgcore_lines.splitlines() for m in re.findall(r"^(?:vgcore/)?\s+([a-z_]+(?:\.py|/))\s", ln)}
+    heads |= set(re.findall(r"\b([a-z_]+\.py)\b", next(ln for ln in vgcore_lines.splitlines() if " io.py " in ln)))
     package = ROOT / "vgcore"
     actual = {p.name for p in package.glob("*.py") if p.name != "__init__.py"}
     actual |= {p.name + "/" for p in package.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
     assert actual <= named, f"README Layout misses {sorted(actual - named)}"
+    assert heads <= actual, f"README Layout names {sorted(heads - actual)}, which vgcore/ does not have"
+    registered = {entry.split(":")[0] for table in (registry.LOSSES, registry.DATASETS, registry.BACKBONES)
+                  for entry in table.values()}
     for sub in (p for p in package.iterdir() if p.is_dir() and (p / "__init__.py").exists()):
         files = {f.name for f in sub.glob("*.py") if f.name != "__init__.py"}
-        line = next(ln for ln in vgcore_lines.splitlines() if f" {sub.name}/ " in ln)
-        listed = set(re.findall(r"\b([a-z_]+\.py)\b", line))
+        lines = vgcore_lines.split(f" {sub.name}/ ", 1)[1].split("\n")
+        text = lines[0]
+        for ln in lines[1:]:  # continuation lines are indented further
+            if not ln.startswith(" " * 20):
+                break
+            text += "\n" + ln
+        listed = set(re.findall(r"\b([a-z_0-9]+\.py)\b", text))
         assert listed <= files, f"README Layout names {sorted(listed - files)} in {sub.name}/ that do not exist"
-    for top in re.findall(r"^([A-Za-z_.]+(?:/|\.md))\s", block, flags=re.M):
+        per_kind = {f for f in files if f"vgcore.{sub.name}.{f[:-3]}" in registered} if "one file per" in text else set()
+        unlisted = files - listed - per_kind
+        assert not unlisted, f"README Layout's {sub.name}/ line misses {sorted(unlisted)}"
+    for top in re.findall(r"^([A-Za-z_.]+(?:/|\.md|\.txt|\.yml))\s", block, flags=re.M):
         assert (ROOT / top).exists(), top

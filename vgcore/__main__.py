@@ -11,7 +11,9 @@ Examples::
     python -m vgcore sweep --profile smoke --tag margin0.3 loss_params.margin=0.3   # a variant, kept apart
     python -m vgcore demo -j 2                           # the notebook build (Snakemake): = make demo
     python -m vgcore figures --profile smoke --losses triplet scl --dry-run
-    python -m vgcore snapshot restore figures/demo/results.tar.gz
+    python -m vgcore snapshot restore                    # the committed demo runs -> results/ (= make restore)
+    python -m vgcore notebooks check                     # the notebook conventions (vgcore.notebooks)
+    python -m vgcore repo https://github.com/me/vgcore   # the repository address, everywhere (= make repo URL=...)
 
 Bad input (an unknown name, a malformed override, missing data, a diverged run) ends with its message
 on stderr and exit code 2; ``--debug`` shows the traceback instead. A sweep in which some runs failed
@@ -126,8 +128,20 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--profile", default="demo")
     w.add_argument("--out", default=None, help="default: figures/<profile>/results.tar.gz")
     r = snap_sub.add_parser("restore", help="unpack a snapshot under the results root (runs already there are kept)")
-    r.add_argument("archive")
+    r.add_argument("archive", nargs="?", default="figures/demo/results.tar.gz",
+                   help="default: figures/demo/results.tar.gz, the committed demo runs")
     r.add_argument("--results", default=DEFAULT_RESULTS)
+
+    nbs = sub.add_parser("notebooks", help="check or fix the conventions of the committed notebooks (vgcore.notebooks)")
+    nbs.add_argument("action", choices=("check", "fix"))
+    nbs.add_argument("paths", nargs="*", help="notebooks (.py or .ipynb; default: every one in notebooks/)")
+
+    repo = sub.add_parser("repo", help="print the repository address, or set it in pyproject.toml, every badge and "
+                          "every notebook's setup cell")
+    repo.add_argument("url", nargs="?", help="https://github.com/<owner>/<name>")
+
+    lock = sub.add_parser("lock", help="print the exact installed versions of vgcore's dependencies (constraints.txt)")
+    lock.add_argument("--extras", default="dev,offline,workflow,cluster", help="comma-separated extras to include")
     return parser
 
 
@@ -277,8 +291,45 @@ def _snapshot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _notebooks(args: argparse.Namespace) -> int:
+    from vgcore import notebooks
+
+    if args.action == "fix":
+        paths = args.paths or sorted(str(p) for p in (notebooks.ROOT / "notebooks").glob("*.py"))
+        for path in paths:
+            for written in notebooks.fix(path):
+                print(f"wrote {written}")
+        return 0
+    found = notebooks.check(args.paths or None)
+    for path, issues in found.items():
+        for issue in issues:
+            print(f"{path}: {issue}", file=sys.stderr)
+    if found:
+        print("fix with `python -m vgcore notebooks fix <notebook>` (see vgcore/notebooks.py)", file=sys.stderr)
+    return 1 if found else 0
+
+
+def _repo(args: argparse.Namespace) -> int:
+    from vgcore import notebooks
+
+    if not args.url:
+        print(notebooks.repository_url())
+        return 0
+    for path in notebooks.set_repository(args.url):
+        print(f"updated {path}")
+    return 0
+
+
+def _lock(args: argparse.Namespace) -> int:
+    from vgcore.provenance import lock_file
+
+    sys.stdout.write(lock_file(tuple(e for e in args.extras.split(",") if e)))
+    return 0
+
+
 COMMANDS = {"list": _list, "run": _run, "sweep": _sweep, "diagnose": _diagnose, "demo": _build, "paper": _build,
-            "figures": _build, "execute": _execute, "index": _index, "snapshot": _snapshot}
+            "figures": _build, "execute": _execute, "index": _index, "snapshot": _snapshot, "notebooks": _notebooks,
+            "repo": _repo, "lock": _lock}
 
 
 if __name__ == "__main__":

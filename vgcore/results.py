@@ -13,7 +13,8 @@ What. A run directory holds:
 - ``config.json``     the RunConfig
 - ``steps.csv``       one row per training step: STEP_COLUMNS
 - ``epochs.csv``      one row per (evaluated epoch, split): EPOCH_COLUMNS (epoch 0 = untrained head)
-- ``embeddings.npz``  final evaluation embeddings (float16) and labels, compressed
+- ``embeddings.npz``  final evaluation embeddings (float16), labels and superclass labels (where the
+                      dataset has them), compressed
 - ``summary.json``    final metrics, convergence epochs, wall time, versions, config hash, overrides,
                       and the size and sha256 of every file above (written last)
 - ``failure.json``    only when the run stopped on an error (then there is no summary.json)
@@ -245,8 +246,9 @@ def check_files(path: str | os.PathLike, summary: dict, required: Iterable[str] 
 
 
 def load_run(path: str | os.PathLike) -> dict[str, Any]:
-    """config, steps, epochs, summary (None if incomplete) and embeddings of one run directory; the
-    files of a complete run are checked against its summary first (RunIntegrityError naming one)."""
+    """config, steps, epochs, summary (None if incomplete), embeddings ``(z, y)`` and ``coarse``
+    (superclass labels or None) of one run directory; the files of a complete run are checked against
+    its summary first (RunIntegrityError naming one)."""
     path = Path(path)
     summary = read_summary(path)
     if summary is not None:
@@ -258,6 +260,7 @@ def load_run(path: str | os.PathLike) -> dict[str, Any]:
     if (path / "embeddings.npz").exists():
         with np.load(path / "embeddings.npz") as npz:
             out["embeddings"] = (npz["z"].astype(np.float32), npz["y"])
+            out["coarse"] = npz["coarse"] if "coarse" in npz.files else None
     return out
 
 
@@ -314,9 +317,37 @@ def write_tables(path: str | os.PathLike, steps: pd.DataFrame, epochs: pd.DataFr
             frame.reindex(columns=columns).to_csv(f, index=False)
 
 
-def write_embeddings(path: str | os.PathLike, z: np.ndarray, y: np.ndarray) -> None:
+def write_embeddings(path: str | os.PathLike, z: np.ndarray, y: np.ndarray, coarse: np.ndarray | None = None) -> None:
+    """``embeddings.npz``: ``z`` (float16), fine labels ``y`` and, for a dataset with superclasses, ``coarse``."""
+    arrays = {"z": z.astype(np.float16), "y": y.astype(np.int64)}
+    if coarse is not None:
+        arrays["coarse"] = np.asarray(coarse).astype(np.int64)
     with atomic_open(Path(path) / "embeddings.npz", "wb") as f:
-        np.savez_compressed(f, z=z.astype(np.float16), y=y.astype(np.int64))
+        np.savez_compressed(f, **arrays)
+
+
+def embedding_sample(y: np.ndarray, coarse: np.ndarray | None = None, per_class: int = 50, max_classes: int = 10,
+                     seed: int = 0) -> np.ndarray:
+    """Sorted indices of the evaluation samples the embeddings figure draws (and the results
+    snapshot keeps): with superclass labels, the fine classes of the lowest superclass (structure
+    within one superclass); without, the first `max_classes` classes; at most `per_class` samples of
+    each, drawn with a generator seeded by `seed`. A sample this returns gives itself back."""
+    y = np.asarray(y)
+    if len(y) == 0:
+        return np.zeros(0, dtype=np.int64)
+    if coarse is not None:
+        coarse = np.asarray(coarse)
+        classes = np.unique(y[coarse == coarse.min()])
+    else:
+        classes = np.unique(y)[:max_classes]
+    rng = np.random.default_rng(seed)
+    keep = []
+    for c in classes:
+        members = np.flatnonzero(y == c)
+        if len(members) > per_class:
+            members = rng.choice(members, per_class, replace=False)
+        keep.append(members)
+    return np.sort(np.concatenate(keep)).astype(np.int64)
 
 
 def finish_run(staging: Path, path: str | os.PathLike, summary: dict) -> Path:
@@ -502,8 +533,8 @@ def runs_frame(paths: Iterable[str | os.PathLike], table: str = "summary") -> pd
         ids = {k: summary["config"][k] for k in RUN_ID_COLUMNS} | {"config_hash": summary["config_hash"]}
         if table == "summary":
             frame = pd.DataFrame([{**ids, **summary["final"], **summary["convergence"], **summary.get("untrained", {}),
-                                   **summary["greediness_mean"], "wall_time_s": summary["wall_time_s"],
-                                   "steps_per_s": summary["steps_per_s"]}])
+                                   **summary["greediness_mean"], "wall_time_s": summary.get("wall_time_s"),
+                                   "steps_per_s": summary.get("steps_per_s")}])
         else:
             frame = _read_csv(path / f"{table}.csv")
             for k, v in reversed(ids.items()):

@@ -74,8 +74,22 @@ def execute(notebook: str | os.PathLike, output: str | os.PathLike, parameters: 
                 log(f"{notebook} failed; its partial output is in {partial}")
             raise
         partial.unlink(missing_ok=True)
+        hide_default_parameters(output)
         return output
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def hide_default_parameters(path: str | os.PathLike) -> None:
+    """Collapse the source of the ``parameters`` cell (the defaults) of an executed notebook: papermill's
+    ``injected-parameters`` cell right after it holds the values that ran, and a reader should not see
+    two parameter cells. Nothing else changes (nbval still re-executes both)."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if "parameters" in cell.metadata.get("tags", ()):
+            cell.metadata.setdefault("jupyter", {})["source_hidden"] = True
+    nbformat.write(nb, path)
 
 
 def snakemake_command(profile: str, *, jobs: int | str = "all", results: str = "results", figures: str = "figures",

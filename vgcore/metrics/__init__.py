@@ -6,8 +6,11 @@
 - :mod:`~vgcore.metrics.hierarchy`: fine-class structure kept inside each superclass.
 - :mod:`~vgcore.metrics.convergence`: when a curve has covered most of its change.
 
-Each module declares ``LABELS`` (key -> human label); :data:`LABELS` is their union, the one label
-table the reports and figures use.
+Each module declares ``LABELS`` (key -> human label with its unit in brackets, "name [unit]");
+:data:`LABELS` is their union, the one label table the reports and figures use. Units: ``dist.`` is a
+Euclidean distance in the embedding space (the heads' embeddings lie on the unit sphere, radius 1),
+``fraction`` a share in [0, 1], ``L2`` the Euclidean norm of a gradient, ``loss units`` each loss's
+own scale.
 """
 
 from __future__ import annotations
@@ -64,14 +67,18 @@ __all__ = [
 
 LABELS: dict[str, str] = {
     **_variance.LABELS, **_greediness.LABELS, **_retrieval.LABELS, **_hierarchy.LABELS, **_convergence.LABELS,
-    "train_loss": "training loss",
+    "train_loss": "training loss [loss units]",
+    "wall_time_s": "wall time [s]",
+    "steps_per_s": "training speed [steps/s]",
 }
 
 
-def label(key: str) -> str:
-    """The human label of a metric key; a per-run mean (``<key>_mean``) is labelled as its key."""
-    if key in LABELS:
-        return LABELS[key]
-    if key.endswith("_mean") and key[: -len("_mean")] in LABELS:
-        return LABELS[key[: -len("_mean")]]
-    return key
+def label(key: str, unit: bool = True) -> str:
+    """The human label of a metric key, "name [unit]" (without the unit: ``unit=False``); a per-run
+    mean (``<key>_mean``) is labelled as its key; an unknown key is returned as it is."""
+    text = LABELS.get(key)
+    if text is None and key.endswith("_mean"):
+        text = LABELS.get(key[: -len("_mean")])
+    if text is None:
+        return key
+    return text if unit else text.rsplit(" [", 1)[0]

@@ -91,9 +91,9 @@ def covered_fraction(first: float, at: float, last: float) -> float:
 
 
 LABELS: dict[str, str] = {
-    "loss_convergence_epoch": "epochs to 90% loss convergence",
-    "recall_convergence_epoch": "epochs to 95% of final Recall@1",
-    "loss_convergence_step": "steps to 90% loss convergence",
-    "compaction_epoch1": "share of compaction done in epoch 1",
-    "untrained_recall@1": "Recall@1 of the untrained head",
+    "loss_convergence_epoch": "90% loss convergence [epochs]",
+    "recall_convergence_epoch": "95% of final Recall@1 reached [epochs]",
+    "loss_convergence_step": "90% loss convergence [training steps]",
+    "compaction_epoch1": "compaction done in epoch 1 [fraction]",
+    "untrained_recall@1": "Recall@1 of the untrained head [fraction of queries]",
 }

@@ -41,18 +41,18 @@ GRAD_THRESHOLD: float = 1e-3
 GRAD_THRESHOLD_SWEEP: tuple[float, ...] = tuple(10.0**e for e in range(-6, 1))
 
 LABELS: dict[str, str] = {
-    "active_ratio": "active ratio (loss terms)",
-    "grad_active_ratio": "active ratio (embedding gradients)",
-    "grad_effective_share": "effective share of moving samples",
-    "tuple_active_ratio": "active ratio (tuples)",
-    "n_terms": "loss terms per batch",
-    "n_active_terms": "non-zero loss terms per batch",
-    "has_positives": "batch has a positive pair",
-    "grad_norm": "gradient norm (parameters)",
-    "loss_grad_norm": "gradient norm (loss parameters)",
-    "emb_grad_norm_mean": "mean per-sample gradient norm (tangential)",
-    "emb_grad_norm_p50": "median per-sample gradient norm (tangential)",
-    "emb_grad_norm_p90": "90th-percentile per-sample gradient norm (tangential)",
+    "active_ratio": "active ratio (loss terms) [fraction of batch]",
+    "grad_active_ratio": "active ratio (embedding gradients) [fraction of batch]",
+    "grad_effective_share": "effective share of moving samples [fraction of batch]",
+    "tuple_active_ratio": "active ratio (tuples) [fraction of tuples]",
+    "n_terms": "loss terms per batch [count]",
+    "n_active_terms": "non-zero loss terms per batch [count]",
+    "has_positives": "batch has a positive pair [0/1]",
+    "grad_norm": "gradient norm (parameters) [L2]",
+    "loss_grad_norm": "gradient norm (loss parameters) [L2]",
+    "emb_grad_norm_mean": "mean per-sample gradient norm (tangential) [L2]",
+    "emb_grad_norm_p50": "median per-sample gradient norm (tangential) [L2]",
+    "emb_grad_norm_p90": "90th-percentile per-sample gradient norm (tangential) [L2]",
 }
 
 

@@ -26,9 +26,9 @@ from vgcore.metrics.inputs import as_embeddings
 HIERARCHY_KEYS: tuple[str, ...] = ("fine_recall@1_within_super", "superclass_recall@1", "fine_errors_in_superclass")
 
 LABELS: dict[str, str] = {
-    "fine_recall@1_within_super": "fine-class Recall@1 within the superclass",
-    "superclass_recall@1": "superclass Recall@1",
-    "fine_errors_in_superclass": "share of fine-class errors inside the superclass",
+    "fine_recall@1_within_super": "fine-class Recall@1 within the superclass [fraction of queries]",
+    "superclass_recall@1": "superclass Recall@1 [fraction of queries]",
+    "fine_errors_in_superclass": "fine-class errors inside the superclass [fraction of errors]",
 }
 
 

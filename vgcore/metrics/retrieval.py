@@ -64,12 +64,12 @@ def retrieval_keys(ks: Sequence[int] = DEFAULT_KS) -> tuple[str, ...]:
 RETRIEVAL_KEYS: tuple[str, ...] = retrieval_keys(DEFAULT_KS)
 
 LABELS: dict[str, str] = {
-    **{f"recall@{k}": f"Recall@{k}" for k in DEFAULT_KS},
-    "map@r": "MAP@R",
-    "r_precision": "R-precision",
-    "nmi": "NMI (k-means)",
-    "n_queries": "queries",
-    "n_excluded_queries": "queries without a same-class item",
+    **{f"recall@{k}": f"Recall@{k} [fraction of queries]" for k in DEFAULT_KS},
+    "map@r": "MAP@R [0-1]",
+    "r_precision": "R-precision [0-1]",
+    "nmi": "NMI (k-means) [0-1]",
+    "n_queries": "queries [count]",
+    "n_excluded_queries": "queries without a same-class item [count]",
 }
 
 def faiss_available() -> bool:

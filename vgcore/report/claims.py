@@ -46,6 +46,17 @@ CONSTANT_RTOL = 1e-3
 """A metric whose loss means span less than this share of their magnitude is constant across losses."""
 
 
+def is_constant(values, rtol: float = CONSTANT_RTOL) -> bool:
+    """True when the finite `values` (e.g. the loss means of a metric) span at most `rtol` of their
+    largest magnitude: a saturated or fixed metric that says nothing about the losses. Fewer than two
+    finite values are not called constant."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if len(v) < 2:
+        return False
+    return float(v.max() - v.min()) <= rtol * max(float(np.abs(v).max()), 1e-12)
+
+
 def _others(*group: str) -> tuple[str, ...]:
     return tuple(x for x in PAPER_LOSSES if x not in group)
 
@@ -164,8 +175,7 @@ def compare_groups(frame: pd.DataFrame, metric: str, group: Iterable[str], rest:
         return {"verdict": None}
     if not np.isfinite(values).all():
         return _row(INCONCLUSIVE, None, math.nan, math.nan, math.nan, math.nan, 0, "the metric is undefined here")
-    span, scale = float(values.max() - values.min()), float(np.abs(values).max())
-    if span <= CONSTANT_RTOL * max(scale, 1e-12):
+    if is_constant(values):
         return _row(INCONCLUSIVE, None, math.nan, math.nan, math.nan, math.nan, 0,
                     f"constant across losses ({values.min():.4g} to {values.max():.4g}): says nothing")
     pairs = []

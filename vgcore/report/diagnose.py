@@ -15,7 +15,6 @@ import json
 import math
 import os
 from dataclasses import dataclass
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -43,20 +42,20 @@ class Diagnosis:
 
 
 def custom_runs(results_root: str | os.PathLike, features: str | os.PathLike, labels_path=None) -> pd.DataFrame:
-    """The ``summary`` table (:func:`vgcore.results.collect`) of the complete ``custom`` runs on the
-    features file ``features`` (matched by its content digest, wherever it lies), with a ``path`` column."""
+    """The ``summary`` table (the columns of :func:`vgcore.results.collect`) of the complete ``custom``
+    runs on the features file ``features`` (matched by its content digest, in whichever variant folder
+    they live: every run on a user's file differs from the profile by its path), with a ``path`` column."""
+    from pathlib import Path
+
     from vgcore.data.custom import load_file
-    from vgcore.results import collect, run_dir
+    from vgcore.results import runs_frame
 
     sha256 = load_file(features, labels_path).sha256
-    summary = collect(results_root, "summary", profile="custom")
-    if summary.empty:
-        return summary.assign(path=[])
-    paths = [run_dir(results_root, SimpleNamespace(**row)) for row in
-             summary[["profile", "dataset", "loss", "seed"]].to_dict("records")]
-    digests = [json.loads((p / "config.json").read_text())["dataset_options"].get("sha256") for p in paths]
-    keep = np.array([d == sha256 for d in digests], dtype=bool)
-    return summary.assign(path=paths)[keep].reset_index(drop=True)
+    paths = [p.parent for p in sorted((Path(results_root) / "custom").glob("**/seed*/summary.json"))
+             if json.loads((p.parent / "config.json").read_text())["dataset_options"].get("sha256") == sha256]
+    if not paths:
+        return runs_frame([], "summary").assign(path=[])
+    return runs_frame(paths, "summary").assign(path=paths)
 
 
 def configs_for(features: str | os.PathLike, losses="all", seeds=None, labels_path=None, **settings) -> list:
@@ -77,15 +76,19 @@ def configs_for(features: str | os.PathLike, losses="all", seeds=None, labels_pa
 
 
 def collect_configs(results_root: str | os.PathLike, configs, table: str = "summary") -> pd.DataFrame:
-    """:func:`vgcore.results.collect` restricted to the complete runs of exactly these configs."""
-    from vgcore.results import collect
+    """The complete runs of exactly these configs (wherever their config puts them: a run on a user's
+    file lives in a variant folder) as one table of :func:`vgcore.results.runs_frame`, with a ``path``
+    column."""
+    from vgcore import results
 
-    hashes = {c.config_hash() for c in configs}
-    frame = collect(results_root, table, profile=configs[0].profile)
-    frame = frame[frame["config_hash"].isin(hashes)].reset_index(drop=True)
-    if frame.empty:
+    paths = [results.run_dir(results_root, c) for c in configs]
+    done = [p for p, c in zip(paths, configs, strict=True) if results.is_current(p, c.config_hash())]
+    if not done:
         raise ValueError(f"none of these {len(configs)} runs is complete under {results_root!r}: train them first "
                          "(vgcore.train.sweep(configs, results_root))")
+    frame = results.runs_frame(done, table)
+    if table == "summary":
+        return frame.assign(path=done)
     return frame
 
 

@@ -47,23 +47,26 @@ def _tab(name: str, caption: str) -> Item:
 ANALYSIS: dict[str, tuple[Item, ...]] = {
     "03_variance": (
         _tab("03_variance", "VARIANCE of the final test embeddings: mean ± std over seeds"),
-        _fig("03_variance_bars", "intra- and inter-class variance and centroid-spacing unevenness per loss"),
+        _fig("03_variance_bars", "intra- and inter-class variance and centroid-spacing unevenness per loss "
+             "(mean ± std over seeds)"),
         _fig("03_intra_var_over_epochs", "intra-class variance of the test embeddings over training"),
         _fig("03_separation_vs_spacing", "mean centroid distance against its unevenness (CV)"),
-        _fig("03_embeddings_pca", "2-D PCA of the final test embeddings, one panel per loss (seed 0)"),
+        _fig("03_embeddings_pca", "2-D PCA of the final test embeddings, one panel per loss (lowest seed; on a set "
+             "with superclasses, the fine classes of one superclass)"),
     ),
     "04_greediness": (
         _tab("04_greediness", "GREEDINESS over training: mean ± std over seeds"),
         _fig("04_active_ratio_over_training", "active ratio (loss terms and embedding gradients) per step"),
         _fig("04_grad_norm_over_training", "gradient norms (parameters, per-sample embeddings) per step"),
-        _fig("04_greediness_bars", "mean active ratio and gradient norm per loss"),
+        _fig("04_greediness_bars", "mean active ratios, effective share of moving samples and gradient norm per loss "
+             "(mean ± std over seeds; constant ratios noted, not drawn)"),
     ),
     "05_retrieval": (
         _tab("05_retrieval", "retrieval on the test split: Recall@K and MAP@R, mean ± std over seeds"),
-        _fig("05_retrieval_bars", "Recall@1 and MAP@R per loss"),
+        _fig("05_retrieval_bars", "Recall@1 and MAP@R per loss (mean ± std over seeds)"),
         _fig("05_recall_over_epochs", "test Recall@1 over training"),
-        _fig("05_tradeoff", "efficiency-granularity trade-off: convergence speed against intra-class "
-             "variance and Recall@1"),
+        _fig("05_tradeoff", "efficiency-granularity trade-off: training steps to 90% loss convergence against "
+             "intra-class variance and Recall@1, per dataset"),
     ),
     "06_claims": (
         _tab("06_claims", "each claim of the paper on each dataset whose heads learned: supported, contradicted or "
@@ -131,6 +134,18 @@ class Outputs:
         """Declared files not written yet (empty at the end of a notebook that did its job)."""
         return [p for item in self.items.values() for p in item.files(self.dir) if p not in self.written]
 
+    def finish(self) -> str:
+        """The notebook's last step: fail naming every declared file it did not write; else one line
+        saying what it wrote where."""
+        missing = self.missing()
+        if missing:
+            raise ValueError(f"{self.notebook} did not write {', '.join(str(p) for p in missing)}: every figure and "
+                             "table declared in vgcore.report.outputs.ANALYSIS needs its cell")
+        kinds = [item.kind for item in self.items.values()]
+        figures, tables = kinds.count("figure"), kinds.count("table")
+        return (f"{self.notebook} wrote {figures} figure{'s' * (figures != 1)} (PNG, PDF) and {tables} "
+                f"table{'s' * (tables != 1)} (CSV, Markdown, LaTeX) to {self.dir}/")
+
 
 def collect_profile(results_root: str | os.PathLike, profile: str, table: str = "summary", *,
                     variant: str | None = None, errors: str = "raise"):
@@ -147,6 +162,38 @@ def collect_profile(results_root: str | os.PathLike, profile: str, table: str = 
         raise ValueError(f"no complete run of {what} under {str(results_root)!r}; train first "
                          f"(`make demo`, `python -m vgcore sweep --profile {profile}` or notebook 02_train)")
     return frame
+
+
+def _ranges(values) -> str:
+    """``0-4`` for 0,1,2,3,4; ``0, 2, 5`` otherwise."""
+    v = sorted(int(x) for x in values)
+    return f"{v[0]}-{v[-1]}" if len(v) > 2 and v == list(range(v[0], v[-1] + 1)) else ", ".join(map(str, v))
+
+
+def describe_runs(summary) -> str:
+    """One line about a summary table: how many runs, of which datasets, losses and seeds."""
+    if summary.empty:
+        return "no runs"
+    datasets, losses, seeds = (sorted(summary[c].unique()) for c in ("dataset", "loss", "seed"))
+    profiles = ", ".join(sorted(summary["profile"].unique())) if "profile" in summary else "?"
+    return (f"{len(summary)} runs of profile {profiles}: {len(datasets)} dataset{'s' * (len(datasets) != 1)} "
+            f"({', '.join(datasets)}) x {len(losses)} losses x {len(seeds)} seed{'s' * (len(seeds) != 1)} "
+            f"({_ranges(seeds)})")
+
+
+def class_names(profile: str, dataset: str, data_root=None) -> list[str] | None:
+    """The class names of a profile's dataset in its evaluation split, where the data is here without
+    downloading (None otherwise, e.g. FashionMNIST on Binder: the figures then say "class k")."""
+    from vgcore.config import get_profile
+    from vgcore.data import DataNotFoundError, check_available, load_dataset
+
+    prof = get_profile(profile)
+    config = prof.config(dataset, prof.losses[0], prof.seeds[0])
+    try:
+        check_available(dataset, data_root, download=False)
+        return list(load_dataset(dataset, data_root, config.eval_split, **config.dataset_options).class_names)
+    except DataNotFoundError:
+        return None
 
 
 def analysis_files(figures_dir: str | os.PathLike, notebook: str | None = None) -> list[Path]:

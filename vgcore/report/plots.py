@@ -1,15 +1,27 @@
-"""Figure functions the notebooks call (matplotlib + seaborn; headless: Agg, in Jupyter: inline).
+"""Figure functions the notebooks call, in one house style sized for print (headless: Agg; in Jupyter: inline).
+
+The house style (:func:`use_style`): every figure is drawn at the width it will be printed at,
+``width="column"`` (3.4 in, one ICASSP/IEEE column) or ``"page"`` (7 in, the full text width), with
+8-pt text (7-pt ticks and legends, a 6-pt footer), a layout that keeps every label inside the figure
+(matplotlib's constrained layout, no cropping at save time), and is saved as a vector PDF (TrueType
+fonts, as IEEE's PDF checks want) and a 300-dpi PNG (:func:`save_figure`).
 
 Every function takes tables in the schema of `vgcore.results.collect` (``summary``, ``epochs`` or
-``steps``) and returns a matplotlib Figure; `save_figure` writes it as PNG and PDF with a footer that
-names the notebook that drew it. Colours are fixed per loss (`loss_palette`), so a loss has the same
-colour in every figure; losses appear in the registry's order (`vgcore.registry.LOSSES`). Axis
-labels come from the one label table, `vgcore.metrics.LABELS`.
+``steps``) and returns a matplotlib Figure. Conventions:
+
+- labels come from the one label table, `vgcore.metrics.LABELS` ("name [unit]");
+- one fixed colour per loss (:func:`loss_palette`), losses in the registry's order;
+- a spread is named where it is drawn: "mean ± std over n seeds" (or the claims' 95% interval);
+- no forced zero: an axis spans the data, so 0.80 against 0.85 shows; an axis whose positive values
+  span two decades or more is logarithmic;
+- a metric that is constant across losses (:func:`vgcore.report.claims.is_constant`) gets a one-line
+  note instead of a panel: it says nothing about the losses.
 """
 
 from __future__ import annotations
 
 import os
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -20,11 +32,55 @@ import seaborn as sns
 
 from vgcore.metrics import label
 from vgcore.registry import VARIANTS, names
+from vgcore.report.claims import is_constant
 
 LOSSES = names("loss")
 
 STEP_LOSS = "train_loss"
 """Column of the per-step loss value in steps.csv (``loss`` names the loss function)."""
+
+WIDTHS = {"column": 3.4, "page": 7.0}
+"""Printed widths in inches: one column and the full text width of an ICASSP (IEEE two-column) paper."""
+FONT, SMALL, FOOTER = 8, 7, 6
+"""Text sizes in points: labels and titles, ticks and legends, the footer naming the notebook."""
+DPI = 300
+"""Resolution of the PNGs (the PDFs are vector)."""
+DECADES = 2.0
+"""An axis whose positive values span at least this many decades is logarithmic."""
+
+VERDICT_COLOURS = {"supported": "#1b9e77", "contradicted": "#d95f02", "inconclusive": "0.55"}
+
+
+# ---------------------------------------------------------------------------------------------
+# style, sizes, colours
+# ---------------------------------------------------------------------------------------------
+
+def use_style() -> None:
+    """The house style: print-sized text, light grid, TrueType fonts in PDFs, 300-dpi PNGs."""
+    sns.set_theme(style="whitegrid", context="paper")
+    plt.rcParams.update({
+        "font.size": FONT, "axes.titlesize": FONT, "axes.labelsize": FONT, "figure.titlesize": FONT,
+        "figure.labelsize": FONT, "xtick.labelsize": SMALL, "ytick.labelsize": SMALL, "legend.fontsize": SMALL,
+        "legend.title_fontsize": SMALL, "axes.titlelocation": "left", "axes.linewidth": 0.6,
+        "grid.linewidth": 0.4, "grid.color": "0.88", "lines.linewidth": 1.1, "lines.markersize": 3.5,
+        "xtick.major.size": 2.5, "ytick.major.size": 2.5, "xtick.major.pad": 2, "ytick.major.pad": 2,
+        "legend.frameon": False, "legend.handlelength": 1.4, "legend.columnspacing": 1.0,
+        "figure.dpi": 150, "savefig.dpi": DPI, "savefig.bbox": None, "pdf.fonttype": 42, "ps.fonttype": 42,
+        "figure.constrained_layout.use": False,
+    })
+
+
+def figure_width(width: str | float) -> float:
+    """Inches of a named width ("column", "page") or a number of inches."""
+    if isinstance(width, str):
+        if width not in WIDTHS:
+            raise ValueError(f"unknown width {width!r}; choose one of: {', '.join(WIDTHS)} (or inches)")
+        return WIDTHS[width]
+    return float(width)
+
+
+def _ncols(width: str | float, page: int, column: int) -> int:
+    return page if figure_width(width) >= 5 else column
 
 
 def loss_palette(losses: Sequence[str] = LOSSES) -> dict[str, tuple[float, float, float]]:
@@ -39,14 +95,7 @@ def loss_palette(losses: Sequence[str] = LOSSES) -> dict[str, tuple[float, float
 
 def loss_order(frame: pd.DataFrame) -> list[str]:
     present = set(frame["loss"])
-    return [x for x in LOSSES if x in present]
-
-
-def use_style() -> None:
-    """The house style: white grid, small fonts, tight figures."""
-    sns.set_theme(style="whitegrid", context="paper", font_scale=1.0)
-    plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": 150, "savefig.bbox": "tight",
-                         "axes.titlesize": "medium", "legend.fontsize": "small"})
+    return [x for x in LOSSES if x in present] + sorted(present - set(LOSSES))
 
 
 def _check_columns(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
@@ -57,90 +106,140 @@ def _check_columns(frame: pd.DataFrame, columns: Sequence[str], what: str) -> No
         raise ValueError(f"{what}: the table is empty (no complete runs collected?)")
 
 
+def _wrap(text: str, inches: float, size: float = FONT) -> str:
+    """`text` broken into lines that fit `inches` at `size` points (DejaVu Sans: about 0.55 em a character)."""
+    chars = max(8, int(inches * 72 / (0.55 * size)))
+    return "\n".join(textwrap.wrap(text, chars, break_on_hyphens=False)) if len(text) > chars else text
+
+
+def _figure(width: str | float, height: float) -> plt.Figure:
+    return plt.figure(figsize=(figure_width(width), height), layout="constrained")
+
+
+def _grid(fig: plt.Figure, rows: int, cols: int, **kw) -> np.ndarray:
+    return np.atleast_2d(fig.subplots(rows, cols, squeeze=False, **kw))
+
+
+def _spans_decades(values) -> bool:
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    return len(v) > 1 and bool((v > 0).all()) and np.log10(v.max() / v.min()) >= DECADES
+
+
+def _seed_note(frame: pd.DataFrame, what: str = "dot: mean; bar: ± 1 std") -> str:
+    n = frame.groupby(["dataset", "loss"])["seed"].nunique() if "seed" in frame else pd.Series([1])
+    lo, hi = int(n.min()), int(n.max())
+    seeds = f"{lo} seed{'s' if hi > 1 else ''}" if lo == hi else f"{lo}-{hi} seeds"
+    return f"{what} over {seeds}"
+
+
+def _note(fig, lines: Sequence[str], handles=(), labels=()) -> None:
+    """The header above the panels: the note (what the spread is, which metrics were constant) and,
+    when given, the legend, whose title the note becomes (one block: the layout stacks nothing else
+    at the top), in as many columns as fit the width."""
+    inches = fig.get_figwidth() if hasattr(fig, "get_figwidth") else fig.figure.get_figwidth()
+    text = "\n".join(_wrap(line, inches - 0.15, SMALL) for line in lines if line)
+    if not handles:
+        if text:
+            fig.suptitle(text, x=0.01, ha="left", fontsize=SMALL, color="0.25")
+        return
+    longest = max(len(str(x)) for x in labels)
+    per_entry = (longest * 0.55 * SMALL + 3.0 * SMALL) / 72  # text + handle, inches
+    ncols = max(1, min(len(labels), int((inches - 0.2) / per_entry)))
+    fig.legend(list(handles), list(labels), loc="outside upper center", ncols=ncols, title=text or None,
+               alignment="left")
+
+
+def _constant_panel(ax: plt.Axes, text: str) -> None:
+    ax.axis("off")
+    width = ax.figure.get_figwidth() * ax.get_position().width
+    ax.text(0.5, 0.5, _wrap(text, max(width, 0.8), SMALL), ha="center", va="center", fontsize=SMALL,
+            color="0.3", transform=ax.transAxes)
+
+
+def _loss_handles(palette: Mapping[str, tuple]) -> tuple[list, list[str]]:
+    handles = [plt.Line2D([], [], color=c, marker="o", lw=1.2, ms=3.5) for c in palette.values()]
+    return handles, list(palette)
+
+
+def stamp(fig: plt.Figure, text: str) -> None:
+    """A 6-pt footer at the bottom right, below everything else (the layout keeps room for it)."""
+    fig.supxlabel(text, x=0.995, ha="right", fontsize=FOOTER, color="0.45")
+
+
 def save_figure(fig: plt.Figure, stem: str | os.PathLike, notebook: str, profile: str | None = None,
                 runs: str | None = None) -> list[Path]:
-    """Write `fig` as <stem>.png and <stem>.pdf with a footer naming `notebook` (and `profile`, and the
-    digest of the `runs` it was drawn from, :func:`vgcore.results.runs_digest`); close it.
+    """Write `fig` at its printed size as <stem>.pdf (vector) and <stem>.png (300 dpi) with a footer
+    naming `notebook` (and `profile`, and the digest of the `runs` it was drawn from,
+    :func:`vgcore.results.runs_digest`); close it.
 
     The PDF carries no creation date and the PNG no timestamp, so an unchanged figure rewrites the
     same bytes (clean diffs of the committed demo figures).
     """
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    footer = (f"vgcore · notebooks/{notebook}" + (f" · profile {profile}" if profile else "")
-              + (f", runs {runs}" if runs else ""))
-    fig.text(0.995, 0.002, footer, ha="right", va="bottom", fontsize=6, color="0.45")
+    stamp(fig, f"vgcore · notebooks/{notebook}" + (f" · profile {profile}" if profile else "")
+          + (f", runs {runs}" if runs else ""))
     paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
-    fig.savefig(paths[0], metadata={"Software": None})
+    fig.savefig(paths[0], dpi=DPI, metadata={"Software": None})
     fig.savefig(paths[1], metadata={"CreationDate": None, "Creator": None, "Producer": None})
     plt.close(fig)
     return paths
-
-
-def _grid(n: int, ncols: int = 3, size: tuple[float, float] = (3.6, 2.7)) -> tuple[plt.Figure, np.ndarray]:
-    ncols = max(1, min(ncols, n))
-    nrows = int(np.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), squeeze=False)
-    for ax in axes.flat[n:]:
-        ax.set_visible(False)
-    return fig, axes
-
-
-def _figure_legend(fig: plt.Figure, ax: plt.Axes) -> None:
-    """One legend for the whole figure, to the right of the panels (saved with bbox "tight")."""
-    handles, labels = ax.get_legend_handles_labels()
-    fig.tight_layout()
-    if handles:
-        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
 
 
 # ---------------------------------------------------------------------------------------------
 # one run (notebook 02)
 # ---------------------------------------------------------------------------------------------
 
-def run_curves(steps: pd.DataFrame, epochs: pd.DataFrame, title: str = "", smooth: int = 10,
-               eval_split: str = "test") -> plt.Figure:
-    """One run's curves: loss, active ratios and gradient norms per step; variance and Recall@1 per epoch.
+_ACTIVE = ("active_ratio", "grad_active_ratio", "grad_effective_share", "tuple_active_ratio")
 
-    `steps` and `epochs` are the run's ``steps.csv`` and ``epochs.csv``; step curves are a rolling mean over `smooth` steps with the raw values faint behind.
+
+def run_curves(steps: pd.DataFrame, epochs: pd.DataFrame, title: str = "", smooth: int = 10,
+               eval_split: str = "test", width: str | float = "page") -> plt.Figure:
+    """One run's curves: loss, active ratios and gradient norm per step; variance and Recall@1 per epoch.
+
+    `steps` and `epochs` are the run's ``steps.csv`` and ``epochs.csv``; step curves are a rolling
+    mean over `smooth` rows with the raw values faint behind; epoch curves are solid for the
+    evaluation split and dashed for the training subset.
     """
     _check_columns(steps, ["step", STEP_LOSS, "active_ratio", "grad_norm"], "run_curves(steps)")
     _check_columns(epochs, ["epoch", "split", "intra_var", "inter_var", "recall@1"], "run_curves(epochs)")
-    fig, axes = _grid(6, 3)
+    cols = _ncols(width, 3, 2)
+    rows = int(np.ceil(6 / cols))
+    fig = _figure(width, 1.6 * rows + 0.9)
+    axes = _grid(fig, rows, cols).flat
     window = max(1, min(smooth, len(steps) // 4 or 1))
+    colours = dict(zip((STEP_LOSS, *_ACTIVE, "grad_norm"), sns.color_palette("colorblind", 6), strict=True))
+    handles: dict[str, object] = {}
 
-    def step_panel(ax, cols, ylabel, logy=False):
-        for col in cols:
+    def step_panel(ax, series, ylabel, logy=False):
+        for col in series:
             if col not in steps or steps[col].isna().all():
                 continue
             raw = steps[col].to_numpy(float)
-            line, = ax.plot(steps["step"], pd.Series(raw).rolling(window, min_periods=1).mean(), label=label(col))
-            ax.plot(steps["step"], raw, color=line.get_color(), alpha=0.2, lw=0.6)
-        ax.set_xlabel("step")
-        ax.set_ylabel(ylabel)
+            line, = ax.plot(steps["step"], pd.Series(raw).rolling(window, min_periods=1).mean(), color=colours[col])
+            ax.plot(steps["step"], raw, color=colours[col], alpha=0.2, lw=0.5)
+            if len(series) > 1:
+                handles[label(col, unit=False)] = line
+        ax.set_xlabel("training step")
+        ax.set_ylabel(_wrap(ylabel, 1.1))
         if logy:
             ax.set_yscale("log")
-        if len(cols) > 1:
-            ax.legend(loc="best")
 
-    step_panel(axes[0, 0], [STEP_LOSS], "training loss")
-    step_panel(axes[0, 1], ["active_ratio", "grad_active_ratio", "grad_effective_share", "tuple_active_ratio"],
-               "active ratio")
-    axes[0, 1].set_ylim(-0.03, 1.03)
-    step_panel(axes[0, 2], ["grad_norm", "emb_grad_norm_mean"], "gradient norm", logy=True)
-    for ax, cols, ylabel in ((axes[1, 0], ["intra_var"], "intra-class variance"),
-                             (axes[1, 1], ["inter_var"], "inter-class variance"),
-                             (axes[1, 2], ["recall@1"], "Recall@1")):
+    step_panel(axes[0], [STEP_LOSS], label(STEP_LOSS))
+    step_panel(axes[1], _ACTIVE, "active ratio [fraction of batch]")
+    axes[1].set_ylim(-0.03, 1.05)
+    step_panel(axes[2], ["grad_norm"], label("grad_norm"), logy=_spans_decades(steps["grad_norm"]))
+    for ax, metric in zip(axes[3:6], ("intra_var", "inter_var", "recall@1"), strict=True):
         for split, frame in epochs.groupby("split", sort=True):
             frame = frame.sort_values("epoch")
-            ax.plot(frame["epoch"], frame[cols[0]], marker="o", ms=3,
-                    ls="-" if split == eval_split else "--", label=split)
-        ax.set_xlabel("epoch (0 = untrained head)")
-        ax.set_ylabel(ylabel)
-        ax.legend(loc="best")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
+            line, = ax.plot(frame["epoch"], frame[metric], marker="o", ms=2.5, color="0.25",
+                            ls="-" if split == eval_split else "--")
+            handles[f"{str(split).replace('_', ' ')} split (per epoch)"] = line
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(_wrap(label(metric), 1.1))
+    _note(fig, [title, f"per step: rolling mean over {window} steps (faint: raw); epoch 0: the untrained head"],
+          list(handles.values()), list(handles))
     return fig
 
 
@@ -148,274 +247,446 @@ def run_curves(steps: pd.DataFrame, epochs: pd.DataFrame, title: str = "", smoot
 # across runs (notebooks 03-06)
 # ---------------------------------------------------------------------------------------------
 
-def metric_bars(summary: pd.DataFrame, metrics: Sequence[str], title: str = "") -> plt.Figure:
-    """Bars of each metric per loss (mean over seeds, black ticks = seed std), one row per dataset."""
-    _check_columns(summary, ["dataset", "loss", *metrics], "metric_bars")
+def _loss_stats(frame: pd.DataFrame, metric: str, order: Sequence[str]) -> pd.DataFrame:
+    stats = frame.groupby("loss")[metric].agg(["mean", "std", "count"]).reindex(order)
+    return stats.dropna(subset=["mean"])
+
+
+def metric_dots(summary: pd.DataFrame, metrics: Sequence[str], title: str = "",
+                width: str | float = "page") -> plt.Figure:
+    """Each metric per loss as a dot (seed mean) with a ± 1 std bar and faint single-seed dots; losses
+    down the y-axis, one row of panels per dataset. The x-axis spans the data (no forced zero), and is
+    logarithmic where the values span decades; a metric constant across losses gets a note, not a panel.
+    """
+    _check_columns(summary, ["dataset", "loss", "seed", *metrics], "metric_dots")
     datasets = sorted(summary["dataset"].unique())
     order = loss_order(summary)
     palette = loss_palette(order)
-    fig, axes = plt.subplots(len(datasets), len(metrics), squeeze=False,
-                             figsize=(3.2 * len(metrics), 2.6 * len(datasets)))
+    notes = [_seed_note(summary)]
+    constant = {(d, m): is_constant(_loss_stats(summary[summary["dataset"] == d], m, order)["mean"])
+                for d in datasets for m in metrics}
+    shown = [m for m in metrics if not all(constant[(d, m)] for d in datasets)]
+    for m in metrics:
+        if m not in shown:
+            values = summary[m].to_numpy(float)
+            notes.append(f"{label(m, unit=False)}: constant across losses on every dataset "
+                         f"({np.nanmin(values):.4g} to {np.nanmax(values):.4g}), not drawn.")
+    if not shown:
+        fig = _figure(width, 0.8)
+        _note(fig, notes)
+        return fig
+    cols = min(len(shown), _ncols(width, 4, 2))
+    per_dataset = int(np.ceil(len(shown) / cols))
+    rows = per_dataset * len(datasets)
+    panel_h = 0.16 * len(order) + 0.55
+    fig = _figure(width, panel_h * rows + 0.25 + 0.14 * len(notes))
+    axes = _grid(fig, rows, cols, sharey=True)
+    y = {loss: i for i, loss in enumerate(order)}
+    jitter = np.random.default_rng(0)
     for i, dataset in enumerate(datasets):
         frame = summary[summary["dataset"] == dataset]
-        for j, metric in enumerate(metrics):
-            ax = axes[i, j]
-            sns.barplot(frame, x="loss", y=metric, hue="loss", order=order, hue_order=order, palette=palette,
-                        errorbar="sd", err_kws={"linewidth": 1}, capsize=0.2, ax=ax, legend=False)
-            sns.stripplot(frame, x="loss", y=metric, order=order, color="0.2", size=2.5, ax=ax, legend=False)
-            ax.set_xlabel("")
-            ax.set_ylabel(label(metric))
-            ax.tick_params(axis="x", rotation=45)
-            ax.set_title(f"{dataset}" if j == 0 else "", loc="left")
+        for j in range(per_dataset * cols):
+            ax = axes[i * per_dataset + j // cols, j % cols]
+            if j >= len(shown):
+                ax.set_visible(False)
+                continue
+            metric = shown[j]
+            stats = _loss_stats(frame, metric, order)
+            if j == 0:
+                ax.set_title(dataset)
+            if constant[(dataset, metric)]:
+                _constant_panel(ax, f"{label(metric, unit=False)}: {stats['mean'].iloc[0]:.4g} for every loss "
+                                    "(constant, not compared)")
+                continue
+            for loss, row in stats.iterrows():
+                seeds = frame.loc[frame["loss"] == loss, metric].to_numpy(float)
+                ax.plot(seeds, y[loss] + jitter.uniform(-0.18, 0.18, len(seeds)), "o", color=palette[loss],
+                        ms=1.8, alpha=0.45, mew=0)
+                ax.errorbar(row["mean"], y[loss], xerr=0 if np.isnan(row["std"]) else row["std"], fmt="o",
+                            color=palette[loss], ms=3.5, elinewidth=1.1, capsize=1.5)
+            if _spans_decades(frame[metric]):
+                ax.set_xscale("log")
+            ax.margins(x=0.08)
+            ax.set_xlabel(_wrap(label(metric), (figure_width(width) - 0.9) / cols - 0.1, FONT))
+            ax.grid(axis="y", visible=False)
+    axes[0, 0].set_yticks(range(len(order)), order)
+    axes[0, 0].set_ylim(len(order) - 0.5, -0.5)
+    for ax in axes[:, 0]:
+        ax.tick_params(axis="y", labelleft=True)
     if title:
-        fig.suptitle(title)
-    fig.tight_layout()
+        notes.insert(0, title)
+    _note(fig, notes)
     return fig
-
-
-def _readable_ylim(ax: plt.Axes, rel: float = 0.02) -> None:
-    """A linear y-axis spanning at least ``rel`` of its level, without an offset label.
-
-    A metric that is constant up to rounding (an active ratio of 1.0 for every loss) would otherwise
-    be stretched over the whole axis with ticks like "+1, -0.00002".
-    """
-    if ax.get_yscale() != "linear":
-        return
-    lo, hi = ax.get_ylim()
-    half = rel * max(abs(lo), abs(hi), 1e-12) / 2
-    if hi - lo < 2 * half:
-        mid = (lo + hi) / 2
-        ax.set_ylim(mid - half, mid + half)
-    ax.ticklabel_format(axis="y", useOffset=False)
 
 
 def _mean_band(ax, frame: pd.DataFrame, x: str, y: str, colour, name: str) -> None:
     agg = frame.groupby(x)[y].agg(["mean", "std"]).reset_index()
-    ax.plot(agg[x], agg["mean"], color=colour, label=name, lw=1.4)
+    ax.plot(agg[x], agg["mean"], color=colour, label=name)
     if frame["seed"].nunique() > 1:
         ax.fill_between(agg[x], agg["mean"] - agg["std"].fillna(0), agg["mean"] + agg["std"].fillna(0),
                         color=colour, alpha=0.15, lw=0)
 
 
-def metric_over_epochs(epochs: pd.DataFrame, metric: str, split: str = "test", title: str = "") -> plt.Figure:
-    """`metric` against epoch, one line per loss (mean over seeds, band = seed std), one panel per dataset."""
+def metric_over_epochs(epochs: pd.DataFrame, metric: str, split: str = "test", title: str = "",
+                       width: str | float = "page") -> plt.Figure:
+    """`metric` against epoch, one line per loss (mean over seeds, band = ± 1 std), one panel per dataset."""
     _check_columns(epochs, ["dataset", "loss", "seed", "epoch", "split", metric], "metric_over_epochs")
     frame = epochs[epochs["split"] == split]
     if frame.empty:
         raise ValueError(f"no rows of split {split!r}; splits present: {sorted(epochs['split'].unique())}")
     datasets = sorted(frame["dataset"].unique())
     palette = loss_palette(loss_order(frame))
-    fig, axes = _grid(len(datasets), 3)
+    cols = min(len(datasets), _ncols(width, 3, 2))
+    rows = int(np.ceil(len(datasets) / cols))
+    fig = _figure(width, 1.9 * rows + 0.9)
+    axes = _grid(fig, rows, cols)
+    for ax in axes.flat[len(datasets):]:
+        ax.set_visible(False)
     for ax, dataset in zip(axes.flat, datasets, strict=False):
+        sub = frame[frame["dataset"] == dataset]
+        ax.set_title(dataset)
+        if is_constant(sub[metric]):
+            _constant_panel(ax, f"{label(metric, unit=False)}: {sub[metric].iloc[0]:.4g} for every loss "
+                                "(constant, not compared)")
+            continue
         for loss, colour in palette.items():
-            sub = frame[(frame["dataset"] == dataset) & (frame["loss"] == loss)]
-            if len(sub):
-                _mean_band(ax, sub, "epoch", metric, colour, loss)
-        ax.set_title(dataset, loc="left")
-        ax.set_xlabel("epoch (0 = untrained head)")
-        ax.set_ylabel(label(metric))
-    fig.suptitle(title or f"{label(metric)} over training ({split} split)")
-    _figure_legend(fig, axes.flat[0])
+            one = sub[sub["loss"] == loss]
+            if len(one):
+                _mean_band(ax, one, "epoch", metric, colour, loss)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(_wrap(label(metric), 1.3))
+        if _spans_decades(sub[metric]):
+            ax.set_yscale("log")
+    _note(fig, [title or f"{label(metric, unit=False)} over training ({split} split)",
+                _seed_note(frame, "line: mean; band: ± 1 std") + "; epoch 0: the untrained head"],
+          *_loss_handles(palette))
     return fig
 
 
-def metric_over_steps(steps: pd.DataFrame, metrics: Sequence[str], smooth: int = 20, logy: Sequence[str] = (),
-                      title: str = "") -> plt.Figure:
-    """Per-step `metrics` over training, one line per loss (rolling mean over `smooth` steps, then the
-    mean over seeds with a seed-std band); rows = metrics, columns = datasets."""
+def _binned(steps: pd.DataFrame, metrics: Sequence[str], bins: int) -> pd.DataFrame:
+    """Per dataset, steps cut into `bins` equal ranges; each run's mean of `metrics` in each (x = range centre)."""
+    out = []
+    for _, sub in steps.groupby("dataset", sort=True):
+        top = float(sub["step"].max()) + 1
+        edges = np.linspace(0, top, bins + 1)
+        which = np.clip(np.searchsorted(edges, sub["step"].to_numpy(float), side="right") - 1, 0, bins - 1)
+        grouped = sub.assign(_bin=which).groupby(["dataset", "loss", "seed", "_bin"], sort=True)[list(metrics)].mean()
+        grouped = grouped.reset_index()
+        grouped["step"] = (edges[grouped["_bin"]] + edges[grouped["_bin"] + 1]) / 2
+        out.append(grouped.drop(columns="_bin"))
+    return pd.concat(out, ignore_index=True)
+
+
+def metric_over_steps(steps: pd.DataFrame, metrics: Sequence[str], bins: int = 60, logy: Sequence[str] = (),
+                      title: str = "", width: str | float = "page") -> plt.Figure:
+    """Per-step `metrics` over training, one line per loss: each run's steps averaged in `bins` equal
+    ranges of steps, then mean over seeds with a ± 1 std band; rows = metrics, columns = datasets. A
+    metric constant across losses (a saturated ratio) gets a note instead of its panel."""
     _check_columns(steps, ["dataset", "loss", "seed", "step", *metrics], "metric_over_steps")
     datasets = sorted(steps["dataset"].unique())
     palette = loss_palette(loss_order(steps))
-    fig, axes = plt.subplots(len(metrics), len(datasets), squeeze=False,
-                             figsize=(4.2 * len(datasets), 2.8 * len(metrics)))
-    smoothed = steps.sort_values("step").copy()
-    keys = ["dataset", "loss", "seed"]
-    for metric in metrics:
-        smoothed[metric] = smoothed.groupby(keys)[metric].transform(
-            lambda s: s.rolling(max(1, smooth), min_periods=1).mean())
-    for i, metric in enumerate(metrics):
+    binned = _binned(steps, metrics, bins)
+    constant = {(m, d): is_constant(binned.loc[binned["dataset"] == d, m]) for m in metrics for d in datasets}
+    shown = [m for m in metrics if not all(constant[(m, d)] for d in datasets)]
+    notes = [title, _seed_note(steps, f"line: mean of {bins} step ranges; band: ± 1 std")]
+    for m in metrics:
+        if m not in shown:
+            values = binned[m].to_numpy(float)
+            notes.append(f"{label(m, unit=False)}: constant across losses on every dataset "
+                         f"({np.nanmin(values):.4g} to {np.nanmax(values):.4g}), not drawn.")
+    if not shown:
+        fig = _figure(width, 0.9)
+        _note(fig, notes)
+        return fig
+    fig = _figure(width, 1.75 * len(shown) + 0.6 + 0.14 * len(notes))
+    axes = _grid(fig, len(shown), len(datasets), sharex="col")
+    for i, metric in enumerate(shown):
         for j, dataset in enumerate(datasets):
             ax = axes[i, j]
+            sub = binned[binned["dataset"] == dataset]
+            if i == 0:
+                ax.set_title(dataset)
+            if constant[(metric, dataset)]:
+                _constant_panel(ax, f"{label(metric, unit=False)} on {dataset}: {sub[metric].mean():.4g} for "
+                                    "every loss (constant, not compared)")
+                continue
             for loss, colour in palette.items():
-                sub = smoothed[(smoothed["dataset"] == dataset) & (smoothed["loss"] == loss)]
-                if len(sub) and not sub[metric].isna().all():
-                    _mean_band(ax, sub, "step", metric, colour, loss)
-            if metric in logy:
+                one = sub[sub["loss"] == loss]
+                if len(one) and not one[metric].isna().all():
+                    _mean_band(ax, one, "step", metric, colour, loss)
+            if metric in logy or _spans_decades(sub[metric]):
                 ax.set_yscale("log")
-            _readable_ylim(ax)
-            ax.set_title(dataset if i == 0 else "", loc="left")
-            ax.set_xlabel("step")
-            ax.set_ylabel(label(metric))
-    if title:
-        fig.suptitle(title)
-    _figure_legend(fig, axes[0, 0])
+            ax.ticklabel_format(axis="y", useOffset=False) if ax.get_yscale() == "linear" else None
+            ax.set_xlabel("training step" if i == len(shown) - 1 else "")
+            ax.set_ylabel(_wrap(label(metric), 1.1) if j == 0 else "")
+    _note(fig, notes, *_loss_handles(palette))
     return fig
 
 
-def scatter_means(summary: pd.DataFrame, x: str, y: str, title: str = "", ax: plt.Axes | None = None) -> plt.Figure:
-    """One point per (loss, dataset): the seed means of `x` and `y` with seed-std error bars.
-
-    Marker shape = dataset, colour = loss.
-    """
-    _check_columns(summary, ["dataset", "loss", x, y], "scatter_means")
-    agg = summary.groupby(["dataset", "loss"])[[x, y]].agg(["mean", "std"]).reset_index()
-    palette = loss_palette(loss_order(summary))
-    markers = dict(zip(sorted(summary["dataset"].unique()), "osD^vP*X", strict=False))
-    fig = ax.figure if ax is not None else plt.subplots(figsize=(5.2, 4.0))[0]
-    ax = ax if ax is not None else fig.axes[0]
-    for _, row in agg.iterrows():
-        loss, dataset = row[("loss", "")], row[("dataset", "")]
-        ax.errorbar(row[(x, "mean")], row[(y, "mean")], xerr=np.nan_to_num(row[(x, "std")]),
-                    yerr=np.nan_to_num(row[(y, "std")]), fmt=markers[dataset], color=palette[loss], ms=6,
-                    elinewidth=0.8, capsize=2)
+def _scatter_panel(ax, frame: pd.DataFrame, x: str, y: str, palette) -> None:
+    agg = frame.groupby("loss")[[x, y]].agg(["mean", "std"])
     for loss, colour in palette.items():
-        ax.plot([], [], "s", color=colour, label=loss)
-    for dataset, marker in markers.items():
-        ax.plot([], [], marker, color="0.4", mfc="none", label=dataset)
-    ax.set_xlabel(label(x))
-    ax.set_ylabel(label(y))
-    ax.legend(loc="best", fontsize="x-small", ncol=2)
-    if title:
-        ax.set_title(title, loc="left")
-    fig.tight_layout()
+        if loss not in agg.index:
+            continue
+        row = agg.loc[loss]
+        ax.errorbar(row[(x, "mean")], row[(y, "mean")], xerr=np.nan_to_num(row[(x, "std")]),
+                    yerr=np.nan_to_num(row[(y, "std")]), fmt="o", color=colour, ms=4, elinewidth=0.8, capsize=1.5)
+    for axis, metric in (("x", x), ("y", y)):
+        if _spans_decades(frame[metric]):
+            (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+    ax.margins(0.1)
+
+
+def scatter_means(summary: pd.DataFrame, x: str, y: str, title: str = "", width: str | float = "page") -> plt.Figure:
+    """One point per loss: the seed means of `x` and `y` with ± 1 std bars; one panel per dataset
+    (datasets have their own scales)."""
+    _check_columns(summary, ["dataset", "loss", "seed", x, y], "scatter_means")
+    return _scatter_grid(summary, x, [y], title, width)
+
+
+def _scatter_grid(summary: pd.DataFrame, x: str, ys: Sequence[str], title: str, width) -> plt.Figure:
+    """Panels (dataset, y metric): one column per dataset, one row per metric (a single dataset at
+    page width: the metrics side by side)."""
+    datasets = sorted(summary["dataset"].unique())
+    palette = loss_palette(loss_order(summary))
+    page = figure_width(width) >= 5
+    panels = [(d, m) for m in ys for d in datasets]
+    if len(datasets) > 1:
+        cols = len(datasets) if page or len(datasets) <= 2 else 1
+    else:
+        cols = len(ys) if page else 1
+    rows = int(np.ceil(len(panels) / cols))
+    fig = _figure(width, 2.1 * rows + 0.9)
+    axes = _grid(fig, rows, cols)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    panel_w = figure_width(width) / cols - 0.5
+    for ax, (dataset, metric) in zip(axes.flat, panels, strict=False):
+        ax.set_title(dataset)
+        _scatter_panel(ax, summary[summary["dataset"] == dataset], x, metric, palette)
+        ax.set_xlabel(_wrap(label(x), panel_w))
+        ax.set_ylabel(_wrap(label(metric), 1.6))
+    _note(fig, [title, _seed_note(summary, "dot: mean; bars: ± 1 std")], *_loss_handles(palette))
     return fig
 
 
 def tradeoff(summary: pd.DataFrame, speed: str = "loss_convergence_step",
-             granularity: Sequence[str] = ("intra_var", "recall@1")) -> plt.Figure:
-    """The efficiency-granularity trade-off: convergence speed (x) against intra-class variance and
-    Recall@1 (y), one panel each; points = loss x dataset seed means with seed-std bars."""
-    fig, axes = plt.subplots(1, len(granularity), figsize=(5.2 * len(granularity), 4.0), squeeze=False)
-    for ax, metric in zip(axes.flat, granularity, strict=True):
-        scatter_means(summary, speed, metric, ax=ax, title=f"{label(metric)} vs {label(speed)}")
-    fig.suptitle("efficiency (left = faster) against granularity")
-    fig.tight_layout()
-    return fig
+             granularity: Sequence[str] = ("intra_var", "recall@1"), width: str | float = "page") -> plt.Figure:
+    """The efficiency-granularity trade-off: convergence speed in training steps (x; left = faster)
+    against intra-class variance and Recall@1 (y); one column per dataset, one row per y metric."""
+    _check_columns(summary, ["dataset", "loss", "seed", speed, *granularity], "tradeoff")
+    return _scatter_grid(summary, speed, list(granularity),
+                         "efficiency (left: converges in fewer steps) against granularity", width)
 
 
-def _pca2(z: np.ndarray) -> np.ndarray:
+def _pca2(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The first two principal components of `z` and the share of the variance each explains."""
     zc = z.astype(np.float64) - z.mean(0)
-    _, _, vt = np.linalg.svd(zc, full_matrices=False)
-    return zc @ vt[:2].T
+    _, s, vt = np.linalg.svd(zc, full_matrices=False)
+    share = s**2 / max(float((s**2).sum()), 1e-300)
+    return zc @ vt[:2].T, share[:2]
 
 
-def embedding_projections(embeddings: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray]]],
-                          max_classes: int = 10, max_points: int = 1500, seed: int = 0,
-                          title: str = "") -> plt.Figure:
-    """2-D PCA of final embeddings: one row per dataset, one panel per loss, colour = class.
+def _class_colours(n: int):
+    return sns.color_palette("tab10" if n <= 10 else "husl", n)
 
-    `embeddings` maps dataset -> loss -> ``(z, y)`` as stored in ``embeddings.npz``; only the first
-    `max_classes` classes and at most `max_points` points are drawn. PCA (not t-SNE) keeps distances
-    comparable across panels: a tight cluster here is a small intra-class variance.
+
+def _projection(ax, z, y, names: Mapping[int, str]) -> list:
+    p, share = _pca2(np.asarray(z))
+    classes = list(np.unique(y))
+    colours = _class_colours(len(classes))
+    handles = []
+    for c, colour in zip(classes, colours, strict=True):
+        on = np.asarray(y) == c
+        ax.scatter(p[on, 0], p[on, 1], s=2.5, color=colour, alpha=0.7, lw=0)
+        handles.append((plt.Line2D([], [], ls="", marker="o", ms=3.5, color=colour), names.get(int(c), f"class {c}")))
+    ax.set_xlabel(f"PC1 ({100 * share[0]:.0f}%)", labelpad=1)
+    ax.set_ylabel(f"PC2 ({100 * share[1]:.0f}%)", labelpad=1)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_aspect("equal", adjustable="datalim")
+    return handles
+
+
+def _class_names(dataset: str, y, coarse, class_names) -> tuple[dict[int, str], str]:
+    names = {}
+    given = (class_names or {}).get(dataset)
+    for c in np.unique(y):
+        names[int(c)] = str(given[int(c)]) if given is not None and int(c) < len(given) else f"class {int(c)}"
+    if coarse is not None:
+        sup = int(np.asarray(coarse).min())
+        what = f"the {len(names)} fine classes of superclass {sup}"
+    else:
+        what = f"{len(names)} classes"
+    return names, what
+
+
+def embedding_projections(embeddings: Mapping[str, Mapping[str, tuple]], class_names: Mapping | None = None,
+                          title: str = "", width: str | float = "page", per_class: int = 50) -> plt.Figure:
+    """2-D PCA of final embeddings, one block of panels per dataset, one panel per loss.
+
+    `embeddings` maps dataset -> loss -> ``(z, y)`` or ``(z, y, coarse)`` as stored in
+    ``embeddings.npz``. The samples drawn are :func:`vgcore.results.embedding_sample`'s: on a dataset
+    with superclass labels the fine classes of one superclass (the structure a loss keeps inside a
+    superclass), otherwise the first ten classes, at most `per_class` samples each. Each panel is its
+    own PCA; its axes say how much of the variance each component explains. PCA (not t-SNE) keeps
+    distances comparable across panels: a tight cluster is a small intra-class variance.
+    `class_names` maps dataset -> the list of its class names (legend).
     """
+    from vgcore.results import embedding_sample
+
     if not embeddings or not any(embeddings.values()):
         raise ValueError("embedding_projections needs at least one (z, y) pair")
-    datasets = list(embeddings)
-    losses = [x for x in LOSSES if any(x in embeddings[d] for d in datasets)]
-    losses += sorted({x for d in datasets for x in embeddings[d]} - set(losses))
-    fig, axes = plt.subplots(len(datasets), len(losses), squeeze=False,
-                             figsize=(2.2 * len(losses), 2.3 * len(datasets)))
-    rng = np.random.default_rng(seed)
-    for i, dataset in enumerate(datasets):
-        for j, name in enumerate(losses):
-            ax = axes[i, j]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if j == 0:
-                ax.set_ylabel(dataset)
-            if i == 0:
-                ax.set_title(name)
-            if name not in embeddings[dataset]:
+    datasets = [d for d in embeddings if embeddings[d]]
+    blocks = {d: loss_order(pd.DataFrame({"loss": list(embeddings[d])})) for d in datasets}
+    most, widest = max(len(b) for b in blocks.values()), _ncols(width, 5, 3)
+    cols = int(np.ceil(most / np.ceil(most / widest)))  # rows as full as possible
+    rows = {d: int(np.ceil(len(blocks[d]) / cols)) for d in datasets}
+    panel = (figure_width(width) - 0.1) / cols
+    fig = _figure(width, sum(rows[d] * panel * 0.98 + 0.75 for d in datasets) + 0.3)
+    subfigs = np.atleast_1d(fig.subfigures(len(datasets), 1, height_ratios=[rows[d] * panel + 0.75 for d in datasets]))
+    for sub, dataset in zip(subfigs, datasets, strict=True):
+        axes = _grid(sub, rows[dataset], cols)
+        handles = []
+        what = ""
+        for k, ax in enumerate(axes.flat):
+            if k >= len(blocks[dataset]):
                 ax.set_visible(False)
                 continue
-            z, y = (np.asarray(a) for a in embeddings[dataset][name])
-            keep = np.flatnonzero(np.isin(y, np.unique(y)[:max_classes]))
-            if len(keep) > max_points:
-                keep = np.sort(rng.choice(keep, max_points, replace=False))
-            p = _pca2(z[keep])
-            ax.scatter(p[:, 0], p[:, 1], c=y[keep] % 10, cmap="tab10", vmin=0, vmax=9, s=2, alpha=0.6, lw=0)
-            ax.set_aspect("equal", adjustable="datalim")
+            loss = blocks[dataset][k]
+            z, y, *rest = embeddings[dataset][loss]
+            coarse = rest[0] if rest else None
+            keep = embedding_sample(y, coarse, per_class=per_class)
+            y_keep = np.asarray(y)[keep]
+            names, what = _class_names(dataset, y_keep, None if coarse is None else np.asarray(coarse)[keep],
+                                       class_names)
+            handles = _projection(ax, np.asarray(z)[keep], y_keep, names)
+            ax.set_title(loss)
+        _note(sub, [f"{dataset}: {what}, at most {per_class} test samples each"], [h for h, _ in handles],
+              [n for _, n in handles])
     if title:
-        fig.suptitle(title)
-    fig.tight_layout()
+        fig.suptitle(title, x=0.01, ha="left")
     return fig
 
 
-def sample_images(images, labels, class_names: Sequence[str]) -> plt.Figure:
+def sample_images(images, labels, class_names: Sequence[str], width: str | float = "page") -> plt.Figure:
     """A grid of images with their class names.
 
     `images` is a uint8 tensor/array ``[N, C, H, W]`` (or ``[N, H, W]``) or a list of PIL images.
     """
     labels = np.asarray(labels)
-    fig, axes = _grid(len(labels), 8, size=(1.3, 1.5))
+    cols = _ncols(width, 8, 4)
+    rows = int(np.ceil(len(labels) / cols))
+    side = figure_width(width) / cols
+    fig = _figure(width, rows * (side + 0.2))
+    axes = _grid(fig, rows, cols)
+    for ax in axes.flat:
+        ax.axis("off")
     for ax, img, lab in zip(axes.flat, images, labels, strict=False):
         img = np.asarray(img.numpy() if hasattr(img, "numpy") else img)
         if img.ndim == 3 and img.shape[0] in (1, 3):
             img = img.transpose(1, 2, 0)
         img = img.squeeze()
         ax.imshow(img, cmap="gray" if img.ndim == 2 else None)
-        ax.set_title(str(class_names[int(lab)])[:14], fontsize=7)
-        ax.axis("off")
-    fig.tight_layout()
+        name = str(class_names[int(lab)])
+        chars = max(6, int(side * 72 / (0.55 * SMALL)) - 1)
+        ax.set_title(name if len(name) <= chars else name[: chars - 1] + "…", fontsize=SMALL, loc="center")
     return fig
 
 
-def feature_projection(x: np.ndarray, y: np.ndarray, title: str = "", max_points: int = 3000,
-                       seed: int = 0) -> plt.Figure:
-    """2-D PCA of feature vectors (e.g. a frozen backbone's), colour = class (mod 10)."""
+def feature_projection(x: np.ndarray, y: np.ndarray, title: str = "", coarse: np.ndarray | None = None,
+                       class_names: Sequence[str] | None = None, per_class: int = 150,
+                       width: str | float = "column") -> plt.Figure:
+    """2-D PCA of feature vectors (e.g. a frozen backbone's), coloured by class, with the share of the
+    variance each component explains; the samples are :func:`vgcore.results.embedding_sample`'s."""
+    from vgcore.results import embedding_sample
+
     x, y = np.asarray(x), np.asarray(y)
-    rng = np.random.default_rng(seed)
-    keep = np.sort(rng.choice(len(y), min(max_points, len(y)), replace=False))
-    p = _pca2(x[keep])
-    fig, ax = plt.subplots(figsize=(4.6, 4.0))
-    ax.scatter(p[:, 0], p[:, 1], c=y[keep] % 10, cmap="tab10", vmin=0, vmax=9, s=3, alpha=0.6, lw=0)
-    ax.set_xlabel("PC 1")
-    ax.set_ylabel("PC 2")
-    ax.set_title(title, loc="left")
-    fig.tight_layout()
+    keep = embedding_sample(y, coarse, per_class=per_class)
+    names, what = _class_names("features", y[keep], None if coarse is None else np.asarray(coarse)[keep],
+                               {"features": class_names} if class_names is not None else None)
+    fig = _figure(width, figure_width(width) * 0.75 + 0.9)
+    ax = fig.subplots()
+    handles = _projection(ax, x[keep], y[keep], names)
+    _note(fig, [title, f"{what}, at most {per_class} samples each"], [h for h, _ in handles],
+          [n for _, n in handles])
     return fig
 
 
-VERDICT_COLOURS = {"supported": "#1b9e77", "contradicted": "#d95f02", "inconclusive": "0.55"}
+def _symlog_ticks(ax: plt.Axes, linthresh: float) -> None:
+    """Ticks at 0 and at +-10^k outside the linear band (the band itself is too narrow to label)."""
+    xs = np.concatenate([np.asarray(ln.get_xdata(), float) for ln in ax.lines if len(ln.get_xdata())] or [np.zeros(1)])
+    xs = xs[np.isfinite(xs)]
+    lo, hi = min(float(xs.min()), 0.0), max(float(xs.max()), 0.0)
+    pad = lambda v: v * 1.6 if abs(v) > linthresh else v + np.sign(v or 1) * linthresh  # noqa: E731
+    lo, hi = pad(lo) if lo < 0 else -linthresh, pad(hi) if hi > 0 else linthresh
+    ax.set_xlim(lo, hi)
+    top = max(abs(lo), abs(hi), linthresh * 10)
+    decades = [10.0**k for k in range(int(np.floor(np.log10(linthresh))) + 1, int(np.ceil(np.log10(top))) + 1)]
+    ticks = sorted({0.0, *(d for d in decades if d <= hi), *(-d for d in decades if -d >= lo)})
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.xaxis.set_minor_locator(plt.NullLocator())
 
 
-def claims_intervals(claims: pd.DataFrame, title: str = "") -> plt.Figure:
+def _interval(ax, r, y: float, marker: str = "o") -> None:
+    colour = VERDICT_COLOURS.get(r["verdict"], "0.3")
+    scale = abs(r["ref_mean"]) if np.isfinite(r["ref_mean"]) and r["ref_mean"] != 0 else 1.0
+    if np.isfinite(r["ci_low"]):
+        ax.plot([r["ci_low"] / scale, r["ci_high"] / scale], [y, y], color=colour, lw=2.2, solid_capstyle="butt")
+        ax.plot([r["diff"] / scale], [y], marker, color=colour, ms=3.5)
+    elif np.isfinite(r["diff"]):
+        ax.plot([r["diff"] / scale], [y], marker, mfc="none", color=colour, ms=3.5)
+
+
+def claims_intervals(claims: pd.DataFrame, title: str = "", width: str | float = "page") -> plt.Figure:
     """Each claim's verdict with its interval: the closest pair's paired difference (95% CI), in units
-    of the rest member's mean (positive favours the claim), one panel per dataset; a symlog axis
-    because differences span decades. Colour = verdict; a claim without an interval is a hollow dot."""
+    of the rest member's mean (positive favours the claim); a symlog axis because differences span
+    decades. Colour = verdict; a claim without an interval is a hollow marker. Page width: one panel
+    per dataset; column width: one panel, the datasets one above the other in each claim's row (marker
+    shape = dataset). Claims are labelled with their text when the table has it (``text``), else their key."""
     missing = [c for c in ("claim", "dataset", "verdict", "diff", "ci_low", "ci_high", "ref_mean") if c not in claims]
     if missing:
         raise ValueError(f"claims_intervals needs columns {missing}; the table has {sorted(claims.columns)}")
     if claims.empty:  # e.g. no dataset passed the learned-heads gate, or one seed only
-        fig, ax = plt.subplots(figsize=(3.4, 1.0))
+        fig = _figure(width, 0.6)
+        ax = fig.subplots()
         ax.axis("off")
-        ax.text(0.5, 0.5, "no claim checked: see the gate table", ha="center", va="center", fontsize="small")
+        ax.text(0.5, 0.5, "no claim checked: see the gate table", ha="center", va="center", fontsize=FONT)
         return fig
     order = list(dict.fromkeys(claims["claim"]))
+    text = dict(zip(claims["claim"], claims["text"] if "text" in claims else claims["claim"], strict=False))
     datasets = sorted(claims["dataset"].unique())
-    fig, axes = plt.subplots(1, len(datasets), squeeze=False, sharey=True,
-                             figsize=(3.4 * len(datasets) + 2.2, 0.32 * len(order) + 1.2))
-    for ax, dataset in zip(axes.flat, datasets, strict=True):
-        rows = claims[claims["dataset"] == dataset].set_index("claim")
+    page = figure_width(width) >= 5
+    labels = [_wrap(str(text[k]), 2.3 if page else 1.9, SMALL) for k in order]
+    row = max(lab.count("\n") + 1 for lab in labels) * SMALL * 1.25 / 72 + 0.04  # rows are evenly spaced
+    fig = _figure(width, row * len(order) + (1.0 if page else 1.45))
+    axes = list(_grid(fig, 1, len(datasets) if page else 1, sharey=True).flat)
+    markers = dict(zip(datasets, "osD^v", strict=False))
+    offsets = dict(zip(datasets, np.linspace(-0.2, 0.2, len(datasets)) if len(datasets) > 1 else [0.0], strict=True))
+    for k, dataset in enumerate(datasets):
+        ax = axes[k] if page else axes[0]
+        rows_of = claims[claims["dataset"] == dataset].set_index("claim")
         for i, key in enumerate(order):
-            if key not in rows.index:
-                continue
-            r = rows.loc[key]
-            colour = VERDICT_COLOURS.get(r["verdict"], "0.3")
-            scale = abs(r["ref_mean"]) if np.isfinite(r["ref_mean"]) and r["ref_mean"] != 0 else 1.0
-            if np.isfinite(r["ci_low"]):
-                ax.plot([r["ci_low"] / scale, r["ci_high"] / scale], [i, i], color=colour, lw=2.2, solid_capstyle="butt")
-                ax.plot([r["diff"] / scale], [i], "o", color=colour, ms=4)
-            elif np.isfinite(r["diff"]):
-                ax.plot([r["diff"] / scale], [i], "o", mfc="none", color=colour, ms=4)
+            if key in rows_of.index:
+                _interval(ax, rows_of.loc[key], i if page else i + offsets[dataset], "o" if page else markers[dataset])
+        if page:
+            ax.set_title(dataset)
+    for ax in axes:
         ax.axvline(0.0, color="0.2", lw=0.8)
         ax.set_xscale("symlog", linthresh=0.01)
-        ax.set_title(dataset, loc="left")
-        ax.set_xlabel("paired difference / rest mean")
+        _symlog_ticks(ax, 0.01)
+        data_w = (figure_width(width) - (2.3 if page else 1.9)) / len(axes) - 0.2
+        ax.set_xlabel(_wrap("paired difference / rest mean", data_w))
         ax.set_ylim(len(order) - 0.5, -0.5)
-    axes[0, 0].set_yticks(range(len(order)), order)
-    for verdict, colour in VERDICT_COLOURS.items():
-        axes[0, -1].plot([], [], color=colour, lw=2.2, label=verdict)
-    fig.suptitle(title or "claims: closest pair, 95% interval over seeds (right of 0 favours the claim)", fontsize="small")
-    _figure_legend(fig, axes[0, -1])
+        ax.set_yticks(range(len(order)), labels)
+        ax.grid(axis="y", visible=False)
+    for ax in axes[1:]:
+        ax.tick_params(axis="y", labelleft=False)
+    handles = [plt.Line2D([], [], color=c, lw=2.2) for c in VERDICT_COLOURS.values()]
+    names_ = list(VERDICT_COLOURS)
+    if not page:
+        handles += [plt.Line2D([], [], ls="", marker=markers[d], color="0.3", ms=3.5) for d in datasets]
+        names_ += datasets
+    _note(fig, [title or "claims: the closest pair's paired difference over seeds, 95% interval "
+                         "(right of 0 favours the claim)"], handles, names_)
     return fig

@@ -9,7 +9,6 @@ directory is not current, records the failures and goes on.
 
 from __future__ import annotations
 
-import platform
 import sys
 import time
 import warnings
@@ -17,13 +16,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 from tqdm import tqdm
 
-import vgcore
-from vgcore import results
+from vgcore import provenance, results
 from vgcore.data import check_available, dataset_spec, load_dataset
 from vgcore.device import resolve_device
 from vgcore.errors import UserError
@@ -139,7 +136,8 @@ def run(config, out_dir, *, data_root=None, cache_dir=None, progress: bool = Tru
             steps_df, epochs_df = log.frame(), pd.DataFrame(epoch_rows)
             results.write_tables(staging, steps_df, epochs_df)
             z_final = embed(learner.head, x_eval)
-            results.write_embeddings(staging, z_final.cpu().numpy(), y_eval.cpu().numpy())
+            results.write_embeddings(staging, z_final.cpu().numpy(), y_eval.cpu().numpy(),
+                                     None if c_eval is None else c_eval.numpy())
             summary = _summary(config, steps_df, epochs_df, time.perf_counter() - t_start, t_train)
         except Divergence as bad:
             _fail(staging, out_dir, config, log, epoch_rows, bad)
@@ -228,8 +226,7 @@ def _summary(config, steps: pd.DataFrame, epochs: pd.DataFrame, wall: float, t_t
         "n_steps": len(steps),
         "wall_time_s": wall,
         "steps_per_s": len(steps) / t_train if t_train > 0 else float("nan"),
-        "versions": {"vgcore": vgcore.__version__, "torch": torch.__version__, "numpy": np.__version__,
-                     "python": platform.python_version()},
+        **provenance.record(),  # "versions" of every package that can change a number, "git" commit and dirty flag
     }
 
 
