@@ -11,25 +11,35 @@ import pandas as pd
 import pytest
 
 from vgcore import snapshot
-from vgcore.results import STEP_COLUMNS, collect, embedding_sample, load_run, write_embeddings
+from vgcore.config import get_profile
+from vgcore.results import (
+    SCHEMA_VERSION,
+    STEP_COLUMNS,
+    collect,
+    embedding_sample,
+    file_records,
+    load_run,
+    write_embeddings,
+)
 
 
 def make_run(root: Path, dataset="synthetic", loss="triplet", seed=0, n_steps=250, wall=12.5, coarse=True,
-             commit="a" * 40) -> Path:
+             commit="a" * 40, recall=0.123456789012345) -> Path:
     rng = np.random.default_rng(seed)  # the same numbers for the same seed
     run = root / "demo" / dataset / loss / f"seed{seed}"
     run.mkdir(parents=True)
-    config = {"profile": "demo", "dataset": dataset, "backbone": "pixels", "loss": loss, "seed": seed}
-    (run / "config.json").write_text(json.dumps(config))
+    config = get_profile("demo").config(dataset, loss, seed)  # the profile's own run: what a snapshot holds
+    (run / "config.json").write_text(json.dumps(config.to_dict()))
     steps = pd.DataFrame({c: rng.random(n_steps) for c in STEP_COLUMNS})
     steps["step"], steps["epoch"] = np.arange(n_steps), np.arange(n_steps) // 50 + 1
     steps["has_positives"] = True
     steps.to_csv(run / "steps.csv", index=False)
-    pd.DataFrame({"epoch": [0, 1], "split": ["test", "test"], "recall@1": [0.1, 0.123456789012345]}).to_csv(
+    pd.DataFrame({"epoch": [0, 1], "split": ["test", "test"], "recall@1": [0.1, recall]}).to_csv(
         run / "epochs.csv", index=False)
     y = np.repeat(np.arange(20), 80)
     write_embeddings(run, rng.normal(size=(len(y), 8)), y, y // 5 if coarse else None)
-    summary = {"status": "complete", "config": config, "config_hash": "h", "schema_version": "s",
+    summary = {"status": "complete", "config": config.to_dict(), "config_hash": config.config_hash(),
+               "schema_version": SCHEMA_VERSION, "files": file_records(run),
                "final": {"recall@1": 0.123456789012345}, "convergence": {}, "greediness_mean": {},
                "wall_time_s": wall, "steps_per_s": n_steps / wall, "n_steps": n_steps,
                "versions": {"torch": "2.14.1"}, "git": {"commit": commit, "dirty": False}}
@@ -78,10 +88,7 @@ def test_snapshot_bytes_change_only_when_a_number_does(tmp_path):
     a, b, c = (tmp_path / n for n in ("a", "b", "c"))
     make_run(a, wall=10.0, commit="a" * 40)
     make_run(b, wall=99.0, commit="b" * 40)  # same numbers, another rebuild: other timings and commit
-    run = make_run(c)
-    epochs = pd.read_csv(run / "epochs.csv")
-    epochs.loc[1, "recall@1"] = 0.5
-    epochs.to_csv(run / "epochs.csv", index=False)
+    make_run(c, recall=0.5)  # one number differs
     sa, sb, sc = (snapshot.archive_bytes(snapshot.members(r, "demo")) for r in (a, b, c))
     assert sa == sb and sa != sc
     out = snapshot.write(a, "demo", tmp_path / "snap.tar.gz")
