@@ -12,6 +12,7 @@ This module imports no torch: ``python -m vgcore --help`` and the Snakefile star
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -130,6 +131,16 @@ class Profile:
     settings: dict[str, Any] = field(default_factory=dict)
     compare_with: str | None = None
     """Another profile whose claim verdicts the claims notebook sets beside this one's (e.g. two schedules)."""
+
+    def cell(self, dataset: str, loss: str, seed: int, /) -> dict[str, Any]:
+        """The settings of one cell as the profile gives them, RunConfig's defaults filled in, not
+        validated (a profile whose datasets need an option, such as ``custom``'s file, has no complete
+        config of its own)."""
+        _check_choice("dataset", dataset, tuple(self.datasets), what=f"dataset of profile {self.name!r}")
+        defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                    for f in dataclasses.fields(RunConfig)}
+        return {**defaults, **copy.deepcopy({**self.settings, **self.datasets[dataset]}),
+                "profile": self.name, "dataset": dataset, "loss": loss, "seed": seed}
 
     def config(self, dataset: str, loss: str, seed: int, /, **overrides: Any) -> RunConfig:
         """The RunConfig of one cell of the sweep, with `overrides` applied last."""

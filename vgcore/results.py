@@ -105,10 +105,16 @@ def own_run_dir(root: str | os.PathLike, profile: str, dataset: str, loss: str, 
 
 
 def profile_config(config: RunConfig | dict) -> dict[str, Any]:
-    """The config (as a dict) that the run's profile gives for the run's cell now."""
+    """The config (as a dict) that the run's profile gives for the run's cell now (for a profile
+    without a complete config of its own, such as ``custom``, whose file is always an override: its
+    settings as given)."""
     values = config.to_dict() if isinstance(config, RunConfig) else config
     profile = get_profile(values["profile"])
-    return profile.config(values["dataset"], values["loss"], int(values["seed"])).to_dict()
+    cell = (values["dataset"], values["loss"], int(values["seed"]))
+    try:
+        return profile.config(*cell).to_dict()
+    except UserError:
+        return profile.cell(*cell)
 
 
 def overrides_of(config: RunConfig | dict) -> dict[str, Any]:
