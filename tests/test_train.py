@@ -256,23 +256,24 @@ def test_cli_list_and_bad_input():
 
 
 def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path):
+    """The sweep trains one fused group per (dataset, seed): kill it after the first group is written."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "vgcore", "sweep", "--profile", "smoke", "--results", str(tmp_path / "res"),
-           "--cache-dir", str(tmp_path / "cache"), "--quiet", "epochs=4"]
+    cmd = [sys.executable, "-m", "vgcore", "sweep", "--profile", "smoke", "--seeds", "0", "1", "--results",
+           str(tmp_path / "res"), "--cache-dir", str(tmp_path / "cache"), "--quiet", "epochs=4"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     root = tmp_path / "res" / "smoke" / "synthetic"
     deadline = time.time() + 120
-    while len(list(root.glob("*/seed0/summary.json"))) < 2 and time.time() < deadline:
+    while len(list(root.glob("*/seed0/summary.json"))) < len(LOSSES) and time.time() < deadline:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    finished = {p.parent: p.stat().st_mtime_ns for p in root.glob("*/seed0/summary.json")}
-    assert 2 <= len(finished) < len(LOSSES), "the sweep must be killed mid-way for this test to mean anything"
+    finished = {p.parent: p.stat().st_mtime_ns for p in root.glob("*/seed*/summary.json")}
+    assert len(LOSSES) <= len(finished) < 2 * len(LOSSES), "the sweep must be killed mid-way for this test to mean anything"
     before = {p: p.stat().st_mtime_ns for d in finished for p in d.iterdir()}
 
     subprocess.run(cmd, env=env, check=True, capture_output=True)
     after = {p: p.stat().st_mtime_ns for d in finished for p in d.iterdir()}
     assert after == before, "finished runs were rewritten"
-    assert len(list(root.glob("*/seed0/summary.json"))) == len(LOSSES)
+    assert len(list(root.glob("*/seed*/summary.json"))) == 2 * len(LOSSES)
     leftovers = [p for p in root.rglob("*") if p.name.startswith(".tmp-") or p.name == "failure.json"]
     assert not leftovers

@@ -122,6 +122,10 @@ def check_nonnegative(name: str, value: float) -> None:
 class MetricLoss(nn.Module):
     """Common front door: input validation, then ``_compute``."""
 
+    graph_safe: bool = True
+    """No host sync and no data-dependent shape in ``_compute``: a training step with this loss can
+    be captured in a CUDA graph (vgcore.train.graph). A loss that breaks this sets it False."""
+
     def __init__(self, check_inputs: bool = True) -> None:
         super().__init__()
         self.check_inputs = check_inputs

@@ -4,7 +4,9 @@
   optimiser) learner and the step that serves several of them per batch;
 - :mod:`~vgcore.train.samplers`: batch samplers and fixed subsets; :mod:`~vgcore.train.steplog`:
   the named per-step log; :mod:`~vgcore.train.evaluate`: ``{split: metrics}`` of a head;
-- :mod:`~vgcore.train.loop`: ``run`` (one config -> one run directory) and ``sweep``.
+- :mod:`~vgcore.train.graph`: the step launched eagerly or replayed from one CUDA graph;
+- :mod:`~vgcore.train.loop`: ``fit`` (the one loop: a group of runs on one batch stream), ``run_group``
+  (load the features, then ``fit``), ``run`` (one config -> one run directory) and ``sweep``.
 """
 
 from __future__ import annotations
@@ -12,7 +14,15 @@ from __future__ import annotations
 from vgcore.train.evaluate import embed, evaluate, evaluate_splits
 from vgcore.train.head import ProjectionHead
 from vgcore.train.learner import STAT_KEYS, Learner, make_learner, train_step
-from vgcore.train.loop import RunResult, TrainingDivergedError, load_features, run, sweep
+from vgcore.train.loop import (
+    RunResult,
+    TrainingDivergedError,
+    fit,
+    load_features,
+    run,
+    run_group,
+    sweep,
+)
 from vgcore.train.samplers import batch_indices, fixed_subset
 from vgcore.train.steplog import StepLog
 
@@ -27,10 +37,12 @@ __all__ = [
     "embed",
     "evaluate",
     "evaluate_splits",
+    "fit",
     "fixed_subset",
     "load_features",
     "make_learner",
     "run",
+    "run_group",
     "sweep",
     "train_step",
 ]

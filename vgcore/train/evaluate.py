@@ -1,4 +1,10 @@
-"""Evaluation of a head: embed each split and compute VARIANCE and retrieval on it."""
+"""Evaluation of a head: embed each split and compute VARIANCE and retrieval on it.
+
+Everything runs on the device that holds the embeddings (the training device). ``full=False`` is
+the per-epoch evaluation behind the curves: VARIANCE and Recall@K. ``full=True`` adds what is
+reported only at the end of a run (MAP@R and R-precision, which rank up to the largest class size,
+and NMI, which runs k-means); the loop asks for it where `RunConfig.full_eval_at` says.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,9 @@ from torch import Tensor, nn
 
 from vgcore.metrics.retrieval import DEFAULT_KS, retrieval_metrics
 from vgcore.metrics.variance import variance
+
+KMEANS_SEED = 0
+"""The seed of NMI's k-means, the same for every run (PROTOCOL.md, "Retrieval metrics")."""
 
 
 @torch.no_grad()
@@ -19,11 +28,13 @@ def embed(head: nn.Module, x: Tensor, batch_size: int = 8192) -> Tensor:
     return z
 
 
-def evaluate(z: Tensor, y: Tensor) -> dict[str, float]:
-    """VARIANCE and retrieval metrics of embeddings `z` with labels `y`."""
-    return {**variance(z, y), **retrieval_metrics(z, y, ks=DEFAULT_KS)}
+def evaluate(z: Tensor, y: Tensor, *, full: bool = True) -> dict[str, float]:
+    """VARIANCE and Recall@K of embeddings `z` with labels `y`; with `full`, MAP@R, R-precision and
+    NMI too (NaN without)."""
+    return {**variance(z, y), **retrieval_metrics(z, y, ks=DEFAULT_KS, nmi=full, map_at_r=full, seed=KMEANS_SEED)}
 
 
-def evaluate_splits(head: nn.Module, splits: dict[str, tuple[Tensor, Tensor]]) -> dict[str, dict[str, float]]:
+def evaluate_splits(head: nn.Module, splits: dict[str, tuple[Tensor, Tensor]], *,
+                    full: bool = True) -> dict[str, dict[str, float]]:
     """``{split: metrics}`` of the head's embeddings of each ``(x, y)``, in the order given."""
-    return {name: evaluate(embed(head, x), y) for name, (x, y) in splits.items()}
+    return {name: evaluate(embed(head, x), y, full=full) for name, (x, y) in splits.items()}
