@@ -25,8 +25,10 @@
 # `results/<profile>/<dataset>/<loss>/seed<k>/`; if that run is already complete with the same
 # configuration (same config hash) it is loaded instead of retrained.
 #
-# The build runs this notebook once per loss x dataset x seed and keeps the executed copy beside the
-# run's results as `02_train.ipynb`.
+# The build trains every loss of a dataset x seed in one fused job first (`python -m vgcore sweep`: the
+# losses share one batch stream, and each run equals the same run trained alone), then runs this
+# notebook once per loss x dataset x seed: it finds the run complete, loads it and plots it. The
+# executed copy is kept beside the run's results as `02_train.ipynb`.
 
 # %%
 # Setup. On Colab: fetch vgcore, install it (with its small offline extras) and restore the committed

@@ -41,10 +41,10 @@ def test_dry_run_of_the_demo_lists_the_whole_dag(tmp_path):
     proc = snakemake("--dry-run", "--quiet", "rules", "--config", "profile=demo", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     prof = get_profile("demo")
-    n_train = len(prof.datasets) * len(prof.losses) * len(prof.seeds)
     counts = job_counts(proc.stdout + proc.stderr)
     assert counts["features"] == len(prof.datasets)
-    assert counts["train"] == n_train
+    assert counts["train"] == len(prof.datasets) * len(prof.seeds)  # one fused job per dataset x seed
+    assert counts["train_notebook"] == len(prof.datasets) * len(prof.losses) * len(prof.seeds)
     assert all(counts[f"analysis_{nb}"] == 1 for nb in outputs.ANALYSIS)
     assert counts["index"] == 1 and counts["all"] == 1
 
@@ -61,6 +61,26 @@ def test_bad_profile_loss_dataset_or_seed_stops_the_dag_naming_the_choices(tmp_p
     assert message in proc.stdout + proc.stderr
 
 
+@pytest.mark.parametrize(("config", "message"), [
+    (["profile=smoke", "overrides=epochs=2"], "overrides change the runs: give results=... and figures=..."),
+    (["profile=smoke", "results=r", "figures=f", "overrides=epochz=2"], "unknown config key(s) ['epochz']"),
+    (["profile=smoke", "results=r", "figures=f", "overrides=loss_params.margn=0.1"], "unknown hyperparameter"),
+])
+def test_bad_overrides_stop_the_dag(tmp_path, config, message):
+    proc = snakemake("--dry-run", "--config", *config, cwd=tmp_path)
+    assert proc.returncode != 0
+    assert message in proc.stdout + proc.stderr
+
+
+def test_overrides_reach_every_job_of_the_dag(tmp_path):
+    proc = snakemake("--dry-run", "--printshellcmds", "--config", "profile=smoke", "results=r", "figures=f",
+                     "overrides=epochs=2 eval_train_size=16", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout + proc.stderr
+    assert "vgcore sweep --profile smoke --datasets synthetic --seeds 0" in out and "epochs=2 eval_train_size=16" in out
+    assert out.count("-p overrides '{\"epochs\": 2, \"eval_train_size\": 16}'") == 1 + 7  # features + notebooks
+
+
 def test_the_cli_and_make_check_the_selection_before_starting_snakemake(capsys):
     from vgcore.__main__ import main
 
@@ -69,6 +89,10 @@ def test_the_cli_and_make_check_the_selection_before_starting_snakemake(capsys):
     assert "unknown loss(s) ['hinge']" in err and "triplet" in err
     assert main(["figures", "--profile", "nope", "--dry-run"]) == 2
     assert "unknown profile 'nope'; choose one of: smoke, demo, paper" in capsys.readouterr().err
+    assert main(["paper", "--set", "epochs=2", "--dry-run"]) == 2
+    assert "overrides change the runs" in capsys.readouterr().err
+    assert main(["paper", "--set", "epochz=2", "--results", "r", "--figures", "f", "--dry-run"]) == 2
+    assert "unknown config key(s) ['epochz']" in capsys.readouterr().err
 
 
 def test_snakemake_command_carries_profile_and_selection():

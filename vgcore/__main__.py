@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--results", default=DEFAULT_RESULTS, help="results root (default: results/)")
         p.add_argument("--figures", default="figures", help="figures root (default: figures/)")
         p.add_argument("--dry-run", action="store_true", help="print what would run, run nothing")
+        p.add_argument("--set", nargs="+", default=(), metavar="key=value", dest="overrides",
+                       help="config overrides for every run (e.g. epochs=2 backbone_options.weights=random); "
+                            "they change the runs, so give --results and --figures apart from the defaults")
         p.add_argument("snakemake_args", nargs=argparse.REMAINDER,
                        help="after `--`: further snakemake options, e.g. -- --profile workflow/profiles/slurm")
 
@@ -159,7 +162,8 @@ def _build(args: argparse.Namespace) -> int:
     profile = args.profile if args.command == "figures" else args.command
     extra = [a for a in (args.snakemake_args or []) if a != "--"] + (["--dry-run"] if args.dry_run else [])
     cmd = snakemake_command(profile, jobs=args.jobs, results=args.results, figures=args.figures,
-                            datasets=args.datasets, losses=args.losses, seeds=args.seeds, extra=extra)
+                            datasets=args.datasets, losses=args.losses, seeds=args.seeds, overrides=args.overrides,
+                            extra=extra)
     try:
         import snakemake  # noqa: F401
     except ImportError:

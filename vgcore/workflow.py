@@ -76,13 +76,26 @@ def execute(notebook: str | os.PathLike, output: str | os.PathLike, parameters: 
 
 
 def snakemake_command(profile: str, *, jobs: int | str = "all", results: str = "results", figures: str = "figures",
-                      datasets=None, losses=None, seeds=None, directory: str | os.PathLike | None = None,
+                      datasets=None, losses=None, seeds=None, overrides=(), directory: str | os.PathLike | None = None,
                       extra=()) -> list[str]:
-    """The snakemake invocation of the build (profile and selections checked first)."""
-    from vgcore.config import get_profile
+    """The snakemake invocation of the build (profile, selections and overrides checked first).
 
-    chosen = selection(get_profile(profile), datasets, losses, seeds)
+    ``overrides``: ``key=value`` strings applied to every run (as on the ``run``/``sweep`` command
+    line); they change the runs, so ``results`` and ``figures`` must then differ from the defaults."""
+    import shlex
+
+    from vgcore.config import get_profile, parse_overrides
+
+    prof = get_profile(profile)
+    chosen = selection(prof, datasets, losses, seeds)
     config = [f"profile={profile}", f"results={results}", f"figures={figures}"]
+    if overrides:
+        parsed = parse_overrides(list(overrides))
+        if results == "results" or figures == "figures":
+            raise ValueError("overrides change the runs: give results and figures roots apart from the profile's "
+                             "(e.g. --results results/custom --figures figures/custom)")
+        prof.config(chosen[0][0], chosen[1][0], chosen[2][0], **parsed)  # rejected options stop here
+        config.append("overrides=" + " ".join(shlex.quote(o) for o in overrides))
     for key, given, values in zip(("datasets", "losses", "seeds"), (datasets, losses, seeds), chosen, strict=True):
         if given:
             config.append(f"{key}=" + ",".join(map(str, values)))
@@ -127,8 +140,8 @@ def parse_seeds(chosen, default) -> list[int]:
     return out
 
 
-def dataset_spec(profile, dataset: str) -> str:
+def dataset_spec(profile, dataset: str, **overrides: Any) -> str:
     """What a profile's features of `dataset` depend on (backbone and options), as canonical JSON."""
-    config = profile.config(dataset, profile.losses[0], profile.seeds[0])
+    config = profile.config(dataset, profile.losses[0], profile.seeds[0], **overrides)
     keys = ("dataset", "backbone", "backbone_options", "dataset_options")
     return json.dumps({k: getattr(config, k) for k in keys}, sort_keys=True, default=str)
