@@ -90,7 +90,9 @@ else:
     train.run(config, path, data_root=data_root, cache_dir=cache_dir, progress=False)
     print(f"trained and written to {path}")
 run = load_run(path)
-print(f"wall time {run['summary']['wall_time_s']:.1f} s, {run['summary']['steps_per_s']:.1f} steps/s")
+group = run["summary"].get("group_size", 1)  # runs trained together on one batch stream
+print(f"wall time {run['summary']['wall_time_s']:.1f} s, {run['summary']['steps_per_s']:.1f} steps/s"
+      + (f" (for the group of {group} runs it was trained with)" if group > 1 else ""))
 
 # %%
 # NBVAL_CHECK_OUTPUT
