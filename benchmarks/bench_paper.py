@@ -11,7 +11,9 @@ diagnostics on. Two paths, in the same invocation, each job in its own process:
 * current (before): one process per dataset x loss, eager steps, and the full evaluation every
   epoch with NMI from scikit-learn's KMeans on the CPU, as the code did before the fused loop.
 
-Both run the same epochs (``--scale`` x 100). Each job reports its training time, each evaluation
+``--shape demo`` times the demo profile's shape instead (FashionMNIST's 20,000/5,000 subsets at
+EfficientNet-Lite0's 1280-d, the synthetic fine-grained set, 5 epochs, lr 1e-3). Both paths run the
+same epochs (``--scale`` x the profile's). Each job reports its training time, each evaluation
 and its overhead (process start, imports, feature loading); the totals are printed as measured and
 projected to the profile's 100 epochs (overhead + epochs x per-epoch cost + the final evaluation):
 the current path is too slow to run 100 epochs in a benchmark. The fused/current ratio is printed
@@ -20,6 +22,7 @@ for both.
     python benchmarks/bench_paper.py                                 # CPU: 1 epoch at the real sizes (~25 min)
     python benchmarks/bench_paper.py --size-scale 0.2                # CPU: a fifth of every split (minutes)
     python benchmarks/bench_paper.py --device cuda --scale 1 --current-scale 0.02   # one GPU: all 100 epochs
+    python benchmarks/bench_paper.py --shape demo                    # the demo's training stage (5 epochs)
 """
 
 from __future__ import annotations
@@ -39,22 +42,28 @@ import pandas as pd
 OUT = Path(__file__).resolve().parent / "out"
 ROOT = Path(__file__).resolve().parents[1]
 
-# name: (train samples, test samples, train classes, test classes); classes differ for the zero-shot sets
+# profile -> (epochs, lr, {dataset: (train samples, test samples, train classes, test classes, width)});
+# the zero-shot sets have other classes in test. paper: ViT-B/32's 768-d class token; demo:
+# FashionMNIST through EfficientNet-Lite0 (1280-d) on its 20,000/5,000 subsets and the synthetic set.
 SHAPES = {
-    "cifar10": (50_000, 10_000, 10, 10),
-    "fashionmnist": (60_000, 10_000, 10, 10),
-    "cars196": (8_054, 8_131, 98, 98),
-    "cub200": (5_864, 5_924, 100, 100),
-    "tinyimagenet": (100_000, 10_000, 200, 200),
+    "paper": (100, 1e-4, {
+        "cifar10": (50_000, 10_000, 10, 10, 768),
+        "fashionmnist": (60_000, 10_000, 10, 10, 768),
+        "cars196": (8_054, 8_131, 98, 98, 768),
+        "cub200": (5_864, 5_924, 100, 100, 768),
+        "tinyimagenet": (100_000, 10_000, 200, 200, 768),
+    }),
+    "demo": (5, 1e-3, {
+        "fashionmnist": (20_000, 5_000, 10, 10, 1280),
+        "synthetic": (3_000, 3_000, 50, 50, 64),
+    }),
 }
-WIDTH = 768  # ViT-B/32 class token
-PAPER_EPOCHS = 100
 
 
 # ------------------------------------------------------------------------------------------ worker
 
 
-def _features(path: Path, n: int, classes: int, seed: int):
+def _features(path: Path, n: int, classes: int, width: int, seed: int):
     """Class-structured random features (unit-variance noise around N(0, I) class means), saved once."""
     import torch
 
@@ -62,7 +71,7 @@ def _features(path: Path, n: int, classes: int, seed: int):
         g = torch.Generator().manual_seed(seed)
         y = torch.arange(n) % classes
         y = y[torch.randperm(n, generator=g)]
-        x = torch.randn(classes, WIDTH, generator=g)[y] + 2.0 * torch.randn(n, WIDTH, generator=g)
+        x = torch.randn(classes, width, generator=g)[y] + 2.0 * torch.randn(n, width, generator=g)
         torch.save({"X": x, "y": y}, path)
     data = torch.load(path, mmap=True)
     return data["X"], data["y"]
@@ -88,10 +97,11 @@ def worker(args: argparse.Namespace) -> None:
     from vgcore.train import fit, loop
 
     torch.set_num_threads(args.threads)
-    n_train, n_test, c_train, c_test = _scaled(SHAPES[args.dataset], args.size_scale)
+    _, lr, shapes = SHAPES[args.shape]
+    n_train, n_test, c_train, c_test, width = _scaled(shapes[args.dataset], args.size_scale)
     t0 = time.perf_counter()
-    train = _features(Path(args.cache) / f"{args.dataset}_train.pt", n_train, c_train, 0)
-    test = _features(Path(args.cache) / f"{args.dataset}_test.pt", n_test, c_test, 1)
+    train = _features(Path(args.cache) / f"{args.dataset}_train.pt", n_train, c_train, width, 0)
+    test = _features(Path(args.cache) / f"{args.dataset}_test.pt", n_test, c_test, width, 1)
     t_load = time.perf_counter() - t0
     evals: list[tuple[bool, float]] = []
     real_evaluate = loop._evaluate
@@ -111,8 +121,8 @@ def worker(args: argparse.Namespace) -> None:
 
         retrieval._nmi = _legacy_nmi
     losses = [args.loss] if current else args.losses
-    configs = [RunConfig(profile="paper", dataset=args.dataset, backbone="vit_b_32", loss=loss, seed=0,
-                         epochs=args.epochs, batch_size=512, lr=1e-4, device=args.device,
+    configs = [RunConfig(profile=args.shape, dataset=args.dataset, backbone="pixels", loss=loss, seed=0,
+                         epochs=args.epochs, batch_size=512, lr=lr, device=args.device,
                          full_eval_every=1 if current else 0) for loss in losses]
     out_dirs = [Path(args.out) / args.path / args.dataset / loss for loss in losses]
     t0 = time.perf_counter()
@@ -126,16 +136,17 @@ def worker(args: argparse.Namespace) -> None:
 
 
 def _scaled(shape, size_scale: float):
-    n_train, n_test, c_train, c_test = shape
+    n_train, n_test, c_train, c_test, width = shape
     return (max(2 * c_train, 512, round(n_train * size_scale)), max(2 * c_test, round(n_test * size_scale)),
-            c_train, c_test)
+            c_train, c_test, width)
 
 
 # ------------------------------------------------------------------------------------------ parent
 
 
 def launch(args, path: str, dataset: str, loss: str | None, epochs: int, tmp: Path) -> dict:
-    cmd = [sys.executable, __file__, "--worker", "--path", path, "--dataset", dataset, "--epochs", str(epochs),
+    cmd = [sys.executable, __file__, "--worker", "--shape", args.shape, "--path", path, "--dataset", dataset,
+           "--epochs", str(epochs),
            "--device", args.device, "--threads", str(args.threads), "--size-scale", str(args.size_scale),
            "--cache", str(tmp / "features"), "--out", str(tmp / "runs"), "--t-launch", repr(time.time()),
            "--losses", *args.losses]
@@ -169,12 +180,14 @@ def project(job: dict, epochs: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--scale", type=float, default=0.01, help="fraction of the profile's 100 epochs (>= 1 epoch)")
+    parser.add_argument("--shape", default="paper", choices=tuple(SHAPES), help="the profile whose shape to time")
+    parser.add_argument("--scale", type=float, default=None,
+                        help="fraction of the profile's epochs, at least 1 (default: 1 epoch of paper, all of demo)")
     parser.add_argument("--current-scale", type=float, default=None,
                         help="epochs fraction for the current path (default: --scale); it is projected to 100")
     parser.add_argument("--size-scale", type=float, default=1.0, help="fraction of every split's samples")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per job (jobs run one at a time)")
-    parser.add_argument("--datasets", nargs="+", default=list(SHAPES))
+    parser.add_argument("--datasets", nargs="+", default=None, help="default: the profile's")
     parser.add_argument("--losses", nargs="+", default=None)
     parser.add_argument("--skip-current", action="store_true")
     # worker arguments
@@ -195,11 +208,14 @@ def main() -> None:
         worker(args)
         return
 
-    epochs = max(1, round(PAPER_EPOCHS * args.scale))
-    current_epochs = max(1, round(PAPER_EPOCHS * (args.current_scale or args.scale)))
-    print(f"paper shape, one seed: {len(args.datasets)} datasets x {len(args.losses)} losses, {WIDTH}-d, batch 512, "
+    profile_epochs, _, shapes = SHAPES[args.shape]
+    args.datasets = args.datasets or list(shapes)
+    scale = args.scale if args.scale is not None else (1 / profile_epochs if args.shape == "paper" else 1.0)
+    epochs = max(1, round(profile_epochs * scale))
+    current_epochs = max(1, round(profile_epochs * (args.current_scale or scale)))
+    print(f"{args.shape} shape, one seed: {len(args.datasets)} datasets x {len(args.losses)} losses, batch 512, "
           f"device {args.device}, {args.threads} thread(s) per job; sizes x{args.size_scale}; fused {epochs} epochs, "
-          f"current {current_epochs} epochs (projections to {PAPER_EPOCHS})", flush=True)
+          f"current {current_epochs} epochs (projections to {profile_epochs})", flush=True)
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-paper-") as tmp:
         tmp = Path(tmp)
@@ -209,7 +225,7 @@ def main() -> None:
             if not args.skip_current:
                 jobs += [("current", launch(args, "current", dataset, loss, current_epochs, tmp)) for loss in args.losses]
             for path, job in jobs:
-                p = project(job, PAPER_EPOCHS)
+                p = project(job, profile_epochs)
                 rows.append({"path": path, "dataset": dataset, "runs": len(job["losses"]), "epochs": job["epochs"],
                              "wall_s": job["wall"], "train_s": job["train"], "eval_s": sum(t for _, t in job["evals"]),
                              "overhead_s": job["wall"] - job["train"] - sum(t for _, t in job["evals"]),
@@ -221,21 +237,21 @@ def main() -> None:
                                                     for path, r in done.iterrows()), flush=True)
     frame = pd.DataFrame(rows)
     OUT.mkdir(exist_ok=True)
-    csv = OUT / f"bench_paper{'' if args.device == 'cpu' else '_' + args.device}.csv"
+    csv = OUT / f"bench_paper{'' if args.shape == 'paper' else '_' + args.shape}{'' if args.device == 'cpu' else '_' + args.device}.csv"
     frame.to_csv(csv, index=False)
     total = frame.groupby("path")[["wall_s", "train_s", "eval_s", "overhead_s", "projected_total_s",
                                    "projected_eval_s", "runs"]].sum()
     print(f"\n{'path':8s} {'runs':>4s} {'measured s':>11s} {'train':>8s} {'eval':>8s} {'overhead':>9s} {'eval %':>7s}   "
-          f"{'projected to ' + str(PAPER_EPOCHS) + ' epochs':>26s} {'eval %':>7s}")
+          f"{'projected to ' + str(profile_epochs) + ' epochs':>26s} {'eval %':>7s}")
     for path, r in total.iterrows():
         print(f"{path:8s} {int(r.runs):4d} {r.wall_s:11.1f} {r.train_s:8.1f} {r.eval_s:8.1f} {r.overhead_s:9.1f} "
               f"{100 * r.eval_s / r.wall_s:6.1f}%   {r.projected_total_s:24.1f} s {100 * r.projected_eval_s / r.projected_total_s:6.1f}%")
     if "current" in total.index:
         cur, fus = total.loc["current"], total.loc["fused"]
         same = "" if epochs == current_epochs else " (different epochs: see the projection)"
-        print(f"\ncurrent / fused: measured {cur.wall_s / fus.wall_s:.2f}x{same}; projected to {PAPER_EPOCHS} epochs "
+        print(f"\ncurrent / fused: measured {cur.wall_s / fus.wall_s:.2f}x{same}; projected to {profile_epochs} epochs "
               f"{cur.projected_total_s / fus.projected_total_s:.2f}x")
-    print(f"fused, projected to the whole profile for one seed: {total.loc['fused'].projected_total_s:.0f} s "
+    print(f"fused, projected to the whole {args.shape} profile for one seed: {total.loc['fused'].projected_total_s:.0f} s "
           f"({total.loc['fused'].projected_total_s / 60:.1f} min); wrote {csv}")
     if not math.isfinite(total.loc["fused"].projected_total_s):
         sys.exit(1)

@@ -2,6 +2,8 @@
 
 - :func:`execute`: run one notebook through papermill, retrying only when the kernel fails to start;
   a notebook that fails in a cell is kept beside its target as ``<name>.failed.ipynb``.
+  :func:`execute_many`: several notebooks one after the other in one kernel (the per-run training
+  notebooks of a fused job: a kernel start and the imports once, not once per run).
 - :func:`snakemake_command`: the one command line `make demo`, `make paper` and
   ``python -m vgcore demo`` run (workflow/Snakefile).
 - :func:`select` and :func:`parse_seeds`: a subset of a profile's datasets, losses or seeds, checked;
@@ -73,6 +75,71 @@ def execute(notebook: str | os.PathLike, output: str | os.PathLike, parameters: 
         partial.unlink(missing_ok=True)
         return output
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def execute_many(jobs, *, kernel: str = KERNEL, retries: int = 2, start_timeout: float = 120,
+                 cwd: str | os.PathLike | None = None, log=print) -> list[Path]:
+    """Execute several notebooks one after the other in ONE kernel: ``jobs`` is a list of
+    ``(notebook, output, parameters)``.
+
+    Starting a kernel and importing torch, pandas and matplotlib cost several seconds, more than a
+    training notebook that only loads and plots its run; here they are paid once per call. Before
+    each notebook the kernel's namespace is cleared (``%reset -f``) and its figures closed, so a
+    notebook sees only what it defines (imported modules stay loaded). The kernel start is retried
+    as in :func:`execute`; the first notebook that fails in a cell is kept as ``<name>.failed.ipynb``
+    and stops the call (the later ones do not run)."""
+    import papermill as pm
+    from jupyter_client.manager import KernelManager
+
+    km = None
+    for attempt in range(retries + 1):
+        km = KernelManager(kernel_name=kernel)
+        try:
+            km.start_kernel(cwd=str(cwd) if cwd else None)
+            _run_in_kernel(km, "pass", start_timeout)  # waits until the kernel answers
+            break
+        except Exception as err:
+            if km.has_kernel:
+                km.shutdown_kernel(now=True)
+            if is_kernel_start_failure(err) and attempt < retries:
+                log(f"kernel failed to start (attempt {attempt + 1}/{retries + 1}): {err}; retrying")
+                time.sleep(1 + 2 * attempt)
+                continue
+            raise
+    done = []
+    try:
+        for notebook, output, parameters in jobs:
+            _run_in_kernel(km, "%reset -f\nimport matplotlib.pyplot as _plt\n_plt.close('all')\ndel _plt", 60)
+            output = Path(output)
+            output.parent.mkdir(parents=True, exist_ok=True)
+            partial = failed_copy(output)
+            try:
+                pm.execute_notebook(str(notebook), str(output), parameters=parameters or {}, kernel_name=kernel,
+                                    km=km, progress_bar=False)
+            except Exception:
+                if output.exists():
+                    shutil.copyfile(output, partial)
+                    log(f"{notebook} failed; its partial output is in {partial}")
+                raise
+            partial.unlink(missing_ok=True)
+            done.append(output)
+    finally:
+        km.shutdown_kernel(now=True)
+    return done
+
+
+def _run_in_kernel(km, code: str, timeout: float) -> None:
+    """Run `code` in the kernel of `km` through a client of its own (papermill's client leaves a
+    previous one unusable), raising if it does not answer within `timeout` seconds."""
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=timeout)
+        reply = kc.execute_interactive(code, timeout=timeout, output_hook=lambda msg: None)
+        if reply["content"]["status"] != "ok":
+            raise RuntimeError(f"the kernel could not run {code!r}: {reply['content'].get('evalue')}")
+    finally:
+        kc.stop_channels()
 
 
 def snakemake_command(profile: str, *, jobs: int | str = "all", results: str = "results", figures: str = "figures",
