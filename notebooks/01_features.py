@@ -57,6 +57,7 @@ dataset = "fashionmnist"  # one of the profile's datasets
 data_root = None  # dataset root (default: $VGCORE_DATA or ./data)
 cache_dir = None  # feature cache (default: $VGCORE_CACHE or ./cache)
 n_images = 16  # sample images to show
+overrides = {}  # RunConfig overrides, e.g. {"backbone_options": {"weights": "random"}} (untrained ViT, tests only)
 
 # %%
 import time
@@ -70,7 +71,7 @@ from vgcore.report import plots
 
 # Bad input stops here, naming the valid choices.
 prof = get_profile(profile)
-config = prof.config(dataset, prof.losses[0], prof.seeds[0])
+config = prof.config(dataset, prof.losses[0], prof.seeds[0], **overrides)
 check_available(config.dataset, data_root)
 plots.use_style()
 print(f"profile {profile!r}: dataset {dataset!r} through backbone {config.backbone!r}")

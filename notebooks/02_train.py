@@ -27,8 +27,10 @@
 # is already complete with the same configuration (same config hash, files intact) it is loaded
 # instead of retrained.
 #
-# The build runs this notebook once per loss x dataset x seed and keeps the executed copy beside the
-# run's results as `02_train.ipynb`.
+# The build trains every loss of a dataset x seed in one fused job first (`python -m vgcore sweep`: the
+# losses share one batch stream, and each run equals the same run trained alone), then runs this
+# notebook once per loss x dataset x seed: it finds the run complete, loads it and plots it. The
+# executed copy is kept beside the run's results as `02_train.ipynb`.
 
 # %% cellView="form" jupyter={"source_hidden": true} tags=["setup"]
 # @title Setup (on Colab: install vgcore and the demo runs; elsewhere: work from the repository root)
@@ -62,6 +64,7 @@ results_root = "results"
 data_root = None  # dataset root (default: $VGCORE_DATA or ./data)
 cache_dir = None  # feature cache (default: $VGCORE_CACHE or ./cache)
 overrides = {}  # RunConfig overrides, e.g. {"epochs": 3, "loss_params": {"margin": 0.2}}
+tag = None  # the variant folder of a run with overrides (None: named by their digest)
 threads = 0  # torch CPU threads (0: torch's default)
 
 # %%
@@ -75,7 +78,7 @@ from vgcore.results import EPOCH_COLUMNS, is_current, load_run, run_dir
 
 # Bad input stops here, naming the valid choices.
 config = get_profile(profile).config(dataset, loss, int(seed), **overrides)
-path = run_dir(results_root, config)
+path = run_dir(results_root, config, tag)
 if threads:
     torch.set_num_threads(int(threads))
 plots.use_style()
@@ -94,7 +97,9 @@ else:
 run = load_run(path)
 s = run["summary"]
 if s.get("wall_time_s") is not None:
-    print(f"wall time {s['wall_time_s']:.1f} s, {s['steps_per_s']:.1f} steps/s")
+    group = s.get("group_size", 1)  # runs trained together on one batch stream
+    print(f"wall time {s['wall_time_s']:.1f} s, {s['steps_per_s']:.1f} steps/s"
+          + (f" (for the group of {group} runs it was trained with)" if group > 1 else ""))
 if s.get("snapshot"):  # restored from figures/<profile>/results.tar.gz (Binder, Colab, make restore)
     print(f"restored from the committed snapshot: step log as means of {s['snapshot']['steps_block']} steps, "
           "no timings")

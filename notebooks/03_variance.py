@@ -57,6 +57,7 @@ elif Path.cwd().name == "notebooks" and (Path.cwd().parent / "pyproject.toml").i
 profile = "demo"  # smoke | demo | paper
 results_root = "results"  # where the training runs are
 figures_root = "figures"  # figures go to <figures_root>/<profile>/, tables to <figures_root>/<profile>/tables/
+variant = None  # None: the profile's own runs; a tag: that variant's (a build with overrides)
 
 # %%
 from pathlib import Path
@@ -66,8 +67,8 @@ from vgcore.report.analysis import VARIANCE_TABLE, mean_std_table
 from vgcore.report.outputs import Outputs, class_names, collect_profile, describe_runs
 from vgcore.results import load_run, own_run_dir
 
-summary = collect_profile(results_root, profile, "summary")  # fails naming valid profiles, or if nothing ran
-epochs = collect_profile(results_root, profile, "epochs")
+summary = collect_profile(results_root, profile, "summary", variant=variant)  # fails naming valid profiles, or if nothing ran
+epochs = collect_profile(results_root, profile, "epochs", variant=variant)
 out = Outputs("03_variance", Path(figures_root) / profile, profile, runs=summary)  # captions name these runs
 plots.use_style()
 print(describe_runs(summary))

@@ -61,6 +61,7 @@ elif Path.cwd().name == "notebooks" and (Path.cwd().parent / "pyproject.toml").i
 profile = "demo"  # smoke | demo | paper
 results_root = "results"  # where the training runs are
 figures_root = "figures"  # figures go to <figures_root>/<profile>/, tables to <figures_root>/<profile>/tables/
+variant = None  # None: the profile's own runs; a tag: that variant's (a build with overrides)
 
 # %%
 from pathlib import Path
@@ -69,8 +70,8 @@ from vgcore.report import plots
 from vgcore.report.analysis import GREEDINESS_TABLE, mean_std_table
 from vgcore.report.outputs import Outputs, collect_profile, describe_runs
 
-summary = collect_profile(results_root, profile, "summary")  # fails naming valid profiles, or if nothing ran
-steps = collect_profile(results_root, profile, "steps")
+summary = collect_profile(results_root, profile, "summary", variant=variant)  # fails naming valid profiles, or if nothing ran
+steps = collect_profile(results_root, profile, "steps", variant=variant)
 out = Outputs("04_greediness", Path(figures_root) / profile, profile, runs=summary)  # captions name these runs
 plots.use_style()
 print(f"{describe_runs(summary)}; {len(steps)} rows of step logs")

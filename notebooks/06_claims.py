@@ -58,6 +58,7 @@ elif Path.cwd().name == "notebooks" and (Path.cwd().parent / "pyproject.toml").i
 profile = "demo"  # smoke | demo | paper_schedule | paper
 results_root = "results"  # where the training runs are
 figures_root = "figures"  # figures go to <figures_root>/<profile>/, tables to <figures_root>/<profile>/tables/
+variant = None  # None: the profile's own runs; a tag: that variant's (a build with overrides)
 
 # %%
 from pathlib import Path
@@ -70,8 +71,8 @@ from vgcore.report import plots
 from vgcore.report.claims import CLAIMS, claims_tables, format_claims
 from vgcore.report.outputs import Outputs, collect_profile, describe_runs
 
-summary = collect_profile(results_root, profile, "summary")  # fails naming valid profiles, or if nothing ran
-epochs = collect_profile(results_root, profile, "epochs")
+summary = collect_profile(results_root, profile, "summary", variant=variant)  # fails naming valid profiles, or if nothing ran
+epochs = collect_profile(results_root, profile, "epochs", variant=variant)
 out = Outputs("06_claims", Path(figures_root) / profile, profile, runs=summary)
 plots.use_style()
 print(describe_runs(summary))

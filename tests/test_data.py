@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ from vgcore import data
 from vgcore.data import DataIntegrityError, DataNotFoundError, fashionmnist
 
 from _ci import unavailable
+from _formats import make_fmnist, write_idx
 
 # ------------------------------------------------------------------ registry and Split
 
@@ -148,30 +148,6 @@ def test_digits_disjoint_split():
 
 
 # ------------------------------------------------------------------ IDX / FashionMNIST
-
-
-def write_idx(path: Path, arr: np.ndarray, gz: bool = True) -> Path:
-    arr = np.ascontiguousarray(arr, dtype=np.uint8)
-    payload = (
-        bytes([0, 0, 0x08, arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape) + arr.tobytes()
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if gz:
-        path = path.with_name(path.name + ".gz")
-        with gzip.open(path, "wb") as fh:
-            fh.write(payload)
-    else:
-        path.write_bytes(payload)
-    return path
-
-
-def make_fmnist(folder: Path, n_train=6, n_test=4, fill=0, gz=True) -> None:
-    rng = np.random.default_rng(fill)
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        imgs = rng.integers(0, 256, size=(n, 28, 28)).astype(np.uint8)
-        imgs[:, 0, 0] = fill  # marks which copy was read
-        write_idx(folder / f"{prefix}-images-idx3-ubyte", imgs, gz)
-        write_idx(folder / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10, gz)
 
 
 def trust_fmnist(monkeypatch, folder: Path) -> None:

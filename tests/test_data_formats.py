@@ -6,83 +6,33 @@ Cars layouts; downloads (file:// URLs), checksum failures and truncated archives
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import os
 import pickle
-import tarfile
-import zipfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from vgcore import data
 from vgcore.data import DataIntegrityError, DataNotFoundError, Remote
 
-
-def md5(path: Path) -> str:
-    return hashlib.md5(path.read_bytes()).hexdigest()
-
-
-def write_image(path: Path, seed: int, size=(6, 5), fmt=None) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arr = np.random.default_rng(seed).integers(0, 256, size=(size[1], size[0], 3)).astype(np.uint8)
-    Image.fromarray(arr).save(
-        path, format=fmt or ("JPEG" if path.suffix.lower() != ".png" else "PNG")
-    )
-
-
-def tgz(folder: Path, archive: Path, extra: dict[str, bytes] | None = None) -> Path:
-    with tarfile.open(archive, "w:gz") as tf:
-        tf.add(folder, arcname=folder.name)
-        for name, content in (extra or {}).items():
-            p = archive.parent / name
-            p.write_bytes(content)
-            tf.add(p, arcname=name)
-    return archive
-
-
-def leftovers(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
-
+from _formats import (
+    CARS_NAMES,
+    CIFAR_NAMES,
+    CUB_CLASSES,
+    leftovers,
+    make_cars_annos,
+    make_cars_devkit,
+    make_cifar,
+    make_cub,
+    make_tiny,
+    md5,
+    tgz,
+    zip_folder,
+)
 
 # ------------------------------------------------------------------ CIFAR-10
-
-
-CIFAR_NAMES = [
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-]
-
-
-def make_cifar(parent: Path, n=3) -> Path:
-    folder = parent / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    files = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-    for k, name in enumerate(files):
-        batch = {
-            "batch_label": f"batch {k}",
-            "labels": [(k + j) % 10 for j in range(n)],
-            "data": rng.integers(0, 256, size=(n, 3072)).astype(np.uint8),
-            "filenames": [f"img_{k}_{j}.png" for j in range(n)],
-        }
-        with open(folder / name, "wb") as fh:
-            pickle.dump(batch, fh, protocol=2)
-    with open(folder / "batches.meta", "wb") as fh:
-        pickle.dump({"label_names": CIFAR_NAMES, "num_cases_per_batch": n, "num_vis": 3072}, fh)
-    return folder
 
 
 def trust_cifar(monkeypatch, folder: Path) -> None:
@@ -175,34 +125,6 @@ def test_cifar10_truncated_batch(tmp_path, monkeypatch):
 # ------------------------------------------------------------------ CUB-200-2011
 
 
-CUB_CLASSES = ["Black_footed_Albatross", "Laysan_Albatross", "Sooty_Albatross", "Groove_billed_Ani"]
-
-
-def make_cub(parent: Path, per_class=2) -> Path:
-    folder = parent / "CUB_200_2011"
-    images, classes, labels, split = [], [], [], []
-    img_id = 0
-    for c, name in enumerate(CUB_CLASSES, 1):
-        cdir = f"{c:03d}.{name}"
-        classes.append(f"{c} {cdir}")
-        for k in range(per_class):
-            img_id += 1
-            rel = f"{cdir}/{name}_{k:04d}_{100 + img_id}.jpg"
-            write_image(folder / "images" / rel, img_id)
-            images.append(f"{img_id} {rel}")
-            labels.append(f"{img_id} {c}")
-            split.append(f"{img_id} {k % 2}")
-    for fname, lines in (
-        ("images.txt", images),
-        ("classes.txt", classes),
-        ("image_class_labels.txt", labels),
-        ("train_test_split.txt", split),
-    ):
-        (folder / fname).write_text("\n".join(lines) + "\n")
-    (folder / "README").write_text("CUB-200-2011 (test copy)\n")
-    return folder
-
-
 def test_cub200_folder_zero_shot_split(tmp_path):
     make_cub(tmp_path / "cub200")
     tr = data.load_dataset("cub200", tmp_path, "train", download=False)
@@ -287,47 +209,6 @@ def test_cub200_not_found(tmp_path):
 # ------------------------------------------------------------------ Tiny-ImageNet
 
 
-TINY_WNIDS = ["n02124075", "n01443537", "n04067472"]  # wnids.txt is not sorted
-TINY_WORDS = {
-    "n01443537": "goldfish, Carassius auratus",
-    "n02124075": "Egyptian cat",
-    "n04067472": "reel",
-    "n00001740": "entity",  # words.txt covers all of WordNet, not only the 200
-}
-
-
-def make_tiny(parent: Path, per_class=2, val_per_class=2) -> Path:
-    folder = parent / "tiny-imagenet-200"
-    folder.mkdir(parents=True)
-    (folder / "wnids.txt").write_text("\n".join(TINY_WNIDS) + "\n")
-    (folder / "words.txt").write_text("".join(f"{w}\t{t}\n" for w, t in TINY_WORDS.items()))
-    seed = 0
-    for w in TINY_WNIDS:
-        boxes = []
-        for k in range(per_class):
-            seed += 1
-            write_image(
-                folder / "train" / w / "images" / f"{w}_{k}.JPEG", seed, size=(8, 8), fmt="JPEG"
-            )
-            boxes.append(f"{w}_{k}.JPEG\t0\t0\t7\t7")
-        (folder / "train" / w / f"{w}_boxes.txt").write_text("\n".join(boxes) + "\n")
-    ann = []
-    for i in range(val_per_class * len(TINY_WNIDS)):
-        w = TINY_WNIDS[i % len(TINY_WNIDS)]
-        write_image(folder / "val" / "images" / f"val_{i}.JPEG", 100 + i, size=(8, 8), fmt="JPEG")
-        ann.append(f"val_{i}.JPEG\t{w}\t0\t1\t6\t7")
-    (folder / "val" / "val_annotations.txt").write_text("\n".join(ann) + "\n")
-    write_image(folder / "test" / "images" / "test_0.JPEG", 999, size=(8, 8), fmt="JPEG")
-    return folder
-
-
-def zip_folder(folder: Path, archive: Path) -> Path:
-    with zipfile.ZipFile(archive, "w") as zf:
-        for p in sorted(folder.rglob("*")):
-            zf.write(p, p.relative_to(folder.parent).as_posix())
-    return archive
-
-
 def test_tinyimagenet_folder(tmp_path):
     make_tiny(tmp_path / "tinyimagenet")
     tr = data.load_dataset("tinyimagenet", tmp_path, "train", download=False)
@@ -374,81 +255,6 @@ def test_tinyimagenet_bad_annotation(tmp_path):
 
 
 # ------------------------------------------------------------------ Stanford Cars
-
-
-CARS_NAMES = [
-    "AM General Hummer SUV 2000",
-    "Acura RL Sedan 2012",
-    "Acura TL Sedan 2012",
-    "Acura TL Type-S 2008",
-]
-
-
-def _struct_array(rows: list[dict]) -> np.ndarray:
-    fields = list(rows[0])
-    arr = np.empty((1, len(rows)), dtype=[(f, "O") for f in fields])
-    for i, row in enumerate(rows):
-        for f in fields:
-            v = row[f]
-            arr[0, i][f] = np.array([v]) if isinstance(v, str) else np.array([[v]], dtype=np.uint16)
-    return arr
-
-
-def _cell(strings: list[str]) -> np.ndarray:
-    out = np.empty((1, len(strings)), dtype=object)
-    for i, s in enumerate(strings):
-        out[0, i] = np.array([s])
-    return out
-
-
-def make_cars_annos(base: Path, per_class=2) -> Path:
-    """Layout A: cars_annos.mat + car_ims/ (16,185 images in the real set)."""
-    from scipy.io import savemat
-
-    rows, k = [], 0
-    for c in range(1, len(CARS_NAMES) + 1):
-        for j in range(per_class):
-            k += 1
-            write_image(base / "car_ims" / f"{k:06d}.jpg", k)
-            rows.append(
-                dict(
-                    relative_im_path=f"car_ims/{k:06d}.jpg",
-                    bbox_x1=1, bbox_y1=1, bbox_x2=5, bbox_y2=4,
-                    **{"class": c, "test": j % 2},
-                )
-            )  # fmt: skip
-    savemat(
-        base / "cars_annos.mat",
-        {"annotations": _struct_array(rows), "class_names": _cell(CARS_NAMES)},
-    )
-    return base
-
-
-def make_cars_devkit(base: Path, per_class=2, nested=False, test_mat_in_devkit=False) -> Path:
-    """Layout B: devkit/ + cars_train/ + cars_test/ + cars_test_annos_withlabels.mat."""
-    from scipy.io import savemat
-
-    (base / "devkit").mkdir(parents=True)
-    savemat(base / "devkit" / "cars_meta.mat", {"class_names": _cell(CARS_NAMES)})
-    for part in ("train", "test"):
-        rows = []
-        img_dir = base / f"cars_{part}"
-        if nested:
-            img_dir = img_dir / f"cars_{part}"
-        for c in range(1, len(CARS_NAMES) + 1):
-            for j in range(per_class):
-                fname = f"{len(rows) + 1:05d}.jpg"
-                write_image(img_dir / fname, 10 * c + j + (500 if part == "test" else 0))
-                rows.append(
-                    dict(bbox_x1=1, bbox_y1=1, bbox_x2=5, bbox_y2=4, **{"class": c}, fname=fname)
-                )
-        mat = {"annotations": _struct_array(rows)}
-        if part == "train":
-            savemat(base / "devkit" / "cars_train_annos.mat", mat)
-        else:
-            where = base / "devkit" if test_mat_in_devkit else base
-            savemat(where / "cars_test_annos_withlabels.mat", mat)
-    return base
 
 
 def _check_cars(root: Path, n_per_split: int, layout: str) -> None:

@@ -461,3 +461,12 @@ def test_superclass_metrics_by_hand():
 def test_bad_input_messages(z, y, kwargs, message):
     with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
         retrieval_metrics(z, y, nmi=False, **kwargs)
+@pytest.mark.parametrize("case", [_random_case, _clustered_case])
+def test_recall_only_gives_the_same_recalls_and_skips_map_at_r(case):
+    """map_at_r=False ranks only max(ks) neighbours: same Recall@K, MAP@R and R-precision NaN."""
+    z, y = case()
+    full = retrieval_metrics(z, y, nmi=False, chunk_size=37)
+    light = retrieval_metrics(z, y, nmi=False, map_at_r=False, chunk_size=37)
+    assert {k: light[k] for k in light if k.startswith("recall@")} == {k: full[k] for k in full if k.startswith("recall@")}
+    assert math.isnan(light["map@r"]) and math.isnan(light["r_precision"]) and not math.isnan(full["map@r"])
+    assert light["n_queries"] == full["n_queries"]

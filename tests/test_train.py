@@ -247,16 +247,17 @@ def test_cli_list_and_bad_input():
     assert bad.returncode == 2 and "unknown loss 'hinge'" in bad.stderr and "Traceback" not in bad.stderr
 
 
-# The sweep of the test below, killed (SIGKILL, no clean-up) at a known point: when the third run has
-# trained and written its tables but not its embeddings or summary.
+# The sweep of the test below, killed (SIGKILL, no clean-up) at a known point: in its second fused
+# group (seed 1), when the third run has written its tables but not its embeddings or summary.
 KILLED_SWEEP = """
 import os, signal, sys
 from vgcore import results
 from vgcore.__main__ import main
+from vgcore.config import get_profile
 real, calls = results.write_embeddings, []
 def write_embeddings(*args, **kwargs):
     calls.append(args)
-    if len(calls) == 3:
+    if len(calls) == len(get_profile("smoke").losses) + 3:
         os.kill(os.getpid(), signal.SIGKILL)
     return real(*args, **kwargs)
 results.write_embeddings = write_embeddings
@@ -265,23 +266,24 @@ sys.exit(main(sys.argv[1:]))
 
 
 def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path):
+    """The sweep trains one fused group per (dataset, seed): kill it after the first group is written."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    args = ["sweep", "--profile", "smoke", "--results", str(tmp_path / "res"), "--cache-dir", str(tmp_path / "cache"),
-            "--quiet", "epochs=2"]
+    args = ["sweep", "--profile", "smoke", "--seeds", "0", "1", "--results", str(tmp_path / "res"),
+            "--cache-dir", str(tmp_path / "cache"), "--quiet", "epochs=2"]
     killed = subprocess.run([sys.executable, "-c", KILLED_SWEEP, *args], env=env, capture_output=True, text=True)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     root = results.run_dir(tmp_path / "res", smoke_config(epochs=2)).parents[1]  # epochs=2: a variant's folder
     first, second, third = LOSSES[:3]
-    finished = {p.parent: p.stat().st_mtime_ns for p in root.glob("*/seed0/summary.json")}
-    assert set(finished) == {root / first / "seed0", root / second / "seed0"}
-    assert list((root / third).glob(".tmp-seed0*"))  # killed mid-run: its staging folder, no summary
+    finished = {p.parent: p.stat().st_mtime_ns for p in root.glob("*/seed*/summary.json")}
+    assert set(finished) == {root / loss / "seed0" for loss in LOSSES} | {root / first / "seed1", root / second / "seed1"}
+    assert list((root / third).glob(".tmp-seed1*"))  # killed mid-run: its staging folder, no summary
     before = {p: p.stat().st_mtime_ns for d in finished for p in d.iterdir()}
 
     subprocess.run([sys.executable, "-m", "vgcore", *args], env=env, check=True, capture_output=True)
     after = {p: p.stat().st_mtime_ns for d in finished for p in d.iterdir()}
     assert after == before, "finished runs were rewritten"
-    assert len(list(root.glob("*/seed0/summary.json"))) == len(LOSSES)
-    assert results.is_complete(root / third / "seed0", smoke_config(third, epochs=2).config_hash())
+    assert len(list(root.glob("*/seed*/summary.json"))) == 2 * len(LOSSES)
+    assert results.is_complete(root / third / "seed1", smoke_config(third, seed=1, epochs=2).config_hash())
     leftovers = [p for p in root.rglob("*") if p.name.startswith(".tmp-") or p.name == "failure.json"]
     assert not leftovers
 

@@ -40,10 +40,10 @@ def test_dry_run_of_the_demo_lists_the_whole_dag(tmp_path):
     proc = snakemake("--dry-run", "--quiet", "rules", "--config", "profile=demo", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     prof = get_profile("demo")
-    n_train = len(prof.datasets) * len(prof.losses) * len(prof.seeds)
     counts = job_counts(proc.stdout + proc.stderr)
     assert counts["features"] == len(prof.datasets)
-    assert counts["train"] == n_train
+    assert counts["train"] == len(prof.datasets) * len(prof.seeds)  # one fused job per dataset x seed
+    assert "train_notebook" not in counts
     assert all(counts[f"analysis_{nb}"] == 1 for nb in outputs.ANALYSIS)
     assert counts["index"] == 1 and counts["all"] == 1
 
@@ -60,6 +60,30 @@ def test_bad_profile_loss_dataset_or_seed_stops_the_dag_naming_the_choices(tmp_p
     assert message in proc.stdout + proc.stderr
 
 
+@pytest.mark.parametrize(("config", "message"), [
+    (["profile=smoke", "overrides=epochs=2"], "overrides change the runs: give results=... and figures=..."),
+    (["profile=smoke", "results=r", "figures=f", "overrides=epochz=2"], "unknown config key(s) ['epochz']"),
+    (["profile=smoke", "results=r", "figures=f", "overrides=loss_params.margn=0.1"], "unknown hyperparameter"),
+])
+def test_bad_overrides_stop_the_dag(tmp_path, config, message):
+    proc = snakemake("--dry-run", "--config", *config, cwd=tmp_path)
+    assert proc.returncode != 0
+    assert message in proc.stdout + proc.stderr
+
+
+def test_overrides_reach_every_job_of_the_dag(tmp_path):
+    proc = snakemake("--dry-run", "--printshellcmds", "--config", "profile=smoke", "results=r", "figures=f",
+                     "overrides=epochs=2 eval_train_size=16", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout + proc.stderr
+    assert "vgcore sweep --profile smoke --datasets synthetic --seeds 0" in out and "epochs=2 eval_train_size=16" in out
+    assert out.count("-p overrides '{\"epochs\": 2, \"eval_train_size\": 16}'") == 2  # features, train's notebooks
+    assert "--each loss contrastive triplet npair infonce arcface scl ccl" in out
+    tag = workflow.build_tag({"epochs": 2, "eval_train_size": 16})  # the runs of overrides are a variant's
+    assert f"--tag {tag}" in out and f"-p tag {tag}" in out and f"r/smoke/variants/{tag}/synthetic/ccl/seed0" in out
+    assert out.count(f"-p variant {tag}") == len(outputs.ANALYSIS)  # the analysis notebooks read that variant
+
+
 def test_the_cli_and_make_check_the_selection_before_starting_snakemake(capsys):
     from vgcore.__main__ import main
 
@@ -68,6 +92,10 @@ def test_the_cli_and_make_check_the_selection_before_starting_snakemake(capsys):
     assert "unknown loss(s) ['hinge']" in err and "triplet" in err
     assert main(["figures", "--profile", "nope", "--dry-run"]) == 2
     assert "unknown profile 'nope'; choose one of: smoke, demo, paper" in capsys.readouterr().err
+    assert main(["paper", "--set", "epochs=2", "--dry-run"]) == 2
+    assert "overrides change the runs" in capsys.readouterr().err
+    assert main(["paper", "--set", "epochz=2", "--results", "r", "--figures", "f", "--dry-run"]) == 2
+    assert "unknown config key(s) ['epochz']" in capsys.readouterr().err
 
 
 def test_snakemake_command_carries_profile_and_selection():
@@ -128,6 +156,15 @@ def test_a_kernel_that_fails_to_start_is_retried(tmp_path, monkeypatch):
     assert nbformat.read(out, 4).cells[-1].outputs[0]["text"] == "42\n"
 
 
+def test_execute_many_retries_a_kernel_that_fails_to_start(tmp_path, monkeypatch):
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
+    counter = fake_kernel(tmp_path, "flaky_many", fail_times=1)
+    outs = workflow.execute_many([(tiny_notebook(tmp_path / "in.ipynb"), tmp_path / "o.ipynb", {"x": 41})],
+                                 kernel="flaky_many", retries=2, start_timeout=60, log=lambda m: None)
+    assert counter.read_text() == "2"
+    assert nbformat.read(outs[0], 4).cells[-1].outputs[0]["text"] == "42\n"
+
+
 def test_a_kernel_that_never_starts_fails_after_the_retries(tmp_path, monkeypatch):
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
     counter = fake_kernel(tmp_path, "dead", fail_times=99)
@@ -135,6 +172,33 @@ def test_a_kernel_that_never_starts_fails_after_the_retries(tmp_path, monkeypatc
         workflow.execute(tiny_notebook(tmp_path / "in.ipynb"), tmp_path / "out.ipynb", kernel="dead", retries=1,
                       start_timeout=30, log=lambda m: None)
     assert counter.read_text() == "2"
+
+
+def test_execute_many_runs_each_notebook_in_one_kernel_with_a_clean_namespace(tmp_path):
+    nb = tmp_path / "in.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("x = 0", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("import os\nprint(x, 'left' in dir(), os.getpid())\nleft = x")],
+        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}), nb)
+    outs = workflow.execute_many([(nb, tmp_path / f"out{i}.ipynb", {"x": i}) for i in range(3)], log=lambda m: None)
+    printed = [nbformat.read(o, 4).cells[-1].outputs[0]["text"].split() for o in outs]
+    assert [p[:2] for p in printed] == [["0", "False"], ["1", "False"], ["2", "False"]]  # no name leaks across
+    assert len({p[2] for p in printed}) == 1  # one kernel process for all three
+
+
+def test_execute_many_stops_at_the_first_failing_notebook_and_keeps_it(tmp_path):
+    nb = tmp_path / "in.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("x = 0", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("assert x != 1, 'bad x'")],
+        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}), nb)
+    outs = [tmp_path / f"out{i}.ipynb" for i in range(3)]
+    with pytest.raises(Exception, match="bad x"):
+        workflow.execute_many([(nb, o, {"x": i}) for i, o in enumerate(outs)], log=lambda m: None)
+    assert outs[0].exists() and workflow.failed_copy(outs[1]).exists() and not outs[2].exists()
+    from vgcore.__main__ import main
+
+    assert main(["execute", str(nb), str(outs[0]), str(outs[1]), "--each", "x", "0"]) == 2  # one output per value
 
 
 def test_a_failing_notebook_keeps_its_partial_output_and_is_not_retried(tmp_path):

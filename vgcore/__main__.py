@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_features(run)
     _add_paths(run)
 
-    p = sub.add_parser("sweep", help="every dataset x loss x seed of a profile, skipping complete runs")
+    p = sub.add_parser("sweep", help="every dataset x loss x seed of a profile, skipping complete runs; the "
+                       "losses of a dataset x seed train together on one batch stream (same results as alone)")
     p.add_argument("--profile", default=None, help="default: demo (custom with --features)")
     _add_selection(p)
     _add_features(p)
@@ -106,14 +107,20 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--results", default=DEFAULT_RESULTS, help="results root (default: results/)")
         p.add_argument("--figures", default="figures", help="figures root (default: figures/)")
         p.add_argument("--dry-run", action="store_true", help="print what would run, run nothing")
+        p.add_argument("--set", nargs="+", default=(), metavar="key=value", dest="overrides",
+                       help="config overrides for every run (e.g. epochs=2 backbone_options.weights=random); "
+                            "they change the runs, so give --results and --figures apart from the defaults")
         p.add_argument("snakemake_args", nargs=argparse.REMAINDER,
                        help="after `--`: further snakemake options, e.g. -- --profile workflow/profiles/slurm")
 
-    ex = sub.add_parser("execute", help="run one notebook through papermill (what the Snakefile's rules call)")
+    ex = sub.add_parser("execute", help="run one notebook through papermill (what the Snakefile's rules call); "
+                        "with --each, run it once per value of one parameter, all in one kernel")
     ex.add_argument("notebook")
-    ex.add_argument("output")
+    ex.add_argument("output", nargs="+", help="the executed notebook (one per --each value)")
     ex.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                     help="a parameter (VALUE parsed as JSON where it parses, else a string)")
+    ex.add_argument("--each", nargs="+", default=None, metavar=("NAME", "VALUE"),
+                    help="NAME V1 V2 ...: execute once per value, into the outputs in the same order, in one kernel")
     ex.add_argument("--retries", type=int, default=2, help="retries when the kernel fails to start")
     ex.add_argument("--kernel", default="python3")
 
@@ -238,13 +245,14 @@ def _build(args: argparse.Namespace) -> int:
     profile = args.profile if args.command == "figures" else args.command
     extra = [a for a in (args.snakemake_args or []) if a != "--"] + (["--dry-run"] if args.dry_run else [])
     cmd = snakemake_command(profile, jobs=args.jobs, results=args.results, figures=args.figures,
-                            datasets=args.datasets, losses=args.losses, seeds=args.seeds, extra=extra)
+                            datasets=args.datasets, losses=args.losses, seeds=args.seeds, overrides=args.overrides,
+                            extra=extra)
     try:
         import snakemake  # noqa: F401
     except ImportError:
         raise ValueError("the notebook build needs Snakemake: pip install 'vgcore[workflow]' (make setup does)") from None
     forced = prepare_runs(get_profile(profile), args.results, args.datasets, args.losses, args.seeds,
-                          dry_run=args.dry_run, log=lambda m: print(m, file=sys.stderr, flush=True))
+                          overrides=args.overrides, dry_run=args.dry_run, log=lambda m: print(m, file=sys.stderr, flush=True))
     if forced:
         cmd += ["--forcerun", *map(str, forced)]
     print("+ " + " ".join(cmd), file=sys.stderr, flush=True)
@@ -259,12 +267,22 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _execute(args: argparse.Namespace) -> int:
-    from vgcore.workflow import execute
+    from vgcore.workflow import execute, execute_many
 
     params = {name: parse_value(value) for name, value in args.parameter}
+    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    if args.each is not None and (len(args.each) < 2 or len(args.each) - 1 != len(args.output)):
+        raise ValueError(f"--each NAME V1 V2 ... needs one output per value: got {max(len(args.each) - 1, 0)} "
+                         f"value(s) and {len(args.output)} output(s)")
+    if args.each is None and len(args.output) != 1:
+        raise ValueError(f"one output per notebook run: got {len(args.output)}; use --each NAME V1 V2 ... for several")
     try:
-        execute(args.notebook, args.output, params, kernel=args.kernel, retries=args.retries,
-                log=lambda m: print(m, file=sys.stderr))
+        if args.each is None:
+            execute(args.notebook, args.output[0], params, kernel=args.kernel, retries=args.retries, log=log)
+        else:
+            name, values = args.each[0], [parse_value(v) for v in args.each[1:]]
+            execute_many([(args.notebook, out, {**params, name: v}) for out, v in zip(args.output, values, strict=True)],
+                         kernel=args.kernel, retries=args.retries, log=log)
     except Exception as err:  # the notebook's own traceback is in the output; keep this short
         if args.debug:
             raise

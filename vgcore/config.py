@@ -54,6 +54,7 @@ class RunConfig:
     sampler: str = "random"
     samples_per_class: int = 4
     eval_every: int = 1
+    full_eval_every: int = 0
     eval_train_size: int = 2000
     eval_split: str = "test"
     train_size: int | None = None
@@ -82,6 +83,9 @@ class RunConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 2):
                 raise ValueError(f"{name} must be None (all samples) or an integer >= 2, got {value!r}")
+        if not isinstance(self.full_eval_every, int) or isinstance(self.full_eval_every, bool) or self.full_eval_every < 0:
+            raise ValueError(f"full_eval_every must be 0 (MAP@R, R-precision and NMI at the final epoch only) or a "
+                             f"positive number of epochs, got {self.full_eval_every!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         if not _is_real(self.lr) or not self.lr > 0:
@@ -107,6 +111,11 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def full_eval_at(self, epoch: int) -> bool:
+        """Whether evaluation after `epoch` computes the full retrieval set (MAP@R, R-precision, NMI)
+        besides VARIANCE and Recall@K: at the final epoch, and every `full_eval_every` epochs if set."""
+        return epoch == self.epochs or (self.full_eval_every > 0 and epoch % self.full_eval_every == 0)
 
     def config_hash(self) -> str:
         """sha256 (first 16 hex digits) of the canonical JSON of every field."""
@@ -234,6 +243,32 @@ PROFILES: dict[str, Profile] = {
         settings={"epochs": 20, "batch_size": 256, "lr": 1e-3, "eval_every": 5},
     ),
 }
+
+
+PER_LEARNER_KEYS: tuple[str, ...] = ("loss", "loss_params", "lr", "weight_decay", "embedding_dim", "head",
+                                     "head_hidden")
+"""What may differ between the runs of one fused group (`vgcore.train.run_group`): each run's own
+head, loss and optimiser. Every other key (data, seed, sampler, schedule, device) defines the batch
+stream and evaluation the group shares."""
+
+
+def group_key(config: RunConfig) -> str:
+    """The canonical JSON of the keys a fused group shares: runs with equal keys can train together."""
+    shared = {k: v for k, v in config.to_dict().items() if k not in PER_LEARNER_KEYS}
+    return json.dumps(shared, sort_keys=True, default=str)
+
+
+def check_group(configs: list[RunConfig]) -> None:
+    """ValueError naming the first shared key in which two configs of a would-be group differ."""
+    first = configs[0].to_dict()
+    for config in configs[1:]:
+        other = config.to_dict()
+        for key in first:
+            if key not in PER_LEARNER_KEYS and first[key] != other[key]:
+                raise ValueError(
+                    f"configs {configs[0].loss!r} and {config.loss!r} differ in {key} ({first[key]!r} vs {other[key]!r}): "
+                    f"fused runs share the data, seed, sampler and schedule (only {', '.join(PER_LEARNER_KEYS)} may "
+                    f"differ); run them in separate groups")
 
 
 def get_profile(name: str) -> Profile:

@@ -12,7 +12,8 @@ What. A run directory holds:
 
 - ``config.json``     the RunConfig
 - ``steps.csv``       one row per training step: STEP_COLUMNS
-- ``epochs.csv``      one row per (evaluated epoch, split): EPOCH_COLUMNS (epoch 0 = untrained head)
+- ``epochs.csv``      one row per (evaluated epoch, split): EPOCH_COLUMNS (epoch 0 = untrained head;
+                      MAP@R, R-precision and NMI only where ``RunConfig.full_eval_at``, NaN elsewhere)
 - ``embeddings.npz``  final evaluation embeddings (float16), labels and superclass labels (where the
                       dataset has them), compressed
 - ``summary.json``    final metrics, convergence epochs, wall time, versions, config hash, overrides,
@@ -68,8 +69,10 @@ STEP_COLUMNS = ("step", "epoch", "train_loss", *GREEDINESS_KEYS)
 EPOCH_COLUMNS = ("epoch", "split", "train_loss", *VARIANCE_KEYS, *RETRIEVAL_KEYS, *HIERARCHY_KEYS)
 TABLES = ("epochs", "steps", "summary")
 
-SCHEMA_REVISION = 2
-"""Bumped by hand when a column changes meaning. 2: steps.csv gained ``grad_effective_share``."""
+SCHEMA_REVISION = 3
+"""Bumped by hand when a column changes meaning. 2: steps.csv gained ``grad_effective_share``.
+3: ``nmi`` from the torch k-means on the training device; ``map@r``, ``r_precision`` and ``nmi`` in
+epochs.csv only at full-evaluation epochs (the final one by default), NaN at the others."""
 SCHEMA_VERSION = f"{SCHEMA_REVISION}." + hashlib.sha256(
     json.dumps([STEP_COLUMNS, EPOCH_COLUMNS]).encode()).hexdigest()[:8]
 """Version of the files below: the revision and a digest of the column names, so that a run written

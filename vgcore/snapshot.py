@@ -45,7 +45,7 @@ FILES = ("config.json", "summary.json", "epochs.csv", "steps.csv")
 EMBEDDINGS = "embeddings.npz"
 MAX_STEP_ROWS = 60
 """At most this many rows of ``steps.csv`` per run in the snapshot (the 04 figures draw 60 bins)."""
-VOLATILE = {"wall_time_s": None, "steps_per_s": None, "git": {"commit": None, "dirty": None}}
+VOLATILE = {"wall_time_s": None, "eval_time_s": None, "steps_per_s": None, "git": {"commit": None, "dirty": None}}
 """Summary fields that change on every rebuild without changing a number, and their snapshot value."""
 
 
@@ -53,11 +53,11 @@ def default_archive(profile: str, figures_root: str | os.PathLike = "figures") -
     return Path(figures_root) / profile / "results.tar.gz"
 
 
-def _complete_runs(results_root: Path, profile: str) -> list[Path]:
-    """The profile's own runs, each checked to be current and intact (vgcore.results.check_run)."""
+def _complete_runs(results_root: Path, profile: str, variant: str | None = None) -> list[Path]:
+    """The profile's own runs (or one variant's), each checked to be current and intact (vgcore.results.check_run)."""
     from vgcore import results
 
-    runs = results.find_runs(results_root, profile)
+    runs = results.find_runs(results_root, profile, variant)
     for run in runs:
         results.check_run(run)
     return runs
@@ -131,12 +131,14 @@ def _zero_zip_times(data: bytes) -> bytes:
     return out.getvalue()
 
 
-def members(results_root: str | os.PathLike, profile: str) -> dict[str, bytes]:
-    """Archive path -> content of every file the snapshot of `profile` holds (see the module docstring)."""
+def members(results_root: str | os.PathLike, profile: str, variant: str | None = None) -> dict[str, bytes]:
+    """Archive path -> content of every file the snapshot of `profile` (or of one of its variants)
+    holds (see the module docstring)."""
     root = Path(results_root)
-    runs = _complete_runs(root, profile)
+    runs = _complete_runs(root, profile, variant)
     if not runs:
-        raise ValueError(f"no complete run of profile {profile!r} under {str(root)!r}")
+        what = f"variant {variant!r} of profile {profile!r}" if variant else f"profile {profile!r}"
+        raise ValueError(f"no complete run of {what} under {str(root)!r}")
     lowest_seed: dict[tuple[str, str], Path] = {}
     for run in runs:  # sorted, but seed10 < seed2 as text: compare numbers
         key = (run.parent.parent.name, run.parent.name)
@@ -178,11 +180,12 @@ def archive_bytes(files: dict[str, bytes]) -> bytes:
     return out.getvalue()
 
 
-def write(results_root: str | os.PathLike, profile: str, out: str | os.PathLike | None = None) -> Path:
+def write(results_root: str | os.PathLike, profile: str, out: str | os.PathLike | None = None, *,
+          variant: str | None = None) -> Path:
     """Write the snapshot of every complete own run of `profile` under `results_root` (variants are left
-    out; a stale or corrupt run stops it, naming the run); returns its path. An existing archive with
-    the same bytes is left untouched (not even its mtime changes)."""
-    data = archive_bytes(members(results_root, profile))
+    out, or only `variant`'s runs are in; a stale or corrupt run stops it, naming the run); returns its
+    path. An existing archive with the same bytes is left untouched (not even its mtime changes)."""
+    data = archive_bytes(members(results_root, profile, variant))
     out = Path(out) if out else default_archive(profile)
     if out.is_file() and out.read_bytes() == data:
         return out

@@ -2,6 +2,8 @@
 
 - :func:`execute`: run one notebook through papermill, retrying only when the kernel fails to start;
   a notebook that fails in a cell is kept beside its target as ``<name>.failed.ipynb``.
+  :func:`execute_many`: several notebooks one after the other in one kernel (the per-run training
+  notebooks of a fused job: a kernel start and the imports once, not once per run).
 - :func:`snakemake_command`: the one command line `make demo`, `make paper` and
   ``python -m vgcore demo`` run (workflow/Snakefile).
 - :func:`select` and :func:`parse_seeds`: a subset of a profile's datasets, losses or seeds, checked;
@@ -92,14 +94,93 @@ def hide_default_parameters(path: str | os.PathLike) -> None:
     nbformat.write(nb, path)
 
 
-def snakemake_command(profile: str, *, jobs: int | str = "all", results: str = "results", figures: str = "figures",
-                      datasets=None, losses=None, seeds=None, directory: str | os.PathLike | None = None,
-                      extra=()) -> list[str]:
-    """The snakemake invocation of the build (profile and selections checked first)."""
-    from vgcore.config import get_profile
+def execute_many(jobs, *, kernel: str = KERNEL, retries: int = 2, start_timeout: float = 120,
+                 cwd: str | os.PathLike | None = None, log=print) -> list[Path]:
+    """Execute several notebooks one after the other in ONE kernel: ``jobs`` is a list of
+    ``(notebook, output, parameters)``.
 
-    chosen = selection(get_profile(profile), datasets, losses, seeds)
+    Starting a kernel and importing torch, pandas and matplotlib cost several seconds, more than a
+    training notebook that only loads and plots its run; here they are paid once per call. Before
+    each notebook the kernel's namespace is cleared (``%reset -f``) and its figures closed, so a
+    notebook sees only what it defines (imported modules stay loaded). The kernel start is retried
+    as in :func:`execute`; the first notebook that fails in a cell is kept as ``<name>.failed.ipynb``
+    and stops the call (the later ones do not run)."""
+    import papermill as pm
+    from jupyter_client.manager import KernelManager
+
+    km = None
+    for attempt in range(retries + 1):
+        km = KernelManager(kernel_name=kernel)
+        try:
+            km.start_kernel(cwd=str(cwd) if cwd else None)
+            _run_in_kernel(km, "pass", start_timeout)  # waits until the kernel answers
+            break
+        except Exception as err:
+            if km.has_kernel:
+                km.shutdown_kernel(now=True)
+            if is_kernel_start_failure(err) and attempt < retries:
+                log(f"kernel failed to start (attempt {attempt + 1}/{retries + 1}): {err}; retrying")
+                time.sleep(1 + 2 * attempt)
+                continue
+            raise
+    done = []
+    try:
+        for notebook, output, parameters in jobs:
+            _run_in_kernel(km, "%reset -f\nimport matplotlib.pyplot as _plt\n_plt.close('all')\ndel _plt", 60)
+            output = Path(output)
+            output.parent.mkdir(parents=True, exist_ok=True)
+            partial = failed_copy(output)
+            try:
+                pm.execute_notebook(str(notebook), str(output), parameters=parameters or {}, kernel_name=kernel,
+                                    km=km, progress_bar=False)
+            except Exception:
+                if output.exists():
+                    shutil.copyfile(output, partial)
+                    log(f"{notebook} failed; its partial output is in {partial}")
+                raise
+            partial.unlink(missing_ok=True)
+            hide_default_parameters(output)
+            done.append(output)
+    finally:
+        km.shutdown_kernel(now=True)
+    return done
+
+
+def _run_in_kernel(km, code: str, timeout: float) -> None:
+    """Run `code` in the kernel of `km` through a client of its own (papermill's client leaves a
+    previous one unusable), raising if it does not answer within `timeout` seconds."""
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=timeout)
+        reply = kc.execute_interactive(code, timeout=timeout, output_hook=lambda msg: None)
+        if reply["content"]["status"] != "ok":
+            raise RuntimeError(f"the kernel could not run {code!r}: {reply['content'].get('evalue')}")
+    finally:
+        kc.stop_channels()
+
+
+def snakemake_command(profile: str, *, jobs: int | str = "all", results: str = "results", figures: str = "figures",
+                      datasets=None, losses=None, seeds=None, overrides=(), directory: str | os.PathLike | None = None,
+                      extra=()) -> list[str]:
+    """The snakemake invocation of the build (profile, selections and overrides checked first).
+
+    ``overrides``: ``key=value`` strings applied to every run (as on the ``run``/``sweep`` command
+    line); they change the runs, so ``results`` and ``figures`` must then differ from the defaults."""
+    import shlex
+
+    from vgcore.config import get_profile, parse_overrides
+
+    prof = get_profile(profile)
+    chosen = selection(prof, datasets, losses, seeds)
     config = [f"profile={profile}", f"results={results}", f"figures={figures}"]
+    if overrides:
+        parsed = parse_overrides(list(overrides))
+        if results == "results" or figures == "figures":
+            raise ValueError("overrides change the runs: give results and figures roots apart from the profile's "
+                             "(e.g. --results results/custom --figures figures/custom)")
+        prof.config(chosen[0][0], chosen[1][0], chosen[2][0], **parsed)  # rejected options stop here
+        config.append("overrides=" + " ".join(shlex.quote(o) for o in overrides))
     for key, given, values in zip(("datasets", "losses", "seeds"), (datasets, losses, seeds), chosen, strict=True):
         if given:
             config.append(f"{key}=" + ",".join(map(str, values)))
@@ -109,8 +190,16 @@ def snakemake_command(profile: str, *, jobs: int | str = "all", results: str = "
             "--config", *config, *extra]
 
 
+def build_tag(overrides: dict) -> str | None:
+    """The variant folder of a build with `overrides` (parsed, nested): None without any, else the
+    first 12 hex digits of their canonical JSON's sha256, the same for every dataset of the build."""
+    from vgcore import results
+
+    return results.variant_name(overrides) if overrides else None
+
+
 def prepare_runs(profile, results_root: str | os.PathLike, datasets=None, losses=None, seeds=None, *,
-                 dry_run: bool = False, log=print) -> list[Path]:
+                 overrides=(), dry_run: bool = False, log=print) -> list[Path]:
     """Check each selected run of `profile` under `results_root` before a build; return the
     ``summary.json`` files Snakemake must rerun (``--forcerun``).
 
@@ -118,13 +207,17 @@ def prepare_runs(profile, results_root: str | os.PathLike, datasets=None, losses
     or results from before variants had their own folders) is moved to
     ``<profile>/variants/<digest>/`` (:func:`vgcore.results.set_aside`; with `dry_run` only reported
     and forced); a run whose files do not match its summary, or of an older results schema, is forced.
+    ``overrides``: the build's ``key=value`` strings, applied to every run's config.
     """
     from vgcore import results
+    from vgcore.config import parse_overrides
 
+    parsed = parse_overrides(list(overrides))
+    tag = build_tag(parsed)
     forced = []
     for dataset, loss, seed in _cells(profile, datasets, losses, seeds):
-        path = results.own_run_dir(results_root, profile.name, dataset, loss, seed)
-        config_hash = profile.config(dataset, loss, seed).config_hash()
+        config = profile.config(dataset, loss, seed, **parsed)
+        path, config_hash = results.run_dir(results_root, config, tag), config.config_hash()
         try:
             summary = results.read_summary(path)
         except results.RunIntegrityError as err:
@@ -133,7 +226,7 @@ def prepare_runs(profile, results_root: str | os.PathLike, datasets=None, losses
             continue
         if summary is None or results.is_current(path, config_hash):
             continue
-        if summary.get("config_hash") != config_hash:
+        if summary.get("config_hash") != config_hash and tag is None:
             if dry_run:
                 log(f"{path} holds a run of another config: the build would move it to its variant folder and retrain")
                 forced.append(path / "summary.json")
@@ -142,7 +235,8 @@ def prepare_runs(profile, results_root: str | os.PathLike, datasets=None, losses
                 moved = results.set_aside(path)
             log(f"{path} held a run of another config: moved to {moved}; retraining")
         else:
-            why = ("its files do not match its summary.json" if summary.get("schema_version", 1) == results.SCHEMA_VERSION
+            why = ("it holds a run of other settings" if summary.get("config_hash") != config_hash
+                   else "its files do not match its summary.json" if summary.get("schema_version", 1) == results.SCHEMA_VERSION
                    else f"it is of an older results schema ({summary.get('schema_version', 1)})")
             log(f"{path}: {why}; rerunning it")
             forced.append(path / "summary.json")
@@ -189,8 +283,8 @@ def parse_seeds(chosen, default) -> list[int]:
     return out
 
 
-def dataset_spec(profile, dataset: str) -> str:
+def dataset_spec(profile, dataset: str, **overrides: Any) -> str:
     """What a profile's features of `dataset` depend on (backbone and options), as canonical JSON."""
-    config = profile.config(dataset, profile.losses[0], profile.seeds[0])
+    config = profile.config(dataset, profile.losses[0], profile.seeds[0], **overrides)
     keys = ("dataset", "backbone", "backbone_options", "dataset_options")
     return json.dumps({k: getattr(config, k) for k in keys}, sort_keys=True, default=str)

@@ -58,6 +58,7 @@ class NPairLoss(PairSoftmaxLoss):
         super().__init__(temperature, normalize, check_inputs)
         check_choice("pairs", pairs, ("all", "one_per_class"))
         self.pairs = pairs
+        self.graph_safe = pairs == "all"  # one_per_class: nonzero() sets the shapes
 
     def _compute(self, batch: Batch) -> LossOutput:
         if self.pairs == "all":

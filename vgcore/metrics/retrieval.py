@@ -18,7 +18,8 @@ Definitions (stated in PROTOCOL.md, "Retrieval metrics"):
 * ``map@r``: mean over queries of ``(1/R_i) * sum_{j <= R_i} [match_j] * precision@j`` (PML's
   ``mean_average_precision_at_r``).
 * ``nmi``: NMI (arithmetic normalisation) between labels and a seeded k-means clustering of the
-  L2-normalised embeddings with k = number of classes (all samples, lone ones included).
+  L2-normalised embeddings with k = number of classes (all samples, lone ones included), both
+  computed on the embeddings' device (:mod:`vgcore.metrics.clustering`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from vgcore.metrics.clustering import kmeans
+from vgcore.metrics.clustering import nmi as nmi_score
 from vgcore.metrics.inputs import as_embeddings
 
 __all__ = [
@@ -300,6 +303,7 @@ def retrieval_metrics(
     gallery_labels=None,
     chunk_size: int | None = None,
     nmi: bool = True,
+    map_at_r: bool = True,
     seed: int = 0,
     backend: str = "torch",
 ) -> dict[str, float]:
@@ -311,7 +315,9 @@ def retrieval_metrics(
     Embeddings are compared by cosine similarity (rows are L2-normalised here; zero rows stay zero).
     ``ks``: positive integers. ``chunk_size`` queries are processed at a time (``None``: about
     64 MiB of similarities per chunk). ``nmi=False`` skips k-means (``"nmi"`` is then NaN; NMI
-    clusters the queries). ``backend`` is ``"torch"`` or ``"faiss"``; both give the same
+    clusters the queries). ``map_at_r=False`` skips ``map@r`` and ``r_precision`` (NaN), so the kNN
+    ranks only ``max(ks)`` neighbours instead of up to the largest class size: Recall@K alone is
+    much cheaper on large classes. ``backend`` is ``"torch"`` or ``"faiss"``; both give the same
     neighbours. Returns floats keyed by :func:`retrieval_keys` (``ks``).
     """
     z, y, g, gy = _check_inputs(z, y, gallery, gallery_labels)
@@ -338,15 +344,16 @@ def retrieval_metrics(
 
     out: dict[str, float] = {}
     if n_valid > 0:
-        k_max = min(m - 1 if same else m, max(max(ks), int(r_all.max())))
+        k_max = min(m - 1 if same else m, max(max(ks), int(r_all.max()) if map_at_r else 0))
         zn = _normalise(z)
         gn = None if same else _normalise(g)
         chunk = chunk_size or _auto_chunk(m)
         # per-query values, summed once at the end: results do not depend on the chunking
-        hits = torch.zeros(len(ks), dtype=torch.int64)
+        hits = torch.zeros(len(ks), dtype=torch.int64, device=zn.device)  # summed on the device: no sync per chunk
         ap_all = torch.zeros(n, dtype=torch.float64, device=zn.device)
         rp_all = torch.zeros(n, dtype=torch.float64, device=zn.device)
         cols = torch.arange(1, k_max + 1, device=zn.device)
+        ks_t = torch.tensor(ks, device=zn.device)
         for start, stop, _vals, idx in _knn_iter(zn, k_max, chunk, backend, gn):
             q_valid = valid[start:stop]
             r = r_all[start:stop]
@@ -354,8 +361,9 @@ def retrieval_metrics(
             first_hit = torch.where(
                 match.any(dim=1), match.int().argmax(dim=1) + 1, torch.full_like(r, k_max + 1)
             )
-            for j, k in enumerate(ks):
-                hits[j] += int((q_valid & (first_hit <= k)).sum())
+            hits += (q_valid.unsqueeze(0) & (first_hit.unsqueeze(0) <= ks_t.unsqueeze(1))).sum(dim=1)
+            if not map_at_r:
+                continue
             in_r = cols.unsqueeze(0) <= r.unsqueeze(1)
             rel = match & in_r
             n_rel = rel.sum(dim=1)
@@ -366,10 +374,10 @@ def retrieval_metrics(
             rp = n_rel.double() / r_safe
             ap_all[start:stop] = torch.where(q_valid, ap, 0.0)
             rp_all[start:stop] = torch.where(q_valid, rp, 0.0)
-        for j, k in enumerate(ks):
-            out[f"recall@{k}"] = int(hits[j]) / n_valid
-        out["map@r"] = float(ap_all.sum()) / n_valid
-        out["r_precision"] = float(rp_all.sum()) / n_valid
+        for k, h in zip(ks, hits.tolist(), strict=True):
+            out[f"recall@{k}"] = h / n_valid
+        out["map@r"] = float(ap_all.sum()) / n_valid if map_at_r else math.nan
+        out["r_precision"] = float(rp_all.sum()) / n_valid if map_at_r else math.nan
     else:
         for k in ks:
             out[f"recall@{k}"] = math.nan
@@ -383,11 +391,6 @@ def retrieval_metrics(
 
 def _nmi(z: Tensor, labels: Tensor, seed: int) -> float:
     """NMI between ``labels`` and a seeded k-means of the L2-normalised ``z`` (k = number of classes)."""
-    from sklearn.cluster import KMeans
-    from sklearn.metrics import normalized_mutual_info_score
-
-    labels = labels.cpu().numpy()
-    x = _normalise(z).cpu().numpy().astype("float64")
-    km = KMeans(n_clusters=len(set(labels.tolist())), n_init=1, random_state=seed)
-    clusters = km.fit_predict(x)
-    return float(normalized_mutual_info_score(labels, clusters))
+    _, codes = torch.unique(labels, return_inverse=True)
+    clusters = kmeans(_normalise(z), int(codes.max()) + 1, seed=seed).labels
+    return nmi_score(codes, clusters)

@@ -4,7 +4,9 @@
   optimiser) learner and the step that serves several of them per batch;
 - :mod:`~vgcore.train.samplers`: batch samplers and fixed subsets; :mod:`~vgcore.train.steplog`:
   the named per-step log; :mod:`~vgcore.train.evaluate`: ``{split: metrics}`` of a head;
-- :mod:`~vgcore.train.loop`: ``run`` (one config -> one run directory) and ``sweep``;
+- :mod:`~vgcore.train.graph`: the step launched eagerly or replayed from one CUDA graph;
+- :mod:`~vgcore.train.loop`: ``fit`` (the one loop: a group of runs on one batch stream), ``run_group``
+  (load the features, then ``fit``), ``run`` (one config -> one run directory) and ``sweep``;
 - :mod:`~vgcore.train.monitor`: :class:`GreedinessMonitor`, the same per-step log for any loss in
   your own training loop.
 """
@@ -18,9 +20,11 @@ from vgcore.train.loop import (
     RunResult,
     SweepResult,
     TrainingDivergedError,
+    fit,
     load_features,
     load_result,
     run,
+    run_group,
     sweep,
 )
 from vgcore.train.monitor import GreedinessMonitor
@@ -42,11 +46,13 @@ __all__ = [
     "embed",
     "evaluate",
     "evaluate_splits",
+    "fit",
     "fixed_subset",
     "load_features",
     "load_result",
     "make_learner",
     "run",
+    "run_group",
     "sweep",
     "train_step",
 ]

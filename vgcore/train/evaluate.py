@@ -1,4 +1,10 @@
-"""Evaluation of a head: embed each split and compute VARIANCE and retrieval on it."""
+"""Evaluation of a head: embed each split and compute VARIANCE and retrieval on it.
+
+Everything runs on the device that holds the embeddings (the training device). ``full=False`` is
+the per-epoch evaluation behind the curves: VARIANCE and Recall@K. ``full=True`` adds what is
+reported only at the end of a run (MAP@R and R-precision, which rank up to the largest class size,
+and NMI, which runs k-means); the loop asks for it where `RunConfig.full_eval_at` says.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,9 @@ from torch import Tensor, nn
 from vgcore.metrics.hierarchy import superclass_metrics
 from vgcore.metrics.retrieval import DEFAULT_KS, retrieval_metrics
 from vgcore.metrics.variance import variance
+
+KMEANS_SEED = 0
+"""The seed of NMI's k-means, the same for every run (PROTOCOL.md, "Retrieval metrics")."""
 
 
 @torch.no_grad()
@@ -20,12 +29,16 @@ def embed(head: nn.Module, x: Tensor, batch_size: int = 8192) -> Tensor:
     return z
 
 
-def evaluate(z: Tensor, y: Tensor, coarse: Tensor | None = None) -> dict[str, float]:
-    """VARIANCE, retrieval and superclass metrics of embeddings `z` with labels `y` (and superclass
-    labels `coarse`, where the dataset has them; NaN otherwise)."""
-    return {**variance(z, y), **retrieval_metrics(z, y, ks=DEFAULT_KS), **superclass_metrics(z, y, coarse)}
+def evaluate(z: Tensor, y: Tensor, coarse: Tensor | None = None, *, full: bool = True) -> dict[str, float]:
+    """VARIANCE, Recall@K and superclass metrics of embeddings `z` with labels `y` (and superclass
+    labels `coarse`, where the dataset has them; NaN otherwise); with `full`, MAP@R, R-precision and
+    NMI too (NaN without)."""
+    return {**variance(z, y),
+            **retrieval_metrics(z, y, ks=DEFAULT_KS, nmi=full, map_at_r=full, seed=KMEANS_SEED),
+            **superclass_metrics(z, y, coarse)}
 
 
-def evaluate_splits(head: nn.Module, splits: dict[str, tuple[Tensor, Tensor, Tensor | None]]) -> dict[str, dict[str, float]]:
+def evaluate_splits(head: nn.Module, splits: dict[str, tuple[Tensor, Tensor, Tensor | None]], *,
+                    full: bool = True) -> dict[str, dict[str, float]]:
     """``{split: metrics}`` of the head's embeddings of each ``(x, y, coarse)``, in the order given."""
-    return {name: evaluate(embed(head, x), y, coarse) for name, (x, y, coarse) in splits.items()}
+    return {name: evaluate(embed(head, x), y, coarse, full=full) for name, (x, y, coarse) in splits.items()}

@@ -41,6 +41,9 @@ class Learner:
 def make_learner(config, in_dim: int, num_classes: int, device: torch.device) -> Learner:
     """Head and loss initialised from ``config.seed``; one Adam over head and loss parameters.
 
+    The result depends on ``config`` and ``device`` only: learners built for one fused group are
+    the learners of the same runs trained alone.
+
     The initial weights are drawn from the CPU generator seeded with ``config.seed`` inside
     ``torch.random.fork_rng``, so the process's global random state is left as it was.
     """
@@ -53,7 +56,10 @@ def make_learner(config, in_dim: int, num_classes: int, device: torch.device) ->
                             **{"check_inputs": False, **config.loss_params})
     head, loss_fn = head.to(device), loss_fn.to(device)
     params = [*head.parameters(), *loss_fn.parameters()]
-    optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    # On a GPU, Adam keeps its step count on the device (capturable), so that the same optimiser
+    # runs eagerly or inside a CUDA graph (vgcore.train.graph) with the same arithmetic.
+    optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay,
+                                 capturable=device.type == "cuda")
     return Learner(head, loss_fn, optimizer)
 
 

@@ -1,26 +1,41 @@
-"""A training run from start to finish: features -> head -> per-step log -> per-epoch evaluation -> files.
+"""Training runs from start to finish: features -> heads -> per-step log -> per-epoch evaluation -> files.
 
-``run`` trains one config into its run directory (see :mod:`vgcore.results`): every setting is
-checked and the untrained head evaluated before anything is written, the run is built in a staging
-folder under the run's lock and swapped in only when complete, and a run that fails leaves its
-partial logs and ``failure.json`` without touching a complete run. ``sweep`` runs every config whose
-directory is not current, records the failures and goes on.
+One loop, :func:`fit`, trains a *group* of runs that share a batch stream: the same data, seed,
+sampler and schedule, each run with its own head, loss and optimiser (the paired design: every loss
+sees the identical batches). Each learner's arithmetic is its own, so a run trained in a group
+equals the same run trained alone (bit for bit on the CPU; ``tests/test_fused.py``); fusing only
+saves the per-run cost of a process, the feature loading and, on a GPU, kernel launches (the group's
+step is captured in one CUDA graph, :mod:`vgcore.train.graph`).
+
+Every setting is checked and each untrained head evaluated before anything is written; each run is
+then built in a staging folder under its run's lock and swapped in only when complete, and a run
+that fails leaves its partial logs and ``failure.json`` without touching a complete run.
+
+- :func:`fit`: the loop, on features given as tensors; writes each run's directory (:mod:`vgcore.results`).
+- :func:`run_group`: the features (and superclass labels) of the group's dataset, then :func:`fit`.
+- :func:`run`: one config, i.e. :func:`run_group` of one.
+- :func:`sweep`: every config whose run directory is not current, fused per :func:`vgcore.config.group_key`;
+  failures are recorded and the sweep goes on.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import warnings
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 import torch
+from torch import Tensor
 from tqdm import tqdm
 
 from vgcore import provenance, results
+from vgcore.config import check_group, group_key
 from vgcore.data import check_available, dataset_spec, load_dataset
 from vgcore.device import resolve_device
 from vgcore.errors import UserError
@@ -33,14 +48,19 @@ from vgcore.metrics.convergence import (
 )
 from vgcore.metrics.greediness import GREEDINESS_KEYS
 from vgcore.train.evaluate import embed, evaluate_splits
-from vgcore.train.learner import make_learner, train_step
+from vgcore.train.graph import EagerStep, GraphStep, graph_safe
+from vgcore.train.learner import make_learner
 from vgcore.train.samplers import NoPositivePairsWarning, batch_indices, check_sampler, fixed_subset
 from vgcore.train.steplog import Divergence, StepLog
 
 
 class TrainingDivergedError(UserError, RuntimeError):
     """The loss became NaN or infinite, or the embeddings left the unit sphere; the message names
-    the step and the last finite values."""
+    the step and the last finite values. `failures` maps each diverged run's directory to its message."""
+
+    def __init__(self, message: str, failures: dict[Path, str] | None = None):
+        super().__init__(message)
+        self.failures = failures or {}
 
 
 @dataclass
@@ -65,7 +85,7 @@ def load_features(config, split: str, data_root=None, cache_dir=None, progress: 
                     backbone_options=config.backbone_options, dataset_options=config.dataset_options)
 
 
-def load_coarse_labels(config, split: str, data_root=None) -> torch.Tensor | None:
+def load_coarse_labels(config, split: str, data_root=None) -> Tensor | None:
     """Superclass labels of one split, aligned with its features; None for a dataset without them."""
     if not dataset_spec(config.dataset).coarse:
         return None
@@ -73,86 +93,172 @@ def load_coarse_labels(config, split: str, data_root=None) -> torch.Tensor | Non
 
 
 def run(config, out_dir, *, data_root=None, cache_dir=None, progress: bool = True, skip_current: bool = False,
-        lock_timeout: float | None = None) -> RunResult:
+        lock_timeout: float | None = None, cuda_graph: bool | None = None) -> RunResult:
     """Train one head with one loss; write the run directory `out_dir` (see `vgcore.results`); return it.
 
-    Nothing is written before the data, the features, the learner (optimiser settings), the sampler
-    (batch size against the data) and an evaluation of the untrained head have all succeeded. The
-    run is then trained under `out_dir`'s lock (another writer is waited for, or after
-    `lock_timeout` seconds named in a LockBusyError) in a staging folder that replaces `out_dir`
-    only when complete. ``skip_current=True``: a run already current at `out_dir` (checked under the
-    lock) is loaded instead of retrained.
+    ``skip_current=True``: a run already current at `out_dir` (checked under its lock) is loaded
+    instead of retrained. The rest as in :func:`fit`.
+    """
+    return run_group([config], [out_dir], data_root=data_root, cache_dir=cache_dir, progress=progress,
+                     skip_current=skip_current, lock_timeout=lock_timeout, cuda_graph=cuda_graph)[0]
+
+
+def run_group(configs: Sequence, out_dirs: Sequence, *, data_root=None, cache_dir=None, progress: bool = True,
+              skip_current: bool = False, lock_timeout: float | None = None,
+              cuda_graph: bool | None = None) -> list[RunResult]:
+    """Train several runs that share a batch stream in one pass (see :func:`fit`); load their
+    features and superclass labels first."""
+    configs, out_dirs = _check_runs(configs, out_dirs)
+    config = configs[0]
+    check_available(config.dataset, data_root, download=config.dataset_options.get("download", True))
+    train_data = (*load_features(config, "train", data_root, cache_dir, progress),
+                  load_coarse_labels(config, "train", data_root))
+    eval_data = (*load_features(config, config.eval_split, data_root, cache_dir, progress),
+                 load_coarse_labels(config, config.eval_split, data_root))
+    return fit(configs, out_dirs, train_data, eval_data, progress=progress, skip_current=skip_current,
+               lock_timeout=lock_timeout, cuda_graph=cuda_graph)
+
+
+def fit(configs: Sequence, out_dirs: Sequence, train_data: tuple, eval_data: tuple, *, progress: bool = True,
+        skip_current: bool = False, lock_timeout: float | None = None,
+        cuda_graph: bool | None = None) -> list[RunResult]:
+    """The training loop of a group of runs on the given features; writes and returns each run.
+
+    ``configs`` may differ only in :data:`vgcore.config.PER_LEARNER_KEYS` (loss, its parameters,
+    lr, head); ``train_data`` and ``eval_data`` are the full ``(X, y)`` or ``(X, y, coarse)`` of the
+    train and eval split (the config's ``train_size``/``eval_size`` subsets are drawn here).
+
+    Nothing is written before the features, the learners (optimiser settings), the sampler (batch
+    size against the data) and an evaluation of each untrained head have all succeeded. The runs
+    are then trained under their directories' locks (another writer is waited for, or after
+    `lock_timeout` seconds named in a LockBusyError), each in a staging folder that replaces its
+    directory only when complete; ``skip_current``: a run already current (checked under its lock)
+    is loaded instead. ``cuda_graph``: None = on a CUDA device when every loss can be captured,
+    True = required, False = eager. If a run diverges, it stops with its failure record and the
+    others go on; TrainingDivergedError is raised once the others are written.
     """
     t_start = time.perf_counter()
-    out_dir = Path(out_dir)
-    check_available(config.dataset, data_root, download=config.dataset_options.get("download", True))
+    configs, out_dirs = _check_runs(configs, out_dirs)
+    config = configs[0]  # what the group shares
     device = resolve_device(config.device)
-    x_train, y_train, c_train = fixed_subset(*load_features(config, "train", data_root, cache_dir, progress),
-                                             config.train_size, load_coarse_labels(config, "train", data_root))
-    x_eval, y_eval, c_eval = fixed_subset(*load_features(config, config.eval_split, data_root, cache_dir, progress),
-                                          config.eval_size, load_coarse_labels(config, config.eval_split, data_root))
+    x_train, y_train, c_train = fixed_subset(*_triple(train_data), config.train_size)
+    x_eval, y_eval, c_eval = fixed_subset(*_triple(eval_data), config.eval_size)
     x_train, y_train, x_eval, y_eval = (t.to(device) for t in (x_train, y_train, x_eval, y_eval))
     for split, x in (("train", x_train), (config.eval_split, x_eval)):
         if not torch.isfinite(x).all():
             raise ValueError(f"the {config.backbone} features of {config.dataset}/{split} contain NaN or inf; "
                              f"delete the feature cache and recompute them")
-    learner = make_learner(config, x_train.shape[1], int(y_train.max()) + 1, device)  # checks the optimiser's settings
+    num_classes = int(y_train.max()) + 1
+    learners = [make_learner(c, x_train.shape[1], num_classes, device) for c in configs]  # checks the optimisers
     check_sampler(y_train, config)
+    use_graph = _use_graph(cuda_graph, device, learners)
 
     generator = torch.Generator(device=device).manual_seed(config.seed)
     subset = torch.randperm(y_train.numel(), generator=generator, device=device)[: config.eval_train_size]
     splits = {config.eval_split: (x_eval, y_eval, c_eval),
               "train_subset": (x_train[subset], y_train[subset], None if c_train is None else c_train[subset.cpu()])}
-    try:  # epoch 0, the untrained head: an eval split too small to evaluate fails here, before any write
-        epoch_rows = _epoch_rows(0, float("nan"), evaluate_splits(learner.head, splits))
+    t_eval = time.perf_counter()
+    try:  # epoch 0, the untrained heads: an eval split too small to evaluate fails here, before any write
+        epoch_rows = [_epoch_rows(0, float("nan"), m)
+                      for m in _evaluate(learners, range(len(learners)), splits, config.full_eval_at(0))]
     except ValueError as err:
         raise ValueError(f"cannot evaluate {config.dataset}/{config.eval_split} (eval_size={config.eval_size}, "
                          f"eval_train_size={config.eval_train_size}): {err}") from None
+    t_eval = time.perf_counter() - t_eval
 
-    with results.run_lock(out_dir, timeout=lock_timeout, log=lambda m: print(m, file=sys.stderr, flush=True)):
-        if skip_current and results.is_current(out_dir, config.config_hash()):
-            return load_result(out_dir)
-        staging = results.start_run(out_dir, config)
-        log = StepLog(config.sync_every)
-        epoch = 0
-        try:
-            bar = tqdm(range(1, config.epochs + 1), desc=f"{config.dataset}/{config.loss}/seed{config.seed}",
-                       disable=not progress, leave=False)
-            t_train = 0.0
-            for epoch in bar:
+    with ExitStack() as locks:
+        for i in sorted(range(len(out_dirs)), key=lambda i: os.path.abspath(out_dirs[i])):  # one order: no deadlock
+            locks.enter_context(results.run_lock(out_dirs[i], timeout=lock_timeout,
+                                                 log=lambda m: print(m, file=sys.stderr, flush=True)))
+        done = {i: load_result(out_dirs[i]) for i in range(len(configs))
+                if skip_current and results.is_current(out_dirs[i], configs[i].config_hash())}
+        training = [i for i in range(len(configs)) if i not in done]
+        if training:
+            trained = _train(configs, out_dirs, learners, training, x_train, y_train, x_eval, y_eval, c_eval, splits,
+                             epoch_rows, generator, use_graph, progress, t_start, t_eval)
+            done.update(trained)
+    out = [done[i] for i in sorted(done)]
+    for res in out:
+        s = res.summary
+        if s["n_steps"] and s["batches_without_positives"] == s["n_steps"]:
+            warnings.warn(NoPositivePairsWarning(
+                f"{res.path}: no batch held a positive pair, so the {s['config']['loss']} head barely trained "
+                "(if at all); raise batch_size or samples_per_class"), stacklevel=2)
+    return out
+
+
+def _train(configs, out_dirs, learners, training, x_train, y_train, x_eval, y_eval, c_eval, splits, epoch_rows,
+           generator, use_graph, progress, t_start, t_eval) -> dict[int, RunResult]:
+    """Train the learners `training` (indices into the group) into staging folders; return their results."""
+    config = configs[0]
+    kwargs = {"diagnostics": config.diagnostics, "grad_threshold": config.grad_threshold}
+    chosen = [learners[i] for i in training]
+    step = (GraphStep(chosen, x_train, y_train, batch_size=config.batch_size, **kwargs) if use_graph
+            else EagerStep(chosen, x_train, y_train, **kwargs))  # step indices j -> group index training[j]
+    staging = {i: results.start_run(out_dirs[i], configs[i]) for i in training}
+    logs = {i: StepLog(config.sync_every) for i in training}
+    failures: dict[Path, str] = {}
+
+    def fail(j: int, bad: Divergence) -> None:
+        i = training[j]
+        where, message = _fail(staging[i], out_dirs[i], configs[i], logs[i], epoch_rows[i], bad)
+        failures[where] = message
+        step.drop(j)
+
+    epoch, t_train = 0, 0.0
+    what = configs[training[0]].loss if len(training) == 1 else f"{len(training)} losses"
+    try:
+        bar = tqdm(range(1, config.epochs + 1), desc=f"{config.dataset}/{what}/seed{config.seed}",
+                   disable=not progress, leave=False)
+        for epoch in bar:
+            t0 = time.perf_counter()
+            for idx in batch_indices(y_train, config, generator):
+                for j, stats in step(idx).items():
+                    try:
+                        logs[training[j]].append(epoch, stats)
+                    except Divergence as bad:
+                        fail(j, bad)
+            for j in list(step.active):
+                try:
+                    logs[training[j]].flush()
+                except Divergence as bad:
+                    fail(j, bad)
+            t_train += time.perf_counter() - t0
+            if not step.active:
+                break
+            if epoch == 1 or epoch % config.eval_every == 0 or epoch == config.epochs:
                 t0 = time.perf_counter()
-                for idx in batch_indices(y_train, config, generator):
-                    stats = train_step([learner], x_train[idx], y_train[idx], diagnostics=config.diagnostics,
-                                       grad_threshold=config.grad_threshold)
-                    log.append(epoch, stats[0])
-                log.flush()
-                t_train += time.perf_counter() - t0
-                train_loss = log.epoch_mean("train_loss", epoch)
-                if epoch == 1 or epoch % config.eval_every == 0 or epoch == config.epochs:
-                    metrics = evaluate_splits(learner.head, splits)
-                    epoch_rows += _epoch_rows(epoch, train_loss, metrics)
-                    bar.set_postfix(loss=f"{train_loss:.4f}", r1=f"{metrics[config.eval_split]['recall@1']:.3f}")
+                active = [training[j] for j in step.active]
+                metrics = _evaluate(learners, active, splits, config.full_eval_at(epoch))
+                t_eval += time.perf_counter() - t0
+                for i, m in zip(active, metrics, strict=True):
+                    epoch_rows[i] += _epoch_rows(epoch, logs[i].epoch_mean("train_loss", epoch), m)
+                bar.set_postfix(r1=" ".join(f"{m[config.eval_split]['recall@1']:.3f}" for m in metrics))
 
-            steps_df, epochs_df = log.frame(), pd.DataFrame(epoch_rows)
-            results.write_tables(staging, steps_df, epochs_df)
-            z_final = embed(learner.head, x_eval)
-            results.write_embeddings(staging, z_final.cpu().numpy(), y_eval.cpu().numpy(),
+        out = {}
+        timing = {"wall": time.perf_counter() - t_start, "train": t_train, "eval": t_eval, "size": len(training),
+                  "graph": use_graph}
+        for j in list(step.active):
+            i = training[j]
+            steps_df, epochs_df = logs[i].frame(), pd.DataFrame(epoch_rows[i])
+            results.write_tables(staging[i], steps_df, epochs_df)
+            results.write_embeddings(staging[i], embed(learners[i].head, x_eval).cpu().numpy(), y_eval.cpu().numpy(),
                                      None if c_eval is None else c_eval.numpy())
-            summary = _summary(config, steps_df, epochs_df, time.perf_counter() - t_start, t_train)
-        except Divergence as bad:
-            _fail(staging, out_dir, config, log, epoch_rows, bad)
-        except Exception as err:  # recorded beside the run, then raised as it is
-            where = results.keep_failed(staging, out_dir, {
-                "error": f"{type(err).__name__}: {err}", "epoch": epoch, "steps_done": log.n_steps})
-            err.add_note(f"{config.dataset}/{config.loss}/seed{config.seed} failed in epoch {epoch}; "
+            summary = _summary(configs[i], steps_df, epochs_df, timing)
+            path = results.finish_run(staging[i], out_dirs[i], summary)
+            step.drop(j)
+            out[i] = RunResult(path, summary, steps_df, epochs_df)
+    except Exception as err:  # every run still open is recorded beside its directory, then raised as it is
+        for j in list(step.active):
+            i = training[j]
+            where = results.keep_failed(staging[i], out_dirs[i], {
+                "error": f"{type(err).__name__}: {err}", "epoch": epoch, "steps_done": logs[i].n_steps})
+            err.add_note(f"{configs[i].dataset}/{configs[i].loss}/seed{configs[i].seed} failed in epoch {epoch}; "
                          f"partial logs and failure.json are in {where}")
-            raise
-        path = results.finish_run(staging, out_dir, summary)
-    if summary["n_steps"] and summary["batches_without_positives"] == summary["n_steps"]:
-        warnings.warn(NoPositivePairsWarning(
-            f"{path}: no batch held a positive pair, so the {config.loss} head barely trained (if at all); "
-            "raise batch_size or samples_per_class"), stacklevel=2)
-    return RunResult(path, summary, steps_df, epochs_df)
+        raise
+    if failures:
+        raise TrainingDivergedError("\n".join(failures.values()), failures)
+    return out
 
 
 def load_result(path) -> RunResult:
@@ -162,33 +268,76 @@ def load_result(path) -> RunResult:
 
 
 def sweep(configs: Sequence, root, *, tag: str | None = None, data_root=None, cache_dir=None,
-          progress: bool = True) -> SweepResult:
+          progress: bool = True, cuda_graph: bool | None = None) -> SweepResult:
     """Run every config whose run directory (:func:`vgcore.results.run_dir`) is not current.
 
     Each config's variant is checked first (a tag reused with other settings stops the sweep before
-    any training). A run that fails (diverges, or anything else) is recorded in its directory and
-    in the result's `failures`, and the sweep goes on; KeyboardInterrupt stops it.
+    any training). Configs that share a batch stream (:func:`vgcore.config.group_key`: same dataset,
+    seed, schedule) train together in one :func:`run_group`, in the order their first config
+    appears; the results equal those of the runs trained one by one. A run that fails (diverges, or
+    anything else) is recorded in its directory and in the result's `failures` (an error outside
+    the loop fails its whole group), and the sweep goes on; KeyboardInterrupt stops it.
     """
     paths = [results.run_dir(root, config, tag) for config in configs]
     for config in configs:
         results.check_variant(root, config, tag)
     out = SweepResult(paths)
-    for config, path in zip(tqdm(configs, desc="sweep", disable=not progress), paths, strict=True):
-        if results.is_current(path, config.config_hash()):
-            continue
+    groups: dict[str, list[int]] = {}
+    for i, (config, path) in enumerate(zip(configs, paths, strict=True)):
+        if not results.is_current(path, config.config_hash()):
+            groups.setdefault(group_key(config), []).append(i)
+    for members in tqdm(list(groups.values()), desc="sweep", disable=not progress):
         try:
-            run(config, path, data_root=data_root, cache_dir=cache_dir, progress=progress, skip_current=True)
+            run_group([configs[i] for i in members], [paths[i] for i in members], data_root=data_root,
+                      cache_dir=cache_dir, progress=progress, skip_current=True, cuda_graph=cuda_graph)
+        except TrainingDivergedError as err:
+            out.failures.update({Path(p): m for p, m in err.failures.items()} or
+                                {paths[i]: f"{type(err).__name__}: {err}" for i in members})
         except Exception as err:
-            out.failures[path] = f"{type(err).__name__}: {err}"
+            out.failures.update({paths[i]: f"{type(err).__name__}: {err}" for i in members})
     return out
+
+
+def _triple(data: tuple) -> tuple:
+    """``(X, y)`` or ``(X, y, coarse)`` as ``(X, y, coarse or None)``."""
+    if len(data) not in (2, 3):
+        raise ValueError(f"features must be (X, y) or (X, y, coarse), got a tuple of {len(data)}")
+    return (*data, None) if len(data) == 2 else tuple(data)
+
+
+def _check_runs(configs: Sequence, out_dirs: Sequence) -> tuple[list, list[Path]]:
+    configs, out_dirs = list(configs), [Path(d) for d in out_dirs]
+    if not configs or len(out_dirs) != len(configs):
+        raise ValueError(f"give one output directory per config: got {len(configs)} configs and "
+                         f"{len(out_dirs)} directories")
+    if len({os.path.abspath(d) for d in out_dirs}) != len(out_dirs):
+        raise ValueError("two runs of the group would write the same output directory; give each its own")
+    check_group(configs)
+    return configs, out_dirs
+
+
+def _use_graph(cuda_graph: bool | None, device: torch.device, learners) -> bool:
+    if cuda_graph is False:
+        return False
+    possible = device.type == "cuda" and graph_safe(learners)
+    if cuda_graph and not possible:
+        why = "the device is not CUDA" if device.type != "cuda" else "a loss of the group cannot be captured"
+        raise ValueError(f"cuda_graph=True but {why}; use cuda_graph=None (automatic) or False")
+    return possible
+
+
+def _evaluate(learners, active, splits, full: bool) -> list[dict[str, dict[str, float]]]:
+    """``{split: metrics}`` of each active learner's head (evaluation never touches the batch stream)."""
+    return [evaluate_splits(learners[i].head, splits, full=full) for i in active]
 
 
 def _epoch_rows(epoch: int, train_loss: float, metrics: dict[str, dict[str, float]]) -> list[dict]:
     return [{"epoch": epoch, "split": split, "train_loss": train_loss, **values} for split, values in metrics.items()]
 
 
-def _fail(staging, out_dir, config, log: StepLog, epoch_rows: list[dict], bad: Divergence):
-    """Keep the partial logs and failure.json (no summary.json: the run stays incomplete), then raise."""
+def _fail(staging, out_dir, config, log: StepLog, epoch_rows: list[dict], bad: Divergence) -> tuple[Path, str]:
+    """Keep the partial logs and failure.json (no summary.json: the run stays incomplete); return
+    where they are and the message raised once the rest of the group is written."""
     steps_df = log.frame()
     results.write_tables(staging, steps_df, pd.DataFrame(epoch_rows))
     last = steps_df.iloc[-1].to_dict() if len(steps_df) else {}
@@ -197,11 +346,11 @@ def _fail(staging, out_dir, config, log: StepLog, epoch_rows: list[dict], bad: D
             f"(epoch {bad.epoch}): {bad.what}; last finite values: {last_txt}.")
     where = results.keep_failed(staging, out_dir, {"error": head, "step": bad.step, "epoch": bad.epoch,
                                                    "what": bad.what, "last": last})
-    raise TrainingDivergedError(f"{head} The partial logs are in {where}. Try a lower lr (now {config.lr}) "
-                                "or check the features for NaN.") from None
+    return where, (f"{head} The partial logs are in {where}. Try a lower lr (now {config.lr}) "
+                   "or check the features for NaN.")
 
 
-def _summary(config, steps: pd.DataFrame, epochs: pd.DataFrame, wall: float, t_train: float) -> dict:
+def _summary(config, steps: pd.DataFrame, epochs: pd.DataFrame, timing: dict) -> dict:
     test = epochs[epochs["split"] == config.eval_split].sort_values("epoch")
     probe = epochs[epochs["split"] == "train_subset"].set_index("epoch")["intra_var"]
     loss_by_epoch = steps.groupby("epoch")["train_loss"].mean()
@@ -224,8 +373,12 @@ def _summary(config, steps: pd.DataFrame, epochs: pd.DataFrame, wall: float, t_t
         "greediness_mean": {f"{k}_mean": v for k, v in greedy.items()},
         "batches_without_positives": int((~steps["has_positives"]).sum()),
         "n_steps": len(steps),
-        "wall_time_s": wall,
-        "steps_per_s": len(steps) / t_train if t_train > 0 else float("nan"),
+        # timings are the group's: a fused group trains `group_size` runs in one pass
+        "wall_time_s": timing["wall"],
+        "eval_time_s": timing["eval"],
+        "steps_per_s": len(steps) / timing["train"] if timing["train"] > 0 else float("nan"),
+        "group_size": timing["size"],
+        "cuda_graph": timing["graph"],
         **provenance.record(),  # "versions" of every package that can change a number, "git" commit and dirty flag
     }
 
