@@ -170,7 +170,7 @@ def test_a_run_killed_mid_training_leaves_the_complete_run_and_no_debris(own_run
     """Issue 18.2: a complete run is replaced only once its replacement is complete."""
     root, own = own_run
     before = tree(own)
-    real, calls = train.loop.train_step, []
+    real, calls = train.graph.train_step, []
 
     def dying_step(*args, **kwargs):
         calls.append(1)
@@ -178,12 +178,12 @@ def test_a_run_killed_mid_training_leaves_the_complete_run_and_no_debris(own_run
             raise Killed
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(train.loop, "train_step", dying_step)
+    monkeypatch.setattr(train.graph, "train_step", dying_step)
     with pytest.raises(Killed):
         train.run(cfg(), own, cache_dir=cache, progress=False)
     assert tree(own) == before
     assert [p.name for p in own.parent.iterdir() if p.name.startswith(".tmp-")], "the test must leave a staging folder"
-    monkeypatch.setattr(train.loop, "train_step", real)
+    monkeypatch.setattr(train.graph, "train_step", real)
     train.run(cfg(), own, cache_dir=cache, progress=False)
     assert tree(own).keys() == before.keys()
     assert not [p for p in own.parent.iterdir() if p.name.startswith((".tmp-", ".old-"))], "debris was not cleaned"
@@ -305,7 +305,7 @@ def interrupt_at(monkeypatch, k: int, steps: bool = True):
     monkeypatch.setattr(os, "rename", wrap(os.rename))
     monkeypatch.setattr(os, "replace", wrap(os.replace))
     if steps:
-        monkeypatch.setattr(train.loop, "train_step", wrap(train.loop.train_step))
+        monkeypatch.setattr(train.graph, "train_step", wrap(train.graph.train_step))
     return count
 
 

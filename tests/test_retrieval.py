@@ -286,20 +286,26 @@ def test_keys_and_nmi():
 
 
 def test_nmi_is_the_documented_kmeans_recipe():
-    """scikit-learn KMeans(n_clusters=C, n_init=1, random_state=seed) on the L2-normalised rows."""
+    """k-means (k = number of classes, one seeded start) of the L2-normalised rows, then NMI: on
+    separated clusters the partition of scikit-learn's KMeans(n_clusters=C, n_init=1) and its NMI."""
     from sklearn.cluster import KMeans
     from sklearn.metrics import normalized_mutual_info_score
 
+    from vgcore.metrics.clustering import kmeans, nmi
+
     g = torch.Generator().manual_seed(6)
-    z = torch.randn(300, 6, generator=g)  # no cluster structure: k-means depends on its start
-    y = torch.randint(0, 7, (300,), generator=g)
-    x = torch.nn.functional.normalize(z.double(), dim=1).numpy()
+    z = torch.randn(300, 6, generator=g)  # no cluster structure: the value depends on the seeded start
+    y = torch.randint(0, 7, (300,), generator=g) + 3  # labels need not start at 0
+    x = torch.nn.functional.normalize(z.double(), dim=1)
     for seed in (0, 5):
-        clusters = KMeans(n_clusters=7, n_init=1, random_state=seed).fit_predict(x)
-        expect = normalized_mutual_info_score(y.numpy(), clusters)
-        assert retrieval_metrics(z, y, seed=seed)["nmi"] == pytest.approx(expect, abs=1e-12)
-        if seed == 0:  # the default
-            assert retrieval_metrics(z, y)["nmi"] == pytest.approx(expect, abs=1e-12)
+        expect = nmi(y - 3, kmeans(x, 7, seed=seed).labels)
+        assert retrieval_metrics(z.double(), y, seed=seed)["nmi"] == pytest.approx(expect, abs=1e-12)
+    assert retrieval_metrics(z.double(), y)["nmi"] == retrieval_metrics(z.double(), y, seed=0)["nmi"]  # the default
+    centers = torch.nn.functional.normalize(torch.randn(7, 6, generator=g), dim=1) * 10
+    sep = centers[y - 3] + 0.1 * torch.randn(300, 6, generator=g)  # well separated on the sphere
+    clusters = KMeans(n_clusters=7, n_init=1, random_state=0).fit_predict(
+        torch.nn.functional.normalize(sep.double(), dim=1).numpy())
+    assert retrieval_metrics(sep, y)["nmi"] == pytest.approx(normalized_mutual_info_score(y.numpy(), clusters), abs=1e-9)
 
 
 def test_exact_knn_dtypes_smallest_input_and_bad_input():

@@ -265,8 +265,9 @@ class MetricLoss(nn.Module):
     """Whether the loss compares embeddings with embeddings (so that ``ref_emb`` has a meaning)."""
 
     graph_safe: bool = True
-    """No host sync and no data-dependent shape in ``_compute``: a training step with this loss can
-    be captured in a CUDA graph (vgcore.train.graph). A loss that breaks this sets it False."""
+    """No host sync and no data-dependent shape in ``_compute`` (called as the training step calls
+    it: embeddings and labels only): a training step with this loss can be captured in a CUDA graph
+    (vgcore.train.graph). A loss that breaks this sets it False."""
 
     def __init__(self, check_inputs: bool = True) -> None:
         super().__init__()

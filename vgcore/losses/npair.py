@@ -16,6 +16,8 @@ from vgcore.losses.base import (
 )
 from vgcore.losses.pair_softmax import PairSoftmaxLoss
 from vgcore.losses.pairwise import (
+    masked_logsumexp,
+    similarity_matrix,
     within_class_rank,
 )
 
@@ -58,7 +60,6 @@ class NPairLoss(PairSoftmaxLoss):
         super().__init__(temperature, normalize, check_inputs)
         check_choice("pairs", pairs, ("all", "one_per_class"))
         self.pairs = pairs
-        self.graph_safe = pairs == "all"  # one_per_class: nonzero() sets the shapes
 
     def _compute(self, batch: Batch) -> LossOutput:
         if self.pairs == "all":
@@ -70,23 +71,16 @@ class NPairLoss(PairSoftmaxLoss):
 
     def _one_pair_per_class(self, batch: Batch) -> LossOutput:
         """Sohn's P x P problem: row k is the anchor of class k, column k its positive."""
-        labels = batch.labels
         if batch.indices_tuple is None:
-            rank = within_class_rank(labels)
-            # the first and the second sample of each class that has two, paired by sorting on label
-            # (nonzero() is this mode's one host sync: the number of classes P sets the shapes)
-            anchor = (rank == 0).nonzero().squeeze(1)
-            second = (rank == 1).nonzero().squeeze(1)
-            anchor = anchor[torch.isin(labels[anchor], labels[second])]
-            anchor = anchor[torch.argsort(labels[anchor])]
-            second = second[torch.argsort(labels[second])]
-        else:  # the miner's first positive pair of each anchor label, in label order (as PML's NPairsLoss)
-            a1, p, _, _ = as_pairs(batch.indices_tuple)
-            first = torch.isin(torch.arange(len(a1), device=labels.device),
-                               _first_of_each(labels[a1]))
-            anchor, second = a1[first], p[first]
-            order = torch.argsort(labels[anchor])
-            anchor, second = anchor[order], second[order]
+            return self._first_two_of_each_class(batch)
+        # the miner's first positive pair of each anchor label, in label order (as PML's NPairsLoss;
+        # this path syncs: the number of pairs sets the shapes)
+        labels = batch.labels
+        a1, p, _, _ = as_pairs(batch.indices_tuple)
+        first = torch.isin(torch.arange(len(a1), device=labels.device), _first_of_each(labels[a1]))
+        anchor, second = a1[first], p[first]
+        order = torch.argsort(labels[anchor])
+        anchor, second = anchor[order], second[order]
         z = F.normalize(batch.embeddings, dim=1) if self.normalize else batch.embeddings
         logits = (z[anchor] @ z[second].T) / self.temperature
         targets = torch.arange(anchor.shape[0], device=labels.device)
@@ -97,6 +91,32 @@ class NPairLoss(PairSoftmaxLoss):
             per_sample=term.new_zeros(labels.shape[0]).index_put((anchor,), term),
             n_terms=n_terms,
             n_active_terms=count_true(term > 0),
+            has_positives=n_terms > 0,
+        )
+
+    def _first_two_of_each_class(self, batch: Batch) -> LossOutput:
+        """The P x P problem on B x B masks (static shapes, no host sync: a CUDA graph can capture it).
+
+        Anchor a = the first sample of a class that has a second one; the candidates of every anchor
+        are the second samples of all classes (its own is its positive):
+        ``term(a) = logsumexp_{j second} s_aj - s_a,second(a)``, the cross-entropy of row a of Sohn's
+        P x P logits with its own class as target.
+        """
+        labels = batch.labels
+        rank = within_class_rank(labels)
+        second = rank == 1  # [B]: the columns of the P x P problem
+        own_second = (labels.unsqueeze(0) == labels.unsqueeze(1)) & second.unsqueeze(0)  # [B, B]: row a's positive
+        anchor = (rank == 0) & own_second.any(dim=1)  # [B]: the rows
+        logits = similarity_matrix(batch.embeddings, self.normalize, scale=1.0 / self.temperature)
+        lse = masked_logsumexp(logits, second.unsqueeze(0).expand_as(own_second))
+        positive = torch.where(own_second, logits, 0.0).sum(dim=1)
+        term = torch.where(anchor, lse - positive, 0.0)
+        n_terms = count_true(anchor)
+        return LossOutput(
+            loss=safe_div(term.sum(), n_terms),
+            per_sample=term,
+            n_terms=n_terms,
+            n_active_terms=count_true(anchor & (term > 0)),
             has_positives=n_terms > 0,
         )
 

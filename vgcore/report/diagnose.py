@@ -159,8 +159,9 @@ def _with_superclass_metrics(runs: pd.DataFrame, feat, columns: list[str]) -> pd
     from vgcore.metrics import superclass_metrics
     from vgcore.results import load_run
 
-    if feat is None or feat.superclasses is None:
-        return runs
+    missing = [c for c in columns if c not in runs.columns or runs[c].isna().any()]
+    if feat is None or feat.superclasses is None or not missing:
+        return runs  # training recorded them (its evaluation had the superclasses)
     values = []
     for path in runs["path"]:
         run = load_run(path)
@@ -173,7 +174,8 @@ def _with_superclass_metrics(runs: pd.DataFrame, feat, columns: list[str]) -> pd
             continue
         values.append(superclass_metrics(z, y, feat.superclasses[test]))
     extra = pd.DataFrame(values, index=runs.index)
-    return runs.join(extra[[c for c in extra.columns if c in columns]])
+    return runs.assign(**{c: (runs[c].fillna(extra[c]) if c in runs.columns else extra[c])
+                          for c in missing if c in extra.columns})
 
 
 def what_this_means(summary: pd.DataFrame, claims: pd.DataFrame) -> str:

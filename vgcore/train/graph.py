@@ -11,8 +11,8 @@ Both steppers take the batch's indices into the device-resident training feature
   CUDA graph and every later step is one copy of the batch indices and one replay. The step is
   launch-bound on a GPU (PROTOCOL.md, "Training"), so this removes most of its cost. Shapes are
   static (every batch has ``batch_size`` rows) and nothing in the step synchronises with the host.
-  A learner whose loss cannot be captured (``graph_safe`` False, e.g. N-pair with one pair per class,
-  whose ``nonzero`` sets shapes; or a loss checking its inputs) makes the group run eagerly.
+  A learner whose loss cannot be captured (``graph_safe`` False, or a loss checking its inputs,
+  which syncs) makes the group run eagerly; every loss of the profiles can be captured.
 """
 
 from __future__ import annotations

@@ -141,8 +141,10 @@ def fit(configs: Sequence, out_dirs: Sequence, train_data: tuple, eval_data: tup
     configs, out_dirs = _check_runs(configs, out_dirs)
     config = configs[0]  # what the group shares
     device = resolve_device(config.device)
-    x_train, y_train, c_train = fixed_subset(*_triple(train_data), config.train_size)
-    x_eval, y_eval, c_eval = fixed_subset(*_triple(eval_data), config.eval_size)
+    x_train, y_train, c_train = _triple(train_data)
+    x_train, y_train, c_train = fixed_subset(x_train, y_train, config.train_size, c_train)
+    x_eval, y_eval, c_eval = _triple(eval_data)
+    x_eval, y_eval, c_eval = fixed_subset(x_eval, y_eval, config.eval_size, c_eval)
     x_train, y_train, x_eval, y_eval = (t.to(device) for t in (x_train, y_train, x_eval, y_eval))
     for split, x in (("train", x_train), (config.eval_split, x_eval)):
         if not torch.isfinite(x).all():
