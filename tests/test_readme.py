@@ -70,7 +70,8 @@ def test_own_model_3_your_features_through_the_comparison(tmp_path):
                               capture_output=True, text=True, timeout=1200)
         assert proc.returncode == 0, proc.stderr[-4000:]
         outputs.append(proc.stdout)
-    assert len(list((tmp_path / "results" / "custom" / "custom").glob("*/seed*/summary.json"))) == 21
+    # the file is an override of profile custom: its runs live in a variant folder named by its digest
+    assert len(list((tmp_path / "results" / "custom" / "variants").glob("*/custom/*/seed*/summary.json"))) == 21
     table = [line for line in outputs[1].splitlines() if line.startswith("| ")]
     assert [line.split("|")[1].strip() for line in table[1:]] == [
         "your embeddings", "contrastive", "triplet", "npair", "infonce", "arcface", "scl", "ccl"], outputs[1]
