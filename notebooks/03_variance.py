@@ -134,7 +134,7 @@ fig
 
 # %%
 seed0 = summary[summary.seed == summary.seed.min()]
-runs = {(r.dataset, r.loss): load_run(own_run_dir(results_root, profile, r.dataset, r.loss, r.seed))
+runs = {(r.dataset, r.loss): load_run(own_run_dir(results_root, profile, r.dataset, r.loss, r.seed, variant))
         for r in seed0.itertuples()}
 emb = {d: {loss: (*run["embeddings"], run["coarse"]) for (d2, loss), run in runs.items() if d2 == d}
        for d in sorted(seed0.dataset.unique())}

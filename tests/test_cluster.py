@@ -44,7 +44,8 @@ pytestmark = pytest.mark.slow
 SCRIPT = ROOT / "tests" / "cluster" / "slurm-local.sh"
 PROFILES = ROOT / "workflow" / "profiles"
 COMMANDS = ("munged", "munge", "unmunge", "slurmctld", "slurmd", "sinfo", "sbatch", "squeue", "scancel", "scontrol")
-FAILING_LOSS = "ccl"  # its training notebook raises in the first build
+FAILING_CELL = ("synthetic", 0, "ccl")  # dataset, seed, loss: its 02_train notebook raises in the first build
+FAILING_JOB = f"rule_train_wildcards_{FAILING_CELL[0]}_{FAILING_CELL[1]}"  # the train job (one per dataset x seed) running it
 FAILURE = "injected by tests/test_cluster.py"  # the message of the RuntimeError it raises
 # What this one small node without slurmdbd needs on top of the profile, passed after `--` as a
 # user would: few CPUs (the profile's 8 and 4 threads per job do not fit), no accounting (sacct
@@ -202,7 +203,7 @@ class Dag:
     @property
     def failing(self) -> str:
         """The comment of the training job made to fail."""
-        return next(c for c in self.jobs["train"] if f"_{FAILING_LOSS}_" in c)
+        return FAILING_JOB
 
 
 @pytest.fixture(scope="module")
@@ -222,15 +223,16 @@ def dag(workspace) -> Dag:
     for rule, values in jobs:
         rules.setdefault(rule, set()).add(f"rule_{rule}" + (f"_wildcards_{'_'.join(values)}" if values else ""))
     assert {"features", "train", "index", "all"} <= set(rules), proc.stdout[-3000:]
-    assert sum(f"_{FAILING_LOSS}_" in c for c in rules["train"]) == 1, rules["train"]
+    assert FAILING_JOB in rules["train"], rules["train"]
     return Dag(rules, tuple(outputs))
 
 
 def inject_failure(notebook: Path) -> None:
-    """A cell after the parameters that raises for FAILING_LOSS (the other losses run as before)."""
+    """A cell after the parameters that raises for FAILING_CELL (the other runs' notebooks run as before)."""
     nb = nbformat.read(notebook, as_version=4)
     at = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
-    nb.cells.insert(at + 1, nbformat.v4.new_code_cell(f'if loss == "{FAILING_LOSS}":\n    raise RuntimeError("{FAILURE}")'))
+    nb.cells.insert(at + 1, nbformat.v4.new_code_cell(
+        f"if (dataset, seed, loss) == {FAILING_CELL!r}:\n    raise RuntimeError({FAILURE!r})"))
     nbformat.write(nb, notebook)
 
 
@@ -275,7 +277,7 @@ def test_a_failing_job_is_reported_with_its_slurm_log(workspace, failed_build, d
     assert len(failed) == 1 + _profile()["retries"], (failed, b.tail())
     assert all(b.jobs[i].state == "FAILED" and b.jobs[i].final == "FAILED" for i in failed), b.jobs
     for jobid in failed:  # the build names each attempt's log, and the log holds the notebook's error
-        m = re.search(rf"^\s+log: (\S+/slurm_logs/rule_train/\w*_{FAILING_LOSS}_\w*/{jobid}\.log)", b.output, re.M)
+        m = re.search(rf"^\s+log: (\S+/slurm_logs/rule_train/{FAILING_CELL[0]}_{FAILING_CELL[1]}/{jobid}\.log)", b.output, re.M)
         assert m, f"the build does not name the log of SLURM job {jobid}:\n{b.tail()}"
         log = Path(m[1]).read_text(errors="replace")
         assert f"RuntimeError: {FAILURE}" in log, m[1]

@@ -1,10 +1,11 @@
 """`make paper` end to end, offline: the paper profile's whole DAG on tiny copies of its five datasets.
 
 The datasets are built in their official on-disk formats (tests/_formats.py) and found through
-``$VGCORE_DATA``; the backbone is the real ViT-B/32 architecture with random weights, asked for
+``$VGCORE_DATA`` (the build's processes take the miniature FashionMNIST and CIFAR-10 for the official
+files, whose MD5s their readers check: ``_formats.trust_miniatures``); the backbone is the real ViT-B/32 architecture with random weights, asked for
 explicitly (``backbone_options.weights=random``: the paper profile itself never falls back to it);
 the profile is shrunk by overrides (2 epochs, batch 4) into results and figures roots of the test's
-own, and to two of its losses (one graph-safe, one not) to keep `make test` short. Every stage runs
+own, and to two of its losses to keep `make test` short. Every stage runs
 as `make paper` runs it: features -> fused training per dataset x seed -> the per-run training
 notebooks -> the analysis notebooks -> every declared figure and table.
 """
@@ -12,6 +13,7 @@ notebooks -> the analysis notebooks -> every declared figure and table.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 
 import pytest
@@ -21,11 +23,11 @@ from vgcore.config import get_profile, parse_overrides
 from vgcore.report import outputs
 from vgcore.workflow import build_tag, snakemake_command
 
-from _formats import make_paper_datasets
+from _formats import make_paper_datasets, trust_miniatures
 from _smoke_build import ROOT, env
 
 OVERRIDES = ["epochs=2", "batch_size=4", "eval_train_size=8", "backbone_options.weights=random"]
-LOSSES = ["npair", "scl"]  # N-pair (one pair per class) cannot be captured in a CUDA graph; SCL can
+LOSSES = ["npair", "scl"]
 
 
 @pytest.mark.slow
@@ -34,8 +36,9 @@ def test_the_paper_dag_runs_offline_and_writes_every_declared_figure_and_table(t
     results, figures, cache = tmp_path / "results", tmp_path / "figures", tmp_path / "cache"
     cmd = snakemake_command("paper", jobs=2, results=str(results), figures=str(figures), seeds="0",
                             losses=LOSSES, overrides=OVERRIDES, directory=tmp_path)
-    proc = subprocess.run(cmd, cwd=ROOT, env=env(VGCORE_DATA=str(data), VGCORE_CACHE=str(cache)),
-                          capture_output=True, text=True, timeout=1800)
+    environment = env(VGCORE_DATA=str(data), VGCORE_CACHE=str(cache))
+    environment["PYTHONPATH"] = f"{trust_miniatures(data, tmp_path / 'hook')}{os.pathsep}{environment['PYTHONPATH']}"
+    proc = subprocess.run(cmd, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-8000:]
 
     paper = get_profile("paper")

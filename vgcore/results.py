@@ -102,9 +102,14 @@ class VariantConflictError(UserError, ValueError):
 
 # --- where a run lives --------------------------------------------------------------------------
 
-def own_run_dir(root: str | os.PathLike, profile: str, dataset: str, loss: str, seed: int) -> Path:
-    """``<root>/<profile>/<dataset>/<loss>/seed<k>``: where a profile's own run of a cell lives."""
-    return Path(root) / profile / dataset / loss / f"seed{int(seed)}"
+def own_run_dir(root: str | os.PathLike, profile: str, dataset: str, loss: str, seed: int,
+                variant: str | None = None) -> Path:
+    """``<root>/<profile>/<dataset>/<loss>/seed<k>``: where a profile's own run of a cell lives (with
+    `variant`, a tag or digest: that variant's run, under ``<profile>/variants/<variant>/``)."""
+    base = Path(root) / profile
+    if variant is not None:
+        base = base / VARIANTS / variant_name({}, variant)
+    return base / dataset / loss / f"seed{int(seed)}"
 
 
 def profile_config(config: RunConfig | dict) -> dict[str, Any]:
