@@ -87,7 +87,7 @@ print(describe_runs(summary))
 compare_with = get_profile(profile).compare_with
 compare_csv = Path(figures_root) / str(compare_with) / "tables" / "06_claims.csv"
 compare = pd.read_csv(compare_csv) if compare_with and compare_csv.is_file() else None
-tables = claims_tables(summary, epochs, compare, names=(profile, str(compare_with)))
+tables = claims_tables(summary, epochs, compare, names=(profile, compare_with or "no comparison profile"))
 out.table(tables["gate"].round(4), "06_gate")
 tables["gate"].style.format(precision=3).hide(axis="index")
 
