@@ -174,6 +174,16 @@ def test_compare_verdicts_marks_changes_between_two_tables():
     assert list(out["changed"]) == [False, True] and out.loc["y", "paper_schedule"] == "contradicted"
 
 
+def test_compare_verdicts_a_check_only_one_profile_made_is_not_a_change():
+    """A dataset one profile gated out (or never ran) has no verdict there: "not checked", never "changed"."""
+    a = pd.DataFrame({"claim": ["x"], "dataset": ["synthetic"], "verdict": ["contradicted"]})
+    b = pd.DataFrame({"claim": ["x", "x"], "dataset": ["synthetic", "fashionmnist"],
+                      "verdict": ["supported", "supported"]})
+    out = compare_verdicts(a, b, ("demo", "paper_schedule")).set_index("dataset")
+    assert out.loc["fashionmnist", "demo"] == "not checked" and not out.loc["fashionmnist", "changed"]
+    assert out.loc["synthetic", "changed"]
+
+
 def test_every_claim_names_its_metric_and_reason_and_only_known_losses():
     from vgcore.registry import names
 

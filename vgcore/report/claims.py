@@ -296,12 +296,20 @@ def variant_table(summary: pd.DataFrame, default: pd.DataFrame, datasets: Iterab
                                        "changed", "variant_worst_pair", "variant_ci"])
 
 
+NOT_CHECKED = "not checked"
+"""A claim a profile made no verdict on (its dataset failed the learned-heads gate, or was not run)."""
+
+
 def compare_verdicts(a: pd.DataFrame, b: pd.DataFrame, names: tuple[str, str]) -> pd.DataFrame:
-    """Verdicts of two claims tables (e.g. two training schedules) side by side, ``changed`` marked."""
+    """Verdicts of two claims tables (e.g. two training schedules) side by side, ``changed`` marked.
+    A check only one table makes (its dataset failed the other's learned-heads gate, or was not run
+    there) reads "not checked" on the other side and is not a change."""
     keys = ["claim", "dataset"]
     merged = a[[*keys, "verdict"]].merge(b[[*keys, "verdict"]], on=keys, how="outer", suffixes=("_a", "_b"))
     merged = merged.rename(columns={"verdict_a": names[0], "verdict_b": names[1]})
-    merged["changed"] = merged[names[0]] != merged[names[1]]
+    both = merged[list(names)].notna().all(axis=1)
+    merged[list(names)] = merged[list(names)].fillna(NOT_CHECKED)
+    merged["changed"] = both & (merged[names[0]] != merged[names[1]])
     return merged
 
 
