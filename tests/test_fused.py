@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from _faults import nan_loss_at_call
 
 from vgcore import results, train
 from vgcore.config import get_profile
@@ -73,26 +74,7 @@ def test_configs_that_do_not_share_a_batch_stream_are_refused(tmp_path):
 
 def test_a_diverging_learner_fails_alone_and_its_group_finishes(tmp_path, monkeypatch):
     """One learner's NaN loss writes its failure record; the others complete, then the group raises."""
-    from vgcore.train import learner
-
-    real = learner.make_loss
-
-    def poisoned(name, *args, **kwargs):
-        loss = real(name, *args, **kwargs)
-        if name != "infonce":
-            return loss
-        calls = {"n": 0}
-        forward = loss.forward
-
-        def nan_at_step_3(z, y):
-            out = forward(z, y)
-            calls["n"] += 1
-            return out * float("nan") if calls["n"] == 4 else out
-
-        loss.forward = nan_at_step_3
-        return loss
-
-    monkeypatch.setattr(learner, "make_loss", poisoned)
+    nan_loss_at_call(monkeypatch, "infonce", call=4)  # its 4th forward: training step 3
     configs = [smoke(loss, sync_every=2) for loss in ("triplet", "infonce", "scl")]
     paths = [tmp_path / c.loss for c in configs]
     with pytest.raises(train.TrainingDivergedError, match=r"'infonce' on 'synthetic' \(seed 0\) diverged at step 3 \(epoch 2\)"):
@@ -103,7 +85,7 @@ def test_a_diverging_learner_fails_alone_and_its_group_finishes(tmp_path, monkey
     assert json.loads((paths[1] / "failure.json").read_text())["step"] == 3
     assert results.load_run(paths[1])["steps"]["step"].tolist() == [0, 1, 2]
     # the survivors are unaffected: equal to their runs alone
-    monkeypatch.setattr(learner, "make_loss", real)
+    monkeypatch.undo()  # scl was never poisoned; undo for a clean run alone
     alone = train.run(configs[2], tmp_path / "scl_alone", cache_dir=tmp_path / "cache", progress=False)
     assert (alone.path / "steps.csv").read_bytes() == (paths[2] / "steps.csv").read_bytes()
 

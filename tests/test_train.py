@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _faults import nan_loss_at_call
 
 from vgcore import results, train
 from vgcore.config import PROFILES, RunConfig, get_profile, parse_overrides
 from vgcore.data import DataNotFoundError
 from vgcore.losses import LOSSES
-from vgcore.train import learner
 
 SMOKE = get_profile("smoke")
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,22 +141,7 @@ def test_a_batch_without_positives_is_logged_not_fatal(tmp_path, loss):
 
 
 def test_nan_loss_stops_with_the_step_and_leaves_partial_logs(tmp_path, monkeypatch):
-    real = learner.make_loss
-
-    def poisoned(*args, **kwargs):
-        loss = real(*args, **kwargs)
-        calls = {"n": 0}
-        forward = loss.forward
-
-        def nan_at_step_3(z, y):
-            out = forward(z, y)
-            calls["n"] += 1
-            return out * float("nan") if calls["n"] == 4 else out
-
-        loss.forward = nan_at_step_3
-        return loss
-
-    monkeypatch.setattr(learner, "make_loss", poisoned)
+    nan_loss_at_call(monkeypatch, "infonce", call=4)  # its 4th forward: training step 3
     config = smoke_config("infonce", sync_every=2)
     path = tmp_path / "run"
     with pytest.raises(train.TrainingDivergedError, match=r"at step 3 \(epoch 2\).*last finite values: train_loss="):

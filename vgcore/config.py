@@ -323,7 +323,14 @@ def flat_diff(values: dict[str, Any], reference: dict[str, Any]) -> dict[str, An
 
 def nest(flat: dict[str, Any]) -> dict[str, Any]:
     """Dotted keys back to nested dicts: ``{"loss_params.margin": 0.3}`` -> ``{"loss_params": {"margin": 0.3}}``."""
-    out: dict[str, Any] = {}
+    return set_dotted({}, flat)
+
+
+def set_dotted(base: dict[str, Any], flat: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `base` (its dict values copied one level deep) with the dotted keys of `flat` set,
+    without validation: ``set_dotted({"loss_params": {"a": 1}}, {"loss_params.b": 2})`` ->
+    ``{"loss_params": {"a": 1, "b": 2}}``."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
     for key, value in flat.items():
         head, dot, sub = key.partition(".")
         if dot:

@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from vgcore.config import CELL_KEYS, RunConfig, describe_diff, flat_diff, get_profile
+from vgcore.config import CELL_KEYS, RunConfig, describe_diff, flat_diff, get_profile, set_dotted
 from vgcore.errors import UserError
 from vgcore.io import (
     atomic_open,
@@ -490,7 +490,7 @@ def check_run(path: str | os.PathLike, table: str | None = None) -> dict:
             expected = actual  # a digest-named variant is keyed by its overrides
     if expected is None or _canonical(actual) != _canonical(expected):
         where = f"variant {parts[-4]!r} of profile {config['profile']!r}" if in_variant else f"profile {config['profile']!r}"
-        wanted = _apply(reference, expected or {})
+        wanted = set_dotted(reference, expected or {})
         raise StaleRunError(
             f"{path} is stale: it was trained with another config than {where} gives now (differing keys: "
             f"{describe_diff(flat_diff(config, wanted), wanted, there='now')}). Rerun it: `python -m vgcore sweep "
@@ -567,18 +567,6 @@ def runs_digest(config_hashes: Iterable[str]) -> str:
 
 
 # --- helpers ------------------------------------------------------------------------------------
-
-def _apply(config: dict, overrides: dict) -> dict:
-    """`config` with dotted `overrides` set (no validation: for messages)."""
-    out = {k: dict(v) if isinstance(v, dict) else v for k, v in config.items()}
-    for key, value in overrides.items():
-        head, dot, sub = key.partition(".")
-        if dot:
-            out.setdefault(head, {})[sub] = value
-        else:
-            out[key] = value
-    return out
-
 
 def _differing(a: dict, b: dict) -> set[str]:
     return {k for k in set(a) | set(b) if _canonical(a.get(k)) != _canonical(b.get(k))}

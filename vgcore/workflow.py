@@ -60,7 +60,6 @@ def execute(notebook: str | os.PathLike, output: str | os.PathLike, parameters: 
 
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    partial = failed_copy(output)
     for attempt in range(retries + 1):
         try:
             pm.execute_notebook(str(notebook), str(output), parameters=parameters or {}, kernel_name=kernel,
@@ -71,14 +70,24 @@ def execute(notebook: str | os.PathLike, output: str | os.PathLike, parameters: 
                 log(f"kernel failed to start for {notebook} (attempt {attempt + 1}/{retries + 1}): {err}; retrying")
                 time.sleep(1 + 2 * attempt)
                 continue
-            if output.exists():
-                shutil.copyfile(output, partial)
-                log(f"{notebook} failed; its partial output is in {partial}")
+            _keep_failed(notebook, output, log)
             raise
-        partial.unlink(missing_ok=True)
-        hide_default_parameters(output)
-        return output
+        return _finish(output)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _keep_failed(notebook, output: Path, log) -> None:
+    """Keep the partial output of `notebook`, which failed, as ``<output stem>.failed.ipynb``."""
+    if output.exists():
+        shutil.copyfile(output, failed_copy(output))
+        log(f"{notebook} failed; its partial output is in {failed_copy(output)}")
+
+
+def _finish(output: Path) -> Path:
+    """An executed notebook's last step: no stale ``.failed.ipynb`` beside it, its defaults cell collapsed."""
+    failed_copy(output).unlink(missing_ok=True)
+    hide_default_parameters(output)
+    return output
 
 
 def hide_default_parameters(path: str | os.PathLike) -> None:
@@ -129,18 +138,13 @@ def execute_many(jobs, *, kernel: str = KERNEL, retries: int = 2, start_timeout:
             _run_in_kernel(km, "%reset -f\nimport matplotlib.pyplot as _plt\n_plt.close('all')\ndel _plt", 60)
             output = Path(output)
             output.parent.mkdir(parents=True, exist_ok=True)
-            partial = failed_copy(output)
             try:
                 pm.execute_notebook(str(notebook), str(output), parameters=parameters or {}, kernel_name=kernel,
                                     km=km, progress_bar=False)
             except Exception:
-                if output.exists():
-                    shutil.copyfile(output, partial)
-                    log(f"{notebook} failed; its partial output is in {partial}")
+                _keep_failed(notebook, output, log)
                 raise
-            partial.unlink(missing_ok=True)
-            hide_default_parameters(output)
-            done.append(output)
+            done.append(_finish(output))
     finally:
         km.shutdown_kernel(now=True)
     return done

@@ -252,6 +252,17 @@ def _loss_stats(frame: pd.DataFrame, metric: str, order: Sequence[str]) -> pd.Da
     return stats.dropna(subset=["mean"])
 
 
+def _drawn_metrics(frame: pd.DataFrame, metrics: Sequence[str], datasets: Sequence[str],
+                   constant: dict[tuple[str, str], bool]) -> tuple[list[str], list[str]]:
+    """The metrics to draw, those not constant across losses on every dataset (``constant[(dataset,
+    metric)]``), and a note for each one left out, with its range of values in `frame`."""
+    shown = [m for m in metrics if not all(constant[(d, m)] for d in datasets)]
+    notes = [f"{label(m, unit=False)}: constant across losses on every dataset "
+             f"({np.nanmin(frame[m].to_numpy(float)):.4g} to {np.nanmax(frame[m].to_numpy(float)):.4g}), not drawn."
+             for m in metrics if m not in shown]
+    return shown, notes
+
+
 def metric_dots(summary: pd.DataFrame, metrics: Sequence[str], title: str = "",
                 width: str | float = "page") -> plt.Figure:
     """Each metric per loss as a dot (seed mean) with a ± 1 std bar and faint single-seed dots; losses
@@ -262,15 +273,10 @@ def metric_dots(summary: pd.DataFrame, metrics: Sequence[str], title: str = "",
     datasets = sorted(summary["dataset"].unique())
     order = loss_order(summary)
     palette = loss_palette(order)
-    notes = [_seed_note(summary)]
     constant = {(d, m): is_constant(_loss_stats(summary[summary["dataset"] == d], m, order)["mean"])
                 for d in datasets for m in metrics}
-    shown = [m for m in metrics if not all(constant[(d, m)] for d in datasets)]
-    for m in metrics:
-        if m not in shown:
-            values = summary[m].to_numpy(float)
-            notes.append(f"{label(m, unit=False)}: constant across losses on every dataset "
-                         f"({np.nanmin(values):.4g} to {np.nanmax(values):.4g}), not drawn.")
+    shown, left_out = _drawn_metrics(summary, metrics, datasets, constant)
+    notes = [_seed_note(summary), *left_out]
     if not shown:
         fig = _figure(width, 0.8)
         _note(fig, notes)
@@ -386,14 +392,9 @@ def metric_over_steps(steps: pd.DataFrame, metrics: Sequence[str], bins: int = 6
     datasets = sorted(steps["dataset"].unique())
     palette = loss_palette(loss_order(steps))
     binned = _binned(steps, metrics, bins)
-    constant = {(m, d): is_constant(binned.loc[binned["dataset"] == d, m]) for m in metrics for d in datasets}
-    shown = [m for m in metrics if not all(constant[(m, d)] for d in datasets)]
-    notes = [title, _seed_note(steps, f"line: mean of {bins} step ranges; band: ± 1 std")]
-    for m in metrics:
-        if m not in shown:
-            values = binned[m].to_numpy(float)
-            notes.append(f"{label(m, unit=False)}: constant across losses on every dataset "
-                         f"({np.nanmin(values):.4g} to {np.nanmax(values):.4g}), not drawn.")
+    constant = {(d, m): is_constant(binned.loc[binned["dataset"] == d, m]) for m in metrics for d in datasets}
+    shown, left_out = _drawn_metrics(binned, metrics, datasets, constant)
+    notes = [title, _seed_note(steps, f"line: mean of {bins} step ranges; band: ± 1 std"), *left_out]
     if not shown:
         fig = _figure(width, 0.9)
         _note(fig, notes)
@@ -406,7 +407,7 @@ def metric_over_steps(steps: pd.DataFrame, metrics: Sequence[str], bins: int = 6
             sub = binned[binned["dataset"] == dataset]
             if i == 0:
                 ax.set_title(dataset)
-            if constant[(metric, dataset)]:
+            if constant[(dataset, metric)]:
                 _constant_panel(ax, f"{label(metric, unit=False)} on {dataset}: {sub[metric].mean():.4g} for "
                                     "every loss (constant, not compared)")
                 continue
