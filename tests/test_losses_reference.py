@@ -455,12 +455,23 @@ def test_triplet_sort_prefix_sum_equals_naive_cube(seed, squared):
     close(grad_of(out.loss, z), grad_of(loss, z), 1e-12)
 
 
-# Points +-e_i: every squared distance is exactly 0, 2 or 4 (Euclidean 0, sqrt 2, 2), so with these
-# margins many negatives lie exactly at d(a, p) + margin. Such a triplet has a zero hinge: it is not
-# active and gives no gradient (the naive form's relu'(0) = 0).
+# Points +-e_i: every squared distance is exactly 0, 2 or 4, so with margin 2 many negatives lie
+# exactly at d(a, p) + margin. Such a triplet has a zero hinge: it is not active and gives no gradient
+# (the naive form's relu'(0) = 0).
 TIE_Z = [[1, 0, 0, 0], [1, 0, 0, 0], [0, 1, 0, 0], [-1, 0, 0, 0], [0, 0, 1, 0], [0, -1, 0, 0],
          [0, 0, 0, 1], [0, 0, -1, 0], [0, 1, 0, 0], [0, 0, 0, -1]]
 TIE_Y = [0, 0, 0, 1, 1, 2, 2, 3, 0, 3]
+# Euclidean (non-squared) distances need ties that no square root can round away: vertices of the
+# 24-cell (+-e_i and (+-1/2, ..., +-1/2)) have cosines 0, +-1/2, +-1, so the distances between them are
+# 1, sqrt 2, sqrt 3 and 2. sqrt(1) and sqrt(4) are exact under any sqrt with an error below one unit
+# in the last place, and every coordinate, norm and dot product here is a small dyadic number, exact
+# in any summation order: d(a, p) = 1 and d(a, n) = 2 tie exactly at margin 1 on every CPU. (The
+# former margin 2 - sqrt(2) relied on torch's float64 sqrt(2) being correctly rounded, which it is
+# not on every CPU.) No duplicate rows: a zero distance has no gradient in the naive sqrt.
+H = 0.5
+TIE_Z_UNIT = [[1, 0, 0, 0], [H, H, H, H], [-1, 0, 0, 0], [-H, -H, -H, -H],
+              [0, 1, 0, 0], [H, H, -H, -H], [0, -1, 0, 0], [-H, -H, H, H]]
+TIE_Y_UNIT = [0, 0, 1, 1, 2, 2, 3, 3]
 
 
 @pytest.mark.parametrize(
@@ -469,22 +480,20 @@ TIE_Y = [0, 0, 0, 1, 1, 2, 2, 3, 0, 3]
         {"margin": 2.0},  # squared: d_ap 2 -> d_an 4, d_ap 0 -> d_an 2
         {"margin": 2.0, "reduction": "mean"},  # zeros included (the default averages over non-zero triplets)
         {"margin": 2.0, "normalize": False},
-        {"margin": 2.0 - math.sqrt(2.0), "squared": False},  # sqrt(2) + (2 - sqrt(2)) == 2 exactly
+        {"margin": 1.0, "squared": False},  # on TIE_Z_UNIT: d_ap 1 -> d_an 2
+        {"margin": 1.0, "squared": False, "reduction": "mean"},
     ],
 )
 def test_triplet_exact_ties_are_inactive_as_in_the_naive_cube(hp):
     squared, normalize = hp.get("squared", True), hp.get("normalize", True)
-    y = torch.tensor(TIE_Y)
-    # scaled rows: normalisation must map them back to the exact +-e_i (powers of two)
-    z = (torch.tensor(TIE_Z, dtype=F64) * (4.0 if normalize else 1.0)).requires_grad_(True)
+    rows, labels, least = (TIE_Z, TIE_Y, 10) if squared else (TIE_Z_UNIT, TIE_Y_UNIT, 8)
+    y = torch.tensor(labels)
+    # scaled rows: normalisation must map them back to the exact layout (norms are powers of two)
+    z = (torch.tensor(rows, dtype=F64) * (4.0 if normalize else 1.0)).requires_grad_(True)
     loss, per, n, n_active, ties = naive_triplet(z, y, hp["margin"], squared, normalize)
-    assert ties >= 10, "the batch must hold exact ties for this test to mean anything"
-    if squared is False:  # a zero distance has no gradient in the naive sqrt: no duplicates there
-        keep = torch.tensor([TIE_Z.index(row) == i for i, row in enumerate(TIE_Z)])
-        z = z.detach()[keep].requires_grad_(True)
-        y = y[keep]
-        loss, per, n, n_active, ties = naive_triplet(z, y, hp["margin"], squared, normalize)
-        assert ties >= 4
+    # the premise holds by construction (exact arithmetic above); checked so a changed layout cannot
+    # silently stop testing ties
+    assert ties >= least, "the batch must hold exact ties for this test to mean anything"
     if hp.get("reduction", "nonzero_mean") == "nonzero_mean":  # the default averages over non-zero triplets
         loss = loss * n / n_active
     out = run(build("triplet", **hp), z, y)
