@@ -19,6 +19,7 @@ from vgcore.results import (
     embedding_sample,
     file_records,
     load_run,
+    seal,
     write_embeddings,
 )
 
@@ -42,8 +43,9 @@ def make_run(root: Path, dataset="synthetic", loss="triplet", seed=0, n_steps=25
                "schema_version": SCHEMA_VERSION, "files": file_records(run),
                "final": {"recall@1": 0.123456789012345}, "convergence": {}, "greediness_mean": {},
                "wall_time_s": wall, "steps_per_s": n_steps / wall, "n_steps": n_steps,
-               "versions": {"torch": "2.14.1"}, "git": {"commit": commit, "dirty": False}}
-    (run / "summary.json").write_text(json.dumps(summary))
+               "resolved": config.resolved(), "versions": {"torch": "2.14.1"},
+               "git": {"commit": commit, "dirty": False}}
+    (run / "summary.json").write_text(json.dumps(seal(summary)))
     return run
 
 

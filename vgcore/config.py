@@ -117,15 +117,30 @@ class RunConfig:
         besides VARIANCE and Recall@K: at the final epoch, and every `full_eval_every` epochs if set."""
         return epoch == self.epochs or (self.full_eval_every > 0 and epoch % self.full_eval_every == 0)
 
+    def resolved(self) -> dict[str, Any]:
+        """What the code decides for this config: defaults filled in, numerics versions (vgcore.identity)."""
+        from vgcore.identity import resolved
+
+        return resolved(self.to_dict())
+
     def config_hash(self) -> str:
-        """sha256 (first 16 hex digits) of the canonical JSON of every field."""
-        canonical = json.dumps(self.to_dict(), sort_keys=True, default=str)
-        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        """The run's identity: :func:`identity_hash` of every field and of :meth:`resolved`."""
+        return identity_hash(self.to_dict())
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RunConfig:
         _check_keys(values)
         return cls(**values)
+
+
+def identity_hash(values: dict[str, Any]) -> str:
+    """sha256 (first 16 hex digits) of the canonical JSON of a run config `values` (``to_dict()``)
+    and of its resolved identity (:func:`vgcore.identity.resolved`): a run's ``config_hash``, also
+    recomputed for a recorded config to tell whether the run is still current."""
+    from vgcore.identity import resolved
+
+    canonical = json.dumps({"config": values, "resolved": resolved(values)}, sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ __all__ = [
     "file_lock",
     "file_md5",
     "lock_path",
+    "plain_json",
     "remove_orphans",
 ]
 
@@ -97,6 +98,12 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, *, indent: int = 2) -> 
     return atomic_write_text(
         path, json.dumps(obj, indent=indent, sort_keys=True, default=_jsonable) + "\n"
     )
+
+
+def plain_json(obj: Any) -> Any:
+    """`obj` as :func:`atomic_write_json` writes it and ``json.loads`` reads it back (numpy scalars
+    as numbers, unknown objects as their ``str``): what a digest of written JSON must be taken of."""
+    return json.loads(json.dumps(obj, default=_jsonable))
 
 
 def _jsonable(value: Any) -> Any:

@@ -16,18 +16,22 @@ What. A run directory holds:
                       MAP@R, R-precision and NMI only where ``RunConfig.full_eval_at``, NaN elsewhere)
 - ``embeddings.npz``  final evaluation embeddings (float16), labels and superclass labels (where the
                       dataset has them), compressed
-- ``summary.json``    final metrics, convergence epochs, wall time, versions, config hash, overrides,
-                      and the size and sha256 of every file above (written last)
+- ``summary.json``    final metrics, convergence epochs, wall time, versions, the config and its
+                      resolved identity (vgcore.identity: defaults filled in, numerics versions)
+                      with their hash, overrides, the size and sha256 of every file above, and its
+                      own seal (``summary_sha256``: the sha256 of the rest of it); written last
 - ``failure.json``    only when the run stopped on an error (then there is no summary.json)
 
 How. A run is trained in a hidden sibling ``.tmp-seed<k>.*`` and swapped into place only once it is
 complete, under a per-run lock (``.seed<k>.lock`` beside it), so a failing, killed or concurrent
 run never deletes a complete one; what a killed run left is cleaned (or, if complete, finished) by
-the next writer. A run is complete when ``summary.json`` exists; it is current for a config when it
-also records that config's hash and :data:`SCHEMA_VERSION` and its files match their recorded hashes.
+the next writer. A run is complete when ``summary.json`` exists and its seal holds; it is current for
+a config when it also records that config's identity hash (the config and what the code resolves for
+it now) and :data:`SCHEMA_VERSION`, and its files match their recorded hashes.
 
 Reading. :func:`collect` returns a profile's own runs (or one variant's), after checking that each
-still is what its place says (same config as the profile gives now) and that its files are intact;
+still is what its place says (same config as the profile gives now, same resolved identity as the
+code gives now, current schema) and that its files and its summary are intact;
 a stale or corrupt run is refused naming the run and the differing keys or the bad file
 (``errors="skip"``: left out with a warning).
 """
@@ -49,7 +53,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from vgcore.config import CELL_KEYS, RunConfig, describe_diff, flat_diff, get_profile, set_dotted
+from vgcore.config import (
+    CELL_KEYS,
+    RunConfig,
+    describe_diff,
+    flat_diff,
+    get_profile,
+    identity_hash,
+    set_dotted,
+)
 from vgcore.errors import UserError
 from vgcore.io import (
     atomic_open,
@@ -57,6 +69,7 @@ from vgcore.io import (
     file_digest,
     file_lock,
     lock_path,
+    plain_json,
     remove_orphans,
 )
 from vgcore.metrics.greediness import GREEDINESS_KEYS
@@ -69,15 +82,19 @@ STEP_COLUMNS = ("step", "epoch", "train_loss", *GREEDINESS_KEYS)
 EPOCH_COLUMNS = ("epoch", "split", "train_loss", *VARIANCE_KEYS, *RETRIEVAL_KEYS, *HIERARCHY_KEYS)
 TABLES = ("epochs", "steps", "summary")
 
-SCHEMA_REVISION = 3
+SCHEMA_REVISION = 4
 """Bumped by hand when a column changes meaning. 2: steps.csv gained ``grad_effective_share``.
 3: ``nmi`` from the torch k-means on the training device; ``map@r``, ``r_precision`` and ``nmi`` in
-epochs.csv only at full-evaluation epochs (the final one by default), NaN at the others."""
+epochs.csv only at full-evaluation epochs (the final one by default), NaN at the others.
+4: summary.json records the resolved identity (``resolved``) and is sealed (``summary_sha256``)."""
 SCHEMA_VERSION = f"{SCHEMA_REVISION}." + hashlib.sha256(
     json.dumps([STEP_COLUMNS, EPOCH_COLUMNS]).encode()).hexdigest()[:8]
 """Version of the files below: the revision and a digest of the column names, so that a run written
 before a column was added (a new metric) or changed meaning counts as stale and is rerun."""
 
+
+SEAL = "summary_sha256"
+"""The key of ``summary.json`` that holds the sha256 of the rest of it (:func:`seal`)."""
 
 VARIANTS = "variants"
 """The folder of a profile's variant runs: ``<root>/<profile>/variants/<name>/``."""
@@ -193,12 +210,29 @@ def _record_variant(path: Path, config: dict) -> None:
 
 # --- reading one run ----------------------------------------------------------------------------
 
+def seal(summary: dict) -> dict:
+    """`summary` as JSON values with :data:`SEAL` set to the sha256 of its canonical JSON without it."""
+    body = plain_json({k: v for k, v in summary.items() if k != SEAL})
+    return {**body, SEAL: _seal_digest(body)}
+
+
+def _seal_digest(body: dict) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def read_summary(path: str | os.PathLike) -> dict | None:
-    """The run's ``summary.json`` (None when there is none); RunIntegrityError naming it when unreadable."""
-    summary = Path(path) / "summary.json"
-    if not summary.is_file():
+    """The run's ``summary.json`` (None when there is none); RunIntegrityError naming it when
+    unreadable or when its seal (:data:`SEAL`, where recorded) does not match its content."""
+    file = Path(path) / "summary.json"
+    if not file.is_file():
         return None
-    return _read_json(summary)
+    summary = _read_json(file)
+    if not isinstance(summary, dict):
+        raise RunIntegrityError(f"{file} holds no JSON object; rerun the run or restore it")
+    if SEAL in summary and summary[SEAL] != _seal_digest({k: v for k, v in summary.items() if k != SEAL}):
+        raise RunIntegrityError(f"{file} was edited after the run wrote it (its content no longer matches its "
+                                f"{SEAL}); rerun the run or restore it")
+    return summary
 
 
 def is_complete(path: str | os.PathLike, config_hash: str | None = None) -> bool:
@@ -368,15 +402,16 @@ def finish_run(staging: Path, path: str | os.PathLike, summary: dict) -> Path:
     """Record the files' hashes in `summary`, write summary.json into `staging`, put it in place.
 
     A complete run of another config already at `path` is first moved to its own variant folder
-    (:func:`set_aside`); one of the same config (a rerun, or an older schema) is replaced. Call it
-    holding the run's lock.
+    (:func:`set_aside`); one of the same config (a rerun, an older schema, or one made under other
+    resolved values: defaults or numerics versions of older code) is replaced. Call it holding the
+    run's lock.
     """
     path = Path(path)
-    summary = {**summary, "files": file_records(staging)}
+    summary = seal({**summary, "files": file_records(staging)})
     atomic_write_json(staging / "summary.json", summary)
     _record_variant(path, summary["config"])
     previous = _summary_or_none(path)
-    if previous is not None and previous.get("config_hash") != summary["config_hash"]:
+    if previous is not None and _canonical(previous.get("config")) != _canonical(summary["config"]):
         set_aside(path)
     _swap_in(staging, path)
     shutil.rmtree(failed_dir(path), ignore_errors=True)  # an earlier failed attempt is superseded
@@ -496,9 +531,32 @@ def check_run(path: str | os.PathLike, table: str | None = None) -> dict:
             f"{describe_diff(flat_diff(config, wanted), wanted, there='now')}). Rerun it: `python -m vgcore sweep "
             f"--profile {config['profile']}` (or the notebook build) moves a stale run out of the profile's folder "
             "to its variant folder and retrains it; or leave it out with errors='skip'")
+    check_identity(path, summary)
     required = ("config.json",) + ((f"{table}.csv",) if table in ("epochs", "steps") else ())
     check_files(path, summary, required=required)
     return summary
+
+
+def check_identity(path: str | os.PathLike, summary: dict) -> None:
+    """StaleRunError when the run at `path` was made under another results schema or another
+    resolved identity than its config gets from the code now (a changed default, a bumped numerics
+    version: vgcore.identity), naming what changed; RunIntegrityError when its summary is unsealed."""
+    from vgcore.identity import differences, resolved
+
+    path = Path(path)
+    rerun = "Rerun it (`python -m vgcore sweep` or the notebook build retrains it), or leave it out with errors='skip'"
+    version = summary.get("schema_version", 1)
+    if version != SCHEMA_VERSION:
+        raise StaleRunError(f"{path} is stale: it was written under results schema {version}, the code now writes "
+                            f"{SCHEMA_VERSION}. {rerun}")
+    if SEAL not in summary:
+        raise RunIntegrityError(f"{path / 'summary.json'} carries no {SEAL}; rerun the run or restore it")
+    config = summary["config"]
+    if summary.get("config_hash") == identity_hash(config):
+        return
+    changed = differences(summary.get("resolved", {}), resolved(config))
+    raise StaleRunError(f"{path} is stale: it was made under other values than the code gives its config now ("
+                        f"{'; '.join(changed) or 'a config hash computed another way'}). {rerun}")
 
 
 def collect(root: str | os.PathLike, table: str = "epochs", profile: str | None = None, *,

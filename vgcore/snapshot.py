@@ -90,16 +90,18 @@ def thin_steps(steps: pd.DataFrame, k: int) -> pd.DataFrame:
 
 
 def _summary_bytes(path: Path, k: int, n_embedded: int | None, files: dict[str, bytes]) -> bytes:
-    """The run's summary for the snapshot: volatile fields blanked, what was thinned said, and the
-    size and sha256 of each file as the snapshot holds it (so a restored run passes the integrity
-    check of vgcore.results, and a thinned file is never taken for the original)."""
+    """The run's summary for the snapshot: volatile fields blanked, what was thinned said, the
+    size and sha256 of each file as the snapshot holds it, sealed again (so a restored run passes
+    the integrity checks of vgcore.results, and a thinned file is never taken for the original)."""
+    from vgcore.results import seal
+
     summary = json.loads(path.read_text())
     summary.update(VOLATILE)
     summary["snapshot"] = {"steps_block": k, "embedded_samples": n_embedded}
     if "files" in summary:
         summary["files"] = {name: {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
                             for name, data in sorted(files.items())}
-    return (json.dumps(summary, indent=2, sort_keys=False) + "\n").encode()
+    return (json.dumps(seal(summary), indent=2, sort_keys=False) + "\n").encode()
 
 
 def _steps_bytes(path: Path, k: int) -> bytes:

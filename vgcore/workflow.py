@@ -215,6 +215,7 @@ def prepare_runs(profile, results_root: str | os.PathLike, datasets=None, losses
     """
     from vgcore import results
     from vgcore.config import parse_overrides
+    from vgcore.identity import differences
 
     parsed = parse_overrides(list(overrides))
     tag = build_tag(parsed)
@@ -230,7 +231,8 @@ def prepare_runs(profile, results_root: str | os.PathLike, datasets=None, losses
             continue
         if summary is None or results.is_current(path, config_hash):
             continue
-        if summary.get("config_hash") != config_hash and tag is None:
+        same_config = _canonical(summary.get("config")) == _canonical(config.to_dict())
+        if not same_config and tag is None:
             if dry_run:
                 log(f"{path} holds a run of another config: the build would move it to its variant folder and retrain")
                 forced.append(path / "summary.json")
@@ -239,12 +241,20 @@ def prepare_runs(profile, results_root: str | os.PathLike, datasets=None, losses
                 moved = results.set_aside(path)
             log(f"{path} held a run of another config: moved to {moved}; retraining")
         else:
-            why = ("it holds a run of other settings" if summary.get("config_hash") != config_hash
-                   else "its files do not match its summary.json" if summary.get("schema_version", 1) == results.SCHEMA_VERSION
-                   else f"it is of an older results schema ({summary.get('schema_version', 1)})")
+            why = ("it holds a run of other settings" if not same_config
+                   else f"it is of an older results schema ({summary.get('schema_version', 1)})"
+                   if summary.get("schema_version", 1) != results.SCHEMA_VERSION
+                   else "it was made under other values than the code gives its config now ("
+                   + ("; ".join(differences(summary.get("resolved", {}), config.resolved())) or "another config hash") + ")"
+                   if summary.get("config_hash") != config_hash
+                   else "its files do not match its summary.json")
             log(f"{path}: {why}; rerunning it")
             forced.append(path / "summary.json")
     return forced
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
 
 
 def _cells(profile, datasets, losses, seeds):

@@ -269,6 +269,10 @@ class MetricLoss(nn.Module):
     it: embeddings and labels only): a training step with this loss can be captured in a CUDA graph
     (vgcore.train.graph). A loss that breaks this sets it False."""
 
+    numerics_version: int = 1
+    """Bumped by hand when this loss's code changes its numbers with no hyperparameter changed (a
+    fixed bug): runs made before then are stale (vgcore.identity; tests/test_identity.py checks it)."""
+
     def __init__(self, check_inputs: bool = True) -> None:
         super().__init__()
         self.check_inputs = check_inputs

@@ -5,6 +5,9 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+NUMERICS_VERSION = 1
+"""Bumped by hand when the head's initialisation or forward pass changes its numbers (vgcore.identity)."""
+
 
 class ProjectionHead(nn.Module):
     """Linear(in, out) (or a one-hidden-layer ReLU MLP) followed by L2 normalisation: ||z||_2 = 1."""

@@ -27,6 +27,8 @@ flush (a 0 stops the run there), not written to steps.csv. ``unit_embeddings``: 
 the batch has norm 1 within UNIT_TOLERANCE; a head output that overflowed (its norm is inf, so
 normalising gives 0), became NaN or is exactly zero fails it while the loss may stay finite."""
 UNIT_TOLERANCE = 1e-3
+NUMERICS_VERSION = 1
+"""Bumped by hand when the step (optimiser, GREEDINESS reading) changes its numbers (vgcore.identity)."""
 
 
 @dataclass

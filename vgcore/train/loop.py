@@ -362,6 +362,7 @@ def _summary(config, steps: pd.DataFrame, epochs: pd.DataFrame, timing: dict) ->
         "status": "complete",
         "config": config.to_dict(),
         "config_hash": config.config_hash(),
+        "resolved": config.resolved(),  # what the hash covers besides the config (vgcore.identity)
         "overrides": _overrides(config),
         "schema_version": results.SCHEMA_VERSION,
         "final": final,

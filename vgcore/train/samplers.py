@@ -8,6 +8,9 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
+NUMERICS_VERSION = 1
+"""Bumped by hand when a sampler draws other batches for the same seed (vgcore.identity)."""
+
 
 class NoPositivePairsWarning(UserWarning):
     """Batches can hold no positive pair (then most losses do not train)."""
