@@ -154,6 +154,24 @@ def test_the_gate_excludes_a_dataset_where_training_does_not_help():
     assert not row["learned"] and row["untrained"] == pytest.approx(0.21)
 
 
+def test_the_gate_decides_on_the_intervals_lower_bound_not_the_mean_gain():
+    """npair gains on average (+0.083) but one seed lost 0.10: the 95% interval of the gain reaches
+    below 0, so npair has not shown that it learned and its dataset draws no claim."""
+    finals = {x: [0.6, 0.62, 0.61] for x in PAPER_LOSSES}
+    finals["npair"] = [0.50, 0.11, 0.27]  # untrained 0.20, 0.21, 0.22: gains 0.30, -0.10, 0.05
+    gate = learned_gate(_epochs(0.2, finals, "noisy"))
+    row = gate.set_index("loss").loc["npair"]
+    gains = [0.30, -0.10, 0.05]
+    mean = sum(gains) / 3
+    sd = math.sqrt(sum((g - mean) ** 2 for g in gains) / 2)
+    low = mean - 4.302652729911275 * sd / math.sqrt(3)  # t_{0.975, 2}
+    assert row["diff"] == pytest.approx(mean) and mean > 0
+    assert row["ci_low"] == pytest.approx(low) and low < 0
+    assert not row["learned"], "a positive mean gain whose interval reaches below 0 passed the gate"
+    assert gate.loc[gate["loss"] != "npair", "learned"].all()
+    assert learned_datasets(gate) == []
+
+
 def test_variant_table_shows_a_verdict_that_changes_with_the_variant():
     base = {x: [1.0, 1.0, 1.0] for x in PAPER_LOSSES}
     values = {**base, "npair": [2.0, 2.1, 2.2], "npair_all": [0.5, 0.6, 0.5]}
