@@ -16,6 +16,7 @@ from vgcore.report.claims import (
     compare_groups,
     compare_verdicts,
     format_claims,
+    is_constant,
     learned_datasets,
     learned_gate,
     paired_interval,
@@ -83,6 +84,22 @@ def test_an_interval_touching_zero_is_not_support():
 def test_a_constant_metric_says_nothing():
     values = {"g1": [1.0, 1.0], "g2": [1.0, 0.99999], "r1": [1.0, 1.0], "r2": [0.99999, 1.0]}
     out = _verdict(values)
+    assert out["verdict"] == "inconclusive" and "constant across losses" in out["note"]
+
+
+def test_the_constant_threshold_is_a_tenth_of_a_percent_of_the_magnitude():
+    """Loss means 0.2% apart are a difference to test, 0.05% apart a constant (PROTOCOL.md: "span less
+    than 0.1% of their magnitude")."""
+    assert not is_constant([1.0, 1.002, 1.001])
+    assert is_constant([1.0, 1.0005, 1.0002])
+    assert not is_constant([-50.0, -50.1])  # relative to the largest magnitude, whatever the sign
+    assert is_constant([-50.0, -50.025])
+    noise = [0.0, 1e-5, -1e-5]  # shared by every loss of a seed: a tight paired interval
+    gap = {"g1": 1.003, "g2": 1.0035, "r1": 1.0, "r2": 1.0005}  # 0.3% between the extremes
+    out = _verdict({loss: [v + e for e in noise] for loss, v in gap.items()})
+    assert out["verdict"] == "supported" and out["note"] == ""
+    small = {"g1": 1.0004, "g2": 1.00045, "r1": 1.0, "r2": 1.00005}  # 0.045%
+    out = _verdict({loss: [v + e for e in noise] for loss, v in small.items()})
     assert out["verdict"] == "inconclusive" and "constant across losses" in out["note"]
 
 
