@@ -228,6 +228,64 @@ def test_every_claim_names_its_metric_and_reason_and_only_known_losses():
     assert np.all([c.key for c in CLAIMS])
 
 
+SEVEN = ("contrastive", "triplet", "npair", "infonce", "arcface", "scl", "ccl")
+CT_IN, TR_SCL = ("contrastive", "infonce"), ("triplet", "scl")
+PAPER_CLAIMS = {
+    # key: (metric, group, rest (None: every other loss), higher is the claimed direction), the
+    # direction read off the claim's words (README and PROTOCOL.md "Claims")
+    "triplet_scl_keep_variance": ("intra_var", TR_SCL, CT_IN, True),  # keep *more* variance
+    "triplet_scl_clearer_margins": ("margin_rel_mean", TR_SCL, None, True),  # *clearer*: wider margins
+    "triplet_scl_win_fine_grained": ("recall@1", TR_SCL, None, True),  # *win* top-1 retrieval
+    "contrastive_infonce_compact": ("intra_var", CT_IN, TR_SCL, False),  # *compact* more: less variance
+    "contrastive_infonce_fast": ("loss_convergence_step", CT_IN, TR_SCL, False),  # *faster*: fewer steps
+    "contrastive_infonce_compact_fast": ("compaction_epoch1", CT_IN, TR_SCL, True),  # more of it in epoch 1
+    "contrastive_infonce_many_updates": ("grad_effective_share_mean", CT_IN, TR_SCL, True),  # *more* samples
+    "contrastive_infonce_small_updates": ("emb_grad_norm_mean_mean", CT_IN, TR_SCL, False),  # *smaller*
+    "contrastive_infonce_active": ("grad_active_ratio_mean", CT_IN, TR_SCL, True),  # *more* samples active
+    "contrastive_infonce_oversimplify": ("fine_recall@1_within_super", CT_IN, TR_SCL, False),  # *less* kept
+    "triplet_fewer_updates": ("grad_effective_share_mean", ("triplet",), None, False),  # *fewer* samples
+    "triplet_stronger_updates": ("emb_grad_norm_mean_mean", ("triplet",), None, True),  # *stronger*
+    "npair_large_separation": ("dir_centroid_dist_mean", ("npair",), None, True),  # the *largest*
+    "npair_uneven_spacing": ("dir_centroid_dist_cv", ("npair",), None, True),  # the *most* unevenly
+}
+
+
+def test_each_claim_compares_the_papers_groups_in_the_papers_direction():
+    assert [c.key for c in CLAIMS] == list(PAPER_CLAIMS)
+    for c in CLAIMS:
+        metric, group, rest, higher = PAPER_CLAIMS[c.key]
+        rest = rest or tuple(x for x in SEVEN if x not in group)
+        assert (c.metric, set(c.group), set(c.rest), c.higher) == (metric, set(group), set(rest), higher), c.key
+
+
+def _clear_gap(metrics, group, rest, higher, dataset="cub200") -> pd.DataFrame:
+    """3 seeds of the seven losses: every group member at least 0.8 better than every rest member in
+    the direction `higher`, the losses in neither in between."""
+    rows = []
+    for i, loss in enumerate(SEVEN):
+        level = 2.0 + 0.1 * i if loss in group else 1.0 - 0.1 * i if loss in rest else 1.5
+        if not higher:
+            level = 3.0 - level
+        for seed in range(3):
+            value = level + 0.03 * ((i + seed) % 3 - 1)  # a seed spread, not the same for every loss
+            rows.append({"dataset": dataset, "loss": loss, "seed": seed, **dict.fromkeys(metrics, value)})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("key", list(PAPER_CLAIMS))
+def test_each_claim_is_supported_by_a_clear_gap_its_way_and_contradicted_by_the_mirror(key):
+    """The seed table follows the paper's direction (PAPER_CLAIMS), not the claim's own field."""
+    claim = next(c for c in CLAIMS if c.key == key)
+    metric, group, rest, higher = PAPER_CLAIMS[key]
+    rest = rest or tuple(x for x in SEVEN if x not in group)
+    metrics = [metric] + ([claim.coupled] if claim.coupled else [])
+    for direction, verdict in ((higher, "supported"), (not higher, "contradicted")):
+        out = check_claims(_clear_gap(metrics, group, rest, direction), [claim])
+        assert list(out["verdict"]) == [verdict], (key, direction)
+        if claim.coupled:  # the companion is judged in the same direction
+            assert list(out["coupled_verdict"]) == [verdict], (key, direction)
+
+
 def test_protocol_states_every_claim_with_its_metric():
     from pathlib import Path
 
