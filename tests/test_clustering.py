@@ -12,7 +12,7 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import normalized_mutual_info_score
 
 from vgcore.metrics import retrieval_metrics
-from vgcore.metrics.clustering import kmeans, nmi
+from vgcore.metrics.clustering import _kmeans_pp, kmeans, nmi
 
 
 def blobs(n_per: int, k: int, dim: int, spread: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -71,6 +71,36 @@ def test_kmeans_handles_duplicates_and_k_equal_n():
     three = kmeans(z, 3, seed=0)  # more clusters than distinct points: every point still assigned
     assert three.labels.shape == (10,) and three.inertia == pytest.approx(0.0, abs=1e-9)
     assert kmeans(z[:4], 4, seed=0).labels.shape == (4,)
+
+
+def greedy_kmeans_pp(x: np.ndarray, k: int, generator: torch.Generator) -> list[int]:
+    """Greedy k-means++ (Arthur & Vassilvitskii; scikit-learn's init), written out: a uniform first
+    centre, then per step 2 + floor(ln k) candidates drawn with probability proportional to the squared
+    distance to the nearest chosen centre, keeping the one that lowers the potential most (the first on
+    a tie). Returns the chosen rows; the draws come from `generator` in the same order as the code's."""
+    trials = 2 + math.floor(math.log(k))
+    chosen = [int(torch.randint(len(x), (1,), generator=generator)[0])]
+    closest = ((x - x[chosen[0]]) ** 2).sum(1)
+    for _ in range(1, k):
+        weights = torch.from_numpy(closest.astype(np.float64))
+        cands = torch.multinomial(weights, trials, replacement=True, generator=generator).tolist()
+        potentials = [np.minimum(closest, ((x - x[c]) ** 2).sum(1)) for c in cands]
+        best = min(range(trials), key=lambda t: potentials[t].sum())
+        chosen.append(cands[best])
+        closest = potentials[best]
+    return chosen
+
+
+@pytest.mark.parametrize(("k", "seed"), [(2, 0), (3, 1), (8, 2), (20, 3)])
+def test_kmeans_pp_start_is_greedy_with_2_plus_ln_k_candidates(k, seed):
+    """The start against the written-out greedy seeding with the same random draws. Integer coordinates
+    make every squared distance and potential exact in float64 (whatever the summation order), so the
+    sampling weights are the same bits on both sides."""
+    x = np.random.default_rng(seed).integers(-20, 21, size=(60, 3))
+    want = greedy_kmeans_pp(x, k, torch.Generator().manual_seed(seed))
+    xt = torch.from_numpy(x).to(torch.float64)
+    got = _kmeans_pp(xt, (xt * xt).sum(1), k, torch.Generator().manual_seed(seed))
+    assert torch.equal(got, xt[want])
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -9,8 +9,12 @@ from __future__ import annotations
 import importlib
 import os
 import pickle
+import re
+import shlex
+import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -105,6 +109,57 @@ def test_cifar10_batches_cannot_run_code(tmp_path, monkeypatch):
     with pytest.raises(DataIntegrityError, match=r"refused to load (posix|os)\.system"):
         data.load_dataset("cifar10", tmp_path, "test", download=False)
     assert not marker.exists(), "the pickle ran code"
+
+
+class _Call:
+    """Pickles as a call of `func` on `args`: what a crafted batch asks the unpickler to run."""
+
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return (self.func, self.args)
+
+
+def _crafted(name: str, marker: Path, tmp_path: Path) -> _Call:
+    """A payload reaching `name` whose run creates `marker`."""
+    if name == "numpy.load":  # a pickle file loaded by numpy with allow_pickle: an unrestricted load
+        inner = tmp_path / "inner.pkl"
+        inner.write_bytes(pickle.dumps(_Call(os.system, f"touch {shlex.quote(str(marker))}")))
+        return _Call(np.load, str(inner), None, True)
+    if name == "os.system":
+        return _Call(os.system, f"touch {shlex.quote(str(marker))}")
+    if name == "builtins.eval":
+        return _Call(eval, f"open({str(marker)!r}, 'w').close()")
+    return _Call(subprocess.Popen, ["touch", str(marker)])
+
+
+@pytest.mark.parametrize("protocol", [2, pickle.HIGHEST_PROTOCOL])
+@pytest.mark.parametrize(("name", "refused"), [
+    ("numpy.load", r"numpy\.load"), ("os.system", r"(posix|nt|os)\.system"),
+    ("builtins.eval", r"(builtins|__builtin__)\.eval"), ("subprocess.Popen", r"(subprocess|commands)\.Popen"),
+])
+def test_cifar10_batches_refuse_every_global_outside_the_format(tmp_path, monkeypatch, name, refused, protocol):
+    """Protocol 2 is the official batches' (Python 2 names: __builtin__, commands), the highest one a
+    crafted file may use as well."""
+    folder = make_cifar(tmp_path / "cifar10")
+    marker = tmp_path / "pwned"
+    with open(folder / "test_batch", "wb") as fh:
+        pickle.dump({"data": _crafted(name, marker, tmp_path), "labels": [0]}, fh, protocol=protocol)
+    trust_cifar(monkeypatch, folder)
+    with pytest.raises(DataIntegrityError) as err:
+        data.load_dataset("cifar10", tmp_path, "test", download=False)
+    assert not marker.exists(), f"the pickle ran code through {name}"
+    assert re.search(rf"test_batch: cannot unpickle \(UnpicklingError: refused to load {refused}:", str(err.value))
+
+
+def test_cifar10_unpickler_admits_exactly_what_the_batches_need():
+    """A numpy array (its reconstruction under numpy 1 and 2 names, ndarray, dtype) and _codecs.encode
+    (bytes in protocol-2 pickles written by Python 3): anything more is a way to run code."""
+    from vgcore.data.cifar10 import _ALLOWED
+
+    assert _ALLOWED == {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                        ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
 
 
 def test_cifar10_files_are_checked_against_the_official_checksums(tmp_path):

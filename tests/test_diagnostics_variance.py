@@ -228,6 +228,20 @@ def test_scale_free_metrics_on_a_hand_layout():
     assert wide["dir_centroid_dist_mean"] == pytest.approx(out["dir_centroid_dist_mean"])
 
 
+def test_relative_margin_divides_by_the_rms_radius_per_sample():
+    """Points at different distances from their centroid: the RMS radius differs from the mean
+    distance, and the mean of the per-sample ratios from the ratio of the means."""
+    # class 0 at -2, 0.5, 1.5 (centroid 0, distances 2, 0.5, 1.5); class 1 at 9, 11 (centroid 10)
+    z, y = _line({0: [-2.0, 0.5, 1.5], 1: [9.0, 11.0]})
+    out = variance(z, y)
+    r0 = math.sqrt((4.0 + 0.25 + 2.25) / 3)  # RMS radius; the mean distance would be 4/3
+    r1 = 1.0
+    # margins: x=-2: 12 - 2, x=0.5: 9.5 - 0.5, x=1.5: 8.5 - 1.5 | x=9: 9 - 1, x=11: 11 - 1
+    expect = (10 / r0 + 9 / r0 + 7 / r0 + 8 / r1 + 10 / r1) / 5
+    assert out["margin_mean"] == pytest.approx((10 + 9 + 7 + 8 + 10) / 5, abs=1e-12)
+    assert out["margin_rel_mean"] == pytest.approx(expect, abs=1e-12)
+
+
 def test_direction_only_separation_ignores_centroid_norms():
     """Shrinking every centroid towards the origin (more spread on the sphere) lowers the raw centroid
     distances but not the distances of the centroid directions."""

@@ -102,3 +102,30 @@ def test_snapshot_bytes_change_only_when_a_number_does(tmp_path):
 def test_restore_says_where_the_snapshot_should_be(tmp_path):
     with pytest.raises(FileNotFoundError, match="figures/demo/results.tar.gz"):
         snapshot.restore(tmp_path / "missing.tar.gz", tmp_path)
+
+
+@pytest.mark.parametrize("escaping", ["../synthetic/triplet/seed0/summary.json",
+                                      "/synthetic/triplet/seed1/summary.json"])
+def test_restore_refuses_an_escaping_member_before_writing_anything(tmp_path, escaping):
+    """A good run first, then a member outside the results folder (five parts, like a run's file): the
+    whole archive is refused up front, so no partial run is left behind for the notebooks to read."""
+    import io
+    import re
+    import tarfile
+
+    archive = tmp_path / "evil.tar.gz"
+    good = [f"demo/synthetic/triplet/seed0/{name}" for name in ("config.json", "epochs.csv", "summary.json")]
+    with tarfile.open(archive, "w:gz") as tar:
+        for name in [*good, escaping]:  # in this order: the good run would be written first
+            info = tarfile.TarInfo(name)
+            info.size = 2
+            tar.addfile(info, io.BytesIO(b"{}"))
+    sandbox = tmp_path / "sandbox"
+    results = sandbox / "results"
+    results.mkdir(parents=True)
+    with pytest.raises((ValueError, tarfile.TarError)) as err:  # TarError: the extraction filter's, too late
+        snapshot.restore(archive, results)
+    assert sorted(sandbox.rglob("*")) == [results], "the restore wrote a partial run before refusing the archive"
+    assert err.type is ValueError and re.fullmatch(
+        rf"unexpected member '{re.escape(escaping)}' in .*evil\.tar\.gz: not <profile>/<dataset>/<loss>/seed<k>/<file>",
+        str(err.value))
