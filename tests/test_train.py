@@ -284,3 +284,35 @@ def test_runs_record_step_convergence_compaction_the_untrained_head_and_supercla
     assert summary["untrained"]["untrained_recall@1"] == test0["recall@1"]
     final = epochs[(epochs["split"] == "test")].iloc[-1]
     assert 0 <= final["fine_recall@1_within_super"] <= 1 and 0 <= final["superclass_recall@1"] <= 1
+
+
+def test_each_run_starts_from_the_head_its_seed_draws(tmp_path, monkeypatch):
+    """Every head is drawn from a generator reseeded with its run's seed, alone and in a fused group:
+    without the reseed all seeds start from one head and the spread over seeds is batch order alone."""
+    initial = []  # (seed, head weights as built) of every learner the loop builds
+    real = train.loop.make_learner
+
+    def spy(config, *args, **kwargs):
+        learner = real(config, *args, **kwargs)
+        initial.append((config.seed, {k: v.clone() for k, v in learner.head.state_dict().items()}))
+        return learner
+
+    monkeypatch.setattr(train.loop, "make_learner", spy)
+    untrained = {}  # seed -> intra_var of the untrained heads on the test split (its data is the same for all seeds)
+    for seed in (0, 1):
+        configs = [smoke_config(loss, seed=seed, epochs=1) for loss in ("triplet", "scl")]
+        alone = train.run(configs[0], tmp_path / f"alone{seed}", cache_dir=tmp_path / "cache", progress=False)
+        fused = train.run_group(configs, [tmp_path / f"fused{seed}" / c.loss for c in configs],
+                                cache_dir=tmp_path / "cache", progress=False)
+        untrained[seed] = [r.epochs.query("epoch == 0 and split == 'test'")["intra_var"].item()
+                           for r in (alone, *fused)]
+    assert [seed for seed, _ in initial] == [0, 0, 0, 1, 1, 1]
+    for seed, weights in initial:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            drawn = torch.nn.Linear(*reversed(weights["net.weight"].shape))  # a linear head: in -> out
+        assert weights.keys() == {"net.weight", "net.bias"}
+        assert torch.equal(weights["net.weight"], drawn.weight) and torch.equal(weights["net.bias"], drawn.bias), seed
+    assert all(a != b for a, b in zip(untrained[0], untrained[1], strict=True)), untrained
+
+
