@@ -1,5 +1,6 @@
 """vgcore.train, config and results: smoke runs per loss, schema, determinism, failures, resume."""
 
+import copy
 import json
 import os
 import signal
@@ -16,6 +17,8 @@ from vgcore import results, train
 from vgcore.config import PROFILES, RunConfig, get_profile, parse_overrides
 from vgcore.data import DataNotFoundError
 from vgcore.losses import LOSSES
+from vgcore.metrics.greediness import GRAD_THRESHOLD
+from vgcore.train import graph
 
 SMOKE = get_profile("smoke")
 ROOT = Path(__file__).resolve().parents[1]
@@ -314,5 +317,39 @@ def test_each_run_starts_from_the_head_its_seed_draws(tmp_path, monkeypatch):
         assert weights.keys() == {"net.weight", "net.bias"}
         assert torch.equal(weights["net.weight"], drawn.weight) and torch.equal(weights["net.bias"], drawn.bias), seed
     assert all(a != b for a, b in zip(untrained[0], untrained[1], strict=True)), untrained
+
+
+def _greediness_by_hand(norms: np.ndarray) -> dict[str, float]:
+    """PROTOCOL.md's per-sample GREEDINESS measures of one batch from its per-sample gradient norms."""
+    b = len(norms)
+    active = norms[norms * b > GRAD_THRESHOLD]
+    return {"grad_active_ratio": len(active) / b, "grad_effective_share": norms.sum() ** 2 / (b * (norms**2).sum()),
+            "emb_grad_norm_mean": active.mean(), "emb_grad_norm_p50": np.median(active),
+            "emb_grad_norm_p90": np.quantile(active, 0.9)}
+
+
+def test_logged_greediness_is_of_the_embedding_gradient_tangent_to_the_sphere(tmp_path, monkeypatch):
+    """steps.csv's per-sample gradient measures are of g - (g.z) z, recomputed here with autograd on
+    each step's batch, head and loss; contrastive's raw dL/dz has a radial part, so they differ from the raw."""
+    before = []  # each step's (head, loss, x, y), copied before its update
+    real = graph.train_step
+
+    def spy(learners, x, y, **kwargs):
+        before.extend((copy.deepcopy(lrn.head), copy.deepcopy(lrn.loss_fn), x, y) for lrn in learners)
+        return real(learners, x, y, **kwargs)
+
+    monkeypatch.setattr(graph, "train_step", spy)
+    steps = train.run(smoke_config("contrastive", epochs=1), tmp_path / "r", cache_dir=tmp_path / "cache",
+                      progress=False).steps
+    assert len(before) == len(steps) > 0
+    for (head, loss_fn, x, y), (_, row) in zip(before, steps.iterrows(), strict=True):
+        z = head(x).detach().requires_grad_()
+        (g,) = torch.autograd.grad(loss_fn(z, y), z)
+        u = z.detach()
+        tangential = _greediness_by_hand((g - (g * u).sum(dim=1, keepdim=True) * u).double().norm(dim=1).numpy())
+        raw = _greediness_by_hand(g.double().norm(dim=1).numpy())
+        logged = row[list(tangential)].to_numpy(float)
+        np.testing.assert_allclose(logged, list(tangential.values()), rtol=1e-5, err_msg=f"step {row['step']}")
+        assert not np.allclose(logged, list(raw.values()), rtol=1e-3)
 
 
