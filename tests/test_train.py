@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from _faults import nan_loss_at_call
@@ -351,5 +352,20 @@ def test_logged_greediness_is_of_the_embedding_gradient_tangent_to_the_sphere(tm
         logged = row[list(tangential)].to_numpy(float)
         np.testing.assert_allclose(logged, list(tangential.values()), rtol=1e-5, err_msg=f"step {row['step']}")
         assert not np.allclose(logged, list(raw.values()), rtol=1e-3)
+
+
+def test_the_final_epoch_is_evaluated_when_eval_every_skips_it(tmp_path):
+    """epochs=5, eval_every=3: the untrained head, epoch 1 (always), 3 and the final 5 are evaluated,
+    and the summary's final metrics (the tables' numbers) are epoch 5's, with its full evaluation."""
+    result = train.run(smoke_config("triplet", epochs=5, eval_every=3), tmp_path / "r", cache_dir=tmp_path / "cache",
+                       progress=False)
+    written = pd.read_csv(result.path / "epochs.csv")
+    assert sorted(set(written["epoch"])) == [0, 1, 3, 5]
+    last = written.query("epoch == 5 and split == 'test'").drop(columns=["epoch", "split"]).iloc[0]
+    final = json.loads((result.path / "summary.json").read_text())["final"]
+    assert sorted(final) == sorted(last.index)
+    for key, value in final.items():
+        assert value == pytest.approx(last[key], rel=1e-12, nan_ok=True), key
+    assert np.isfinite(final["map@r"])  # MAP@R is computed at the final epoch only
 
 
