@@ -2,6 +2,7 @@
 
 import copy
 import json
+import math
 import os
 import signal
 import subprocess
@@ -369,3 +370,16 @@ def test_the_final_epoch_is_evaluated_when_eval_every_skips_it(tmp_path):
     assert np.isfinite(final["map@r"])  # MAP@R is computed at the final epoch only
 
 
+def test_summary_greediness_means_are_the_means_over_steps_csv(smoke_runs):
+    """summary.json's greediness_mean (the tables' per-run GREEDINESS) holds each steps.csv column's
+    mean, not another average: the gradient norms' mean and median differ here."""
+    _, runs = smoke_runs
+    columns = [c for c in results.STEP_COLUMNS if c not in ("step", "epoch", "train_loss")]
+    for loss, result in runs.items():
+        steps = pd.read_csv(result.path / "steps.csv")
+        means = json.loads((result.path / "summary.json").read_text())["greediness_mean"]
+        assert sorted(means) == sorted(f"{c}_mean" for c in columns)
+        for c in columns:
+            values = steps[c].to_numpy(float)
+            assert means[f"{c}_mean"] == pytest.approx(math.fsum(values) / len(values), rel=1e-9), (loss, c)
+        assert steps["grad_norm"].mean() != pytest.approx(steps["grad_norm"].median(), rel=1e-6), loss
