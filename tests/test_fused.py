@@ -8,6 +8,7 @@ steps.csv and epochs.csv must be the ones it gets alone (bit for bit on the CPU)
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -72,22 +73,41 @@ def test_configs_that_do_not_share_a_batch_stream_are_refused(tmp_path):
     assert not (tmp_path / "a").exists()
 
 
-def test_a_diverging_learner_fails_alone_and_its_group_finishes(tmp_path, monkeypatch):
-    """One learner's NaN loss writes its failure record; the others complete, then the group raises."""
-    nan_loss_at_call(monkeypatch, "infonce", call=4)  # its 4th forward: training step 3
+@pytest.fixture(scope="module")
+def diverged_group(tmp_path_factory):
+    """triplet, infonce and scl fused, infonce's loss NaN at its 4th forward (training step 3, in epoch 2
+    of 3): the configs, the run directories and the error the group raised."""
+    root = tmp_path_factory.mktemp("diverged")
     configs = [smoke(loss, sync_every=2) for loss in ("triplet", "infonce", "scl")]
-    paths = [tmp_path / c.loss for c in configs]
-    with pytest.raises(train.TrainingDivergedError, match=r"'infonce' on 'synthetic' \(seed 0\) diverged at step 3 \(epoch 2\)"):
-        train.run_group(configs, paths, cache_dir=tmp_path / "cache", progress=False)
+    paths = [root / c.loss for c in configs]
+    with pytest.MonkeyPatch.context() as monkeypatch, pytest.raises(train.TrainingDivergedError) as err:
+        nan_loss_at_call(monkeypatch, "infonce", call=4)
+        train.run_group(configs, paths, cache_dir=root / "cache", progress=False)
+    return configs, paths, err.value
+
+
+def test_a_diverging_learner_fails_alone_and_its_group_finishes(diverged_group):
+    """One learner's NaN loss writes its failure record; the others complete, then the group raises."""
+    configs, paths, err = diverged_group
+    assert re.search(r"'infonce' on 'synthetic' \(seed 0\) diverged at step 3 \(epoch 2\)", str(err))
     assert results.is_complete(paths[0], configs[0].config_hash())
     assert results.is_complete(paths[2], configs[2].config_hash())
     assert not results.is_complete(paths[1])
     assert json.loads((paths[1] / "failure.json").read_text())["step"] == 3
     assert results.load_run(paths[1])["steps"]["step"].tolist() == [0, 1, 2]
-    # the survivors are unaffected: equal to their runs alone
-    monkeypatch.undo()  # scl was never poisoned; undo for a clean run alone
-    alone = train.run(configs[2], tmp_path / "scl_alone", cache_dir=tmp_path / "cache", progress=False)
-    assert (alone.path / "steps.csv").read_bytes() == (paths[2] / "steps.csv").read_bytes()
+
+
+def test_after_a_learner_leaves_the_group_each_survivor_keeps_its_own_steps_and_evaluations(diverged_group):
+    """Once the middle learner has left (epochs 2 and 3), each survivor's steps.csv, epochs.csv and final
+    metrics are still those of its run alone: no evaluation is written to another run."""
+    configs, paths, _ = diverged_group
+    for config, path in zip(configs[::2], paths[::2], strict=True):
+        alone = train.run(config, path.parent / "alone" / config.loss, cache_dir=path.parent / "cache",
+                          progress=False)
+        for name in ("steps.csv", "epochs.csv"):
+            assert (alone.path / name).read_bytes() == (path / name).read_bytes(), f"{config.loss}: {name} differs"
+        finals = [pd.Series(results.load_run(p)["summary"]["final"]) for p in (alone.path, path)]
+        assert finals[0].equals(finals[1]), config.loss  # NaN where both are
 
 
 def test_sweep_fuses_each_dataset_and_seed_and_skips_complete_runs(tmp_path):

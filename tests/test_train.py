@@ -1,6 +1,8 @@
 """vgcore.train, config and results: smoke runs per loss, schema, determinism, failures, resume."""
 
+import copy
 import json
+import math
 import os
 import signal
 import subprocess
@@ -8,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from _faults import nan_loss_at_call
@@ -16,6 +19,8 @@ from vgcore import results, train
 from vgcore.config import PROFILES, RunConfig, get_profile, parse_overrides
 from vgcore.data import DataNotFoundError
 from vgcore.losses import LOSSES
+from vgcore.metrics.greediness import GRAD_THRESHOLD
+from vgcore.train import graph
 
 SMOKE = get_profile("smoke")
 ROOT = Path(__file__).resolve().parents[1]
@@ -284,3 +289,97 @@ def test_runs_record_step_convergence_compaction_the_untrained_head_and_supercla
     assert summary["untrained"]["untrained_recall@1"] == test0["recall@1"]
     final = epochs[(epochs["split"] == "test")].iloc[-1]
     assert 0 <= final["fine_recall@1_within_super"] <= 1 and 0 <= final["superclass_recall@1"] <= 1
+
+
+def test_each_run_starts_from_the_head_its_seed_draws(tmp_path, monkeypatch):
+    """Every head is drawn from a generator reseeded with its run's seed, alone and in a fused group:
+    without the reseed all seeds start from one head and the spread over seeds is batch order alone."""
+    initial = []  # (seed, head weights as built) of every learner the loop builds
+    real = train.loop.make_learner
+
+    def spy(config, *args, **kwargs):
+        learner = real(config, *args, **kwargs)
+        initial.append((config.seed, {k: v.clone() for k, v in learner.head.state_dict().items()}))
+        return learner
+
+    monkeypatch.setattr(train.loop, "make_learner", spy)
+    untrained = {}  # seed -> intra_var of the untrained heads on the test split (its data is the same for all seeds)
+    for seed in (0, 1):
+        configs = [smoke_config(loss, seed=seed, epochs=1) for loss in ("triplet", "scl")]
+        alone = train.run(configs[0], tmp_path / f"alone{seed}", cache_dir=tmp_path / "cache", progress=False)
+        fused = train.run_group(configs, [tmp_path / f"fused{seed}" / c.loss for c in configs],
+                                cache_dir=tmp_path / "cache", progress=False)
+        untrained[seed] = [r.epochs.query("epoch == 0 and split == 'test'")["intra_var"].item()
+                           for r in (alone, *fused)]
+    assert [seed for seed, _ in initial] == [0, 0, 0, 1, 1, 1]
+    for seed, weights in initial:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            drawn = torch.nn.Linear(*reversed(weights["net.weight"].shape))  # a linear head: in -> out
+        assert weights.keys() == {"net.weight", "net.bias"}
+        assert torch.equal(weights["net.weight"], drawn.weight) and torch.equal(weights["net.bias"], drawn.bias), seed
+    assert all(a != b for a, b in zip(untrained[0], untrained[1], strict=True)), untrained
+
+
+def _greediness_by_hand(norms: np.ndarray) -> dict[str, float]:
+    """PROTOCOL.md's per-sample GREEDINESS measures of one batch from its per-sample gradient norms."""
+    b = len(norms)
+    active = norms[norms * b > GRAD_THRESHOLD]
+    return {"grad_active_ratio": len(active) / b, "grad_effective_share": norms.sum() ** 2 / (b * (norms**2).sum()),
+            "emb_grad_norm_mean": active.mean(), "emb_grad_norm_p50": np.median(active),
+            "emb_grad_norm_p90": np.quantile(active, 0.9)}
+
+
+def test_logged_greediness_is_of_the_embedding_gradient_tangent_to_the_sphere(tmp_path, monkeypatch):
+    """steps.csv's per-sample gradient measures are of g - (g.z) z, recomputed here with autograd on
+    each step's batch, head and loss; contrastive's raw dL/dz has a radial part, so they differ from the raw."""
+    before = []  # each step's (head, loss, x, y), copied before its update
+    real = graph.train_step
+
+    def spy(learners, x, y, **kwargs):
+        before.extend((copy.deepcopy(lrn.head), copy.deepcopy(lrn.loss_fn), x, y) for lrn in learners)
+        return real(learners, x, y, **kwargs)
+
+    monkeypatch.setattr(graph, "train_step", spy)
+    steps = train.run(smoke_config("contrastive", epochs=1), tmp_path / "r", cache_dir=tmp_path / "cache",
+                      progress=False).steps
+    assert len(before) == len(steps) > 0
+    for (head, loss_fn, x, y), (_, row) in zip(before, steps.iterrows(), strict=True):
+        z = head(x).detach().requires_grad_()
+        (g,) = torch.autograd.grad(loss_fn(z, y), z)
+        u = z.detach()
+        tangential = _greediness_by_hand((g - (g * u).sum(dim=1, keepdim=True) * u).double().norm(dim=1).numpy())
+        raw = _greediness_by_hand(g.double().norm(dim=1).numpy())
+        logged = row[list(tangential)].to_numpy(float)
+        np.testing.assert_allclose(logged, list(tangential.values()), rtol=1e-5, err_msg=f"step {row['step']}")
+        assert not np.allclose(logged, list(raw.values()), rtol=1e-3)
+
+
+def test_the_final_epoch_is_evaluated_when_eval_every_skips_it(tmp_path):
+    """epochs=5, eval_every=3: the untrained head, epoch 1 (always), 3 and the final 5 are evaluated,
+    and the summary's final metrics (the tables' numbers) are epoch 5's, with its full evaluation."""
+    result = train.run(smoke_config("triplet", epochs=5, eval_every=3), tmp_path / "r", cache_dir=tmp_path / "cache",
+                       progress=False)
+    written = pd.read_csv(result.path / "epochs.csv")
+    assert sorted(set(written["epoch"])) == [0, 1, 3, 5]
+    last = written.query("epoch == 5 and split == 'test'").drop(columns=["epoch", "split"]).iloc[0]
+    final = json.loads((result.path / "summary.json").read_text())["final"]
+    assert sorted(final) == sorted(last.index)
+    for key, value in final.items():
+        assert value == pytest.approx(last[key], rel=1e-12, nan_ok=True), key
+    assert np.isfinite(final["map@r"])  # MAP@R is computed at the final epoch only
+
+
+def test_summary_greediness_means_are_the_means_over_steps_csv(smoke_runs):
+    """summary.json's greediness_mean (the tables' per-run GREEDINESS) holds each steps.csv column's
+    mean, not another average: the gradient norms' mean and median differ here."""
+    _, runs = smoke_runs
+    columns = [c for c in results.STEP_COLUMNS if c not in ("step", "epoch", "train_loss")]
+    for loss, result in runs.items():
+        steps = pd.read_csv(result.path / "steps.csv")
+        means = json.loads((result.path / "summary.json").read_text())["greediness_mean"]
+        assert sorted(means) == sorted(f"{c}_mean" for c in columns)
+        for c in columns:
+            values = steps[c].to_numpy(float)
+            assert means[f"{c}_mean"] == pytest.approx(math.fsum(values) / len(values), rel=1e-9), (loss, c)
+        assert steps["grad_norm"].mean() != pytest.approx(steps["grad_norm"].median(), rel=1e-6), loss
