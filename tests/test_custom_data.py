@@ -3,9 +3,11 @@ profile, `--features` on the command line and `python -m vgcore diagnose`."""
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
+import zipfile
 
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ import torch
 from _your_data import write_small_features
 
 from vgcore import data
+from vgcore.__main__ import main
 from vgcore.config import get_profile
 from vgcore.data.custom import FeatureFileError, heldout_mask, load_file
 from vgcore.metrics import retrieval_metrics, superclass_metrics, variance
@@ -105,6 +108,61 @@ def test_missing_file_npy_without_labels_and_no_file(tmp_path):
         config(tmp_path / "x.npy")
     with pytest.raises(FeatureFileError, match="no features file given: pass --features my.npz"):
         get_profile("custom").config("custom", "triplet", 0)
+
+
+def _truncated(tmp_path):
+    """Half of a good .npz: what an interrupted copy leaves."""
+    write_small_features(tmp_path / "whole.npz")
+    data = (tmp_path / "whole.npz").read_bytes()
+    (tmp_path / "bad.npz").write_bytes(data[: len(data) // 2])
+
+
+def _huge(tmp_path, shape=(10**6, 10**6)):
+    """A 1 kB .npz whose 'features' header claims 10^12 float32 values (4 TB)."""
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    labels = io.BytesIO()
+    np.save(labels, Y)
+    with zipfile.ZipFile(tmp_path / "bad.npz", "w") as z:
+        z.writestr("features.npy", header.getvalue() + bytes(64))
+        z.writestr("labels.npy", labels.getvalue())
+    return tmp_path / "bad.npz"
+
+
+@pytest.mark.parametrize("make, message", [
+    pytest.param(_truncated, "bad.npz could not be read as a NumPy file (File is not a zip file): it is truncated "
+                 "or corrupt", id="truncated"),
+    pytest.param(_huge, "bad.npz: 'features' is 1000000 x 1000000 float32 (4 TB), over the limit of 8 GB: save fewer "
+                 "rows or dimensions, or raise the limit with VGCORE_MAX_ARRAY_GB=4000 (", id="huge"),
+])
+@pytest.mark.parametrize("command", [("run", "--loss", "triplet", "--features", "bad.npz"),
+                                     ("sweep", "--features", "bad.npz"),
+                                     ("diagnose", "bad.npz"),
+                                     ("diagnose", "good.npz", "--features", "bad.npz")], ids=" ".join)
+def test_cli_a_broken_or_huge_file_is_one_line(tmp_path, monkeypatch, capsys, make, message, command):
+    make(tmp_path)
+    write_small_features(tmp_path / "good.npz")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("VGCORE_MAX_ARRAY_GB", raising=False)
+    assert main([*command, "--results", "res"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith(f"error: {message}"), err
+    assert not (tmp_path / "res").exists()
+
+
+def test_an_array_over_the_limit_is_refused_before_it_is_loaded(tmp_path, feats, monkeypatch):
+    monkeypatch.setenv("VGCORE_MAX_ARRAY_GB", "0.000001")  # 1 kB; 'features' is 144 x 8 float32 = 4.6 kB
+    with pytest.raises(FeatureFileError, match=r"my_features.npz: 'features' is 144 x 8 float32 \(4.61 kB\), over the "
+                                               r"limit of 1 kB: .* VGCORE_MAX_ARRAY_GB=0.01 \("):
+        config(feats)
+    monkeypatch.setenv("VGCORE_MAX_ARRAY_GB", "0.01")
+    assert config(feats).dataset_options["sha256"] == load_file(feats).sha256
+    monkeypatch.setenv("VGCORE_MAX_ARRAY_GB", "lots")
+    with pytest.raises(FeatureFileError, match="VGCORE_MAX_ARRAY_GB='lots' is not a number of GB"):
+        load_file(feats)
+    monkeypatch.setenv("VGCORE_MAX_ARRAY_GB", "1e12")  # no limit: what no machine can hold is still one line
+    with pytest.raises(FeatureFileError, match="bad.npz does not fit in memory"):
+        load_file(_huge(tmp_path, shape=(10**9, 10**9)))
 
 
 # ------------------------------------------------------------------ configs, caches, runs
