@@ -204,6 +204,45 @@ def test_cli_rejects_a_bad_file_in_one_line_before_any_run(tmp_path):
     assert proc.returncode == 2 and "not 'demo'" in proc.stderr
 
 
+def _custom_run(root, feats, seed, recall, **settings):
+    """A complete `custom` run of triplet on `feats` made by hand (what diagnose reads), its final Recall@1 `recall`."""
+    import pandas as pd
+
+    from vgcore import results
+    from vgcore.report.diagnose import DIAGNOSE_METRICS, configs_for
+
+    (config,) = configs_for(feats, losses=["triplet"], seeds=[seed], **settings)
+    path = results.run_dir(root, config)
+    staging = results.start_run(path, config)
+    results.write_tables(staging, pd.DataFrame(columns=results.STEP_COLUMNS),
+                         pd.DataFrame({"epoch": [0, 1], "split": ["test", "test"], "recall@1": [0.1, recall]}))
+    final = {key: recall for key in (*DIAGNOSE_METRICS, "superclass_recall@1", "fine_errors_in_superclass")}
+    return results.finish_run(staging, path, {
+        "status": "complete", "config": config.to_dict(), "config_hash": config.config_hash(),
+        "schema_version": results.SCHEMA_VERSION, "final": final, "convergence": {}, "greediness_mean": {}})
+
+
+def test_diagnose_compares_one_configuration_a_row_and_only_runs_that_pass_their_check(tmp_path, feats):
+    from vgcore.report.diagnose import YOURS, diagnose
+
+    res = tmp_path / "res"
+    for seed, recall in ((0, 0.2), (1, 0.4)):
+        _custom_run(res, feats, seed, recall, epochs=2, batch_size=32)
+    _custom_run(res, feats, 0, 0.9, epochs=40, batch_size=32)
+    broken = _custom_run(res, feats, 1, 0.0, epochs=40, batch_size=32)
+    (broken / "epochs.csv").write_text("epoch,split\n")  # edited since: fails its check
+    arrays = np.load(feats)
+    np.savez(tmp_path / "mine.npz", features=arrays["features"], labels=arrays["labels"])
+    out = diagnose(tmp_path / "mine.npz", features=feats, results_root=res)
+    rows = out.table.set_index("embeddings")["recall@1"].to_dict()
+    assert list(rows) == [YOURS, "triplet (epochs=2)", "triplet (epochs=40)"]
+    assert (rows["triplet (epochs=2)"], rows["triplet (epochs=40)"]) == ("0.300 ± 0.141", "0.900")
+    assert out.n_runs == 3
+    text = str(out)
+    assert f"left out: {broken / 'epochs.csv'} is corrupt" in text
+    assert "triplet (epochs=2): 2 seeds, triplet (epochs=40): 1 seed" in text
+
+
 @pytest.mark.slow
 def test_sweep_then_diagnose_your_embeddings_beside_the_seven_losses(tmp_path, feats):
     proc = _cli(tmp_path, "sweep", "--features", str(feats), "--results", "res", "--quiet", "epochs=2", "batch_size=32",
