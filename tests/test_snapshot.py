@@ -6,7 +6,9 @@ import errno
 import json
 import os
 import re
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +30,8 @@ from vgcore.results import (
     variant_name,
     write_embeddings,
 )
+
+from _smoke_build import env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -239,6 +243,25 @@ def test_cli_restore_where_it_cannot_write_says_so_in_one_line(tmp_path, capsys)
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1, err
     assert err.startswith(f"error: cannot write under {target}") and "--results" in err
+
+
+def test_cli_restore_into_a_read_only_folder_says_so_in_one_line(tmp_path):
+    results = tmp_path / "results"
+    make_run(results)
+    archive = snapshot.write(results, "demo", tmp_path / "snap.tar.gz")
+    target = tmp_path / "read-only"
+    target.mkdir()
+    target.chmod(0o555)
+    prefix = []
+    if os.geteuid() == 0:  # root writes anyway: drop the capability that lets it
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root without setpriv to drop CAP_DAC_OVERRIDE")
+        prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+    proc = subprocess.run([*prefix, sys.executable, "-m", "vgcore", "snapshot", "restore", str(archive),
+                           "--results", str(target)], capture_output=True, text=True, env=env(), timeout=300)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith(f"error: cannot write under {target}: Permission denied") and "--results" in proc.stderr
+    assert list(target.iterdir()) == []
 
 
 def test_cli_write_on_a_full_disk_says_so_in_one_line_and_leaves_nothing(tmp_path, capsys, monkeypatch):
