@@ -224,12 +224,11 @@ def write(results_root: str | os.PathLike, profile: str, out: str | os.PathLike 
     data = archive_bytes(members(results_root, profile, variant))
     out = Path(out) if out else default_archive(profile)
     try:
-        with file_lock(lock_path(out), what=f"snapshot {out}"):
-            remove_orphans(out.parent, out.name)
-            if out.is_file() and out.read_bytes() == data:
-                return out
-            with atomic_open(out, "wb") as f:
-                f.write(data)
+        remove_orphans(out.parent, out.name)
+        if out.is_file() and out.read_bytes() == data:
+            return out
+        with atomic_open(out, "wb") as f:
+            f.write(data)
     except OSError as err:
         fix = "free some space on its disk" if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else \
             "make its folder writable"
