@@ -3,9 +3,11 @@ profile, `--features` on the command line and `python -m vgcore diagnose`."""
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
+import zipfile
 
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ import torch
 from _your_data import write_small_features
 
 from vgcore import data
+from vgcore.__main__ import main
 from vgcore.config import get_profile
 from vgcore.data.custom import FeatureFileError, heldout_mask, load_file
 from vgcore.metrics import retrieval_metrics, superclass_metrics, variance
@@ -107,6 +110,61 @@ def test_missing_file_npy_without_labels_and_no_file(tmp_path):
         get_profile("custom").config("custom", "triplet", 0)
 
 
+def _truncated(tmp_path):
+    """Half of a good .npz: what an interrupted copy leaves."""
+    write_small_features(tmp_path / "whole.npz")
+    data = (tmp_path / "whole.npz").read_bytes()
+    (tmp_path / "bad.npz").write_bytes(data[: len(data) // 2])
+
+
+def _huge(tmp_path, shape=(10**6, 10**6)):
+    """A 1 kB .npz whose 'features' header claims 10^12 float32 values (4 TB)."""
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    labels = io.BytesIO()
+    np.save(labels, Y)
+    with zipfile.ZipFile(tmp_path / "bad.npz", "w") as z:
+        z.writestr("features.npy", header.getvalue() + bytes(64))
+        z.writestr("labels.npy", labels.getvalue())
+    return tmp_path / "bad.npz"
+
+
+@pytest.mark.parametrize("make, message", [
+    pytest.param(_truncated, "bad.npz could not be read as a NumPy file (File is not a zip file): it is truncated "
+                 "or corrupt", id="truncated"),
+    pytest.param(_huge, "bad.npz: 'features' is 1000000 x 1000000 float32 (4 TB), over the limit of 8 GB: save fewer "
+                 "rows or dimensions, or raise the limit with VGCORE_MAX_ARRAY_GB=4000 (", id="huge"),
+])
+@pytest.mark.parametrize("command", [("run", "--loss", "triplet", "--features", "bad.npz"),
+                                     ("sweep", "--features", "bad.npz"),
+                                     ("diagnose", "bad.npz"),
+                                     ("diagnose", "good.npz", "--features", "bad.npz")], ids=" ".join)
+def test_cli_a_broken_or_huge_file_is_one_line(tmp_path, monkeypatch, capsys, make, message, command):
+    make(tmp_path)
+    write_small_features(tmp_path / "good.npz")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("VGCORE_MAX_ARRAY_GB", raising=False)
+    assert main([*command, "--results", "res"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith(f"error: {message}"), err
+    assert not (tmp_path / "res").exists()
+
+
+def test_an_array_over_the_limit_is_refused_before_it_is_loaded(tmp_path, feats, monkeypatch):
+    monkeypatch.setenv("VGCORE_MAX_ARRAY_GB", "0.000001")  # 1 kB; 'features' is 144 x 8 float32 = 4.6 kB
+    with pytest.raises(FeatureFileError, match=r"my_features.npz: 'features' is 144 x 8 float32 \(4.61 kB\), over the "
+                                               r"limit of 1 kB: .* VGCORE_MAX_ARRAY_GB=0.01 \("):
+        config(feats)
+    monkeypatch.setenv("VGCORE_MAX_ARRAY_GB", "0.01")
+    assert config(feats).dataset_options["sha256"] == load_file(feats).sha256
+    monkeypatch.setenv("VGCORE_MAX_ARRAY_GB", "lots")
+    with pytest.raises(FeatureFileError, match="VGCORE_MAX_ARRAY_GB='lots' is not a number of GB"):
+        load_file(feats)
+    monkeypatch.setenv("VGCORE_MAX_ARRAY_GB", "1e12")  # no limit: what no machine can hold is still one line
+    with pytest.raises(FeatureFileError, match="bad.npz does not fit in memory"):
+        load_file(_huge(tmp_path, shape=(10**9, 10**9)))
+
+
 # ------------------------------------------------------------------ configs, caches, runs
 
 
@@ -144,6 +202,45 @@ def test_cli_rejects_a_bad_file_in_one_line_before_any_run(tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "res").exists()
     proc = _cli(tmp_path, "sweep", "--profile", "demo", "--features", "bad.npz")
     assert proc.returncode == 2 and "not 'demo'" in proc.stderr
+
+
+def _custom_run(root, feats, seed, recall, **settings):
+    """A complete `custom` run of triplet on `feats` made by hand (what diagnose reads), its final Recall@1 `recall`."""
+    import pandas as pd
+
+    from vgcore import results
+    from vgcore.report.diagnose import DIAGNOSE_METRICS, configs_for
+
+    (config,) = configs_for(feats, losses=["triplet"], seeds=[seed], **settings)
+    path = results.run_dir(root, config)
+    staging = results.start_run(path, config)
+    results.write_tables(staging, pd.DataFrame(columns=results.STEP_COLUMNS),
+                         pd.DataFrame({"epoch": [0, 1], "split": ["test", "test"], "recall@1": [0.1, recall]}))
+    final = {key: recall for key in (*DIAGNOSE_METRICS, "superclass_recall@1", "fine_errors_in_superclass")}
+    return results.finish_run(staging, path, {
+        "status": "complete", "config": config.to_dict(), "config_hash": config.config_hash(),
+        "schema_version": results.SCHEMA_VERSION, "final": final, "convergence": {}, "greediness_mean": {}})
+
+
+def test_diagnose_compares_one_configuration_a_row_and_only_runs_that_pass_their_check(tmp_path, feats):
+    from vgcore.report.diagnose import YOURS, diagnose
+
+    res = tmp_path / "res"
+    for seed, recall in ((0, 0.2), (1, 0.4)):
+        _custom_run(res, feats, seed, recall, epochs=2, batch_size=32)
+    _custom_run(res, feats, 0, 0.9, epochs=40, batch_size=32)
+    broken = _custom_run(res, feats, 1, 0.0, epochs=40, batch_size=32)
+    (broken / "epochs.csv").write_text("epoch,split\n")  # edited since: fails its check
+    arrays = np.load(feats)
+    np.savez(tmp_path / "mine.npz", features=arrays["features"], labels=arrays["labels"])
+    out = diagnose(tmp_path / "mine.npz", features=feats, results_root=res)
+    rows = out.table.set_index("embeddings")["recall@1"].to_dict()
+    assert list(rows) == [YOURS, "triplet (epochs=2)", "triplet (epochs=40)"]
+    assert (rows["triplet (epochs=2)"], rows["triplet (epochs=40)"]) == ("0.300 ± 0.141", "0.900")
+    assert out.n_runs == 3
+    text = str(out)
+    assert f"left out: {broken / 'epochs.csv'} is corrupt" in text
+    assert "triplet (epochs=2): 2 seeds, triplet (epochs=40): 1 seed" in text
 
 
 @pytest.mark.slow

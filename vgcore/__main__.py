@@ -134,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--results", default=DEFAULT_RESULTS)
     w.add_argument("--profile", default="demo")
     w.add_argument("--out", default=None, help="default: figures/<profile>/results.tar.gz")
-    r = snap_sub.add_parser("restore", help="unpack a snapshot under the results root (runs already there are kept)")
+    r = snap_sub.add_parser("restore", help="unpack a snapshot's runs under the results root, each checked first "
+                            "(intact runs already there are kept, broken ones replaced)")
     r.add_argument("archive", nargs="?", default="figures/demo/results.tar.gz",
                    help="default: figures/demo/results.tar.gz, the committed demo runs")
     r.add_argument("--results", default=DEFAULT_RESULTS)
@@ -304,7 +305,7 @@ def _snapshot(args: argparse.Namespace) -> int:
     if args.snapshot_command == "write":
         print(snapshot.write(args.results, args.profile, args.out))
     else:
-        added = snapshot.restore(args.archive, args.results)
+        added = snapshot.restore(args.archive, args.results, log=print)
         print(f"restored {len(added)} runs under {args.results}")
     return 0
 

@@ -5,7 +5,8 @@ here: the content is written to a temporary file in the destination's own direct
 to disk and then moved into place with ``os.replace``. A reader therefore sees either the old
 file or the complete new one, never a partial write, even if the writer is killed. A killed
 writer leaves a hidden ``.tmp-<name>.*`` beside the destination, which :func:`remove_orphans`
-deletes the next time that destination is written (under its lock).
+deletes the next time that destination is written (a writer keeps its temporary file locked, so a
+live one is never taken for an orphan).
 
 :func:`file_lock` is an advisory lock (``flock``) that the operating system releases when its
 holder exits or is killed, so a crashed process never leaves a stale lock behind; whoever waits
@@ -58,20 +59,24 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
 
     If the block raises (or the process dies) the destination is left untouched and the
     temporary file is removed (or, after a hard kill, left as a hidden ``.tmp-*`` file that no
-    reader ever opens).
+    reader ever opens, and :func:`remove_orphans` deletes). The temporary file is locked
+    (``flock``) until it is in place.
     """
+    import fcntl
+
     if "w" not in mode:
         raise ValueError(f"atomic_open is for writing; got mode {mode!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}.", dir=path.parent)
     try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # this writer is alive: remove_orphans leaves the file
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
         with os.fdopen(fd, mode) as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+            os.replace(tmp, path)  # still locked
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -161,17 +166,37 @@ def file_md5(path: str | os.PathLike) -> str:
 def remove_orphans(directory: str | os.PathLike, name: str) -> list[Path]:
     """Delete the ``.tmp-<name>.*`` files and folders a killed writer of ``<directory>/<name>`` left.
 
-    Call it only while holding the lock that serialises writers of ``name`` (another writer's
-    temporary file would otherwise be deleted under it). Returns what was removed.
+    A file that a live :func:`atomic_open` holds is kept. A folder has no such mark: call it for
+    folders only while holding the lock that serialises writers of ``name`` (another writer's
+    temporary folder would otherwise be deleted under it). Returns what was removed.
     """
     removed = []
     for orphan in Path(directory).glob(f".tmp-{name}.*"):
         if orphan.is_dir() and not orphan.is_symlink():
             shutil.rmtree(orphan, ignore_errors=True)
+        elif _in_use(orphan):
+            continue
         else:
             orphan.unlink(missing_ok=True)
         removed.append(orphan)
     return removed
+
+
+def _in_use(path: Path) -> bool:
+    """Whether a live writer holds the lock of temporary file `path` (see :func:`atomic_open`)."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
 
 
 def lock_path(path: str | os.PathLike) -> Path:

@@ -9,16 +9,24 @@ The file is a ``.npz`` written with ``np.savez(path, features=X, labels=y)``:
   split comes from the ``class_split`` option).
 
 A ``.npy`` file holds the features alone; its labels then come from ``labels_path`` (a ``.npy``
-of [N] labels). Every problem with a file (missing, no labels, a wrong key, mismatched lengths,
-one class, NaN rows, a bad split) is a :class:`FeatureFileError` naming the file, the key and the
-fix, raised when a config names the file (:func:`pin`), before anything is trained.
+of [N] labels). Every problem with a file (missing, truncated, no labels, a wrong key, mismatched
+lengths, one class, NaN rows, a bad split, an array too large) is a :class:`FeatureFileError`
+naming the file, the key and the fix, raised when a config names the file (:func:`pin`), before
+anything is trained.
+
+Each array's size (shape x dtype) is read from its header before it is loaded: one over
+``$VGCORE_MAX_ARRAY_GB`` gigabytes (default :data:`MAX_ARRAY_GB`) is refused, naming the key and
+its size.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import math
 import os
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +39,8 @@ from vgcore.errors import UserError
 FEATURES, LABELS, SUPERCLASSES, SPLIT = "features", "labels", "superclasses", "split"
 KEYS = (FEATURES, LABELS, SUPERCLASSES, SPLIT)
 CLASS_SPLITS = ("shared", "disjoint")
+MAX_ARRAY_GB = 8.0
+"""The largest array of a features file loaded, in GB (1e9 bytes), unless ``$VGCORE_MAX_ARRAY_GB`` says otherwise."""
 
 
 class FeatureFileError(UserError, ValueError):
@@ -60,18 +70,31 @@ class FeatureFile:
 
 
 def load_file(path: str | os.PathLike, labels_path: str | os.PathLike | None = None) -> FeatureFile:
-    """Read and check a features file (cached per path, size and modification time)."""
+    """Read and check a features file (cached per path, size, modification time and array limit)."""
     path = _existing(path, "features file")
     labels_path = None if labels_path is None else _existing(labels_path, "labels file")
     stamp = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in (path, labels_path) if p is not None]
-    return _load(tuple(stamp))
+    return _load(tuple(stamp), _max_array_bytes())
+
+
+def _max_array_bytes() -> int:
+    """The limit on one array, in bytes: ``$VGCORE_MAX_ARRAY_GB`` or :data:`MAX_ARRAY_GB` gigabytes."""
+    value = os.environ.get("VGCORE_MAX_ARRAY_GB", str(MAX_ARRAY_GB))
+    try:
+        limit = float(value)
+    except ValueError:
+        limit = float("nan")
+    if not limit > 0:
+        raise FeatureFileError(f"VGCORE_MAX_ARRAY_GB={value!r} is not a number of GB above 0; set it to the largest "
+                               f"array to load, e.g. VGCORE_MAX_ARRAY_GB=16 (default {MAX_ARRAY_GB:g})")
+    return int(limit * 1e9)
 
 
 @functools.lru_cache(maxsize=8)
-def _load(stamp: tuple) -> FeatureFile:
+def _load(stamp: tuple, max_bytes: int) -> FeatureFile:
     path = Path(stamp[0][0])
     labels_path = Path(stamp[1][0]) if len(stamp) > 1 else None
-    arrays = _arrays(path, labels_path)
+    arrays = _arrays(path, labels_path, max_bytes)
     name = path.name
     x = arrays[FEATURES]
     if x.ndim != 2 or x.dtype.kind not in "fiu" or x.shape[0] == 0 or x.shape[1] == 0:
@@ -118,9 +141,12 @@ def _existing(path: str | os.PathLike, what: str) -> Path:
     return p
 
 
-def _arrays(path: Path, labels_path: Path | None) -> dict[str, np.ndarray]:
+def _arrays(path: Path, labels_path: Path | None, max_bytes: int) -> dict[str, np.ndarray]:
     name = path.name
     try:
+        _check_sizes(path, FEATURES, max_bytes)
+        if labels_path is not None:
+            _check_sizes(labels_path, LABELS, max_bytes)
         if path.suffix == ".npy":
             arrays = {FEATURES: np.load(path, allow_pickle=False)}
             if labels_path is None:
@@ -145,10 +171,56 @@ def _arrays(path: Path, labels_path: Path | None) -> dict[str, np.ndarray]:
             arrays[LABELS] = np.load(labels_path, allow_pickle=False)
     except FeatureFileError:
         raise
-    except (OSError, ValueError) as err:
-        raise FeatureFileError(f"{name} could not be read as a NumPy file ({err}); write it with np.savez or np.save "
-                               "(object arrays are not read: store numbers or strings)") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        raise FeatureFileError(f"{name} could not be read as a NumPy file ({err}): it is truncated or corrupt, or not "
+                               "written by NumPy; write it again with np.savez or np.save (object arrays are not "
+                               "read: store numbers or strings)") from None
+    except MemoryError:
+        raise FeatureFileError(f"{name} does not fit in memory; save fewer rows or dimensions (or float16 features), "
+                               "or load it on a machine with more memory") from None
     return arrays
+
+
+def _check_sizes(path: Path, key: str, max_bytes: int) -> None:
+    """Refuse an array of the file at `path` (a .npy: the array `key`) whose header says it takes more
+    than `max_bytes`, before it is loaded."""
+    if path.suffix == ".npy":
+        with open(path, "rb") as fh:
+            headers = {key: _header(fh)}
+    else:
+        with zipfile.ZipFile(path) as z:
+            headers = {}
+            for info in z.infolist():
+                with z.open(info) as fh:
+                    headers[info.filename.removesuffix(".npy")] = _header(fh)
+    for key, header in headers.items():
+        if header is None:
+            continue  # not an array: np.load refuses it
+        shape, dtype = header
+        size = math.prod(shape) * dtype.itemsize
+        if size > max_bytes:
+            raise FeatureFileError(
+                f"{path.name}: '{key}' is {' x '.join(map(str, shape))} {dtype} ({_size(size)}), over the limit of "
+                f"{_size(max_bytes)}: save fewer rows or dimensions, or raise the limit with VGCORE_MAX_ARRAY_GB="
+                f"{math.ceil(size / 1e7) / 100:g} (if this machine has the memory)")
+
+
+def _header(fh) -> tuple[tuple[int, ...], np.dtype] | None:
+    """The shape and dtype a .npy header gives (the array is not read); None when `fh` holds no .npy."""
+    magic = fh.read(8)
+    if magic[:6] != np.lib.format.MAGIC_PREFIX:
+        return None
+    read = np.lib.format.read_array_header_1_0 if magic[6] == 1 else np.lib.format.read_array_header_2_0
+    shape, _, dtype = read(fh)
+    return shape, dtype
+
+
+def _size(n: float) -> str:
+    """Bytes in words: 4.61 kB, 8 GB, 4 TB."""
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{int(n)} bytes"
 
 
 def _codes(values: np.ndarray, key: str, name: str, n: int) -> tuple[np.ndarray, list[str]]:

@@ -4,7 +4,8 @@ notebook ``07_your_data`` show.
 - :func:`diagnose`: VARIANCE, retrieval and (where given) superclass structure of embeddings you
   trained yourself (a ``.npz`` as :mod:`vgcore.data.custom` reads it), beside the seven losses'
   values on the same features when their runs (``python -m vgcore sweep --features F.npz``) exist.
-- :func:`custom_runs`: the complete runs of profile ``custom`` on one features file;
+- :func:`custom_runs`: the runs of profile ``custom`` on one features file that pass their check,
+  each with its configuration (what names its row), and why the others were left out;
   :func:`configs_for` and :func:`collect_configs`: the runs notebook ``07_your_data`` trains and reads.
 - :func:`what_this_means`: the claims checked on those runs, and the choice they suggest, in words.
 """
@@ -28,7 +29,7 @@ YOURS = "your embeddings"
 
 @dataclass
 class Diagnosis:
-    """The comparison table (``YOURS`` first, then one row per loss: seed mean ± std) and notes."""
+    """The comparison table (``YOURS`` first, then one row per loss and configuration: seed mean ± std) and notes."""
 
     table: pd.DataFrame
     metrics: dict[str, float]
@@ -41,21 +42,52 @@ class Diagnosis:
         return "\n".join(lines + self.notes)
 
 
-def custom_runs(results_root: str | os.PathLike, features: str | os.PathLike, labels_path=None) -> pd.DataFrame:
-    """The ``summary`` table (the columns of :func:`vgcore.results.collect`) of the complete ``custom``
-    runs on the features file ``features`` (matched by its content digest, in whichever variant folder
-    they live: every run on a user's file differs from the profile by its path), with a ``path`` column."""
+def custom_runs(results_root: str | os.PathLike, features: str | os.PathLike,
+                labels_path=None) -> tuple[pd.DataFrame, list[str]]:
+    """The ``summary`` table (the columns of :func:`vgcore.results.collect`) of the ``custom`` runs on the
+    features file ``features`` (matched by its content digest, in whichever variant folder they live:
+    every run on a user's file differs from the profile by its path) that pass
+    :func:`vgcore.results.check_run`, with ``path`` and ``configuration`` (:func:`_configurations`)
+    columns; and, for each other run on the file, why it was left out."""
     from pathlib import Path
 
+    from vgcore import results
     from vgcore.data.custom import load_file
-    from vgcore.results import runs_frame
 
     sha256 = load_file(features, labels_path).sha256
-    paths = [p.parent for p in sorted((Path(results_root) / "custom").glob("**/seed*/summary.json"))
-             if json.loads((p.parent / "config.json").read_text())["dataset_options"].get("sha256") == sha256]
+    paths, left_out = [], []
+    for path in sorted(p.parent for p in (Path(results_root) / "custom").glob("**/seed*/summary.json")):
+        if _features_digest(path) != sha256:
+            continue
+        try:
+            results.check_run(path)
+        except (results.RunIntegrityError, results.StaleRunError) as err:
+            left_out.append(str(err))
+            continue
+        paths.append(path)
     if not paths:
-        return runs_frame([], "summary").assign(path=[])
-    return runs_frame(paths, "summary").assign(path=paths)
+        return results.runs_frame([], "summary").assign(path=[], configuration=[]), left_out
+    configs = [json.loads((p / "config.json").read_text()) for p in paths]
+    return results.runs_frame(paths, "summary").assign(path=paths, configuration=_configurations(configs)), left_out
+
+
+def _features_digest(run) -> str | None:
+    """The digest of the features file the run's config.json names (None when it cannot be read)."""
+    try:
+        return json.loads((run / "config.json").read_text())["dataset_options"].get("sha256")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _configurations(configs: list[dict]) -> list[str]:
+    """How each config differs from the others: its overrides that not all of them share
+    (``epochs=40``), in words; ``""`` where it has none."""
+    from vgcore.config import describe_diff
+    from vgcore.results import overrides_of
+
+    overrides = [overrides_of(c) for c in configs]
+    shared = {k for k, v in overrides[0].items() if all(k in o and o[k] == v for o in overrides)}
+    return [describe_diff(own) if (own := {k: v for k, v in o.items() if k not in shared}) else "" for o in overrides]
 
 
 def configs_for(features: str | os.PathLike, losses="all", seeds=None, labels_path=None, **settings) -> list:
@@ -107,8 +139,8 @@ def diagnose(embeddings: str | os.PathLike, *, labels_path=None, features: str |
 
     emb = load_file(embeddings, labels_path)
     feat = None if features is None else load_file(features, features_labels)
-    runs = pd.DataFrame() if feat is None else custom_runs(results_root, feat.path, features_labels)
-    notes: list[str] = []
+    runs, left_out = (pd.DataFrame(), []) if feat is None else custom_runs(results_root, feat.path, features_labels)
+    notes = [f"left out: {reason}" for reason in left_out]
     rows, evaluated = np.ones(len(emb), dtype=bool), f"all {len(emb)} rows of {emb.path.name}"
     aligned = feat is not None and len(feat) == len(emb) and np.array_equal(
         np.array(feat.class_names)[feat.labels], np.array(emb.class_names)[emb.labels])
@@ -136,9 +168,12 @@ def diagnose(embeddings: str | os.PathLike, *, labels_path=None, features: str |
                      f"with `python -m vgcore sweep --features {feat.path}` to see where yours stand")
     if not runs.empty:
         runs = _with_superclass_metrics(runs, feat, columns) if superclasses is not None else runs
-        table = pd.concat([table, _loss_rows(runs, [c for c in columns if c in runs.columns])], ignore_index=True)
-        notes.append(f"losses: seed mean ± std over {runs['seed'].nunique()} seed(s) of the `custom` runs on "
-                     f"{feat.path.name} (profile custom; their test split)")
+        rows = _loss_rows(runs, [c for c in columns if c in runs.columns])
+        table = pd.concat([table, rows.drop(columns="seeds")], ignore_index=True)
+        seeds = ", ".join(f"{name}: {n} seed{'s' if n > 1 else ''}" for name, n in zip(rows["embeddings"], rows["seeds"],
+                                                                                         strict=True))
+        notes.append(f"losses: seed mean ± std, one row per loss and configuration ({seeds}), of the `custom` runs on "
+                     f"{feat.path.name} that pass their check (profile custom; their test split)")
     return Diagnosis(table, mine, evaluated, len(runs), notes)
 
 
@@ -147,10 +182,16 @@ def _fmt(value: float) -> str:
 
 
 def _loss_rows(runs: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    from vgcore.report.analysis import mean_std_table
+    """One row per loss and configuration: ``embeddings`` (the loss, and the configuration where there is
+    one), the columns' seed mean ± std and ``seeds`` (how many runs)."""
+    from vgcore.report.analysis import aggregate, mean_std_table
 
-    table = mean_std_table(runs, columns)  # by (dataset, loss): one dataset here
-    return table.drop(columns="dataset").rename(columns={"loss": "embeddings"})
+    by = ("loss", "configuration")
+    table = mean_std_table(runs, columns, by)
+    names = [f"{loss} ({config})" if config else loss for loss, config in zip(table["loss"], table["configuration"],
+                                                                                strict=True)]
+    seeds = aggregate(runs, ["seed"], by)[("seed", "n")].to_numpy()
+    return table.assign(embeddings=names, seeds=seeds)[["embeddings", *columns, "seeds"]]
 
 
 def _with_superclass_metrics(runs: pd.DataFrame, feat, columns: list[str]) -> pd.DataFrame:
