@@ -31,6 +31,7 @@ from pathlib import Path
 
 from vgcore import registry
 from vgcore.config import PROFILES, get_profile, parse_overrides, parse_value
+from vgcore.cpu import pin_code_path
 from vgcore.errors import UserError
 
 DEFAULT_RESULTS = "results"
@@ -155,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    pin_code_path()  # before torch loads: x86 machines take one code path (vgcore/cpu.py)
     try:
         return COMMANDS[args.command](args)
     except (UserError, ValueError) as err:  # bad input: say what is wrong and how to fix it

@@ -347,8 +347,12 @@ def _put_in_place(files: dict[str, bytes], archive: Path, root: Path, log) -> li
                     try:
                         results.check_run(target)
                         continue  # an intact run here wins
-                    except results.StaleRunError:
-                        log(f"moved the stale run {target} to {results.set_aside(target)}")
+                    except results.StaleRunError as err:
+                        if results.overrides_of(results.read_summary(target)["config"]):
+                            log(f"moved the stale run {target} to {results.set_aside(target)}")
+                        else:  # the profile's own config made by older code: a sweep would replace it too
+                            log(f"replacing {target}: {err}")
+                            shutil.rmtree(target)
                     except results.RunIntegrityError as err:
                         if target.exists():
                             log(f"replacing {target}: {err}")
