@@ -102,8 +102,8 @@ def test_snakemake_command_carries_profile_and_selection():
     cmd = workflow.snakemake_command("smoke", jobs=3, losses="triplet,scl", seeds="0,4", directory="/x")
     assert cmd[1:3] == ["-m", "snakemake"]
     assert cmd[cmd.index("--cores") + 1] == "3" and cmd[cmd.index("--directory") + 1] == "/x"
-    config = cmd[cmd.index("--config") + 1:]
-    assert "profile=smoke" in config and "losses=triplet,scl" in config and "seeds=0,4" in config
+    assert snakemake_config(cmd) == {"profile": "smoke", "results": "results", "figures": "figures",
+                                     "losses": "triplet,scl", "seeds": "0,4"}
     with pytest.raises(ValueError, match="choose one of: smoke, demo, paper"):
         workflow.snakemake_command("huge")
 
@@ -263,3 +263,110 @@ def test_a_second_build_does_nothing_and_a_stale_run_reruns_only_what_depends_on
         summary.write_text(original)
     assert all(counts.get(f"analysis_{nb}") == 1 for nb in outputs.ANALYSIS) and counts.get("index") == 1
     assert "train" not in counts and "features" not in counts
+
+
+# --- paths in the build's shell commands -----------------------------------------------------
+
+ODD = "odd dir ü;touch PWNED;x $(touch PWNED2) `touch PWNED3` it's \"q\""
+"""A folder name with a space, non-ASCII letters and shell metacharacters."""
+
+
+def shell_commands(output: str) -> list[list[list[str]]]:
+    """Each "Shell command:" of a Snakemake log, as a shell would split it: a list of simple commands
+    (split at ``;``, ``&&``, ``||``, ``|``, ``&``), each a list of words."""
+    import shlex
+
+    found = []
+    for line in output.splitlines():
+        if line.startswith("Shell command: ") and line != "Shell command: None":  # None: rule all
+            lexer = shlex.shlex(line.removeprefix("Shell command: "), posix=True, punctuation_chars=True)
+            lexer.whitespace_split = True
+            commands, words = [], []
+            for token in lexer:
+                if token in (";", "&&", "||", "|", "&"):
+                    commands.append(words)
+                    words = []
+                else:
+                    words.append(token)
+            found.append([*commands, words])
+    return found
+
+
+def test_odd_paths_reach_the_build_s_shell_commands_as_single_words(tmp_path):
+    """Every path the build pastes into a shell command (results, figures, data and cache roots, the
+    checkout's notebooks) arrives as one word, and no metacharacter in it starts another command."""
+    import shutil
+
+    checkout = tmp_path / ODD / "checkout"
+    for part in ("vgcore", "workflow", "notebooks"):
+        shutil.copytree(ROOT / part, checkout / part, ignore=shutil.ignore_patterns("__pycache__"))
+    work = tmp_path / "work"
+    work.mkdir()
+    paths = {key: str(tmp_path / ODD / key) for key in ("results", "figures", "data_root", "cache_dir")}
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(checkout / "workflow" / "Snakefile"),
+           "--directory", str(work), "--cores", "2", "--dry-run", "--printshellcmds",
+           "--config", "profile=smoke", *(f"{k}={v}" for k, v in paths.items())]
+    proc = subprocess.run(cmd, cwd=work, env={**env(), "PYTHONPATH": str(checkout)}, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = shell_commands(proc.stdout + proc.stderr)
+    # features, train, the analysis notebooks, and index and snapshot as shell commands too (not `run:`
+    # blocks, which Snakemake runs in a child snakemake whose command line it does not shell-quote)
+    assert len(jobs) == 4 + len(outputs.ANALYSIS)
+    for job in jobs:
+        programs = [words[0] for words in job if words[0] != "export"]
+        assert programs and all(p.startswith("OMP_NUM_THREADS=") or p == sys.executable for p in programs), job
+        words = [w for c in job for w in c]
+        pairs = set(zip(words, words[1:], strict=False))
+        if "index" in words:
+            assert ("index", paths["figures"] + "/smoke") in pairs, job
+            assert all(w.startswith(paths["results"] + "/smoke/analysis/") for w in words[words.index("--notebooks") + 1:])
+            continue
+        if "snapshot" in words:
+            assert {("--results", paths["results"]), ("--out", paths["figures"] + "/smoke/results.tar.gz")} <= pairs
+            continue
+        notebooks = [w for w in words if w.endswith(".ipynb") and "/notebooks/" in w]
+        assert notebooks and all(w.startswith(str(checkout / "notebooks") + "/") for w in notebooks), job
+        if "sweep" in words:
+            assert {("--results", paths["results"]), ("--data-root", paths["data_root"]),
+                    ("--cache-dir", paths["cache_dir"])} <= pairs
+        if "figures_root" in words:
+            assert ("figures_root", paths["figures"]) in pairs and ("results_root", paths["results"]) in pairs
+        if "dataset" in words:  # features and train: the notebooks that load data
+            assert ("data_root", paths["data_root"]) in pairs and ("cache_dir", paths["cache_dir"]) in pairs
+        outs = [w for w in words if w.endswith(".ipynb") and w not in notebooks]
+        assert outs and all(w.startswith(paths["results"] + "/smoke/") for w in outs), job
+
+
+def snakemake_config(cmd: list[str]) -> dict:
+    """The config a snakemake command line gives its Snakefile (``--configfile`` then ``--config``)."""
+    from snakemake.cli import parse_config
+
+    config = json.loads(Path(cmd[cmd.index("--configfile") + 1]).read_text()) if "--configfile" in cmd else {}
+    args = cmd[cmd.index("--config") + 1:]
+    return {**config, **parse_config(args[:next((i for i, a in enumerate(args) if a.startswith("--")), len(args))])}
+
+
+@pytest.mark.parametrize("path", [ODD, "with #hash", "key: value", "2024", "True", "[a]", "- a", " lead\ntwo'",
+                                  "résultats", "results/custom"])
+def test_the_cli_passes_results_and_figures_roots_to_snakemake_verbatim(path, tmp_path):
+    """Snakemake parses ``--config key=value`` values as YAML (a ``#`` starts a comment, ``2024`` is a
+    number) and hands them unquoted to the jobs it spawns: the roots must come out as given."""
+    cmd = workflow.snakemake_command("smoke", results=path, figures=path + "-f", directory=tmp_path, extra=["--dry-run"])
+    assert snakemake_config(cmd) == {"profile": "smoke", "results": path, "figures": path + "-f"}
+    assert ("--configfile" in cmd) == (path not in ("résultats", "results/custom"))  # plain: on the command line
+
+
+def test_a_root_with_a_brace_is_refused_naming_it():
+    with pytest.raises(ValueError, match=r"the figures root 'f \{x\}' has a brace"):
+        workflow.snakemake_command("smoke", figures="f {x}")
+
+
+def test_a_path_with_shell_metacharacters_runs_nothing(tmp_path):
+    """A real job of the build (features, into a results root full of metacharacters) starts only
+    vgcore: the kernel does not exist, so the job fails at once, and no marker file appears."""
+    results = tmp_path / "r $(touch PWNED1) `touch PWNED2`;touch PWNED3;x"  # quotes balanced: bash would run it
+    proc = snakemake("--until", "features", "--config", "profile=smoke", f"results={results}", "kernel=nokernel",
+                     cwd=tmp_path)
+    assert not list(tmp_path.rglob("PWNED*")) and not list(ROOT.glob("PWNED*"))
+    assert proc.returncode != 0 and "No such kernel named nokernel" in proc.stdout + proc.stderr

@@ -127,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     idx = sub.add_parser("index", help="write figures/<profile>/README.md (every figure and table, its notebook)")
     idx.add_argument("figures_dir")
     idx.add_argument("profile")
+    idx.add_argument("--notebooks", nargs="+", default=(), metavar="IPYNB",
+                     help="executed analysis notebooks to copy into <figures_dir>/notebooks/ first")
 
     snap = sub.add_parser("snapshot", help="the compact copy of a profile's runs committed beside its figures")
     snap_sub = snap.add_subparsers(dest="snapshot_command", required=True)
@@ -134,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--results", default=DEFAULT_RESULTS)
     w.add_argument("--profile", default="demo")
     w.add_argument("--out", default=None, help="default: figures/<profile>/results.tar.gz")
+    w.add_argument("--variant", default=None, help="the runs of this variant folder instead of the profile's own")
     r = snap_sub.add_parser("restore", help="unpack a snapshot under the results root (runs already there are kept)")
     r.add_argument("archive", nargs="?", default="figures/demo/results.tar.gz",
                    help="default: figures/demo/results.tar.gz, the committed demo runs")
@@ -238,6 +241,7 @@ def _paths(args: argparse.Namespace) -> dict:
 
 def _build(args: argparse.Namespace) -> int:
     """Run the Snakemake notebook build (workflow/Snakefile) for a profile."""
+    import shlex
     import subprocess
 
     from vgcore.workflow import prepare_runs, snakemake_command
@@ -255,7 +259,7 @@ def _build(args: argparse.Namespace) -> int:
                           overrides=args.overrides, dry_run=args.dry_run, log=lambda m: print(m, file=sys.stderr, flush=True))
     if forced:
         cmd += ["--forcerun", *map(str, forced)]
-    print("+ " + " ".join(cmd), file=sys.stderr, flush=True)
+    print("+ " + shlex.join(cmd), file=sys.stderr, flush=True)
     code = subprocess.call(cmd)
     figures = Path(args.figures) / profile
     if code and not args.dry_run and (figures / "README.md").exists():
@@ -292,8 +296,13 @@ def _execute(args: argparse.Namespace) -> int:
 
 
 def _index(args: argparse.Namespace) -> int:
+    import shutil
+
     from vgcore.report.outputs import write_index
 
+    for notebook in args.notebooks:
+        (Path(args.figures_dir) / "notebooks").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(notebook, Path(args.figures_dir) / "notebooks" / Path(notebook).name)
     write_index(args.figures_dir, args.profile, get_profile(args.profile).description)
     return 0
 
@@ -302,7 +311,7 @@ def _snapshot(args: argparse.Namespace) -> int:
     from vgcore import snapshot
 
     if args.snapshot_command == "write":
-        print(snapshot.write(args.results, args.profile, args.out))
+        print(snapshot.write(args.results, args.profile, args.out, variant=args.variant))
     else:
         added = snapshot.restore(args.archive, args.results)
         print(f"restored {len(added)} runs under {args.results}")

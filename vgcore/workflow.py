@@ -17,8 +17,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
+import shlex
 import shutil
 import sys
 import time
@@ -170,28 +173,64 @@ def snakemake_command(profile: str, *, jobs: int | str = "all", results: str = "
     """The snakemake invocation of the build (profile, selections and overrides checked first).
 
     ``overrides``: ``key=value`` strings applied to every run (as on the ``run``/``sweep`` command
-    line); they change the runs, so ``results`` and ``figures`` must then differ from the defaults."""
-    import shlex
-
+    line); they change the runs, so ``results`` and ``figures`` must then differ from the defaults.
+    Values ``--config`` cannot carry verbatim (a path with ``#``, quotes or shell metacharacters) go
+    in a JSON ``--configfile`` under `directory`/.snakemake/vgcore/."""
     from vgcore.config import get_profile, parse_overrides
 
     prof = get_profile(profile)
     chosen = selection(prof, datasets, losses, seeds)
-    config = [f"profile={profile}", f"results={results}", f"figures={figures}"]
+    config = {"profile": profile, "results": check_root(results, "results"), "figures": check_root(figures, "figures")}
     if overrides:
         parsed = parse_overrides(list(overrides))
         if results == "results" or figures == "figures":
             raise ValueError("overrides change the runs: give results and figures roots apart from the profile's "
                              "(e.g. --results results/custom --figures figures/custom)")
         prof.config(chosen[0][0], chosen[1][0], chosen[2][0], **parsed)  # rejected options stop here
-        config.append("overrides=" + " ".join(shlex.quote(o) for o in overrides))
+        config["overrides"] = " ".join(shlex.quote(o) for o in overrides)
     for key, given, values in zip(("datasets", "losses", "seeds"), (datasets, losses, seeds), chosen, strict=True):
         if given:
-            config.append(f"{key}=" + ",".join(map(str, values)))
+            config[key] = ",".join(map(str, values))
+    directory = Path(directory or os.getcwd())
+    plain = [f"{key}={value}" for key, value in config.items() if _is_plain(value)]
+    verbatim = {key: value for key, value in config.items() if not _is_plain(value)}
+    files = ["--configfile", str(_config_file(directory, verbatim))] if verbatim else []
     root = Path(__file__).resolve().parents[1]
     return [sys.executable, "-m", "snakemake", "--snakefile", str(root / "workflow" / "Snakefile"),
-            "--directory", str(directory or os.getcwd()), "--cores", str(jobs), "--rerun-incomplete", "--printshellcmds",
-            "--config", *config, *extra]
+            "--directory", str(directory), "--cores", str(jobs), "--rerun-incomplete", "--printshellcmds",
+            *files, "--config", *plain, *extra]
+
+
+def check_root(path, what: str) -> str:
+    """A results or figures root as a string; one with a brace is refused (Snakemake reads it as a wildcard)."""
+    path = str(path)
+    if "{" in path or "}" in path:
+        raise ValueError(f"the {what} root {path!r} has a brace, which Snakemake reads as a wildcard; "
+                         "choose a folder without { or }")
+    return path
+
+
+_PLAIN = re.compile(r"[\w./][\w./+=,@%-]*(?: [\w./+=,@%-]+)*")
+
+
+def _is_plain(value: str) -> bool:
+    """Whether ``--config key=value`` carries `value` verbatim: Snakemake strips quotes and parses the
+    rest as YAML (a bare ``#`` starts a comment, ``2024`` is a number, ``a: b`` a mapping), and passes
+    it on to the jobs it spawns without shell-quoting it."""
+    try:
+        float(value)
+        return False
+    except ValueError:
+        return bool(_PLAIN.fullmatch(value)) and value not in ("True", "False")
+
+
+def _config_file(directory: Path, config: dict) -> Path:
+    """A JSON config file for ``--configfile`` under `directory`/.snakemake/vgcore/, named by its content."""
+    from vgcore.io import atomic_write_text
+
+    text = json.dumps(config, sort_keys=True, ensure_ascii=False) + "\n"
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    return atomic_write_text(directory / ".snakemake" / "vgcore" / f"config-{digest}.json", text)
 
 
 def build_tag(overrides: dict) -> str | None:
