@@ -370,3 +370,93 @@ def test_a_path_with_shell_metacharacters_runs_nothing(tmp_path):
                      cwd=tmp_path)
     assert not list(tmp_path.rglob("PWNED*")) and not list(ROOT.glob("PWNED*"))
     assert proc.returncode != 0 and "No such kernel named nokernel" in proc.stdout + proc.stderr
+
+
+# --- a killed or interrupted build ------------------------------------------------------------
+
+def start(args: list[str], cwd: Path, log: Path) -> subprocess.Popen:
+    """``python -m vgcore ARGS`` in a session of its own (its process group gets a terminal's Ctrl-C)."""
+    return subprocess.Popen([sys.executable, "-m", "vgcore", *args], cwd=cwd, env=env(VGCORE_CACHE=str(cwd / "cache")),
+                            stdout=subprocess.DEVNULL, stderr=log.open("w"), start_new_session=True)
+
+
+def wait_for(condition, proc: subprocess.Popen, log: Path, deadline: float = 600) -> None:
+    """Poll until `condition()` holds; fail if `proc` exits first (a fail-safe deadline, not a timing check)."""
+    import time
+
+    end = time.monotonic() + deadline
+    while not condition():
+        assert proc.poll() is None and time.monotonic() < end, log.read_text()[-3000:]
+        time.sleep(0.2)
+
+
+def test_a_running_build_s_lock_is_left_alone_and_a_stale_one_removed(tmp_path):
+    locks = tmp_path / ".snakemake" / "locks"
+    locks.mkdir(parents=True)
+    (locks / "0.output.lock").write_text("results/smoke/synthetic/01_features.ipynb\n")
+    said = []
+    held = workflow.hold_build_lock(tmp_path)  # what the Snakefile does in every snakemake process
+    assert not workflow.recover_stale_lock(tmp_path, log=said.append) and locks.is_dir() and not said
+    import os
+
+    os.close(held)  # the build's process is gone
+    assert workflow.recover_stale_lock(tmp_path, log=said.append) and not locks.exists()
+    assert len(said) == 1 and "recovered" in said[0] and str(locks) in said[0]
+
+
+@pytest.mark.slow
+def test_a_build_killed_with_sigkill_does_not_block_the_next_one(tmp_path):
+    import os
+    import signal
+
+    build = ["figures", "--profile", "smoke", "--results", "r", "--figures", "f", "-j", "1"]
+    log = tmp_path / "killed.log"
+    proc = start(build, tmp_path, log)
+    locks = tmp_path / ".snakemake" / "locks"
+    wait_for(lambda: locks.is_dir() and any(locks.iterdir()), proc, log)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert any(locks.iterdir())  # what Snakemake left: it would refuse every build here ("--unlock")
+    nxt = subprocess.run([sys.executable, "-m", "vgcore", *build, "--", "--touch"], cwd=tmp_path, env=env(),
+                         capture_output=True, text=True, timeout=600)
+    assert nxt.returncode == 0, nxt.stderr[-3000:]
+    assert "cannot be locked" not in nxt.stderr
+    assert [line for line in nxt.stderr.splitlines() if line.startswith("recovered ")] == [
+        f"recovered {Path('.snakemake', 'locks')}: the build that held it was stopped and no build is running here"]
+
+
+INTERRUPTED = "interrupted: what finished is kept; the same command resumes"
+
+
+def test_ctrl_c_stops_a_sweep_with_one_line_and_leaves_nothing_half_written(tmp_path):
+    import os
+    import signal
+
+    log = tmp_path / "sweep.log"
+    proc = start(["sweep", "--profile", "smoke", "--losses", "triplet", "--results", "r", "--quiet", "epochs=100000"],
+                 tmp_path, log)
+    wait_for(lambda: any((tmp_path / "r").rglob(".tmp-seed0.*")), proc, log)  # training: its staging folder
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=300) == 130
+    assert log.read_text().splitlines() == [INTERRUPTED]
+    assert not [p for p in (tmp_path / "r").rglob("*") if p.name.startswith(".tmp-") or p.name == "seed0"]
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_build_with_one_line_and_the_next_build_is_not_blocked(tmp_path):
+    import os
+    import signal
+
+    build = ["figures", "--profile", "smoke", "--results", "r", "--figures", "f", "-j", "1"]
+    log = tmp_path / "build.log"
+    proc = start(build, tmp_path, log)
+    features = tmp_path / "r" / "smoke" / "synthetic" / "01_features.ipynb"
+    wait_for(features.exists, proc, log)  # papermill has begun writing the first job's notebook
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=300) == 130
+    text = log.read_text()
+    assert "Traceback" not in text and text.splitlines()[-1] == INTERRUPTED
+    assert not features.exists()  # its job did not finish: no half-written notebook
+    nxt = subprocess.run([sys.executable, "-m", "vgcore", *build, "--", "--touch"], cwd=tmp_path, env=env(),
+                         capture_output=True, text=True, timeout=600)
+    assert nxt.returncode == 0 and "cannot be locked" not in nxt.stderr and "recovered" not in nxt.stderr, nxt.stderr

@@ -16,7 +16,8 @@ Examples::
     python -m vgcore repo https://github.com/me/vgcore   # the repository address, everywhere (= make repo URL=...)
 
 Bad input (an unknown name, a malformed override, missing data, a diverged run) ends with its message
-on stderr and exit code 2; ``--debug`` shows the traceback instead. A sweep in which some runs failed
+on stderr and exit code 2; ``--debug`` shows the traceback instead. Ctrl-C ends with one line and
+exit code 130. A sweep in which some runs failed
 trains the others, lists the failures and exits with 1.
 
 Runs whose config differs from the profile's (any override) live in
@@ -164,6 +165,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: what finished is kept, nothing half-written is left
+        if args.debug:
+            raise
+        print("interrupted: what finished is kept; the same command resumes", file=sys.stderr)
+        return 130
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -244,7 +250,7 @@ def _build(args: argparse.Namespace) -> int:
     import shlex
     import subprocess
 
-    from vgcore.workflow import prepare_runs, snakemake_command
+    from vgcore.workflow import prepare_runs, recover_stale_lock, snakemake_command
 
     profile = args.profile if args.command == "figures" else args.command
     extra = [a for a in (args.snakemake_args or []) if a != "--"] + (["--dry-run"] if args.dry_run else [])
@@ -255,18 +261,27 @@ def _build(args: argparse.Namespace) -> int:
         import snakemake  # noqa: F401
     except ImportError:
         raise ValueError("the notebook build needs Snakemake: pip install 'vgcore[workflow]' (make setup does)") from None
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     forced = prepare_runs(get_profile(profile), args.results, args.datasets, args.losses, args.seeds,
-                          overrides=args.overrides, dry_run=args.dry_run, log=lambda m: print(m, file=sys.stderr, flush=True))
+                          overrides=args.overrides, dry_run=args.dry_run, log=log)
     if forced:
         cmd += ["--forcerun", *map(str, forced)]
+    if not args.dry_run:
+        recover_stale_lock(log=log)
     print("+ " + shlex.join(cmd), file=sys.stderr, flush=True)
-    code = subprocess.call(cmd)
+    proc = subprocess.Popen(cmd)
+    try:
+        code, interrupted = proc.wait(), False
+    except KeyboardInterrupt:  # Ctrl-C reached snakemake too (one process group): it stops its jobs and unlocks
+        code, interrupted = proc.wait(), True
     figures = Path(args.figures) / profile
     if code and not args.dry_run and (figures / "README.md").exists():
         # a failed build deletes its failed targets: the index must not link them
         from vgcore.report.outputs import write_index
 
         write_index(figures, profile, get_profile(profile).description)
+    if interrupted:
+        raise KeyboardInterrupt
     return code
 
 

@@ -1,11 +1,14 @@
 """The notebook build behind `make demo` / `make paper`: papermill, Snakemake and selections.
 
 - :func:`execute`: run one notebook through papermill, retrying only when the kernel fails to start;
-  a notebook that fails in a cell is kept beside its target as ``<name>.failed.ipynb``.
+  a notebook that fails in a cell is kept beside its target as ``<name>.failed.ipynb``, one
+  interrupted (Ctrl-C) is deleted.
   :func:`execute_many`: several notebooks one after the other in one kernel (the per-run training
   notebooks of a fused job: a kernel start and the imports once, not once per run).
 - :func:`snakemake_command`: the one command line `make demo`, `make paper` and
   ``python -m vgcore demo`` run (workflow/Snakefile).
+- :func:`recover_stale_lock`: Snakemake's lock left by a killed build, removed when no build runs
+  (every snakemake process of the Snakefile holds :data:`BUILD_LOCK`, :func:`hold_build_lock`).
 - :func:`select` and :func:`parse_seeds`: a subset of a profile's datasets, losses or seeds, checked;
   the CLI, the Makefile and the Snakefile all go through them.
 - :func:`prepare_runs`: before a build, what is in the selected runs' own folders: a run of another
@@ -68,6 +71,9 @@ def execute(notebook: str | os.PathLike, output: str | os.PathLike, parameters: 
             pm.execute_notebook(str(notebook), str(output), parameters=parameters or {}, kernel_name=kernel,
                                 start_timeout=start_timeout, cwd=str(cwd) if cwd else None,
                                 progress_bar=progress)
+        except KeyboardInterrupt:  # stopped by the user: no half-written notebook is left
+            output.unlink(missing_ok=True)
+            raise
         except Exception as err:
             if is_kernel_start_failure(err) and attempt < retries:
                 log(f"kernel failed to start for {notebook} (attempt {attempt + 1}/{retries + 1}): {err}; retrying")
@@ -144,6 +150,9 @@ def execute_many(jobs, *, kernel: str = KERNEL, retries: int = 2, start_timeout:
             try:
                 pm.execute_notebook(str(notebook), str(output), parameters=parameters or {}, kernel_name=kernel,
                                     km=km, progress_bar=False)
+            except KeyboardInterrupt:
+                output.unlink(missing_ok=True)
+                raise
             except Exception:
                 _keep_failed(notebook, output, log)
                 raise
@@ -231,6 +240,52 @@ def _config_file(directory: Path, config: dict) -> Path:
     text = json.dumps(config, sort_keys=True, ensure_ascii=False) + "\n"
     digest = hashlib.sha256(text.encode()).hexdigest()[:12]
     return atomic_write_text(directory / ".snakemake" / "vgcore" / f"config-{digest}.json", text)
+
+
+BUILD_LOCK = Path(".snakemake", "vgcore", "build.lock")
+"""Relative to a build's directory: every snakemake process of workflow/Snakefile there holds it shared."""
+
+
+def hold_build_lock(directory: str | os.PathLike = ".") -> int | None:
+    """Hold :data:`BUILD_LOCK` of `directory` shared until this process exits (the Snakefile calls it,
+    so :func:`recover_stale_lock` knows whether any snakemake process of the build is alive). Returns
+    its descriptor, or None on a filesystem without ``flock``."""
+    import fcntl
+
+    path = Path(directory) / BUILD_LOCK
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def recover_stale_lock(directory: str | os.PathLike = ".", log=print) -> bool:
+    """Remove Snakemake's lock in `directory` (``.snakemake/locks``, what ``snakemake --unlock`` removes)
+    when no snakemake process of the build holds :data:`BUILD_LOCK`: a build killed with SIGKILL (or
+    a power loss) leaves it, and Snakemake then refuses every build there. Returns whether it did."""
+    import fcntl
+
+    locks = Path(directory) / ".snakemake" / "locks"
+    if not locks.is_dir() or not any(locks.iterdir()):
+        return False
+    path = Path(directory) / BUILD_LOCK
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # a build is running here: its lock is live
+        os.close(fd)
+        return False
+    try:
+        shutil.rmtree(locks)
+    finally:
+        os.close(fd)
+    log(f"recovered {locks}: the build that held it was stopped and no build is running here")
+    return True
 
 
 def build_tag(overrides: dict) -> str | None:

@@ -21,6 +21,7 @@ that fails leaves its partial logs and ``failure.json`` without touching a compl
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
 import warnings
@@ -250,6 +251,10 @@ def _train(configs, out_dirs, learners, training, x_train, y_train, x_eval, y_ev
             path = results.finish_run(staging[i], out_dirs[i], summary)
             step.drop(j)
             out[i] = RunResult(path, summary, steps_df, epochs_df)
+    except KeyboardInterrupt:  # stopped by the user: the open runs' staging folders go, their directories are untouched
+        for folder in staging.values():
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
     except Exception as err:  # every run still open is recorded beside its directory, then raised as it is
         for j in list(step.active):
             i = training[j]
