@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -230,7 +231,7 @@ def test_smoke_build_makes_every_target_and_names_its_notebooks():
                 assert {"02_train.ipynb", "summary.json", "steps.csv", "epochs.csv"} <= {p.name for p in run.iterdir()}
     fig = b.figures / "smoke"
     expected = {*outputs.analysis_files(fig), fig / "README.md", *(fig / "notebooks" / f"{nb}.ipynb" for nb in outputs.ANALYSIS),
-                fig / "results.tar.gz"}
+                *(outputs.manifest(fig, nb) for nb in outputs.ANALYSIS), fig / "results.tar.gz"}
     written = {p for p in fig.rglob("*") if p.is_file()}
     assert written == expected
     index = (fig / "README.md").read_text()
@@ -460,3 +461,68 @@ def test_ctrl_c_stops_a_build_with_one_line_and_the_next_build_is_not_blocked(tm
     nxt = subprocess.run([sys.executable, "-m", "vgcore", *build, "--", "--touch"], cwd=tmp_path, env=env(),
                          capture_output=True, text=True, timeout=600)
     assert nxt.returncode == 0 and "cannot be locked" not in nxt.stderr and "recovered" not in nxt.stderr, nxt.stderr
+
+
+# --- outputs edited since their notebook wrote them -------------------------------------------
+
+def test_a_notebook_records_what_it_wrote_and_a_hand_edit_is_found(tmp_path):
+    import hashlib
+
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    out = outputs.Outputs("05_retrieval", tmp_path, "smoke")
+    out.table(pd.DataFrame({"loss": ["triplet"], "recall@1": [0.5]}), "05_retrieval")
+    for item in outputs.ANALYSIS["05_retrieval"][1:]:
+        out.figure(plt.figure(figsize=(2, 2)), item.name)
+    out.finish()
+    record = outputs.manifest(tmp_path, "05_retrieval").read_text().splitlines()
+    files = outputs.analysis_files(tmp_path, "05_retrieval")
+    assert record == [f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.relative_to(tmp_path).as_posix()}" for p in files]
+    assert outputs.edited(tmp_path) == []
+
+    csv = tmp_path / "tables" / "05_retrieval.csv"
+    original = csv.read_bytes()
+    csv.write_text(csv.read_text().replace("0.5", "0.9"))  # the .md and .tex still say 0.5
+    said = []
+    assert workflow.edited_outputs(tmp_path, log=said.append) == [csv]
+    assert said == [f"{csv} is not what 05_retrieval wrote (edited since): rerunning 05_retrieval"]
+    csv.write_bytes(original)
+    (tmp_path / "05_tradeoff.png").unlink()  # a missing file is Snakemake's to rebuild, not an edit
+    assert outputs.edited(tmp_path) == []
+
+
+@pytest.mark.parametrize("profile", ["demo", "paper_schedule"])
+def test_committed_builds_are_what_their_notebooks_wrote(profile):
+    """figures/demo and figures/paper_schedule carry each analysis notebook's record of what it wrote,
+    and every committed figure and table still has those bytes."""
+    fig = ROOT / "figures" / profile
+    for nb in outputs.ANALYSIS:
+        names = [line.split("  ", 1)[1] for line in outputs.manifest(fig, nb).read_text().splitlines()]
+        assert [fig / n for n in names] == outputs.analysis_files(fig, nb)
+    assert outputs.edited(fig) == []
+
+
+@pytest.mark.slow
+def test_a_hand_edited_table_is_rebuilt_by_the_next_build():
+    b = smoke_build()
+    fig = b.figures / "smoke"
+    csv, md = fig / "tables" / "03_variance.csv", fig / "tables" / "03_variance.md"
+    original = csv.read_bytes()
+    lines = original.decode().splitlines(keepends=True)
+    lines[1] = ",".join([*lines[1].split(",")[:2], "123.456", *lines[1].split(",")[3:]])  # a new intra_var
+    csv.write_text("".join(lines))  # the .md and .tex keep the old value
+    try:
+        proc = subprocess.run([sys.executable, "-m", "vgcore", "figures", "--profile", "smoke", "--results",
+                               str(b.results), "--figures", str(b.figures), "-j", "2"], cwd=b.directory,
+                              env=env(VGCORE_CACHE=str(b.cache)), capture_output=True, text=True, timeout=900)
+    finally:
+        rebuilt = csv.read_bytes()
+        csv.write_bytes(original)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert rebuilt == original and "123.456" not in md.read_text()  # the notebook wrote it again
+    assert [line for line in proc.stderr.splitlines() if "edited since" in line] == [
+        f"{csv} is not what 03_variance wrote (edited since): rerunning 03_variance"]
+    ran = set(re.findall(r"^(?:local)?rule (\w+):$", proc.stdout + proc.stderr, re.M))
+    assert ran == {"analysis_03_variance", "index", "all"}
+    assert outputs.edited(fig) == []

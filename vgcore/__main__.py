@@ -250,7 +250,7 @@ def _build(args: argparse.Namespace) -> int:
     import shlex
     import subprocess
 
-    from vgcore.workflow import prepare_runs, recover_stale_lock, snakemake_command
+    from vgcore.workflow import edited_outputs, prepare_runs, recover_stale_lock, snakemake_command
 
     profile = args.profile if args.command == "figures" else args.command
     extra = [a for a in (args.snakemake_args or []) if a != "--"] + (["--dry-run"] if args.dry_run else [])
@@ -264,6 +264,7 @@ def _build(args: argparse.Namespace) -> int:
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     forced = prepare_runs(get_profile(profile), args.results, args.datasets, args.losses, args.seeds,
                           overrides=args.overrides, dry_run=args.dry_run, log=log)
+    forced += edited_outputs(Path(args.figures) / profile, log=log)
     if forced:
         cmd += ["--forcerun", *map(str, forced)]
     if not args.dry_run:

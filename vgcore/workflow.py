@@ -13,7 +13,8 @@
   the CLI, the Makefile and the Snakefile all go through them.
 - :func:`prepare_runs`: before a build, what is in the selected runs' own folders: a run of another
   config is moved to its variant folder (so it is retrained, not drawn from, and not lost), a corrupt
-  or older-schema run is named for Snakemake to rerun.
+  or older-schema run is named for Snakemake to rerun; :func:`edited_outputs`: a figure or table
+  edited since its notebook wrote it, named for Snakemake to rerun.
 
 ``python -m vgcore execute IN OUT -p key value ...`` is what the Snakefile's rules call.
 """
@@ -339,6 +340,17 @@ def prepare_runs(profile, results_root: str | os.PathLike, datasets=None, losses
             log(f"{path}: {why}; rerunning it")
             forced.append(path / "summary.json")
     return forced
+
+
+def edited_outputs(figures_dir: str | os.PathLike, log=print) -> list[Path]:
+    """The figures and tables under `figures_dir` (``figures/<profile>``) that were changed since their
+    notebook wrote them (:func:`vgcore.report.outputs.edited`), one line each: for ``--forcerun``."""
+    from vgcore.report.outputs import edited
+
+    found = edited(figures_dir)
+    for path, notebook in found:
+        log(f"{path} is not what {notebook} wrote (edited since): rerunning {notebook}")
+    return [path for path, _ in found]
 
 
 def _cells(profile, datasets, losses, seeds):
