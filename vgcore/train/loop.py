@@ -21,7 +21,6 @@ that fails leaves its partial logs and ``failure.json`` without touching a compl
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import time
 import warnings
@@ -177,8 +176,13 @@ def fit(configs: Sequence, out_dirs: Sequence, train_data: tuple, eval_data: tup
                 if skip_current and results.is_current(out_dirs[i], configs[i].config_hash())}
         training = [i for i in range(len(configs)) if i not in done]
         if training:
-            trained = _train(configs, out_dirs, learners, training, x_train, y_train, x_eval, y_eval, c_eval, splits,
-                             epoch_rows, generator, use_graph, progress, t_start, t_eval)
+            try:
+                trained = _train(configs, out_dirs, learners, training, x_train, y_train, x_eval, y_eval, c_eval,
+                                 splits, epoch_rows, generator, use_graph, progress, t_start, t_eval)
+            except KeyboardInterrupt:  # stopped by the user: clean up now what a killed writer leaves (locks held)
+                for i in training:
+                    results.recover(out_dirs[i])
+                raise
             done.update(trained)
     out = [done[i] for i in sorted(done)]
     for res in out:
@@ -251,10 +255,6 @@ def _train(configs, out_dirs, learners, training, x_train, y_train, x_eval, y_ev
             path = results.finish_run(staging[i], out_dirs[i], summary)
             step.drop(j)
             out[i] = RunResult(path, summary, steps_df, epochs_df)
-    except KeyboardInterrupt:  # stopped by the user: the open runs' staging folders go, their directories are untouched
-        for folder in staging.values():
-            shutil.rmtree(folder, ignore_errors=True)
-        raise
     except Exception as err:  # every run still open is recorded beside its directory, then raised as it is
         for j in list(step.active):
             i = training[j]
