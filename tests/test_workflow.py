@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -102,8 +103,8 @@ def test_snakemake_command_carries_profile_and_selection():
     cmd = workflow.snakemake_command("smoke", jobs=3, losses="triplet,scl", seeds="0,4", directory="/x")
     assert cmd[1:3] == ["-m", "snakemake"]
     assert cmd[cmd.index("--cores") + 1] == "3" and cmd[cmd.index("--directory") + 1] == "/x"
-    config = cmd[cmd.index("--config") + 1:]
-    assert "profile=smoke" in config and "losses=triplet,scl" in config and "seeds=0,4" in config
+    assert snakemake_config(cmd) == {"profile": "smoke", "results": "results", "figures": "figures",
+                                     "losses": "triplet,scl", "seeds": "0,4"}
     with pytest.raises(ValueError, match="choose one of: smoke, demo, paper"):
         workflow.snakemake_command("huge")
 
@@ -230,7 +231,7 @@ def test_smoke_build_makes_every_target_and_names_its_notebooks():
                 assert {"02_train.ipynb", "summary.json", "steps.csv", "epochs.csv"} <= {p.name for p in run.iterdir()}
     fig = b.figures / "smoke"
     expected = {*outputs.analysis_files(fig), fig / "README.md", *(fig / "notebooks" / f"{nb}.ipynb" for nb in outputs.ANALYSIS),
-                fig / "results.tar.gz"}
+                *(outputs.manifest(fig, nb) for nb in outputs.ANALYSIS), fig / "results.tar.gz"}
     written = {p for p in fig.rglob("*") if p.is_file()}
     assert written == expected
     index = (fig / "README.md").read_text()
@@ -263,3 +264,265 @@ def test_a_second_build_does_nothing_and_a_stale_run_reruns_only_what_depends_on
         summary.write_text(original)
     assert all(counts.get(f"analysis_{nb}") == 1 for nb in outputs.ANALYSIS) and counts.get("index") == 1
     assert "train" not in counts and "features" not in counts
+
+
+# --- paths in the build's shell commands -----------------------------------------------------
+
+ODD = "odd dir ü;touch PWNED;x $(touch PWNED2) `touch PWNED3` it's \"q\""
+"""A folder name with a space, non-ASCII letters and shell metacharacters."""
+
+
+def shell_commands(output: str) -> list[list[list[str]]]:
+    """Each "Shell command:" of a Snakemake log, as a shell would split it: a list of simple commands
+    (split at ``;``, ``&&``, ``||``, ``|``, ``&``), each a list of words."""
+    import shlex
+
+    found = []
+    for line in output.splitlines():
+        if line.startswith("Shell command: ") and line != "Shell command: None":  # None: rule all
+            lexer = shlex.shlex(line.removeprefix("Shell command: "), posix=True, punctuation_chars=True)
+            lexer.whitespace_split = True
+            commands, words = [], []
+            for token in lexer:
+                if token in (";", "&&", "||", "|", "&"):
+                    commands.append(words)
+                    words = []
+                else:
+                    words.append(token)
+            found.append([*commands, words])
+    return found
+
+
+def test_odd_paths_reach_the_build_s_shell_commands_as_single_words(tmp_path):
+    """Every path the build pastes into a shell command (results, figures, data and cache roots, the
+    checkout's notebooks) arrives as one word, and no metacharacter in it starts another command."""
+    import shutil
+
+    checkout = tmp_path / ODD / "checkout"
+    for part in ("vgcore", "workflow", "notebooks"):
+        shutil.copytree(ROOT / part, checkout / part, ignore=shutil.ignore_patterns("__pycache__"))
+    work = tmp_path / "work"
+    work.mkdir()
+    paths = {key: str(tmp_path / ODD / key) for key in ("results", "figures", "data_root", "cache_dir")}
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(checkout / "workflow" / "Snakefile"),
+           "--directory", str(work), "--cores", "2", "--dry-run", "--printshellcmds",
+           "--config", "profile=smoke", *(f"{k}={v}" for k, v in paths.items())]
+    proc = subprocess.run(cmd, cwd=work, env={**env(), "PYTHONPATH": str(checkout)}, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = shell_commands(proc.stdout + proc.stderr)
+    # features, train, the analysis notebooks, and index and snapshot as shell commands too (not `run:`
+    # blocks, which Snakemake runs in a child snakemake whose command line it does not shell-quote)
+    assert len(jobs) == 4 + len(outputs.ANALYSIS)
+    for job in jobs:
+        programs = [words[0] for words in job if words[0] != "export"]
+        assert programs and all(p.startswith("OMP_NUM_THREADS=") or p == sys.executable for p in programs), job
+        words = [w for c in job for w in c]
+        pairs = set(zip(words, words[1:], strict=False))
+        if "index" in words:
+            assert ("index", paths["figures"] + "/smoke") in pairs, job
+            assert all(w.startswith(paths["results"] + "/smoke/analysis/") for w in words[words.index("--notebooks") + 1:])
+            continue
+        if "snapshot" in words:
+            assert {("--results", paths["results"]), ("--out", paths["figures"] + "/smoke/results.tar.gz")} <= pairs
+            continue
+        notebooks = [w for w in words if w.endswith(".ipynb") and "/notebooks/" in w]
+        assert notebooks and all(w.startswith(str(checkout / "notebooks") + "/") for w in notebooks), job
+        if "sweep" in words:
+            assert {("--results", paths["results"]), ("--data-root", paths["data_root"]),
+                    ("--cache-dir", paths["cache_dir"])} <= pairs
+        if "figures_root" in words:
+            assert ("figures_root", paths["figures"]) in pairs and ("results_root", paths["results"]) in pairs
+        if "dataset" in words:  # features and train: the notebooks that load data
+            assert ("data_root", paths["data_root"]) in pairs and ("cache_dir", paths["cache_dir"]) in pairs
+        outs = [w for w in words if w.endswith(".ipynb") and w not in notebooks]
+        assert outs and all(w.startswith(paths["results"] + "/smoke/") for w in outs), job
+
+
+def snakemake_config(cmd: list[str]) -> dict:
+    """The config a snakemake command line gives its Snakefile (``--configfile`` then ``--config``)."""
+    from snakemake.cli import parse_config
+
+    config = json.loads(Path(cmd[cmd.index("--configfile") + 1]).read_text()) if "--configfile" in cmd else {}
+    args = cmd[cmd.index("--config") + 1:]
+    return {**config, **parse_config(args[:next((i for i, a in enumerate(args) if a.startswith("--")), len(args))])}
+
+
+@pytest.mark.parametrize("path", [ODD, "with #hash", "key: value", "2024", "True", "[a]", "- a", " lead\ntwo'",
+                                  "résultats", "results/custom"])
+def test_the_cli_passes_results_and_figures_roots_to_snakemake_verbatim(path, tmp_path):
+    """Snakemake parses ``--config key=value`` values as YAML (a ``#`` starts a comment, ``2024`` is a
+    number) and hands them unquoted to the jobs it spawns: the roots must come out as given."""
+    cmd = workflow.snakemake_command("smoke", results=path, figures=path + "-f", directory=tmp_path, extra=["--dry-run"])
+    assert snakemake_config(cmd) == {"profile": "smoke", "results": path, "figures": path + "-f"}
+    assert ("--configfile" in cmd) == (path not in ("résultats", "results/custom"))  # plain: on the command line
+
+
+def test_a_root_with_a_brace_is_refused_naming_it():
+    with pytest.raises(ValueError, match=r"the figures root 'f \{x\}' has a brace"):
+        workflow.snakemake_command("smoke", figures="f {x}")
+
+
+def test_a_path_with_shell_metacharacters_runs_nothing(tmp_path):
+    """A real job of the build (features, into a results root full of metacharacters) starts only
+    vgcore: the kernel does not exist, so the job fails at once, and no marker file appears."""
+    results = tmp_path / "r $(touch PWNED1) `touch PWNED2`;touch PWNED3;x"  # quotes balanced: bash would run it
+    proc = snakemake("--until", "features", "--config", "profile=smoke", f"results={results}", "kernel=nokernel",
+                     cwd=tmp_path)
+    assert not list(tmp_path.rglob("PWNED*")) and not list(ROOT.glob("PWNED*"))
+    assert proc.returncode != 0 and "No such kernel named nokernel" in proc.stdout + proc.stderr
+
+
+# --- a killed or interrupted build ------------------------------------------------------------
+
+def start(args: list[str], cwd: Path, log: Path) -> subprocess.Popen:
+    """``python -m vgcore ARGS`` in a session of its own (its process group gets a terminal's Ctrl-C)."""
+    return subprocess.Popen([sys.executable, "-m", "vgcore", *args], cwd=cwd, env=env(VGCORE_CACHE=str(cwd / "cache")),
+                            stdout=subprocess.DEVNULL, stderr=log.open("w"), start_new_session=True)
+
+
+def wait_for(condition, proc: subprocess.Popen, log: Path, deadline: float = 600) -> None:
+    """Poll until `condition()` holds; fail if `proc` exits first (a fail-safe deadline, not a timing check)."""
+    import time
+
+    end = time.monotonic() + deadline
+    while not condition():
+        assert proc.poll() is None and time.monotonic() < end, log.read_text()[-3000:]
+        time.sleep(0.2)
+
+
+def test_a_running_build_s_lock_is_left_alone_and_a_stale_one_removed(tmp_path):
+    locks = tmp_path / ".snakemake" / "locks"
+    locks.mkdir(parents=True)
+    (locks / "0.output.lock").write_text("results/smoke/synthetic/01_features.ipynb\n")
+    said = []
+    held = workflow.hold_build_lock(tmp_path)  # what the Snakefile does in every snakemake process
+    assert not workflow.recover_stale_lock(tmp_path, log=said.append) and locks.is_dir() and not said
+    import os
+
+    os.close(held)  # the build's process is gone
+    assert workflow.recover_stale_lock(tmp_path, log=said.append) and not locks.exists()
+    assert len(said) == 1 and "recovered" in said[0] and str(locks) in said[0]
+
+
+@pytest.mark.slow
+def test_a_build_killed_with_sigkill_does_not_block_the_next_one(tmp_path):
+    import os
+    import signal
+
+    build = ["figures", "--profile", "smoke", "--results", "r", "--figures", "f", "-j", "1"]
+    log = tmp_path / "killed.log"
+    proc = start(build, tmp_path, log)
+    locks = tmp_path / ".snakemake" / "locks"
+    wait_for(lambda: locks.is_dir() and any(locks.iterdir()), proc, log)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert any(locks.iterdir())  # what Snakemake left: it would refuse every build here ("--unlock")
+    nxt = subprocess.run([sys.executable, "-m", "vgcore", *build, "--", "--touch"], cwd=tmp_path, env=env(),
+                         capture_output=True, text=True, timeout=600)
+    assert nxt.returncode == 0, nxt.stderr[-3000:]
+    assert "cannot be locked" not in nxt.stderr
+    assert [line for line in nxt.stderr.splitlines() if line.startswith("recovered ")] == [
+        f"recovered {Path('.snakemake', 'locks')}: the build that held it was stopped and no build is running here"]
+
+
+INTERRUPTED = "interrupted: what finished is kept; the same command resumes"
+
+
+def test_ctrl_c_stops_a_sweep_with_one_line_and_leaves_nothing_half_written(tmp_path):
+    import os
+    import signal
+
+    log = tmp_path / "sweep.log"
+    proc = start(["sweep", "--profile", "smoke", "--losses", "triplet", "--results", "r", "--quiet", "epochs=100000"],
+                 tmp_path, log)
+    wait_for(lambda: any((tmp_path / "r").rglob(".tmp-seed0.*")), proc, log)  # training: its staging folder
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=300) == 130
+    assert log.read_text().splitlines() == [INTERRUPTED]
+    assert not [p for p in (tmp_path / "r").rglob("*") if p.name.startswith(".tmp-") or p.name == "seed0"]
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_build_with_one_line_and_the_next_build_is_not_blocked(tmp_path):
+    import os
+    import signal
+
+    build = ["figures", "--profile", "smoke", "--results", "r", "--figures", "f", "-j", "1"]
+    log = tmp_path / "build.log"
+    proc = start(build, tmp_path, log)
+    features = tmp_path / "r" / "smoke" / "synthetic" / "01_features.ipynb"
+    wait_for(features.exists, proc, log)  # papermill has begun writing the first job's notebook
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=300) == 130
+    text = log.read_text()
+    assert "Traceback" not in text and text.splitlines()[-1] == INTERRUPTED
+    assert not features.exists()  # its job did not finish: no half-written notebook
+    nxt = subprocess.run([sys.executable, "-m", "vgcore", *build, "--", "--touch"], cwd=tmp_path, env=env(),
+                         capture_output=True, text=True, timeout=600)
+    assert nxt.returncode == 0 and "cannot be locked" not in nxt.stderr and "recovered" not in nxt.stderr, nxt.stderr
+
+
+# --- outputs edited since their notebook wrote them -------------------------------------------
+
+def test_a_notebook_records_what_it_wrote_and_a_hand_edit_is_found(tmp_path):
+    import hashlib
+
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    out = outputs.Outputs("05_retrieval", tmp_path, "smoke")
+    out.table(pd.DataFrame({"loss": ["triplet"], "recall@1": [0.5]}), "05_retrieval")
+    for item in outputs.ANALYSIS["05_retrieval"][1:]:
+        out.figure(plt.figure(figsize=(2, 2)), item.name)
+    out.finish()
+    record = outputs.manifest(tmp_path, "05_retrieval").read_text().splitlines()
+    files = outputs.analysis_files(tmp_path, "05_retrieval")
+    assert record == [f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.relative_to(tmp_path).as_posix()}" for p in files]
+    assert outputs.edited(tmp_path) == []
+
+    csv = tmp_path / "tables" / "05_retrieval.csv"
+    original = csv.read_bytes()
+    csv.write_text(csv.read_text().replace("0.5", "0.9"))  # the .md and .tex still say 0.5
+    said = []
+    assert workflow.edited_outputs(tmp_path, log=said.append) == [csv]
+    assert said == [f"{csv} is not what 05_retrieval wrote (edited since): rerunning 05_retrieval"]
+    csv.write_bytes(original)
+    (tmp_path / "05_tradeoff.png").unlink()  # a missing file is Snakemake's to rebuild, not an edit
+    assert outputs.edited(tmp_path) == []
+
+
+@pytest.mark.parametrize("profile", ["demo", "paper_schedule"])
+def test_committed_builds_are_what_their_notebooks_wrote(profile):
+    """figures/demo and figures/paper_schedule carry each analysis notebook's record of what it wrote,
+    and every committed figure and table still has those bytes."""
+    fig = ROOT / "figures" / profile
+    for nb in outputs.ANALYSIS:
+        names = [line.split("  ", 1)[1] for line in outputs.manifest(fig, nb).read_text().splitlines()]
+        assert [fig / n for n in names] == outputs.analysis_files(fig, nb)
+    assert outputs.edited(fig) == []
+
+
+@pytest.mark.slow
+def test_a_hand_edited_table_is_rebuilt_by_the_next_build():
+    b = smoke_build()
+    fig = b.figures / "smoke"
+    csv, md = fig / "tables" / "03_variance.csv", fig / "tables" / "03_variance.md"
+    original = csv.read_bytes()
+    lines = original.decode().splitlines(keepends=True)
+    lines[1] = ",".join([*lines[1].split(",")[:2], "123.456", *lines[1].split(",")[3:]])  # a new intra_var
+    csv.write_text("".join(lines))  # the .md and .tex keep the old value
+    try:
+        proc = subprocess.run([sys.executable, "-m", "vgcore", "figures", "--profile", "smoke", "--results",
+                               str(b.results), "--figures", str(b.figures), "-j", "2"], cwd=b.directory,
+                              env=env(VGCORE_CACHE=str(b.cache)), capture_output=True, text=True, timeout=900)
+    finally:
+        rebuilt = csv.read_bytes()
+        csv.write_bytes(original)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert rebuilt == original and "123.456" not in md.read_text()  # the notebook wrote it again
+    assert [line for line in proc.stderr.splitlines() if "edited since" in line] == [
+        f"{csv} is not what 03_variance wrote (edited since): rerunning 03_variance"]
+    ran = set(re.findall(r"^(?:local)?rule (\w+):$", proc.stdout + proc.stderr, re.M))
+    assert ran == {"analysis_03_variance", "index", "all"}
+    assert outputs.edited(fig) == []

@@ -16,7 +16,8 @@ Examples::
     python -m vgcore repo https://github.com/me/vgcore   # the repository address, everywhere (= make repo URL=...)
 
 Bad input (an unknown name, a malformed override, missing data, a diverged run) ends with its message
-on stderr and exit code 2; ``--debug`` shows the traceback instead. A sweep in which some runs failed
+on stderr and exit code 2; ``--debug`` shows the traceback instead. Ctrl-C ends with one line and
+exit code 130. A sweep in which some runs failed
 trains the others, lists the failures and exits with 1.
 
 Runs whose config differs from the profile's (any override) live in
@@ -128,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     idx = sub.add_parser("index", help="write figures/<profile>/README.md (every figure and table, its notebook)")
     idx.add_argument("figures_dir")
     idx.add_argument("profile")
+    idx.add_argument("--notebooks", nargs="+", default=(), metavar="IPYNB",
+                     help="executed analysis notebooks to copy into <figures_dir>/notebooks/ first")
 
     snap = sub.add_parser("snapshot", help="the compact copy of a profile's runs committed beside its figures")
     snap_sub = snap.add_subparsers(dest="snapshot_command", required=True)
@@ -135,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--results", default=DEFAULT_RESULTS)
     w.add_argument("--profile", default="demo")
     w.add_argument("--out", default=None, help="default: figures/<profile>/results.tar.gz")
+    w.add_argument("--variant", default=None, help="the runs of this variant folder instead of the profile's own")
     r = snap_sub.add_parser("restore", help="unpack a snapshot's runs under the results root, each checked first "
                             "(intact runs already there are kept, broken ones replaced)")
     r.add_argument("archive", nargs="?", default="figures/demo/results.tar.gz",
@@ -164,6 +168,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: what finished is kept, nothing half-written is left
+        if args.debug:
+            raise
+        print("interrupted: what finished is kept; the same command resumes", file=sys.stderr)
+        return 130
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -241,9 +250,10 @@ def _paths(args: argparse.Namespace) -> dict:
 
 def _build(args: argparse.Namespace) -> int:
     """Run the Snakemake notebook build (workflow/Snakefile) for a profile."""
+    import shlex
     import subprocess
 
-    from vgcore.workflow import prepare_runs, snakemake_command
+    from vgcore.workflow import edited_outputs, prepare_runs, recover_stale_lock, snakemake_command
 
     profile = args.profile if args.command == "figures" else args.command
     extra = [a for a in (args.snakemake_args or []) if a != "--"] + (["--dry-run"] if args.dry_run else [])
@@ -254,18 +264,28 @@ def _build(args: argparse.Namespace) -> int:
         import snakemake  # noqa: F401
     except ImportError:
         raise ValueError("the notebook build needs Snakemake: pip install 'vgcore[workflow]' (make setup does)") from None
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     forced = prepare_runs(get_profile(profile), args.results, args.datasets, args.losses, args.seeds,
-                          overrides=args.overrides, dry_run=args.dry_run, log=lambda m: print(m, file=sys.stderr, flush=True))
+                          overrides=args.overrides, dry_run=args.dry_run, log=log)
+    forced += edited_outputs(Path(args.figures) / profile, log=log)
     if forced:
         cmd += ["--forcerun", *map(str, forced)]
-    print("+ " + " ".join(cmd), file=sys.stderr, flush=True)
-    code = subprocess.call(cmd)
+    if not args.dry_run:
+        recover_stale_lock(log=log)
+    print("+ " + shlex.join(cmd), file=sys.stderr, flush=True)
+    proc = subprocess.Popen(cmd)
+    try:
+        code, interrupted = proc.wait(), False
+    except KeyboardInterrupt:  # Ctrl-C reached snakemake too (one process group): it stops its jobs and unlocks
+        code, interrupted = proc.wait(), True
     figures = Path(args.figures) / profile
     if code and not args.dry_run and (figures / "README.md").exists():
         # a failed build deletes its failed targets: the index must not link them
         from vgcore.report.outputs import write_index
 
         write_index(figures, profile, get_profile(profile).description)
+    if interrupted:
+        raise KeyboardInterrupt
     return code
 
 
@@ -295,8 +315,13 @@ def _execute(args: argparse.Namespace) -> int:
 
 
 def _index(args: argparse.Namespace) -> int:
+    import shutil
+
     from vgcore.report.outputs import write_index
 
+    for notebook in args.notebooks:
+        (Path(args.figures_dir) / "notebooks").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(notebook, Path(args.figures_dir) / "notebooks" / Path(notebook).name)
     write_index(args.figures_dir, args.profile, get_profile(args.profile).description)
     return 0
 
@@ -305,7 +330,7 @@ def _snapshot(args: argparse.Namespace) -> int:
     from vgcore import snapshot
 
     if args.snapshot_command == "write":
-        print(snapshot.write(args.results, args.profile, args.out))
+        print(snapshot.write(args.results, args.profile, args.out, variant=args.variant))
     else:
         added = snapshot.restore(args.archive, args.results, log=print)
         print(f"restored {len(added)} runs under {args.results}")

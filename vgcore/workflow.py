@@ -1,24 +1,31 @@
 """The notebook build behind `make demo` / `make paper`: papermill, Snakemake and selections.
 
 - :func:`execute`: run one notebook through papermill, retrying only when the kernel fails to start;
-  a notebook that fails in a cell is kept beside its target as ``<name>.failed.ipynb``.
+  a notebook that fails in a cell is kept beside its target as ``<name>.failed.ipynb``, one
+  interrupted (Ctrl-C) is deleted.
   :func:`execute_many`: several notebooks one after the other in one kernel (the per-run training
   notebooks of a fused job: a kernel start and the imports once, not once per run).
 - :func:`snakemake_command`: the one command line `make demo`, `make paper` and
   ``python -m vgcore demo`` run (workflow/Snakefile).
+- :func:`recover_stale_lock`: Snakemake's lock left by a killed build, removed when no build runs
+  (every snakemake process of the Snakefile holds :data:`BUILD_LOCK`, :func:`hold_build_lock`).
 - :func:`select` and :func:`parse_seeds`: a subset of a profile's datasets, losses or seeds, checked;
   the CLI, the Makefile and the Snakefile all go through them.
 - :func:`prepare_runs`: before a build, what is in the selected runs' own folders: a run of another
   config is moved to its variant folder (so it is retrained, not drawn from, and not lost), a corrupt
-  or older-schema run is named for Snakemake to rerun.
+  or older-schema run is named for Snakemake to rerun; :func:`edited_outputs`: a figure or table
+  edited since its notebook wrote it, named for Snakemake to rerun.
 
 ``python -m vgcore execute IN OUT -p key value ...`` is what the Snakefile's rules call.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
+import shlex
 import shutil
 import sys
 import time
@@ -65,6 +72,9 @@ def execute(notebook: str | os.PathLike, output: str | os.PathLike, parameters: 
             pm.execute_notebook(str(notebook), str(output), parameters=parameters or {}, kernel_name=kernel,
                                 start_timeout=start_timeout, cwd=str(cwd) if cwd else None,
                                 progress_bar=progress)
+        except KeyboardInterrupt:  # stopped by the user: no half-written notebook is left
+            output.unlink(missing_ok=True)
+            raise
         except Exception as err:
             if is_kernel_start_failure(err) and attempt < retries:
                 log(f"kernel failed to start for {notebook} (attempt {attempt + 1}/{retries + 1}): {err}; retrying")
@@ -141,6 +151,9 @@ def execute_many(jobs, *, kernel: str = KERNEL, retries: int = 2, start_timeout:
             try:
                 pm.execute_notebook(str(notebook), str(output), parameters=parameters or {}, kernel_name=kernel,
                                     km=km, progress_bar=False)
+            except KeyboardInterrupt:
+                output.unlink(missing_ok=True)
+                raise
             except Exception:
                 _keep_failed(notebook, output, log)
                 raise
@@ -170,28 +183,110 @@ def snakemake_command(profile: str, *, jobs: int | str = "all", results: str = "
     """The snakemake invocation of the build (profile, selections and overrides checked first).
 
     ``overrides``: ``key=value`` strings applied to every run (as on the ``run``/``sweep`` command
-    line); they change the runs, so ``results`` and ``figures`` must then differ from the defaults."""
-    import shlex
-
+    line); they change the runs, so ``results`` and ``figures`` must then differ from the defaults.
+    Values ``--config`` cannot carry verbatim (a path with ``#``, quotes or shell metacharacters) go
+    in a JSON ``--configfile`` under `directory`/.snakemake/vgcore/."""
     from vgcore.config import get_profile, parse_overrides
 
     prof = get_profile(profile)
     chosen = selection(prof, datasets, losses, seeds)
-    config = [f"profile={profile}", f"results={results}", f"figures={figures}"]
+    config = {"profile": profile, "results": check_root(results, "results"), "figures": check_root(figures, "figures")}
     if overrides:
         parsed = parse_overrides(list(overrides))
         if results == "results" or figures == "figures":
             raise ValueError("overrides change the runs: give results and figures roots apart from the profile's "
                              "(e.g. --results results/custom --figures figures/custom)")
         prof.config(chosen[0][0], chosen[1][0], chosen[2][0], **parsed)  # rejected options stop here
-        config.append("overrides=" + " ".join(shlex.quote(o) for o in overrides))
+        config["overrides"] = " ".join(shlex.quote(o) for o in overrides)
     for key, given, values in zip(("datasets", "losses", "seeds"), (datasets, losses, seeds), chosen, strict=True):
         if given:
-            config.append(f"{key}=" + ",".join(map(str, values)))
+            config[key] = ",".join(map(str, values))
+    directory = Path(directory or os.getcwd())
+    plain = [f"{key}={value}" for key, value in config.items() if _is_plain(value)]
+    verbatim = {key: value for key, value in config.items() if not _is_plain(value)}
+    files = ["--configfile", str(_config_file(directory, verbatim))] if verbatim else []
     root = Path(__file__).resolve().parents[1]
     return [sys.executable, "-m", "snakemake", "--snakefile", str(root / "workflow" / "Snakefile"),
-            "--directory", str(directory or os.getcwd()), "--cores", str(jobs), "--rerun-incomplete", "--printshellcmds",
-            "--config", *config, *extra]
+            "--directory", str(directory), "--cores", str(jobs), "--rerun-incomplete", "--printshellcmds",
+            *files, "--config", *plain, *extra]
+
+
+def check_root(path, what: str) -> str:
+    """A results or figures root as a string; one with a brace is refused (Snakemake reads it as a wildcard)."""
+    path = str(path)
+    if "{" in path or "}" in path:
+        raise ValueError(f"the {what} root {path!r} has a brace, which Snakemake reads as a wildcard; "
+                         "choose a folder without { or }")
+    return path
+
+
+_PLAIN = re.compile(r"[\w./][\w./+=,@%-]*(?: [\w./+=,@%-]+)*")
+
+
+def _is_plain(value: str) -> bool:
+    """Whether ``--config key=value`` carries `value` verbatim: Snakemake strips quotes and parses the
+    rest as YAML (a bare ``#`` starts a comment, ``2024`` is a number, ``a: b`` a mapping), and passes
+    it on to the jobs it spawns without shell-quoting it."""
+    try:
+        float(value)
+        return False
+    except ValueError:
+        return bool(_PLAIN.fullmatch(value)) and value not in ("True", "False")
+
+
+def _config_file(directory: Path, config: dict) -> Path:
+    """A JSON config file for ``--configfile`` under `directory`/.snakemake/vgcore/, named by its content."""
+    from vgcore.io import atomic_write_text
+
+    text = json.dumps(config, sort_keys=True, ensure_ascii=False) + "\n"
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    return atomic_write_text(directory / ".snakemake" / "vgcore" / f"config-{digest}.json", text)
+
+
+BUILD_LOCK = Path(".snakemake", "vgcore", "build.lock")
+"""Relative to a build's directory: every snakemake process of workflow/Snakefile there holds it shared."""
+
+
+def hold_build_lock(directory: str | os.PathLike = ".") -> int | None:
+    """Hold :data:`BUILD_LOCK` of `directory` shared until this process exits (the Snakefile calls it,
+    so :func:`recover_stale_lock` knows whether any snakemake process of the build is alive). Returns
+    its descriptor, or None on a filesystem without ``flock``."""
+    import fcntl
+
+    path = Path(directory) / BUILD_LOCK
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def recover_stale_lock(directory: str | os.PathLike = ".", log=print) -> bool:
+    """Remove Snakemake's lock in `directory` (``.snakemake/locks``, what ``snakemake --unlock`` removes)
+    when no snakemake process of the build holds :data:`BUILD_LOCK`: a build killed with SIGKILL (or
+    a power loss) leaves it, and Snakemake then refuses every build there. Returns whether it did."""
+    import fcntl
+
+    locks = Path(directory) / ".snakemake" / "locks"
+    if not locks.is_dir() or not any(locks.iterdir()):
+        return False
+    path = Path(directory) / BUILD_LOCK
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # a build is running here: its lock is live
+        os.close(fd)
+        return False
+    try:
+        shutil.rmtree(locks)
+    finally:
+        os.close(fd)
+    log(f"recovered {locks}: the build that held it was stopped and no build is running here")
+    return True
 
 
 def build_tag(overrides: dict) -> str | None:
@@ -255,6 +350,17 @@ def prepare_runs(profile, results_root: str | os.PathLike, datasets=None, losses
 
 def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
+
+
+def edited_outputs(figures_dir: str | os.PathLike, log=print) -> list[Path]:
+    """The figures and tables under `figures_dir` (``figures/<profile>``) that were changed since their
+    notebook wrote them (:func:`vgcore.report.outputs.edited`), one line each: for ``--forcerun``."""
+    from vgcore.report.outputs import edited
+
+    found = edited(figures_dir)
+    for path, notebook in found:
+        log(f"{path} is not what {notebook} wrote (edited since): rerunning {notebook}")
+    return [path for path, _ in found]
 
 
 def _cells(profile, datasets, losses, seeds):

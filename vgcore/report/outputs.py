@@ -5,6 +5,9 @@
   only what it declares). Adding a figure is one :class:`Item` line here and one cell in its notebook.
 - :func:`collect_profile`: the runs of one profile as one table, failing with advice when none ran.
 - :func:`write_index`: ``figures/<profile>/README.md``, every figure and table with its notebook.
+- :func:`manifest` and :func:`edited`: the sha256 of every file an analysis notebook wrote, recorded
+  when it finishes (``figures/<profile>/notebooks/<notebook>.sha256``); a file whose bytes no longer
+  match (edited by hand) is what the build reruns its notebook for.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from vgcore.io import atomic_write_text
+from vgcore.io import atomic_write_text, file_digest
 
 NOTEBOOKS = ("01_features", "02_train", "03_variance", "04_greediness", "05_retrieval", "06_claims", "07_your_data")
 """The numbered notebooks in `notebooks/`, in order."""
@@ -135,12 +138,14 @@ class Outputs:
         return [p for item in self.items.values() for p in item.files(self.dir) if p not in self.written]
 
     def finish(self) -> str:
-        """The notebook's last step: fail naming every declared file it did not write; else one line
-        saying what it wrote where."""
+        """The notebook's last step: fail naming every declared file it did not write; else record their
+        sha256 (:func:`manifest`) and say in one line what it wrote where."""
         missing = self.missing()
         if missing:
             raise ValueError(f"{self.notebook} did not write {', '.join(str(p) for p in missing)}: every figure and "
                              "table declared in vgcore.report.outputs.ANALYSIS needs its cell")
+        lines = [f"{file_digest(p)}  {p.relative_to(self.dir).as_posix()}\n" for p in analysis_files(self.dir, self.notebook)]
+        atomic_write_text(manifest(self.dir, self.notebook), "".join(lines))
         kinds = [item.kind for item in self.items.values()]
         figures, tables = kinds.count("figure"), kinds.count("table")
         return (f"{self.notebook} wrote {figures} figure{'s' * (figures != 1)} (PNG, PDF) and {tables} "
@@ -200,6 +205,27 @@ def analysis_files(figures_dir: str | os.PathLike, notebook: str | None = None) 
     """Every file the analysis notebooks (or one of them) write under `figures_dir`."""
     names = [notebook] if notebook else list(ANALYSIS)
     return [p for nb in names for item in ANALYSIS[nb] for p in item.files(figures_dir)]
+
+
+def manifest(figures_dir: str | os.PathLike, notebook: str) -> Path:
+    """``<figures_dir>/notebooks/<notebook>.sha256``: the sha256 of each file `notebook` wrote when it
+    last finished, in ``sha256sum`` format (paths relative to `figures_dir`: ``sha256sum -c`` checks them there)."""
+    return Path(figures_dir) / "notebooks" / f"{notebook}.sha256"
+
+
+def edited(figures_dir: str | os.PathLike) -> list[tuple[Path, str]]:
+    """The declared files under `figures_dir` whose bytes differ from what their notebook recorded
+    (:func:`manifest`), each with that notebook. A missing file or manifest is not an edit."""
+    found = []
+    for notebook in ANALYSIS:
+        record = manifest(figures_dir, notebook)
+        declared = analysis_files(figures_dir, notebook)
+        for line in record.read_text().splitlines() if record.is_file() else ():
+            digest, _, name = line.partition("  ")
+            path = Path(figures_dir) / name
+            if path in declared and path.is_file() and file_digest(path) != digest:
+                found.append((path, notebook))
+    return found
 
 
 def write_index(figures_dir: str | os.PathLike, profile: str, description: str = "") -> Path:

@@ -176,8 +176,13 @@ def fit(configs: Sequence, out_dirs: Sequence, train_data: tuple, eval_data: tup
                 if skip_current and results.is_current(out_dirs[i], configs[i].config_hash())}
         training = [i for i in range(len(configs)) if i not in done]
         if training:
-            trained = _train(configs, out_dirs, learners, training, x_train, y_train, x_eval, y_eval, c_eval, splits,
-                             epoch_rows, generator, use_graph, progress, t_start, t_eval)
+            try:
+                trained = _train(configs, out_dirs, learners, training, x_train, y_train, x_eval, y_eval, c_eval,
+                                 splits, epoch_rows, generator, use_graph, progress, t_start, t_eval)
+            except KeyboardInterrupt:  # stopped by the user: clean up now what a killed writer leaves (locks held)
+                for i in training:
+                    results.recover(out_dirs[i])
+                raise
             done.update(trained)
     out = [done[i] for i in sorted(done)]
     for res in out:
