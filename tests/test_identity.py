@@ -142,7 +142,7 @@ def _head_numbers() -> list[float]:
         torch.manual_seed(0)
         head = ProjectionHead(6, 4).double()
     x = torch.linspace(-1, 1, 18, dtype=torch.float64).view(3, 6)
-    return [float(v) for v in head(x).flatten()]
+    return [float(v) for v in head(x).detach().flatten()]
 
 
 def _sampler_numbers() -> list[float]:
