@@ -61,9 +61,11 @@ sync-notebooks: $(STAMP)  ## sync each notebooks/*.py with its paired .ipynb (th
 # either in JupyterLab rewrites both, and a .py opens as a notebook (right-click > Open With).
 # The pre-save hook keeps a notebook's committed language_info when only the kernel's Python patch
 # release differs, so opening and saving a notebook leaves `git status` clean (tests/test_browser.py).
+# As root (containers, Binder-like images, CI) Jupyter refuses to start without --allow-root.
 LAB_PORT ?= 8888
+LAB_AS_ROOT := $(if $(filter 0,$(shell id -u 2>/dev/null)),--allow-root)
 lab: $(STAMP)  ## JupyterLab on the notebooks, jupytext pairing on (LAB_PORT=8888)
-	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.port=$(LAB_PORT) \
+	$(BIN)/jupyter lab $(LAB_AS_ROOT) --ServerApp.ip=127.0.0.1 --ServerApp.port=$(LAB_PORT) \
 	  --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks \
 	  --ContentsManager.pre_save_hook=vgcore.notebooks.pre_save_hook
 

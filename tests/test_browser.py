@@ -36,6 +36,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 import nbformat
 import pytest
@@ -133,7 +134,8 @@ class Lab:
                 f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={self.root}",
                 f"--LabApp.workspaces_dir={self.base / 'workspaces'}",
                 f"--LabApp.user_settings_dir={self.base / 'settings'}",
-                "--LabApp.extension_manager=readonly", LAB_PRE_SAVE_HOOK]
+                "--LabApp.extension_manager=readonly", "--LabApp.default_url=/lab/tree/notebooks",
+                LAB_PRE_SAVE_HOOK]
 
     def start(self) -> None:
         b = self.base
@@ -342,7 +344,17 @@ def test_another_python_patch_release_does_not_change_a_saved_notebook(browser, 
 
 
 def test_the_browser_test_starts_jupyterlab_as_make_lab_does():
-    assert LAB_PRE_SAVE_HOOK in (ROOT / "Makefile").read_text().replace("\\\n", " ")
+    """Every option `make lab` passes (its dry run, as this user: --allow-root as root) is passed by the
+    browser test's server too, so the test starts the lab as a user's `make lab` does."""
+    made = subprocess.run(["make", "-n", "lab"], cwd=ROOT, capture_output=True, text=True,
+                          check=True).stdout.replace("\\\n", " ")
+    line = next(ln for ln in made.splitlines() if " lab " in ln and "jupyter" in ln)
+    options = {opt.split("=")[0] for opt in line.split() if opt.startswith("--")}
+    assert LAB_PRE_SAVE_HOOK.split("=")[0] in options
+    assert ("--allow-root" in options) == (os.geteuid() == 0)
+    placeholders = SimpleNamespace(port=0, token="t", root=ROOT, base=ROOT)  # only the option names count
+    ours = {opt.split("=")[0] for opt in Lab.command(placeholders) if opt.startswith("--")}
+    assert options <= ours, f"make lab passes {sorted(options - ours)}, the browser test does not"
 
 
 @pytest.mark.slow
