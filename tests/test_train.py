@@ -396,3 +396,15 @@ def test_a_sweep_stops_on_a_reused_tag_before_training(tmp_path):
         train.sweep([smoke_config(epochs=2)], root, tag="short", cache_dir=tmp_path / "cache", progress=False)
     assert [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()] == \
         ["smoke/variants/short/variant.json"]
+
+
+def test_a_steps_loss_grad_norm_is_the_norm_of_the_loss_parameters_gradient():
+    """ArcFace learns its class weights: their gradient is recorded beside the head's."""
+    from vgcore.train.learner import STAT_KEYS, make_learner, train_step
+
+    gen = torch.Generator().manual_seed(1)
+    x, y = torch.randn(16, 6, generator=gen), torch.arange(16) % 4
+    learner = make_learner(smoke_config("arcface"), 6, 4, torch.device("cpu"))
+    row = train_step([learner], x, y)[0]
+    want = math.sqrt(sum(float((p.grad.double() ** 2).sum()) for p in learner.loss_fn.parameters()))
+    assert want > 0 and float(row[STAT_KEYS.index("loss_grad_norm")]) == pytest.approx(want, rel=1e-5)
