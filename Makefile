@@ -82,7 +82,7 @@ BENCH ?= *
 bench: $(STAMP)  ## benchmarks in benchmarks/ (printed, and written to benchmarks/out/); BENCH=losses for one
 	@set -e; for b in benchmarks/bench_$(BENCH).py; do echo "== $$b"; $(BIN)/python $$b; done
 
-# Mutation testing of the core (not part of `make test`: about an hour on 2 cores). mutmut mutates
+# Mutation testing of the core (not part of `make test`). mutmut mutates
 # the modules of [tool.mutmut] in pyproject.toml in a copy under mutants/ and runs, for each mutant,
 # only the selected tests that call the mutated function. It keeps its results in mutants/ and
 # retests only what changed; MUTATE_FRESH=1 starts over. One torch thread per worker: a process

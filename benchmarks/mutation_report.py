@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
                 "mutants": population[name]}
             head_sample.append(f"| {name} | {k} of {n} | {score(counts):.1%} | "
                                f"{low:.1%} to {high:.1%} | {population[name]} |")
-        head_sample = ["| package | killed | score | 95 % interval | mutants |",
+        head_sample = ["", "| package | killed | score | 95 % interval | mutants |",
                        "| --- | --- | --- | --- | --- |", *head_sample, ""]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "mutation_score.json").write_text(json.dumps(summary, indent=2) + "\n")
