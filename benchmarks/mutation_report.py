@@ -4,24 +4,31 @@ Reads mutmut's per-file records under ``mutants/`` and writes to ``benchmarks/ou
 
 - ``mutation_score.json``: per module and in total, how many mutants were killed, survived, had no
   test calling their function, timed out, ...; the score is killed (or timed out) over all mutants;
+  with ``--sample`` (the draw ``mutation_sample.py`` wrote) only the sampled mutants count, and each
+  package's score comes with its 95 % Wilson interval and how many of how many mutants it scored;
 - ``mutation_survivors.md``: every mutant that no test killed (survived or no test), with the lines it
   changed, grouped by module, and why it is left: a device argument dropped or set to None (the
   same computation on the CPU, where this runs; the CUDA tests run on a GPU), or the reason
   PROTOCOL.md's "Mutation testing" gives for it by name; any other survivor is "unexplained".
 
-    python benchmarks/mutation_report.py [--mutants mutants] [--out benchmarks/out]
+    python benchmarks/mutation_report.py [--mutants mutants] [--out benchmarks/out] [--sample FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
+import sys
 from collections import Counter
 from pathlib import Path
 
 from mutmut.mutation.diff_apply import get_diff_for_mutant
 from mutmut.stats import status_by_exit_code
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mutation_sample import package  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 NOT_KILLED = ("survived", "no tests")
@@ -56,6 +63,15 @@ def why_left(name: str, diff: list[str], explained: set[str]) -> str:
     return "unexplained"
 
 
+def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95 % Wilson score interval for k successes in n trials."""
+    if n == 0:
+        return (0.0, 1.0)
+    p, q = k / n, z * z / n
+    centre, half = p + q / 2, z * math.sqrt(p * (1 - p) / n + q / (4 * n))
+    return (max(0.0, (centre - half) / (1 + q)), min(1.0, (centre + half) / (1 + q)))
+
+
 def records(mutants: Path) -> dict[str, dict[str, str]]:
     """{source path: {mutant name: status}} from mutmut's ``<file>.py.meta`` records."""
     out = {}
@@ -81,9 +97,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mutants", type=Path, default=ROOT / "mutants")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out")
     parser.add_argument("--protocol", type=Path, default=ROOT / "PROTOCOL.md")
+    parser.add_argument("--sample", type=Path, help="score only this draw (mutation_sample.json)")
     args = parser.parse_args(argv)
     explained = explained_in_protocol(args.protocol)
     by_file = records(args.mutants)
+    draw = json.loads(args.sample.read_text()) if args.sample else None
+    if draw:
+        chosen = {name for names in draw["sample"].values() for name in names}
+        by_file = {source: kept for source, statuses in by_file.items()
+                   if (kept := {k: v for k, v in statuses.items()
+                                if k in chosen and v != "not checked"})}
     if not by_file:
         raise SystemExit(f"no mutmut records under {args.mutants}: run `make mutate` first")
     modules = {source: Counter(statuses.values()) for source, statuses in by_file.items()}
@@ -113,12 +136,34 @@ def main(argv: list[str] | None = None) -> int:
         "not_killed": dict(reasons),
         "modules": {source: {"score": score(c), **c} for source, c in modules.items()},
     }
+    head_sample = []
+    if draw:
+        packages: dict[str, Counter] = {}
+        for source, counts in modules.items():
+            packages[package(source)] = packages.get(package(source), Counter()) + counts
+        packages["all"] = total
+        population = {**draw["population"], "all": sum(draw["population"].values())}
+        summary["sample"] = {"seed": draw["seed"], "size": draw["size"], "packages": {}}
+        for name, counts in packages.items():
+            n, k = sum(counts.values()), counts["killed"] + counts["timeout"]
+            low, high = wilson(k, n)
+            summary["sample"]["packages"][name] = {
+                "score": score(counts), "low": low, "high": high, "killed": k, "scored": n,
+                "mutants": population[name]}
+            head_sample.append(f"| {name} | {k} of {n} | {score(counts):.1%} | "
+                               f"{low:.1%} to {high:.1%} | {population[name]} |")
+        head_sample = ["", "| package | killed | score | 95 % interval | mutants |",
+                       "| --- | --- | --- | --- | --- |", *head_sample, ""]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "mutation_score.json").write_text(json.dumps(summary, indent=2) + "\n")
     head = ["# Mutants no test killed", "",
             f"Score {score(total):.1%}: {total['killed'] + total['timeout']} of {sum(total.values())} "
             f"killed; {', '.join(f'{n} {s}' for s, n in total.most_common())}.",
             f"Not killed: {', '.join(f'{n} {r}' for r, n in reasons.most_common()) or 'none'}.", ""]
+    if draw:
+        head[2:2] = [f"A random sample (seed {draw['seed']}) of {sum(total.values())} scored of the "
+                     f"{draw['size']} drawn from {sum(draw['population'].values())} mutants.", ""]
+        head[-1:-1] = head_sample
     (args.out / "mutation_survivors.md").write_text("\n".join(head + body))
     print(f"mutation score {score(total):.1%} ({dict(total)}); not killed: {dict(reasons)}; "
           f"{args.out / 'mutation_score.json'}, {args.out / 'mutation_survivors.md'}")

@@ -13,6 +13,7 @@ from vgcore.report.claims import (
     CLAIMS,
     Claim,
     check_claims,
+    claims_tables,
     compare_groups,
     compare_verdicts,
     format_claims,
@@ -85,6 +86,13 @@ def test_a_constant_metric_says_nothing():
     values = {"g1": [1.0, 1.0], "g2": [1.0, 0.99999], "r1": [1.0, 1.0], "r2": [0.99999, 1.0]}
     out = _verdict(values)
     assert out["verdict"] == "inconclusive" and "constant across losses" in out["note"]
+
+
+def test_a_metric_undefined_for_one_loss_is_inconclusive():
+    values = {"g1": [2.0, 2.1, 2.2], "g2": [math.nan] * 3, "r1": [1.0, 1.1, 0.9], "r2": [0.5, 0.6, 0.4]}
+    out = _verdict(values)
+    assert out["verdict"] == "inconclusive" and out["note"] == "the metric is undefined here"
+    assert out["worst_pair"] is None and out["n_seeds"] == 0 and math.isnan(out["diff"])
 
 
 def test_the_constant_threshold_is_a_tenth_of_a_percent_of_the_magnitude():
@@ -187,6 +195,27 @@ def test_the_gate_decides_on_the_intervals_lower_bound_not_the_mean_gain():
     assert not row["learned"], "a positive mean gain whose interval reaches below 0 passed the gate"
     assert gate.loc[gate["loss"] != "npair", "learned"].all()
     assert learned_datasets(gate) == []
+
+
+def test_claims_tables_draws_claims_only_where_every_loss_learned_and_compares_schedules():
+    flat = {x: [0.6, 0.62, 0.61] for x in PAPER_LOSSES}
+    flat["npair"] = [0.19, 0.22, 0.21]
+    epochs = pd.concat([_epochs(0.2, {x: [0.6, 0.62, 0.61] for x in PAPER_LOSSES}, "good"), _epochs(0.2, flat, "bad")])
+    values = {"triplet": [0.5, 0.6, 0.55], "scl": [0.6, 0.7, 0.65], "contrastive": [0.2, 0.25, 0.2],
+              "infonce": [0.3, 0.3, 0.35]}
+    summary = pd.concat([table(values, "intra_var", "good"), table(values, "intra_var", "bad")])
+    text = next(c.text for c in CLAIMS if c.key == "triplet_scl_keep_variance")
+    other = pd.DataFrame({"claim": [text], "dataset": ["good"], "verdict": ["contradicted"]})  # format_claims' table
+    out = claims_tables(summary, epochs, other, ("demo", "paper"))
+    assert sorted(out) == ["claims", "gate", "schedules", "variants"]
+    assert len(out["gate"]) == 2 * len(PAPER_LOSSES) and out["gate"]["learned"].sum() == 2 * len(PAPER_LOSSES) - 1
+    claims = out["claims"].set_index("claim")
+    assert set(claims["dataset"]) == {"good"}, "the dataset where npair did not learn draws no claim"
+    assert claims.loc["triplet_scl_keep_variance", "verdict"] == "supported"
+    assert list(out["variants"].columns[:5]) == ["claim", "dataset", "variant", "default_verdict", "variant_verdict"]
+    row = out["schedules"].set_index("claim").loc[text]
+    assert row["demo"] == "supported" and row["paper"] == "contradicted" and row["changed"]
+    assert claims_tables(summary, epochs)["schedules"].empty
 
 
 def test_variant_table_shows_a_verdict_that_changes_with_the_variant():

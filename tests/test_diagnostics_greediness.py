@@ -448,6 +448,14 @@ def test_convergence_step_smooths_and_has_step_resolution():
     assert math.isnan(covered_fraction(1.0, 1.2, 1.5))  # no overall decrease: undefined
 
 
+def test_convergence_step_does_not_smooth_a_run_of_fewer_than_30_steps():
+    """5% of 10 steps rounds to a window of 1 (the step itself), of 40 steps to 2."""
+    from vgcore.metrics.convergence import convergence_step
+
+    assert convergence_step([10.0] * 5 + [1.0] * 5) == 5
+    assert convergence_step([10.0] * 20 + [1.0] * 20) == 21  # the 2-step mean at step 20 is 5.5
+
+
 def test_without_the_loss_output_the_loss_term_keys_are_nan():
     """A loss that returns only its value (greediness(None, ...)): the gradient keys are unchanged."""
     z, y = _line_batch()

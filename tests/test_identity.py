@@ -220,3 +220,19 @@ if __name__ == "__main__" and sys.argv[1:] == ["--record"]:
     FINGERPRINTS.write_text(json.dumps({name: {"version": version, "numbers": numbers()}
                                         for name, version, numbers, _ in _components()}, indent=1) + "\n")
     print(f"recorded {FINGERPRINTS}")
+
+
+def test_the_resolved_step_names_its_optimizer_and_the_runs_grad_threshold():
+    from vgcore.identity import resolved
+    from vgcore.train.learner import NUMERICS_VERSION, UNIT_TOLERANCE
+
+    step = resolved(_config(grad_threshold=0.25).to_dict())["step"]
+    assert step == {"numerics": NUMERICS_VERSION, "optimizer": "Adam", "grad_threshold": 0.25,
+                    "unit_tolerance": UNIT_TOLERANCE}
+
+
+def test_the_config_hash_is_pinned():
+    """Recorded 2026-12-02. It changes with the identity rule or any version in `resolved`, and then
+    every finished run is stale and a sweep retrains it: change this on purpose only."""
+    assert _config().config_hash() == "29ab652eed495691"
+    assert get_profile("demo").config("synthetic", "scl", 1).config_hash() == "22422b14c9b36de9"

@@ -920,3 +920,16 @@ def test_missing_labels_are_named():
     z, _ = batch("unsorted", 0)
     with pytest.raises(ValueError, match="labels are required"):
         build("triplet")(z)
+
+
+def test_sample_weights_are_each_samples_count_in_the_tuple_over_the_largest():
+    from vgcore.losses.base import Batch
+
+    emb, labels = torch.zeros(5, 2), torch.tensor([0, 0, 1, 1, 2])
+    t = torch.tensor
+    once = Batch(emb, labels, indices_tuple=(t([0]), t([1]), t([2])))
+    assert once.sample_weights(torch.float32).tolist() == [1.0, 1.0, 1.0, 0.0, 0.0]
+    twice = Batch(emb, labels, indices_tuple=(t([0, 0]), t([1, 1]), t([2, 3])))
+    assert twice.sample_weights(torch.float32).tolist() == [1.0, 1.0, 0.5, 0.5, 0.0]
+    empty = Batch(emb, labels, indices_tuple=(t([], dtype=torch.long),) * 3)
+    assert empty.sample_weights(torch.float32).tolist() == [1.0] * 5

@@ -147,6 +147,16 @@ def test_a_tag_names_one_set_of_settings(tmp_path, cache):
         results.run_dir(root, cfg(epochs=2), "../up")
 
 
+def test_a_tag_conflict_names_only_the_keys_that_differ(tmp_path):
+    folder = tmp_path / "smoke" / "variants" / "short"
+    folder.mkdir(parents=True)
+    record = {"profile": "smoke", "name": "short", "tag": "short",
+              "overrides": {"synthetic": {"epochs": 1, "lr": 0.5, "batch_size": 16}}}
+    (folder / "variant.json").write_text(json.dumps(record))
+    with pytest.raises(results.VariantConflictError, match=r"\(differing keys: epochs, lr\)\. Choose another"):
+        results.check_variant(tmp_path, cfg(epochs=2, lr=0.25, batch_size=16), "short")
+
+
 def test_settings_that_fail_late_are_refused_before_anything_is_written(own_run, cache):
     """Issue 18.2: weight_decay=-1, grad_threshold=abc, a batch larger than the data or a too-small
     eval split used to clear a complete run (only config.json left, no failure.json)."""

@@ -187,6 +187,14 @@ def test_collect_summary_has_one_row_per_run_from_summary_json(root):
         assert col in summary.columns
 
 
+def test_a_summary_records_the_timings_of_its_group(root):
+    """The keys snapshot.VOLATILE blanks, and the fused group's size: one run trained alone on the CPU."""
+    written = json.loads((results.run_dir(root, _config()) / "summary.json").read_text())
+    assert 0 < written["eval_time_s"] < written["wall_time_s"]
+    assert 0 < written["steps_per_s"] and written["n_steps"] > 0
+    assert written["group_size"] == 1 and written["cuda_graph"] is False
+
+
 def test_collect_filters_by_profile_and_names_the_tables(root, tmp_path):
     assert len(results.collect(root, "summary", profile="smoke")) == len(LOSSES)
     assert results.collect(root, "summary", profile="demo").empty

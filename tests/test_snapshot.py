@@ -345,3 +345,40 @@ def test_write_removes_what_a_killed_write_left_and_git_ignores_it(tmp_path):
     ignored = subprocess.run(["git", "check-ignore", "-q", "--no-index", "figures/demo/.tmp-results.tar.gz.k1ll3d"],
                              cwd=ROOT)
     assert ignored.returncode == 0, "git does not ignore what a killed write leaves"
+
+
+def test_restore_works_when_the_temp_folder_is_on_another_filesystem(tmp_path, monkeypatch):
+    """Runs are staged inside the results folder: the last step is a rename, which cannot cross filesystems."""
+    results, restored, other_fs = tmp_path / "results", tmp_path / "restored", tmp_path / "other_fs"
+    make_run(results)
+    archive = snapshot.write(results, "demo", tmp_path / "snap.tar.gz")
+    other_fs.mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(other_fs))
+    rename = os.rename
+
+    def same_fs_rename(src, dst):
+        if (other_fs in Path(src).parents) != (other_fs in Path(dst).parents):
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        return rename(src, dst)
+
+    monkeypatch.setattr("os.rename", same_fs_rename)
+    assert snapshot.restore(archive, restored) == [restored / "demo" / "synthetic" / "triplet" / "seed0"]
+
+
+def test_the_default_archive_is_figures_profile_results_tar_gz():
+    """Where `snapshot write` puts it and the notebooks and `snapshot restore` look for it."""
+    assert snapshot.default_archive("demo") == Path("figures") / "demo" / "results.tar.gz"
+    assert snapshot.default_archive("paper", "/x") == Path("/x/paper/results.tar.gz")
+
+
+def test_the_snapshots_steps_keep_four_significant_digits(tmp_path):
+    import tarfile
+
+    make_run(tmp_path / "results")
+    archive = snapshot.write(tmp_path / "results", "demo", tmp_path / "snap.tar.gz")
+    with tarfile.open(archive) as tar:
+        (member,) = [m for m in tar.getmembers() if m.name.endswith("steps.csv")]
+        text = tar.extractfile(member).read().decode()
+    numbers = [cell for line in text.splitlines()[1:] for cell in line.split(",") if cell not in ("True", "False")]
+    assert numbers and all(len(cell.lstrip("-").replace(".", "").lstrip("0").split("e")[0]) <= 4 for cell in numbers)
+    assert any(len(cell.lstrip("-").replace(".", "").lstrip("0").split("e")[0]) == 4 for cell in numbers)

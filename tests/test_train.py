@@ -383,3 +383,28 @@ def test_summary_greediness_means_are_the_means_over_steps_csv(smoke_runs):
             values = steps[c].to_numpy(float)
             assert means[f"{c}_mean"] == pytest.approx(math.fsum(values) / len(values), rel=1e-9), (loss, c)
         assert steps["grad_norm"].mean() != pytest.approx(steps["grad_norm"].median(), rel=1e-6), loss
+
+
+def test_a_sweep_stops_on_a_reused_tag_before_training(tmp_path):
+    """The tag's variant.json records other settings for this dataset: nothing is trained or written."""
+    root = tmp_path / "results"
+    folder = root / "smoke" / "variants" / "short"
+    folder.mkdir(parents=True)
+    record = {"profile": "smoke", "name": "short", "tag": "short", "overrides": {"synthetic": {"epochs": 1}}}
+    (folder / "variant.json").write_text(json.dumps(record))
+    with pytest.raises(results.VariantConflictError, match="differing keys: epochs"):
+        train.sweep([smoke_config(epochs=2)], root, tag="short", cache_dir=tmp_path / "cache", progress=False)
+    assert [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()] == \
+        ["smoke/variants/short/variant.json"]
+
+
+def test_a_steps_loss_grad_norm_is_the_norm_of_the_loss_parameters_gradient():
+    """ArcFace learns its class weights: their gradient is recorded beside the head's."""
+    from vgcore.train.learner import STAT_KEYS, make_learner, train_step
+
+    gen = torch.Generator().manual_seed(1)
+    x, y = torch.randn(16, 6, generator=gen), torch.arange(16) % 4
+    learner = make_learner(smoke_config("arcface"), 6, 4, torch.device("cpu"))
+    row = train_step([learner], x, y)[0]
+    want = math.sqrt(sum(float((p.grad.double() ** 2).sum()) for p in learner.loss_fn.parameters()))
+    assert want > 0 and float(row[STAT_KEYS.index("loss_grad_norm")]) == pytest.approx(want, rel=1e-5)
