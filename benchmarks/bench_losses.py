@@ -18,9 +18,9 @@ inside the B x B similarity matrix with masks, so that no shape depends on the l
 sync; a CUDA graph can capture the step), where NPairsLoss first gathers the P anchors and
 positives (`nonzero`, a sync) and works on P x P. At 4 samples per class the B x B matrix has 16x
 the entries: the B x B matmuls (forward and backward) and the softmax's exp are most of our time
-(torch.profiler, batch 512), the label indexing most of PML's. Computing only the P x P problem
-would need data-dependent shapes (a sync, no capture) or, at a static B/2 x B/2, sums in another
-order, so other numbers: kept as it is (PROTOCOL.md, "Benchmark" of "Losses").
+(torch.profiler, batch 512), the label indexing most of PML's; our label side is one sort. Computing
+only the P x P problem would need data-dependent shapes (a sync, no capture) or, at a static
+B/2 x B/2, sums in another order, so other numbers (PROTOCOL.md, "Benchmark" of "Losses").
 
     python benchmarks/bench_losses.py            # full run (PML's NTXent takes a few s a step)
     python benchmarks/bench_losses.py --quick    # sanity run, few steps
