@@ -7,7 +7,7 @@ Times, in the same process and on the same tensors: (a) a training step of a lin
 that step's outputs; (c) `grad_active_sweep` over the default thresholds; (d) the same step with its
 loss called through `GreedinessMonitor` (hooks on the embeddings and the head's parameters compute
 `greediness` during the backward). Reports medians and the ratios to (a). Writes
-benchmarks/out/bench_diagnostics.csv.
+bench_diagnostics.csv to --out (benchmarks/out/).
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=512)
     ap.add_argument("--dim", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=50)
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out", help="folder of the CSV")
     args = ap.parse_args()
     torch.manual_seed(0)
     head = torch.nn.Linear(768, args.dim)
@@ -109,9 +110,8 @@ def main() -> None:
     ]
     for r in rows:
         print(f"{r['what']:<31} {r['median_ms']:>9.3f} ms  x{r['ratio_to_step']}")
-    out = ROOT / "benchmarks" / "out"
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "bench_diagnostics.csv", "w", newline="") as f:
+    args.out.mkdir(parents=True, exist_ok=True)
+    with open(args.out / "bench_diagnostics.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["what", "median_ms", "ratio_to_step"])
         w.writeheader()
         w.writerows(rows)

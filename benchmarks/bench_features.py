@@ -12,7 +12,7 @@ the torch hub cache (same architecture, same cost). ``--full R`` runs ``features
 train and test splits at resolution R into a fresh cache directory, then times a cached load.
 ``--quality`` reports 5-NN accuracy (cosine) on a random train/test subset (``--quality-n``), to weigh speed against
 feature quality. The load average is printed: on a shared machine other processes change the
-numbers. Results also go to ``benchmarks/out/bench_features.json``.
+numbers. Results also go to ``bench_features.json`` in ``--out`` (``benchmarks/out/``).
 """
 
 from __future__ import annotations
@@ -102,9 +102,7 @@ def full_run(dataset: str, resolution: int, device: str, batch_size: int, cache_
     return out
 
 
-def quality(
-    dataset: str, resolution: int, device: str, cache_dir: Path, n_train=6000, n_test=2000
-) -> dict:
+def quality(dataset: str, resolution: int, device: str, n_train: int, n_test: int) -> dict:
     spec = B.backbone_spec("efficientnet_lite0", resolution=resolution)
     model = B.build_backbone(spec, device)
     feats = {}
@@ -143,7 +141,7 @@ def main() -> None:
     )
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--cache-dir", type=Path, default=None)
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/out/bench_features.json"))
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out", help="folder of the JSON")
     args = ap.parse_args()
 
     info = {
@@ -169,7 +167,7 @@ def main() -> None:
                     flush=True,
                 )
     for r in args.quality or []:
-        row = quality(args.dataset, r, args.device, args.quality_n[0], args.quality_n[1])
+        row = quality(args.dataset, r, args.device, *args.quality_n)
         results["quality"].append(row)
         print(f"quality res {r}: 5-NN accuracy {row['knn5_accuracy']}", flush=True)
     if args.full:
@@ -177,8 +175,8 @@ def main() -> None:
             cache = args.cache_dir or Path(tmp)
             results["full"] = full_run(args.dataset, args.full, args.device, args.batch_size, cache)
         print(json.dumps(results["full"]))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench_features.json").write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":

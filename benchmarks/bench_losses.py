@@ -1,14 +1,31 @@
-"""Training-step throughput of vgcore's losses against their pytorch-metric-learning equivalents.
+"""Training-step throughput of vgcore's losses against the pytorch-metric-learning loss computing the same function.
 
 One step = Linear(768 -> 128) head, L2-normalise, loss, backward, Adam step, on a fixed batch of
-512 random features with an m-per-class label layout (default 128 classes x 4 samples). Our steps
-and PML's are interleaved in the same process and rates come from median step times, so the
-ratio is meaningful even on a loaded machine; absolute figures are noisy.
+512 random features with an m-per-class label layout (default 128 classes x 4 samples). Each row
+pairs our loss with the PML loss of PROTOCOL.md's mapping: before anything is timed, both are
+called on the benchmark's batch (the seeded head's embeddings) and must give the same value and
+the same gradient at the head, else the run stops. Our steps and PML's are interleaved in the
+same process and rates come from median step times, so the ratio (ours / PML; above 1: ours is
+faster) holds on a loaded machine; absolute figures do not.
+
+Rows: the paper's seven losses at their defaults (npair: Sohn's one pair per class, PML's
+NPairsLoss), npair_all (every positive pair: NTXentLoss(temperature=1.0)) and contrastive=pml (our
+contrastive configured as PML's ContrastiveLoss()); contrastive at its defaults and ccl have no
+PML equivalent.
+
+Why npair is slower than NPairsLoss on the CPU: ours builds Sohn's P x P problem (P classes)
+inside the B x B similarity matrix with masks, so that no shape depends on the labels (no host
+sync; a CUDA graph can capture the step), where NPairsLoss first gathers the P anchors and
+positives (`nonzero`, a sync) and works on P x P. At 4 samples per class the B x B matrix has 16x
+the entries: the B x B matmuls (forward and backward) and the softmax's exp are most of our time
+(torch.profiler, batch 512), the label indexing most of PML's; our label side is one sort. Computing
+only the P x P problem would need data-dependent shapes (a sync, no capture) or, at a static
+B/2 x B/2, sums in another order, so other numbers (PROTOCOL.md, "Benchmark" of "Losses").
 
     python benchmarks/bench_losses.py            # full run (PML's NTXent takes a few s a step)
     python benchmarks/bench_losses.py --quick    # sanity run, few steps
     python benchmarks/bench_losses.py --device cuda   # on a GPU (each step ends with a sync)
-Writes benchmarks/out/bench_losses.csv (bench_losses_cuda.csv with --device cuda).
+Writes bench_losses.csv (bench_losses_cuda.csv with --device cuda) to --out (benchmarks/out/).
 """
 
 from __future__ import annotations
@@ -31,56 +48,77 @@ from vgcore.losses import LOSSES, make_loss  # noqa: E402
 OUT = Path(__file__).resolve().parent / "out"
 FEATURE_DIM, EMBED_DIM = 768, 128
 
-
-# Extra rows: our loss configured to compute exactly PML's function (PROTOCOL.md mapping).
-VARIANTS = {
-    "contrastive=pml": (
-        "contrastive",
-        dict(squared=False, normalize=True, reduction="nonzero_mean"),
-    ),
-    "npair=pml": ("npair", dict(pairs="one_per_class", normalize=True)),
+ROWS = {  # row -> (our loss, its hyperparameters)
+    **{name: (name, {}) for name in LOSSES},
+    "npair_all": ("npair_all", {}),
+    "contrastive=pml": ("contrastive", dict(squared=False, normalize=True, reduction="nonzero_mean")),
 }
 
 
-def pml_equivalent(row: str, num_classes: int):
-    """The PML loss computing the same function as bench row ``row`` (PROTOCOL.md), or None.
-
-    A variant row ("loss=pml") uses its own entry if it has one, else its base loss's.
-    """
+def pml_equivalent(row: str, ours):
+    """The PML loss computing row ``row``'s function on L2-normalised embeddings (PROTOCOL.md's
+    mapping) and its label, or (None, why not)."""
     try:
         from pytorch_metric_learning import distances, losses, reducers
     except ImportError:
         return None, "pytorch-metric-learning not installed"
     table = {
-        "contrastive": (lambda: losses.ContrastiveLoss(), "ContrastiveLoss()"),
+        "contrastive=pml": (losses.ContrastiveLoss, "ContrastiveLoss()"),
         "triplet": (
             lambda: losses.TripletMarginLoss(
-                margin=0.2, distance=distances.LpDistance(power=2), reducer=reducers.MeanReducer()
+                margin=0.2, distance=distances.LpDistance(power=2), reducer=reducers.AvgNonZeroReducer()
             ),
-            "TripletMarginLoss(0.2, LpDistance(power=2), MeanReducer)",
+            "TripletMarginLoss(0.2, LpDistance(power=2), AvgNonZeroReducer)",
         ),
-        # our default N-pair (every positive pair, dot products) is NTXent at temperature 1 on
-        # the L2-normalised head; PML's NPairsLoss is our pairs="one_per_class" (row npair=pml)
-        "npair": (lambda: losses.NTXentLoss(temperature=1.0), "NTXentLoss(1.0)"),
-        "npair=pml": (lambda: losses.NPairsLoss(), "NPairsLoss()"),
+        "npair": (losses.NPairsLoss, "NPairsLoss()"),
+        "npair_all": (lambda: losses.NTXentLoss(temperature=1.0), "NTXentLoss(1.0)"),
         "infonce": (lambda: losses.NTXentLoss(temperature=0.1), "NTXentLoss(0.1)"),
-        "arcface": (
-            lambda: losses.ArcFaceLoss(num_classes, EMBED_DIM, margin=math.degrees(0.5), scale=64),
-            "ArcFaceLoss(margin=28.65, scale=64)",
-        ),
+        "arcface": (lambda: _arcface_like(losses, ours), "ArcFaceLoss(margin=28.65, scale=64)"),
         "scl": (lambda: losses.SupConLoss(temperature=0.1), "SupConLoss(0.1)"),
     }
-    name = row if row in table else row.split("=")[0]
-    if name not in table:
+    if row not in table:
         return None, "-"
-    factory, label = table[name]
+    factory, label = table[row]
     return factory(), label
+
+
+def _arcface_like(losses, ours):
+    """PML's ArcFaceLoss with our ArcFace's margin, scale and class weights (W is our weight transposed)."""
+    pml = losses.ArcFaceLoss(*ours.weight.shape, margin=math.degrees(ours.margin), scale=ours.scale)
+    with torch.no_grad():
+        pml.W.copy_(ours.weight.T)
+    return pml
+
+
+def seeded_head(device) -> torch.nn.Linear:
+    torch.manual_seed(0)
+    return torch.nn.Linear(FEATURE_DIM, EMBED_DIM).to(device)
+
+
+def check_same_function(row: str, ours, pml, label: str, features, labels) -> None:
+    """Both losses on the benchmark's batch: the same value, and the same gradient at the head's
+    output through the step's L2 normalisation; else AssertionError (nothing timed)."""
+    with torch.no_grad():
+        out = seeded_head(features.device)(features)
+    values, grads = [], []
+    for loss_fn in (ours, pml.to(features.device)):
+        leaf = out.clone().requires_grad_()
+        value = loss_fn(F.normalize(leaf, dim=1), labels)
+        value.backward()
+        values.append(value.detach())
+        grads.append(leaf.grad)
+        loss_fn.zero_grad(set_to_none=True)
+
+    def msg(what):
+        return lambda m: f"{row}: ours and {label} differ in {what} on the benchmark's batch:\n{m}"
+
+    torch.testing.assert_close(values[0], values[1], rtol=1e-4, atol=1e-6, msg=msg("value"))
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-3, atol=1e-6, msg=msg("gradient"))
 
 
 def make_step(loss_fn, features, labels):
     """A closure running one full training step; the head is seeded so both sides match."""
-    torch.manual_seed(0)
-    head = torch.nn.Linear(FEATURE_DIM, EMBED_DIM).to(features.device)
+    head = seeded_head(features.device)
     loss_fn.to(features.device)
     opt = torch.optim.Adam(list(head.parameters()) + list(loss_fn.parameters()), lr=1e-4)
 
@@ -145,8 +183,8 @@ def main(argv=None) -> int:
     parser.add_argument("--per-class", type=int, default=4, help="samples per class in a batch")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--losses", nargs="*", default=list(LOSSES), choices=LOSSES)
-    parser.add_argument("--out", type=Path, help="CSV path (default benchmarks/out/bench_losses[_cuda].csv)")
+    parser.add_argument("--rows", nargs="*", default=list(ROWS), choices=list(ROWS))
+    parser.add_argument("--out", type=Path, default=OUT, help="folder of the CSV (default benchmarks/out)")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -167,13 +205,14 @@ def main(argv=None) -> int:
     header = f"{'loss':<16} {'ours steps/s':>13} {'PML steps/s':>12} {'ratio':>9}  PML loss"
     print(header)
     print("-" * len(header))
-    runs = [(name, name, {}) for name in args.losses]
-    runs += [(row, base, hp) for row, (base, hp) in VARIANTS.items() if base in args.losses]
-    for row, name, hp in runs:
+    for row in args.rows:
+        name, hp = ROWS[row]
         ours = make_loss(
             name, num_classes=num_classes, embedding_dim=EMBED_DIM, check_inputs=False, **hp
-        )
-        pml, pml_label = pml_equivalent(row, num_classes)
+        ).to(features.device)
+        pml, pml_label = pml_equivalent(row, ours)
+        if pml is not None:
+            check_same_function(row, ours, pml, pml_label, features, labels)
         ours_step = make_step(ours, features, labels)
         pml_step = None if pml is None else make_step(pml, features, labels)
         extra = slow_pml if pml_label.startswith("NTXentLoss") and not features.is_cuda else {}
@@ -181,7 +220,7 @@ def main(argv=None) -> int:
         ours_sps, ours_n = rate(ours_t), len(ours_t)
         pml_sps, pml_n = rate(pml_t), len(pml_t)
         ratio = ours_sps / pml_sps if pml is not None else float("nan")
-        print(f"{row:<16} {ours_sps:>13.1f} {pml_sps:>12.2f} {ratio:>8.1f}x  {pml_label}")
+        print(f"{row:<16} {ours_sps:>13.1f} {pml_sps:>12.2f} {ratio:>8.2f}x  {pml_label}")
         sys.stdout.flush()
         rows.append(
             dict(
@@ -200,14 +239,13 @@ def main(argv=None) -> int:
                 quick=args.quick,
             )
         )
-    if args.out is None:
-        args.out = OUT / f"bench_losses{'' if features.device.type == 'cpu' else '_' + features.device.type}.csv"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("w", newline="") as fh:
+    path = args.out / f"bench_losses{'' if features.device.type == 'cpu' else '_' + features.device.type}.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    print(f"wrote {args.out}")
+    print(f"wrote {path}")
     return 0
 
 

@@ -23,6 +23,7 @@ for both.
     python benchmarks/bench_paper.py --size-scale 0.2                # CPU: a fifth of every split (minutes)
     python benchmarks/bench_paper.py --device cuda --scale 1 --current-scale 0.02   # one GPU: all 100 epochs
     python benchmarks/bench_paper.py --shape demo                    # the demo's training stage (5 epochs)
+Writes bench_paper[_demo][_cuda].csv to --out (benchmarks/out/).
 """
 
 from __future__ import annotations
@@ -77,14 +78,16 @@ def _features(path: Path, n: int, classes: int, width: int, seed: int):
     return data["X"], data["y"]
 
 
-def _legacy_nmi(z, labels, n_classes: int, seed: int) -> float:
-    """NMI as the code computed it before (scikit-learn KMeans on the CPU, float64)."""
+def _legacy_nmi(z, labels, seed: int) -> float:
+    """NMI as the code computed it before (scikit-learn KMeans on the CPU, float64, k = number of classes);
+    stands in for `vgcore.metrics.retrieval._nmi`, so it takes the same arguments."""
     from sklearn.cluster import KMeans
     from sklearn.metrics import normalized_mutual_info_score
+    from torch import unique
     from torch.nn.functional import normalize
 
     x = normalize(z.detach().float(), dim=1).cpu().numpy().astype("float64")
-    clusters = KMeans(n_clusters=n_classes, n_init=1, random_state=seed).fit_predict(x)
+    clusters = KMeans(n_clusters=len(unique(labels)), n_init=1, random_state=seed).fit_predict(x)
     return float(normalized_mutual_info_score(labels.cpu().numpy(), clusters))
 
 
@@ -124,7 +127,7 @@ def worker(args: argparse.Namespace) -> None:
     configs = [RunConfig(profile=args.shape, dataset=args.dataset, backbone="pixels", loss=loss, seed=0,
                          epochs=args.epochs, batch_size=512, lr=lr, device=args.device,
                          full_eval_every=1 if current else 0) for loss in losses]
-    out_dirs = [Path(args.out) / args.path / args.dataset / loss for loss in losses]
+    out_dirs = [Path(args.runs) / args.path / args.dataset / loss for loss in losses]
     t0 = time.perf_counter()
     results = fit(configs, out_dirs, train, test, progress=False, cuda_graph=False if current else None)
     t_fit = time.perf_counter() - t0
@@ -148,7 +151,7 @@ def launch(args, path: str, dataset: str, loss: str | None, epochs: int, tmp: Pa
     cmd = [sys.executable, __file__, "--worker", "--shape", args.shape, "--path", path, "--dataset", dataset,
            "--epochs", str(epochs),
            "--device", args.device, "--threads", str(args.threads), "--size-scale", str(args.size_scale),
-           "--cache", str(tmp / "features"), "--out", str(tmp / "runs"), "--t-launch", repr(time.time()),
+           "--cache", str(tmp / "features"), "--runs", str(tmp / "runs"), "--t-launch", repr(time.time()),
            "--losses", *args.losses]
     if loss:
         cmd += ["--loss", loss]
@@ -190,6 +193,7 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=None, help="default: the profile's")
     parser.add_argument("--losses", nargs="+", default=None)
     parser.add_argument("--skip-current", action="store_true")
+    parser.add_argument("--out", type=Path, default=OUT, help="folder of the CSV")
     # worker arguments
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--path", help=argparse.SUPPRESS)
@@ -197,7 +201,7 @@ def main() -> None:
     parser.add_argument("--loss", help=argparse.SUPPRESS)
     parser.add_argument("--epochs", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--cache", help=argparse.SUPPRESS)
-    parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--runs", help=argparse.SUPPRESS)
     parser.add_argument("--t-launch", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.losses is None:
@@ -236,8 +240,8 @@ def main() -> None:
             print(f"  {dataset:13s} " + "   ".join(f"{path}: {r.wall_s:7.1f} s (train {r.train_s:6.1f}, eval {r.eval_s:6.1f})"
                                                     for path, r in done.iterrows()), flush=True)
     frame = pd.DataFrame(rows)
-    OUT.mkdir(exist_ok=True)
-    csv = OUT / f"bench_paper{'' if args.shape == 'paper' else '_' + args.shape}{'' if args.device == 'cpu' else '_' + args.device}.csv"
+    args.out.mkdir(parents=True, exist_ok=True)
+    csv = args.out / f"bench_paper{'' if args.shape == 'paper' else '_' + args.shape}{'' if args.device == 'cpu' else '_' + args.device}.csv"
     frame.to_csv(csv, index=False)
     total = frame.groupby("path")[["wall_s", "train_s", "eval_s", "overhead_s", "projected_total_s",
                                    "projected_eval_s", "runs"]].sum()

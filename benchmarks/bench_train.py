@@ -6,6 +6,7 @@ variants run interleaved in the same process on the same batches, so the ratio i
 
     python benchmarks/bench_train.py [--batch 512] [--in-dim 1280] [--steps 30] [--losses triplet scl]
     python benchmarks/bench_train.py --device cuda    # ms/step on a GPU (timed to a final sync)
+Writes bench_train[_cuda].csv to --out (benchmarks/out/).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--losses", nargs="+", default=list(LOSSES))
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--out", type=Path, default=OUT, help="folder of the CSV")
     args = parser.parse_args()
     torch.set_num_threads(2)
     device = torch.device(args.device)
@@ -63,8 +65,8 @@ def main() -> None:
         print(f"{loss:12s} off {1 / best[False]:8.1f} steps/s ({1e3 * best[False]:6.2f} ms)   "
               f"on {1 / best[True]:8.1f} steps/s ({1e3 * best[True]:6.2f} ms)   "
               f"overhead {100 * rows[-1]['diagnostics_overhead']:+.1f}%", flush=True)
-    OUT.mkdir(exist_ok=True)
-    path = OUT / f"bench_train{'' if device.type == 'cpu' else '_' + device.type}.csv"
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"bench_train{'' if device.type == 'cpu' else '_' + device.type}.csv"
     pd.DataFrame(rows).to_csv(path, index=False)
     print(f"wrote {path} (batch {args.batch}, in_dim {args.in_dim}, {torch.get_num_threads()} threads)")
 

@@ -37,6 +37,7 @@ import nbformat
 import pytest
 import yaml
 
+from _ci import in_ci, unavailable
 from _smoke_build import ROOT, env
 
 pytestmark = pytest.mark.slow
@@ -54,17 +55,6 @@ FAILURE = "injected by tests/test_cluster.py"  # the message of the RuntimeError
 NODE_OPTIONS = ("--max-threads", "1", "--slurm-status-command", "squeue",
                 "--slurm-init-seconds-before-status-checks", "1")
 BUILD_TIMEOUT = 900  # s; the smoke build takes 2-3 minutes on 2 idle cores, twice that on busy ones
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def _unavailable(reason: str):
-    """Skip on a developer machine; fail under CI, where .ci/run installs SLURM and the extra."""
-    if _in_ci():
-        pytest.fail(f"CI=true but {reason} (.ci/run installs slurm-wlm, munge and the cluster extra)", pytrace=False)
-    pytest.skip(reason)
 
 
 def missing_requirements() -> str | None:
@@ -129,7 +119,7 @@ class Cluster:
 def cluster(tmp_path_factory):
     reason = missing_requirements()
     if reason:
-        _unavailable(reason)
+        unavailable(reason, ".ci/run installs slurm-wlm, munge and the cluster extra")
     c = Cluster(tmp_path_factory.mktemp("slurm"))
     t0 = time.perf_counter()
     up = c.script("up")
@@ -376,6 +366,6 @@ def test_cluster_script_explains_why_it_cannot_start(tmp_path):
 
 def test_cluster_check_cannot_silently_skip_in_ci():
     """Under CI the cluster's requirements must be there (the fixtures fail rather than skip)."""
-    if not _in_ci():
+    if not in_ci():
         pytest.skip("only checked under CI=true")
     assert missing_requirements() is None, missing_requirements()

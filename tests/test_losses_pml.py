@@ -192,7 +192,7 @@ def test_pml_zero_cases_agree():
 
 # ---------------------------------------------------------------- drop-in: miners, ref_emb, a PML loop
 
-lmu = pytest.importorskip("pytorch_metric_learning.utils.loss_and_miner_utils")
+lmu = require("pytorch_metric_learning.utils.loss_and_miner_utils", DEV_EXTRA)
 
 MINERS = {
     "pair_margin": lambda: pml_miners.PairMarginMiner(pos_margin=0.5, neg_margin=0.9),

@@ -18,8 +18,10 @@ from vgcore.metrics import GREEDINESS_KEYS, greediness, tangential
 from vgcore.results import STEP_COLUMNS
 from vgcore.train import GreedinessMonitor
 
-pml_losses = pytest.importorskip("pytorch_metric_learning.losses")
-pml_miners = pytest.importorskip("pytorch_metric_learning.miners")
+from _ci import DEV_EXTRA, require
+
+pml_losses = require("pytorch_metric_learning.losses", DEV_EXTRA)
+pml_miners = require("pytorch_metric_learning.miners", DEV_EXTRA)
 
 F64 = torch.float64
 LOSS_TERM_KEYS = ("active_ratio", "tuple_active_ratio", "n_terms", "n_active_terms", "has_positives")

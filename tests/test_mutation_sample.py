@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from _ci import DEV_EXTRA, require
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-pytest.importorskip("mutmut")
+require("mutmut", f"mutmut is in the dev extra: {DEV_EXTRA}")
 from mutation_report import wilson  # noqa: E402
 from mutation_sample import TOP_LEVEL, draw, package  # noqa: E402
 

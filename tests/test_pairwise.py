@@ -13,6 +13,7 @@ from vgcore.losses.pairwise import (
     pointwise,
     safe_sqrt,
     similarity_matrix,
+    within_class_rank,
 )
 
 F64 = torch.float64
@@ -113,3 +114,14 @@ def test_default_distance_is_euclidean_and_default_scale_is_one():
     torch.testing.assert_close(distance_matrix(z, normalize=False).fill_diagonal_(0),
                                torch.cdist(z, z).fill_diagonal_(0))
     torch.testing.assert_close(similarity_matrix(z, normalize=False), z @ z.T)
+
+
+@pytest.mark.parametrize("labels", [[], [7], [3, 3], [5, 1, 5, 5, 2, 1, 9, 5, 2], [0, 1, 2, 3], [4] * 6,
+                                    torch.randint(0, 30, (200,), generator=torch.Generator().manual_seed(0)).tolist()])
+def test_within_class_rank_and_second_sample_by_counting(labels):
+    """Sohn's construction (npair) reads these: rank = earlier samples of the same label; second =
+    the batch index of the class's second sample, -1 for a class of one."""
+    rank, second = within_class_rank(torch.tensor(labels, dtype=torch.int64))
+    assert rank.tolist() == [labels[:i].count(c) for i, c in enumerate(labels)]
+    members = {c: [i for i, d in enumerate(labels) if d == c] for c in labels}
+    assert second.tolist() == [members[c][1] if len(members[c]) > 1 else -1 for c in labels]

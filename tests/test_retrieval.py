@@ -369,7 +369,7 @@ def test_bad_input_raises_value_error(z, y, kwargs, match):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_query_and_gallery_match_pml_with_ref_embeddings(seed):
     """In-Shop style: queries search a separate gallery; a query class absent from the gallery is excluded."""
-    pytest.importorskip("pytorch_metric_learning")
+    require("pytorch_metric_learning", DEV_EXTRA)
     g = torch.Generator().manual_seed(seed)
     centers = torch.randn(8, 12, generator=g) * 1.5
     qy, gy = torch.randint(0, 8, (150,), generator=g), torch.randint(0, 7, (230,), generator=g)
@@ -440,8 +440,8 @@ def test_embeddings_on_cuda_with_labels_on_the_cpu():
                                 abs=1e-6, nan_ok=True)
 
 
-@pytest.mark.skipif(not faiss_available(), reason="faiss not installed")
 def test_faiss_backend_with_a_gallery_gives_same_results():
+    require("faiss", f"faiss-cpu is in the dev extra: {DEV_EXTRA}")
     g = torch.Generator().manual_seed(6)
     z = torch.eye(4)[torch.randint(0, 4, (40,), generator=g)]  # ties everywhere
     gal = torch.eye(4)[torch.randint(0, 4, (30,), generator=g)]

@@ -33,6 +33,7 @@ from vgcore.results import (
     write_embeddings,
 )
 
+from _ci import unavailable
 from _smoke_build import env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -302,7 +303,7 @@ def test_cli_restore_into_a_read_only_folder_says_so_in_one_line(tmp_path):
     prefix = []
     if os.geteuid() == 0:  # root writes anyway: drop the capability that lets it
         if shutil.which("setpriv") is None:
-            pytest.skip("running as root without setpriv to drop CAP_DAC_OVERRIDE")
+            unavailable("running as root without setpriv to drop CAP_DAC_OVERRIDE", "apt-get install util-linux")
         prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
     proc = subprocess.run([*prefix, sys.executable, "-m", "vgcore", "snapshot", "restore", str(archive),
                            "--results", str(target)], capture_output=True, text=True, env=env(), timeout=300)

@@ -214,11 +214,21 @@ def masked_logsumexp(x: Tensor, mask: Tensor) -> Tensor:
     return _MaskedLogSumExp.apply(x, mask)
 
 
-def within_class_rank(labels: Tensor) -> Tensor:
-    """For each sample, how many earlier samples (lower batch index) share its label: [B] int64."""
-    same = labels.unsqueeze(0) == labels.unsqueeze(1)
-    earlier = torch.ones_like(same).tril(diagonal=-1)
-    return torch.count_nonzero(same & earlier, dim=1)
+def within_class_rank(labels: Tensor) -> tuple[Tensor, Tensor]:
+    """For each sample, how many earlier samples (lower batch index) share its label, and the batch
+    index of the second sample of its class (-1 if the class has one sample): both [B] int64.
+
+    One stable sort of the labels, O(B log B), instead of B x B label masks; static shapes, no sync.
+    """
+    n = labels.shape[0]
+    sorted_labels, order = torch.sort(labels, stable=True)  # each class a run, in batch order
+    start = torch.searchsorted(sorted_labels, sorted_labels)  # where each sample's run begins
+    after = (start + 1).clamp(max=max(n - 1, 0))
+    has_second = (start + 1 < n) & (sorted_labels[after] == sorted_labels)
+    position = torch.arange(n, device=labels.device)
+    rank = torch.empty_like(position).scatter_(0, order, position - start)
+    second = torch.empty_like(position).scatter_(0, order, torch.where(has_second, order[after], -1))
+    return rank, second
 
 
 def batch_all_triplet_sums(
