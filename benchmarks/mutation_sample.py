@@ -6,7 +6,7 @@ mutants, writes the draw to ``benchmarks/out/mutation_sample.json`` and runs
 ``mutmut run --max-children <jobs> <names>`` on it. ``mutation_report.py --sample`` then scores
 the sample per package. See PROTOCOL.md, "Mutation testing".
 
-    python benchmarks/mutation_sample.py --size 200 [--seed 0] [--jobs 1] [--draw-only]
+    python benchmarks/mutation_sample.py --size 200 [--seed 0] [--jobs 1] [--draw-only] [--root DIR]
 """
 
 from __future__ import annotations
@@ -73,8 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out")
     parser.add_argument("--draw-only", action="store_true", help="generate and draw, run nothing")
+    parser.add_argument("--root", type=Path, default=ROOT, help="the project whose [tool.mutmut] scope is mutated")
     args = parser.parse_args(argv)
-    os.chdir(ROOT)
+    os.chdir(args.root)
     names = generate()
     sample = draw(names, args.size, args.seed)
     population = {}

@@ -100,6 +100,27 @@ def check_mutation(out: Path, stdout: str) -> None:
     assert "mutmut_1`" not in survivors and "mutmut_3`" not in survivors
 
 
+def toy_project(tmp: Path) -> list[str]:
+    """A two-module project with its own [tool.mutmut] scope: the draw runs on it, not on vgcore."""
+    root = tmp / "project"
+    (root / "vgcore" / "losses").mkdir(parents=True)
+    (root / "pyproject.toml").write_text('[tool.mutmut]\nsource_paths = ["vgcore/"]\n'
+                                         'only_mutate = ["vgcore/losses/*", "vgcore/io.py"]\n')
+    for module in ("losses/toy.py", "io.py"):
+        (root / "vgcore" / module).write_text("def f(x):\n    return x + 1 if x > 0 else x * 2\n")
+    for init in ("__init__.py", "losses/__init__.py"):
+        (root / "vgcore" / init).write_text("")
+    return ["--root", str(root), "--size", "3", "--seed", "1", "--draw-only"]
+
+
+def check_sample(out: Path, stdout: str) -> None:
+    record = json.loads((out / "mutation_sample.json").read_text())
+    assert record["size"] == 3 and set(record["sample"]) == set(record["population"]) == {
+        "losses", "results, io, config, identity, snapshot"}
+    assert all(name.startswith("vgcore.losses.toy.") for name in record["sample"]["losses"])
+    assert sum(map(len, record["sample"].values())) == 3 and f"drew 3 of {sum(record['population'].values())}" in stdout
+
+
 # script -> (what it needs, its arguments for a run of seconds, the check of what it wrote)
 SMOKE = {
     "bench_losses.py": ([("pytorch_metric_learning", DEV_EXTRA)], ["--quick", "--batch", "32", "--threads", "1"],
@@ -116,6 +137,7 @@ SMOKE = {
                            "--batch-size", "16", "--device", "cpu", "--quality", "32", "--quality-n", "40", "20"],
                           check_features),
     "mutation_report.py": ([("mutmut", DEV_EXTRA)], mutmut_records, check_mutation),
+    "mutation_sample.py": ([("mutmut", DEV_EXTRA)], toy_project, check_sample),
 }
 
 
