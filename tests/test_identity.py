@@ -80,6 +80,19 @@ def test_a_changed_loss_default_makes_a_run_stale(trained, tmp_path, monkeypatch
     assert len(results.collect(root, "summary", profile="smoke")) == 1
 
 
+def test_the_build_reruns_a_run_made_under_an_old_default_in_place(trained, tmp_path, monkeypatch):
+    """The notebook build's check (workflow.prepare_runs) forces the run, naming the change; it does not
+    try to move a run of the profile's own config to a variant folder."""
+    from vgcore import workflow
+
+    root, path = _copy(trained, tmp_path)
+    _margin_default(monkeypatch, 0.9)
+    said = []
+    forced = workflow.prepare_runs(get_profile("smoke"), root, losses=["triplet"], log=said.append)
+    assert forced == [path / "summary.json"] and path.is_dir()
+    assert "loss.params.margin: 0.2 -> 0.9" in said[0] and not (root / "smoke" / "variants").exists()
+
+
 def test_a_bumped_numerics_version_makes_a_run_stale(trained, tmp_path, monkeypatch):
     root, path = _copy(trained, tmp_path)
     monkeypatch.setattr(TripletLoss, "numerics_version", TripletLoss.numerics_version + 1)

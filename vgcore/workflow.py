@@ -309,7 +309,7 @@ def prepare_runs(profile, results_root: str | os.PathLike, datasets=None, losses
     ``overrides``: the build's ``key=value`` strings, applied to every run's config.
     """
     from vgcore import results
-    from vgcore.config import parse_overrides
+    from vgcore.config import flat_diff, parse_overrides
     from vgcore.identity import differences
 
     parsed = parse_overrides(list(overrides))
@@ -326,7 +326,7 @@ def prepare_runs(profile, results_root: str | os.PathLike, datasets=None, losses
             continue
         if summary is None or results.is_current(path, config_hash):
             continue
-        same_config = _canonical(summary.get("config")) == _canonical(config.to_dict())
+        same_config = not flat_diff(summary.get("config") or {}, config.to_dict())
         if not same_config and tag is None:
             if dry_run:
                 log(f"{path} holds a run of another config: the build would move it to its variant folder and retrain")
@@ -346,10 +346,6 @@ def prepare_runs(profile, results_root: str | os.PathLike, datasets=None, losses
             log(f"{path}: {why}; rerunning it")
             forced.append(path / "summary.json")
     return forced
-
-
-def _canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str)
 
 
 def edited_outputs(figures_dir: str | os.PathLike, log=print) -> list[Path]:
