@@ -15,6 +15,7 @@ import pytest
 import torch
 from _faults import nan_loss_at_call
 
+from vgcore.metrics.convergence import progress_grid
 from vgcore import results, train
 from vgcore.config import PROFILES, RunConfig, get_profile, parse_overrides
 from vgcore.data import DataNotFoundError
@@ -56,7 +57,13 @@ def test_smoke_run_writes_the_full_schema(smoke_runs, loss):
     assert record["steps"]["step"].tolist() == list(range(len(record["steps"])))
     # epoch 0 (untrained head) and every epoch, each for the eval split and the training subset
     assert sorted(set(record["epochs"]["epoch"])) == list(range(config.epochs + 1))
-    assert set(record["epochs"]["split"]) == {"test", "train_subset"}
+    assert set(record["epochs"]["split"]) == {"test", "train_subset", "progress/test", "progress/train_subset"}
+    # the progress splits (eval split when there is no validation split) at the log-spaced steps
+    progress = record["epochs"][record["epochs"]["split"] == "progress/test"]
+    n = len(record["steps"])
+    assert progress["step"].tolist() == progress_grid(n, config.progress_ratio, config.early_step)
+    epoch_rows = record["epochs"][record["epochs"]["split"] == "test"]
+    assert epoch_rows["step"].tolist() == [e * n_batches for e in epoch_rows["epoch"]]
     assert np.isfinite(record["steps"]["train_loss"]).all()
     assert record["steps"]["active_ratio"].between(0, 1).all()
     assert (record["steps"]["grad_norm"] > 0).all()
@@ -361,8 +368,8 @@ def test_the_final_epoch_is_evaluated_when_eval_every_skips_it(tmp_path):
     result = train.run(smoke_config("triplet", epochs=5, eval_every=3), tmp_path / "r", cache_dir=tmp_path / "cache",
                        progress=False)
     written = pd.read_csv(result.path / "epochs.csv")
-    assert sorted(set(written["epoch"])) == [0, 1, 3, 5]
-    last = written.query("epoch == 5 and split == 'test'").drop(columns=["epoch", "split"]).iloc[0]
+    assert sorted(set(written.loc[written["split"] == "test", "epoch"])) == [0, 1, 3, 5]
+    last = written.query("epoch == 5 and split == 'test'").drop(columns=["epoch", "step", "split"]).iloc[0]
     final = json.loads((result.path / "summary.json").read_text())["final"]
     assert sorted(final) == sorted(last.index)
     for key, value in final.items():

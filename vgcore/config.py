@@ -59,6 +59,9 @@ class RunConfig:
     eval_split: str = "test"
     train_size: int | None = None
     eval_size: int | None = None
+    val_size: int = 0
+    progress_ratio: float = 2**0.5
+    early_step: int = 16
     grad_threshold: float | None = None
     diagnostics: bool = True
     sync_every: int = 50
@@ -83,6 +86,14 @@ class RunConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 2):
                 raise ValueError(f"{name} must be None (all samples) or an integer >= 2, got {value!r}")
+        if not isinstance(self.val_size, int) or isinstance(self.val_size, bool) or self.val_size < 0:
+            raise ValueError(f"val_size must be 0 (no validation split: progress is read on the eval split) or a "
+                             f"positive number of training samples to hold out, got {self.val_size!r}")
+        if not _is_real(self.progress_ratio) or not self.progress_ratio > 1:
+            raise ValueError(f"progress_ratio must be a number > 1 (the ratio of the log-spaced progress steps, "
+                             f"e.g. 1.414), got {self.progress_ratio!r}")
+        if not isinstance(self.early_step, int) or isinstance(self.early_step, bool) or self.early_step < 1:
+            raise ValueError(f"early_step must be a positive integer (a training step), got {self.early_step!r}")
         if not isinstance(self.full_eval_every, int) or isinstance(self.full_eval_every, bool) or self.full_eval_every < 0:
             raise ValueError(f"full_eval_every must be 0 (MAP@R, R-precision and NMI at the final epoch only) or a "
                              f"positive number of epochs, got {self.full_eval_every!r}")

@@ -13,7 +13,9 @@ What. A run directory holds:
 - ``config.json``     the RunConfig
 - ``steps.csv``       one row per training step: STEP_COLUMNS
 - ``epochs.csv``      one row per (evaluated epoch, split): EPOCH_COLUMNS (epoch 0 = untrained head;
-                      MAP@R, R-precision and NMI only where ``RunConfig.full_eval_at``, NaN elsewhere)
+                      MAP@R, R-precision and NMI only where ``RunConfig.full_eval_at``, NaN elsewhere),
+                      and one per (progress step, ``progress/*`` split) at the log-spaced steps
+                      (``step`` counts the training steps done)
 - ``embeddings.npz``  final evaluation embeddings (float16), labels and superclass labels (where the
                       dataset has them), compressed
 - ``summary.json``    final metrics, convergence epochs, wall time, versions, the config and its
@@ -79,14 +81,19 @@ from vgcore.metrics.variance import VARIANCE_KEYS
 
 RUN_ID_COLUMNS = ("profile", "dataset", "backbone", "loss", "seed")
 STEP_COLUMNS = ("step", "epoch", "train_loss", *GREEDINESS_KEYS)
-EPOCH_COLUMNS = ("epoch", "split", "train_loss", *VARIANCE_KEYS, *RETRIEVAL_KEYS, *HIERARCHY_KEYS)
+EPOCH_COLUMNS = ("epoch", "step", "split", "train_loss", *VARIANCE_KEYS, *RETRIEVAL_KEYS, *HIERARCHY_KEYS)
 TABLES = ("epochs", "steps", "summary")
+PROGRESS = "progress/"
+"""Prefix of the epochs.csv splits evaluated at the log-spaced progress steps
+(:func:`vgcore.metrics.convergence.progress_grid`), e.g. ``progress/validation``."""
 
-SCHEMA_REVISION = 4
+SCHEMA_REVISION = 5
 """Bumped by hand when a column changes meaning. 2: steps.csv gained ``grad_effective_share``.
 3: ``nmi`` from the torch k-means on the training device; ``map@r``, ``r_precision`` and ``nmi`` in
 epochs.csv only at full-evaluation epochs (the final one by default), NaN at the others.
-4: summary.json records the resolved identity (``resolved``) and is sealed (``summary_sha256``)."""
+4: summary.json records the resolved identity (``resolved``) and is sealed (``summary_sha256``).
+5: epochs.csv gained ``step`` and the ``progress/*`` splits (log-spaced steps), steps.csv
+``adam_step_norm_mean``; summary ``val_convergence_step`` and ``early_intra_var``."""
 SCHEMA_VERSION = f"{SCHEMA_REVISION}." + hashlib.sha256(
     json.dumps([STEP_COLUMNS, EPOCH_COLUMNS]).encode()).hexdigest()[:8]
 """Version of the files below: the revision and a digest of the column names, so that a run written

@@ -90,10 +90,44 @@ def covered_fraction(first: float, at: float, last: float) -> float:
     return (first - at) / total
 
 
+def progress_grid(n_steps: int, ratio: float, *extra: int) -> list[int]:
+    """The steps at which a run's progress is read: 0, ``round(ratio^k)`` for k = 0, 1, ... up to
+    ``n_steps``, the ``extra`` steps that fall inside, and ``n_steps`` itself; sorted, distinct."""
+    if ratio <= 1:
+        raise ValueError("ratio must be > 1")
+    steps, k = {0, n_steps}, 0
+    while round(ratio**k) <= n_steps:
+        steps.add(round(ratio**k))
+        k += 1
+    steps.update(e for e in extra if 0 <= e <= n_steps)
+    return sorted(steps)
+
+
+def progress_step(steps: Sequence[int], values: Sequence[float] | Tensor, fraction: float = 0.9) -> float:
+    """First of ``steps`` at which the normalised progress ``(R_t - R_0) / (R_final - R_0)`` of a
+    validation curve (``values`` at ``steps``, the first at step 0, the last at the end) reached
+    ``fraction``: one yardstick for every loss, free of where each starts and ends. NaN when the
+    curve did not rise overall (there is no progress to measure)."""
+    vals = _as_series(values, "values")
+    if len(vals) != len(steps):
+        raise ValueError(f"{len(steps)} steps but {len(vals)} values")
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError("fraction must be in [0, 1]")
+    total = vals[-1] - vals[0]
+    if not total > 0:
+        return math.nan
+    for s, v in zip(steps, vals, strict=True):
+        if (v - vals[0]) / total >= fraction - 1e-12:
+            return float(s)
+    return float(steps[-1])  # unreachable: the last step always qualifies
+
+
 LABELS: dict[str, str] = {
     "loss_convergence_epoch": "90% loss convergence [epochs]",
     "recall_convergence_epoch": "95% of final Recall@1 reached [epochs]",
     "loss_convergence_step": "90% loss convergence [training steps]",
     "compaction_epoch1": "compaction done in epoch 1 [fraction]",
     "untrained_recall@1": "Recall@1 of the untrained head [fraction of queries]",
+    "val_convergence_step": "90% of the validation Recall@1 gain reached [training steps, log-spaced grid]",
+    "early_intra_var": "intra-class variance of the training probe at the early step [squared distance]",
 }

@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from vgcore.metrics.adam_step import mover_mean
+
 #: Keys returned by :func:`greediness`, in order (column names in steps.csv).
 GREEDINESS_KEYS: tuple[str, ...] = (
     "active_ratio",
@@ -32,6 +34,7 @@ GREEDINESS_KEYS: tuple[str, ...] = (
     "emb_grad_norm_mean",
     "emb_grad_norm_p50",
     "emb_grad_norm_p90",
+    "adam_step_norm_mean",
 )
 
 #: Default threshold tau of the grad-active rule ``B * ||dL/dz_i|| > tau`` (see PROTOCOL.md).
@@ -53,6 +56,7 @@ LABELS: dict[str, str] = {
     "emb_grad_norm_mean": "mean per-sample gradient norm (tangential) [L2]",
     "emb_grad_norm_p50": "median per-sample gradient norm (tangential) [L2]",
     "emb_grad_norm_p90": "90th-percentile per-sample gradient norm (tangential) [L2]",
+    "adam_step_norm_mean": "per-sample share of Adam's step (scale-free) [fraction of lr]",
 }
 
 
@@ -132,6 +136,7 @@ def greediness(
     *,
     z: Tensor | None = None,
     grad_threshold: float = GRAD_THRESHOLD,
+    step_norms: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """GREEDINESS measures of one training step, from its own backward pass.
 
@@ -158,7 +163,12 @@ def greediness(
     * ``grad_norm``: L2 norm of the gradient over all ``head_params``; ``loss_grad_norm``: same over
       ``loss_params`` (0 when there are none or none has a gradient).
     * ``emb_grad_norm_mean`` / ``_p50`` / ``_p90``: mean and quantiles (linear interpolation) of
-      ``||dL/dz_i||`` over grad-active samples (NaN when none is active).
+      ``||dL/dz_i||`` over grad-active samples (NaN when none is active). These follow the loss's
+      scale (its temperature, scale and reduction): compare them across losses with care.
+    * ``adam_step_norm_mean``: :func:`~vgcore.metrics.adam_step.mover_mean` of ``step_norms``, each
+      sample's share of the optimiser's step (:func:`~vgcore.metrics.adam_step.adam_step_norms`,
+      free of the loss's scale); NaN when ``step_norms`` is None (the training step passes it once
+      Adam has stepped).
     """
     if emb_grad is None:
         raise ValueError("emb_grad is None: call z.retain_grad() before backward() and pass z.grad")
@@ -206,6 +216,8 @@ def greediness(
         "emb_grad_norm_mean": mean,
         "emb_grad_norm_p50": p50,
         "emb_grad_norm_p90": p90,
+        "adam_step_norm_mean": (torch.full((), math.nan, dtype=fdt, device=dev) if step_norms is None
+                                else mover_mean(step_norms.detach().to(fdt))),
     }
 
 

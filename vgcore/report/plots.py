@@ -33,6 +33,7 @@ import seaborn as sns
 from vgcore.metrics import label
 from vgcore.registry import VARIANTS, names
 from vgcore.report.claims import is_constant
+from vgcore.results import PROGRESS
 
 LOSSES = names("loss")
 
@@ -232,6 +233,8 @@ def run_curves(steps: pd.DataFrame, epochs: pd.DataFrame, title: str = "", smoot
     step_panel(axes[2], ["grad_norm"], label("grad_norm"), logy=_spans_decades(steps["grad_norm"]))
     for ax, metric in zip(axes[3:6], ("intra_var", "inter_var", "recall@1"), strict=True):
         for split, frame in epochs.groupby("split", sort=True):
+            if str(split).startswith(PROGRESS):  # the log-spaced progress steps are not epochs
+                continue
             frame = frame.sort_values("epoch")
             line, = ax.plot(frame["epoch"], frame[metric], marker="o", ms=2.5, color="0.25",
                             ls="-" if split == eval_split else "--")

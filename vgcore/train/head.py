@@ -19,5 +19,18 @@ class ProjectionHead(nn.Module):
         else:
             self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, out_dim))
 
-    def forward(self, x: Tensor) -> Tensor:
-        return F.normalize(self.net(x), dim=1)
+    def forward(self, x: Tensor, trace: list | None = None) -> Tensor:
+        """``normalize(net(x))``. ``trace``: a list that receives ``(layer, input, output)`` of every
+        Linear layer, each output keeping its gradient after backward (``retain_grad``), from which
+        the per-sample parameter gradients ``dL/doutput_i (x) input_i`` are read
+        (:mod:`vgcore.metrics.adam_step`)."""
+        if trace is None:
+            return F.normalize(self.net(x), dim=1)
+        h = x
+        for layer in self.net if isinstance(self.net, nn.Sequential) else (self.net,):
+            out = layer(h)
+            if isinstance(layer, nn.Linear) and out.requires_grad:
+                out.retain_grad()
+                trace.append((layer, h, out))
+            h = out
+        return F.normalize(h, dim=1)

@@ -3,7 +3,8 @@
 The step is: batch -> head -> z (L2-normalised) -> loss(z, y) (its terms in ``loss_fn.last``) -> one
 backward -> GREEDINESS read off that same backward (dL/dz is kept with ``retain_grad`` and its part
 tangent to the sphere at z is measured; parameter gradients are read before the optimiser step) ->
-optimiser step. ``train_step`` takes a list of learners so that several losses
+optimiser step -> each sample's share of that step, from Adam's updated state
+(:mod:`vgcore.metrics.adam_step`). ``train_step`` takes a list of learners so that several losses
 can be trained on the identical batch stream (a paired comparison).
 """
 
@@ -16,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from vgcore.losses import make_loss
+from vgcore.metrics.adam_step import adam_step_norms, mover_mean
 from vgcore.metrics.greediness import GREEDINESS_KEYS, greediness
 from vgcore.train.head import ProjectionHead
 
@@ -27,7 +29,7 @@ flush (a 0 stops the run there), not written to steps.csv. ``unit_embeddings``: 
 the batch has norm 1 within UNIT_TOLERANCE; a head output that overflowed (its norm is inf, so
 normalising gives 0), became NaN or is exactly zero fails it while the loss may stay finite."""
 UNIT_TOLERANCE = 1e-3
-NUMERICS_VERSION = 1
+NUMERICS_VERSION = 2
 """Bumped by hand when the step (optimiser, GREEDINESS reading) changes its numbers (vgcore.identity)."""
 
 
@@ -70,7 +72,8 @@ def train_step(learners: Sequence[Learner], x: Tensor, y: Tensor, *, diagnostics
     """One optimiser step per learner on the same batch; returns each learner's STAT_KEYS + CHECK_KEYS vector."""
     stats = []
     for learner in learners:
-        z = learner.head(x)
+        trace: list | None = [] if diagnostics else None
+        z = learner.head(x, trace)
         z.retain_grad()
         loss = learner.loss_fn(z, y)
         out = learner.loss_fn.last  # per-sample terms and counts of this call
@@ -82,9 +85,11 @@ def train_step(learners: Sequence[Learner], x: Tensor, y: Tensor, *, diagnostics
         else:  # the loss's own counts only
             nan = torch.full((), float("nan"), device=x.device)
             g = {k: getattr(out, k, nan) for k in GREEDINESS_KEYS}
-        row = [loss.detach()] + [g[k].detach().to(loss.dtype) for k in GREEDINESS_KEYS]
         unit = (torch.linalg.vector_norm(z.detach(), dim=1) - 1).abs().amax() <= UNIT_TOLERANCE  # NaN: False
-        row.append(unit.to(loss.dtype))
         learner.optimizer.step()
+        if diagnostics:  # each sample's share of the step just taken, read from Adam's updated state
+            g["adam_step_norm_mean"] = mover_mean(adam_step_norms(trace, learner.optimizer))
+        row = [loss.detach()] + [g[k].detach().to(loss.dtype) for k in GREEDINESS_KEYS]
+        row.append(unit.to(loss.dtype))
         stats.append(torch.stack(row))
     return stats

@@ -44,13 +44,15 @@ from vgcore.metrics.convergence import (
     convergence_epoch,
     convergence_step,
     covered_fraction,
+    progress_grid,
+    progress_step,
     recall_convergence_epoch,
 )
 from vgcore.metrics.greediness import GREEDINESS_KEYS
 from vgcore.train.evaluate import embed, evaluate_splits
 from vgcore.train.graph import EagerStep, GraphStep, graph_safe
 from vgcore.train.learner import make_learner
-from vgcore.train.samplers import NoPositivePairsWarning, batch_indices, check_sampler, fixed_subset
+from vgcore.train.samplers import NoPositivePairsWarning, batch_indices, check_sampler, fixed_subset, split_off
 from vgcore.train.steplog import Divergence, StepLog
 
 
@@ -126,7 +128,8 @@ def fit(configs: Sequence, out_dirs: Sequence, train_data: tuple, eval_data: tup
 
     ``configs`` may differ only in :data:`vgcore.config.PER_LEARNER_KEYS` (loss, its parameters,
     lr, head); ``train_data`` and ``eval_data`` are the full ``(X, y)`` or ``(X, y, coarse)`` of the
-    train and eval split (the config's ``train_size``/``eval_size`` subsets are drawn here).
+    train and eval split (the config's ``val_size`` validation rows are held out of the train split,
+    then its ``train_size``/``eval_size`` subsets are drawn here).
 
     Nothing is written before the features, the learners (optimiser settings), the sampler (batch
     size against the data) and an evaluation of each untrained head have all succeeded. The runs
@@ -141,7 +144,8 @@ def fit(configs: Sequence, out_dirs: Sequence, train_data: tuple, eval_data: tup
     configs, out_dirs = _check_runs(configs, out_dirs)
     config = configs[0]  # what the group shares
     device = resolve_device(config.device)
-    x_train, y_train, c_train = _triple(train_data)
+    x_all, y_all, c_all = _triple(train_data)
+    (x_train, y_train, c_train), held = split_off(x_all, y_all, config.val_size, c_all)
     x_train, y_train, c_train = fixed_subset(x_train, y_train, config.train_size, c_train)
     x_eval, y_eval, c_eval = _triple(eval_data)
     x_eval, y_eval, c_eval = fixed_subset(x_eval, y_eval, config.eval_size, c_eval)
@@ -159,10 +163,12 @@ def fit(configs: Sequence, out_dirs: Sequence, train_data: tuple, eval_data: tup
     subset = torch.randperm(y_train.numel(), generator=generator, device=device)[: config.eval_train_size]
     splits = {config.eval_split: (x_eval, y_eval, c_eval),
               "train_subset": (x_train[subset], y_train[subset], None if c_train is None else c_train[subset.cpu()])}
+    progress_splits = _progress_splits(config, splits, held, device)
     t_eval = time.perf_counter()
-    try:  # epoch 0, the untrained heads: an eval split too small to evaluate fails here, before any write
-        epoch_rows = [_epoch_rows(0, float("nan"), m)
-                      for m in _evaluate(learners, range(len(learners)), splits, config.full_eval_at(0))]
+    try:  # step 0, the untrained heads: an eval split too small to evaluate fails here, before any write
+        epoch_rows = [_epoch_rows(0, 0, float("nan"), m) + _epoch_rows(0, 0, float("nan"), p)
+                      for m, p in zip(_evaluate(learners, range(len(learners)), splits, config.full_eval_at(0)),
+                                      _evaluate(learners, range(len(learners)), progress_splits, False), strict=True)]
     except ValueError as err:
         raise ValueError(f"cannot evaluate {config.dataset}/{config.eval_split} (eval_size={config.eval_size}, "
                          f"eval_train_size={config.eval_train_size}): {err}") from None
@@ -178,7 +184,7 @@ def fit(configs: Sequence, out_dirs: Sequence, train_data: tuple, eval_data: tup
         if training:
             try:
                 trained = _train(configs, out_dirs, learners, training, x_train, y_train, x_eval, y_eval, c_eval,
-                                 splits, epoch_rows, generator, use_graph, progress, t_start, t_eval)
+                                 splits, progress_splits, epoch_rows, generator, use_graph, progress, t_start, t_eval)
             except KeyboardInterrupt:  # stopped by the user: clean up now what a killed writer leaves (locks held)
                 for i in training:
                     results.recover(out_dirs[i])
@@ -194,10 +200,15 @@ def fit(configs: Sequence, out_dirs: Sequence, train_data: tuple, eval_data: tup
     return out
 
 
-def _train(configs, out_dirs, learners, training, x_train, y_train, x_eval, y_eval, c_eval, splits, epoch_rows,
-           generator, use_graph, progress, t_start, t_eval) -> dict[int, RunResult]:
-    """Train the learners `training` (indices into the group) into staging folders; return their results."""
+def _train(configs, out_dirs, learners, training, x_train, y_train, x_eval, y_eval, c_eval, splits, progress_splits,
+           epoch_rows, generator, use_graph, progress, t_start, t_eval) -> dict[int, RunResult]:
+    """Train the learners `training` (indices into the group) into staging folders; return their results.
+
+    Besides each evaluated epoch's `splits`, the `progress_splits` are evaluated at the steps of
+    :func:`progress_grid` (log-spaced), mid-epoch where they fall."""
     config = configs[0]
+    n_steps = config.epochs * (y_train.numel() // config.batch_size)
+    grid = set(progress_grid(n_steps, config.progress_ratio, config.early_step)) - {0}
     kwargs = {"diagnostics": config.diagnostics, "grad_threshold": config.grad_threshold}
     chosen = [learners[i] for i in training]
     step = (GraphStep(chosen, x_train, y_train, batch_size=config.batch_size, **kwargs) if use_graph
@@ -212,7 +223,7 @@ def _train(configs, out_dirs, learners, training, x_train, y_train, x_eval, y_ev
         failures[where] = message
         step.drop(j)
 
-    epoch, t_train = 0, 0.0
+    epoch, t_train, n_done = 0, 0.0, 0
     what = configs[training[0]].loss if len(training) == 1 else f"{len(training)} losses"
     try:
         bar = tqdm(range(1, config.epochs + 1), desc=f"{config.dataset}/{what}/seed{config.seed}",
@@ -225,6 +236,19 @@ def _train(configs, out_dirs, learners, training, x_train, y_train, x_eval, y_ev
                         logs[training[j]].append(epoch, stats)
                     except Divergence as bad:
                         fail(j, bad)
+                n_done += 1
+                if n_done in grid:
+                    t1 = time.perf_counter()
+                    for j in list(step.active):  # a head that diverged stops here, before it is evaluated
+                        try:
+                            logs[training[j]].flush()
+                        except Divergence as bad:
+                            fail(j, bad)
+                    active = [training[j] for j in step.active]
+                    for i, m in zip(active, _evaluate(learners, active, progress_splits, False), strict=True):
+                        epoch_rows[i] += _epoch_rows(epoch, n_done, float("nan"), m)
+                    t0 += time.perf_counter() - t1  # evaluation time is not training time
+                    t_eval += time.perf_counter() - t1
             for j in list(step.active):
                 try:
                     logs[training[j]].flush()
@@ -239,7 +263,7 @@ def _train(configs, out_dirs, learners, training, x_train, y_train, x_eval, y_ev
                 metrics = _evaluate(learners, active, splits, config.full_eval_at(epoch))
                 t_eval += time.perf_counter() - t0
                 for i, m in zip(active, metrics, strict=True):
-                    epoch_rows[i] += _epoch_rows(epoch, logs[i].epoch_mean("train_loss", epoch), m)
+                    epoch_rows[i] += _epoch_rows(epoch, n_done, logs[i].epoch_mean("train_loss", epoch), m)
                 bar.set_postfix(r1=" ".join(f"{m[config.eval_split]['recall@1']:.3f}" for m in metrics))
 
         out = {}
@@ -338,8 +362,21 @@ def _evaluate(learners, active, splits, full: bool) -> list[dict[str, dict[str, 
     return [evaluate_splits(learners[i].head, splits, full=full) for i in active]
 
 
-def _epoch_rows(epoch: int, train_loss: float, metrics: dict[str, dict[str, float]]) -> list[dict]:
-    return [{"epoch": epoch, "split": split, "train_loss": train_loss, **values} for split, values in metrics.items()]
+def _epoch_rows(epoch: int, step: int, train_loss: float, metrics: dict[str, dict[str, float]]) -> list[dict]:
+    return [{"epoch": epoch, "step": step, "split": split, "train_loss": train_loss, **values}
+            for split, values in metrics.items()]
+
+
+def _progress_splits(config, splits: dict, held: tuple | None, device) -> dict:
+    """What is evaluated at the progress steps: the validation split held out of the training split
+    (``val_size`` > 0; the eval split otherwise), and the training probe (its intra-class variance at
+    ``early_step``)."""
+    if held is None:
+        first = {results.PROGRESS + config.eval_split: splits[config.eval_split]}
+    else:
+        x_val, y_val, c_val = held
+        first = {results.PROGRESS + "validation": (x_val.to(device), y_val.to(device), c_val)}
+    return {**first, results.PROGRESS + "train_subset": splits["train_subset"]}
 
 
 def _fail(staging, out_dir, config, log: StepLog, epoch_rows: list[dict], bad: Divergence) -> tuple[Path, str]:
@@ -359,9 +396,11 @@ def _fail(staging, out_dir, config, log: StepLog, epoch_rows: list[dict], bad: D
 
 def _summary(config, steps: pd.DataFrame, epochs: pd.DataFrame, timing: dict) -> dict:
     test = epochs[epochs["split"] == config.eval_split].sort_values("epoch")
+    val = epochs[epochs["split"] == results.PROGRESS + ("validation" if config.val_size else config.eval_split)].sort_values("step")
+    early = epochs[(epochs["split"] == results.PROGRESS + "train_subset") & (epochs["step"] == config.early_step)]
     probe = epochs[epochs["split"] == "train_subset"].set_index("epoch")["intra_var"]
     loss_by_epoch = steps.groupby("epoch")["train_loss"].mean()
-    final = test.iloc[-1].drop(["epoch", "split"]).to_dict()
+    final = test.iloc[-1].drop(["epoch", "step", "split"]).to_dict()
     greedy = steps[[*GREEDINESS_KEYS]].mean().to_dict() if len(steps) else {}
     return {
         "status": "complete",
@@ -376,6 +415,8 @@ def _summary(config, steps: pd.DataFrame, epochs: pd.DataFrame, timing: dict) ->
             "recall_convergence_epoch": int(test["epoch"].iloc[recall_convergence_epoch(test["recall@1"])]),
             "loss_convergence_step": int(steps["step"].iloc[convergence_step(steps["train_loss"].to_numpy())]),
             "compaction_epoch1": covered_fraction(probe.loc[0], probe.loc[1], probe.iloc[-1]),
+            "val_convergence_step": progress_step(val["step"].tolist(), val["recall@1"]),
+            "early_intra_var": float(early["intra_var"].iloc[0]) if len(early) else float("nan"),
         },
         "untrained": {"untrained_recall@1": float(test.iloc[0]["recall@1"])},
         "greediness_mean": {f"{k}_mean": v for k, v in greedy.items()},

@@ -72,3 +72,20 @@ def fixed_subset(x: Tensor, y: Tensor, size: int | None, *more: Tensor | None) -
         return (x, y, *more)
     keep = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))[:size].sort().values
     return tuple(None if t is None else t[keep] for t in (x, y, *more))
+
+
+VALIDATION_SEED = 1
+"""Seed of the validation draw: fixed, not the run's seed, and not the training subset's (0)."""
+
+
+def split_off(x: Tensor, y: Tensor, size: int, *more: Tensor | None) -> tuple[tuple, tuple]:
+    """``(kept, held)``: `size` rows of `x`, `y` (and of each of `more`) held out with a fixed seed
+    (:data:`VALIDATION_SEED`), and the rest; each part in its original order. ``size=0`` holds out
+    nothing (``held`` is None). The draw does not depend on the run's seed."""
+    if size == 0:
+        return (x, y, *more), None
+    if size >= len(y) - 1:
+        raise ValueError(f"val_size {size} leaves no training samples out of {len(y)}; lower val_size")
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(VALIDATION_SEED))
+    held, kept = order[:size].sort().values, order[size:].sort().values
+    return tuple(tuple(None if t is None else t[i] for t in (x, y, *more)) for i in (kept, held))
