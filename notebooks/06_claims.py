@@ -20,16 +20,31 @@
 # [![Launch on Binder](https://mybinder.org/badge_logo.svg)](https://mybinder.org/v2/gh/OWNER/vgcore/main?urlpath=lab/tree/notebooks/06_claims.ipynb)
 #
 # Each claim (`vgcore.report.claims.CLAIMS`) names a group of losses, the rest, a metric and a
-# direction, and is a claim about the **whole group**: every member must beat every member of the
+# direction, and is a claim about the **whole group**: every member against every member of the
 # rest. For each (group member, rest member) pair the per-seed differences are paired by seed (all
-# losses of a seed share data order and initialisation) and get a 95% Student-t interval. A claim is
-# **supported** when every pair's interval lies above zero, **contradicted** when some pair's lies
-# below, and **inconclusive** otherwise (a gap inside the seed spread, one seed, or a metric that is
-# constant across losses). The table shows the closest pair and its interval.
+# losses of a seed share data order and initialisation) and get a 95% Student-t interval [lo, hi]
+# (positive favours the claim), read against the metric's **smallest effect of interest** δ
+# (`SMALLEST_EFFECT`: one point of Recall@1, 5% of a variance, one grid interval of a step count...):
 #
-# Only datasets whose heads learned enter: every loss must beat the untrained head's test Recall@1
-# by more than the seed spread (the gate table). PROTOCOL.md "Claims" gives each claim's metric,
-# why it was chosen, and the scale-coupled companion reported beside the scale-free ones.
+# | the pair's interval | verdict |
+# | --- | --- |
+# | inside (−δ, +δ) | negligible (an equivalence test) |
+# | lo > δ | supported |
+# | lo > 0 | significant, size uncertain |
+# | hi < −δ | contradicted |
+# | hi < 0 | contradicted, size uncertain |
+# | otherwise | inconclusive |
+#
+# The group takes its weakest pair's verdict (contradicted < contradicted, size uncertain <
+# negligible < inconclusive < significant, size uncertain < supported), and the table shows that
+# pair, its interval and its δ in the metric's units. A gap inside the seed spread, one seed, or a
+# metric constant across losses is inconclusive. Two claims whose metrics coincide on a dataset are
+# one test ("same test as"). The tables are descriptive: 95% intervals per claim, no correction
+# across claims, datasets or protocols.
+#
+# A claim is checked on a dataset only where every loss it names learned: it must beat the untrained
+# head's test Recall@1 by more than the seed spread (the gate table). PROTOCOL.md "Claims" gives each
+# claim's metric, why it was chosen, each δ with its reason, and the companion reported beside.
 
 # %% cellView="form" jupyter={"source_hidden": true} tags=["setup"]
 # @title Setup (on Colab: install vgcore and the demo runs; elsewhere: work from the repository root)
@@ -68,7 +83,7 @@ from IPython.display import display
 
 from vgcore.config import get_profile
 from vgcore.report import plots
-from vgcore.report.claims import CLAIMS, claims_tables, format_claims
+from vgcore.report.claims import CLAIMS, DESCRIPTIVE_NOTE, ORDER, claims_tables, format_claims, format_members
 from vgcore.report.outputs import Outputs, collect_profile, describe_runs
 
 summary = collect_profile(results_root, profile, "summary", variant=variant)  # fails naming valid profiles, or if nothing ran
@@ -81,7 +96,7 @@ print(describe_runs(summary))
 # ## Did the heads learn?
 #
 # Final test Recall@1 minus the untrained head's (epoch 0), paired by seed, with its 95% interval.
-# A dataset where any loss fails this gate says nothing about the losses and is left out below.
+# A loss that fails this gate on a dataset keeps out of that dataset the claims that name it.
 
 # %%
 compare_with = get_profile(profile).compare_with
@@ -98,6 +113,7 @@ tables["gate"].style.format(precision=3).hide(axis="index")
 claims = tables["claims"]
 table = format_claims(claims)
 out.table(table, "06_claims")
+print(DESCRIPTIVE_NOTE)
 table.style.hide(axis="index")  # every claim in full
 
 # %% tags=["nbval-check-output"]
@@ -108,8 +124,9 @@ print(f"{len(claims)} checks of {claims['claim'].nunique()} of the {len(CLAIMS)}
 # ## Verdicts at a glance
 #
 # Each claim's closest pair: the 95% interval of its paired difference over seeds, in units of the
-# rest member's mean (right of zero favours the claim). Green supported, orange contradicted, grey
-# inconclusive.
+# rest member's mean (right of zero favours the claim), with ±δ as grey ticks. Green supported
+# (light: significant, size uncertain), purple negligible, grey inconclusive, orange contradicted
+# (light: size uncertain).
 
 # %%
 fig = plots.claims_intervals(claims, width="page")
@@ -117,8 +134,20 @@ out.figure(fig, "06_claims")
 fig
 
 # %%
-for verdict in ("supported", "contradicted", "inconclusive"):
+for verdict in reversed(ORDER):
     print(f"{verdict}: {int((claims['verdict'] == verdict).sum())} of {len(claims)}")
+
+# %% [markdown]
+# ## Which member breaks a group claim?
+#
+# Each member of a claim's group against the whole rest (its pairs combined by the same
+# weakest-pair rule). The group's verdict is its weakest member's; "breaks claim" marks the members
+# whose verdict is weaker than the best member's.
+
+# %%
+members = format_members(tables["members"])
+out.table(members, "06_claims_members")
+members.style.hide(axis="index")
 
 # %% [markdown]
 # ## Variants and schedules

@@ -164,7 +164,7 @@ def test_committed_demo_snapshot_gives_the_committed_demo_tables(tmp_path):
     """Binder and Colab start from figures/demo/results.tar.gz: it must be the runs behind figures/demo."""
     from vgcore import snapshot
     from vgcore.report import analysis
-    from vgcore.report.claims import claims_tables, format_claims
+    from vgcore.report.claims import claims_tables, format_claims, format_members
     from vgcore.report.outputs import ANALYSIS, collect_profile
 
     demo = ROOT / "figures" / "demo"
@@ -178,6 +178,7 @@ def test_committed_demo_snapshot_gives_the_committed_demo_tables(tmp_path):
         "04_greediness": analysis.mean_std_table(summary, analysis.GREEDINESS_TABLE),
         "05_retrieval": analysis.mean_std_table(summary, analysis.RETRIEVAL_TABLE),
         "06_claims": format_claims(claims["claims"]),
+        "06_claims_members": format_members(claims["members"]),
         "06_gate": claims["gate"].round(4),
         "06_variants": claims["variants"],
     }

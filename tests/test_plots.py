@@ -340,6 +340,9 @@ def test_claims_intervals_draw_each_verdict_with_its_interval_and_survive_an_emp
     assert [ax.get_title(loc="left") for ax in panels] == ["x", "y"]
     lines = [ln for ln in panels[0].lines if len(ln.get_xdata()) == 2 and ln.get_ydata()[0] == 0]
     assert list(lines[0].get_xdata()) == [0.05, 0.15]  # interval in units of the rest mean
+    ticked = plots.claims_intervals(claims.assign(delta_units=[0.1, 0.05, 0.01]))
+    marks = [ln for ln in ticked.axes[0].lines if ln.get_marker() == "|" and ln.get_ydata()[0] == 0]
+    assert list(marks[0].get_xdata()) == [-0.05, 0.05]  # +-delta, in units of the rest mean
     empty = plots.claims_intervals(claims.iloc[:0])
     assert "no claim checked" in empty.axes[0].texts[0].get_text()
     full = plots.claims_intervals(claims_table())

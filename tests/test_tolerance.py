@@ -58,6 +58,16 @@ def test_an_interval_ending_within_tolerance_of_zero_is_fragile():
     assert not fragile(pd.Series({"loss": "triplet"}))
 
 
+def test_an_interval_ending_within_tolerance_of_the_smallest_effect_is_fragile():
+    """A claims verdict also turns at +-delta (vgcore.report.claims.decide): an end that close is fragile."""
+    row = {"difference [95% CI]": "0.0300 [0.0102, 0.0500]", "smallest effect": "0.01"}
+    assert fragile(pd.Series(row))  # 0.0102 is within 5e-4 of delta = 0.01
+    assert fragile(pd.Series({**row, "difference [95% CI]": "-0.0300 [-0.0500, -0.0098]"}))  # of -delta
+    assert not fragile(pd.Series({**row, "difference [95% CI]": "0.0300 [0.0120, 0.0500]"}))
+    assert fragile(pd.Series({"variant_ci": "0.3000 [0.0521, 0.5000]", "variant_smallest_effect": "0.0525 (5% of ccl)"}))
+    assert not fragile(pd.Series({"variant_ci": "0.3000 [0.0621, 0.5000]", "variant_smallest_effect": "0.0525 (5% of ccl)"}))
+
+
 def _table(path, rows):
     pd.DataFrame(rows, columns=["claim", "verdict", "difference [95% CI]"]).to_csv(path, index=False)
     return path

@@ -24,6 +24,11 @@ NOTEBOOKS = ("01_features", "02_train", "03_variance", "04_greediness", "05_retr
 YOUR_DATA = "07_your_data"
 """The notebook that runs the comparison on a user's features file (not part of a profile's build)."""
 
+DESCRIPTIVE_NOTE = "descriptive: 95 % intervals per claim, no correction across claims, datasets or protocols"
+"""The label of every claims table (re-exported by :mod:`vgcore.report.claims`): the intervals are per
+claim, nothing is corrected for multiplicity."""
+
+
 @dataclass(frozen=True)
 class Item:
     """One figure (PNG + PDF) or table (CSV + Markdown + LaTeX) of an analysis notebook."""
@@ -72,8 +77,12 @@ ANALYSIS: dict[str, tuple[Item, ...]] = {
              "intra-class variance and Recall@1, per dataset"),
     ),
     "06_claims": (
-        _tab("06_claims", "each claim of the paper on each dataset whose heads learned: supported, contradicted or "
-             "inconclusive, with the closest pair's paired difference and its 95% interval over seeds"),
+        _tab("06_claims", "each claim of the paper on each dataset where every loss it names learned: its verdict "
+             "against the smallest effect of interest (supported, significant but size uncertain, negligible, "
+             "inconclusive, contradicted), with the closest pair's paired difference, its 95% interval over seeds "
+             f"and the smallest effect in the metric's units; {DESCRIPTIVE_NOTE}"),
+        _tab("06_claims_members", "each member of a claim's group against the rest (its pairs combined by the "
+             "weakest-pair rule): which member breaks a group claim; " + DESCRIPTIVE_NOTE),
         _tab("06_gate", "did every loss learn? final test Recall@1 against the untrained head, paired by seed"),
         _tab("06_variants", "which verdicts change when a loss is replaced by its named variant"),
         _tab("06_schedules", "verdicts of this profile beside those of its comparison profile (another schedule)"),

@@ -49,7 +49,9 @@ DPI = 300
 DECADES = 2.0
 """An axis whose positive values span at least this many decades is logarithmic."""
 
-VERDICT_COLOURS = {"supported": "#1b9e77", "contradicted": "#d95f02", "inconclusive": "0.55"}
+VERDICT_COLOURS = {"supported": "#1b9e77", "significant, size uncertain": "#8fd1bb", "negligible": "#7570b3",
+                   "inconclusive": "0.55", "contradicted, size uncertain": "#f2b27f", "contradicted": "#d95f02"}
+"""Colour of each verdict of vgcore.report.claims (its ORDER, strongest support first)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -640,6 +642,9 @@ def _interval(ax, r, y: float, marker: str = "o") -> None:
         ax.plot([r["diff"] / scale], [y], marker, color=colour, ms=3.5)
     elif np.isfinite(r["diff"]):
         ax.plot([r["diff"] / scale], [y], marker, mfc="none", color=colour, ms=3.5)
+    delta = r.get("delta_units", np.nan)
+    if np.isfinite(delta):  # the smallest effect of interest: +-delta as short grey ticks
+        ax.plot([-delta / scale, delta / scale], [y, y], ls="", marker="|", color="0.35", ms=5, mew=0.8)
 
 
 def claims_intervals(claims: pd.DataFrame, title: str = "", width: str | float = "page") -> plt.Figure:
@@ -647,7 +652,8 @@ def claims_intervals(claims: pd.DataFrame, title: str = "", width: str | float =
     of the rest member's mean (positive favours the claim); a symlog axis because differences span
     decades. Colour = verdict; a claim without an interval is a hollow marker. Page width: one panel
     per dataset; column width: one panel, the datasets one above the other in each claim's row (marker
-    shape = dataset). Claims are labelled with their text when the table has it (``text``), else their key."""
+    shape = dataset). Claims are labelled with their text when the table has it (``text``), else their key;
+    where it has ``delta_units``, grey ticks mark +-delta (the smallest effect of interest)."""
     missing = [c for c in ("claim", "dataset", "verdict", "diff", "ci_low", "ci_high", "ref_mean") if c not in claims]
     if missing:
         raise ValueError(f"claims_intervals needs columns {missing}; the table has {sorted(claims.columns)}")
@@ -692,5 +698,5 @@ def claims_intervals(claims: pd.DataFrame, title: str = "", width: str | float =
         handles += [plt.Line2D([], [], ls="", marker=markers[d], color="0.3", ms=3.5) for d in datasets]
         names_ += datasets
     _note(fig, [title or "claims: the closest pair's paired difference over seeds, 95% interval "
-                         "(right of 0 favours the claim)"], handles, names_)
+                         "(right of 0 favours the claim; ticks: +-the smallest effect of interest)"], handles, names_)
     return fig

@@ -10,7 +10,8 @@ five units of the last printed digit (a 3-decimal table can flip a last digit on
     |a - b| <= max(RTOL * max(|a|, |b|), 5 * 10^-decimals)
 
 A text cell (a verdict, a loss's name) must be equal, except a verdict whose committed interval has
-an end within that tolerance of 0: another machine may put it on either side, so it is reported as
+an end within that tolerance of 0 or of +-delta (the smallest effect printed beside it, a claims
+verdict's other boundaries): another machine may put it on either side, so it is reported as
 fragile, not compared.
 """
 
@@ -29,8 +30,10 @@ LAST_DIGITS = 5
 """Units of the last printed digit a value may move by, whatever its size."""
 _NUMBER = re.compile(r"-?(?:\d+\.\d+|\d+|nan|inf)", re.IGNORECASE)
 _INTERVAL = re.compile(r"\[\s*(\S+),\s*(\S+)\s*\]")
-VERDICT_COLUMNS = ("verdict", "default_verdict", "variant_verdict", "changed", "learned")
+VERDICT_COLUMNS = ("verdict", "default_verdict", "variant_verdict", "changed", "learned", "breaks claim")
 INTERVAL_COLUMNS = ("difference [95% CI]", "variant_ci")
+EFFECT_COLUMNS = {"difference [95% CI]": "smallest effect", "variant_ci": "variant_smallest_effect"}
+"""Interval column -> the column with the smallest effect delta beside it (its first number)."""
 
 
 def tolerance(text: str) -> float:
@@ -57,11 +60,18 @@ def numbers_agree(a: str, b: str) -> bool:
 
 
 def fragile(row: pd.Series) -> bool:
-    """A row whose interval (a claims or variants table's) has an end within its tolerance of 0."""
+    """A row whose interval (a claims or variants table's) has an end within its tolerance of 0, or of
+    +-delta where the row prints its smallest effect (:data:`EFFECT_COLUMNS`)."""
     for column in INTERVAL_COLUMNS:
         match = _INTERVAL.search(str(row.get(column, "")))
-        if match and any(abs(float(end)) <= tolerance(end) for end in match.groups()):
-            return True
+        if not match:
+            continue
+        found = _NUMBER.search(str(row.get(EFFECT_COLUMNS[column], "")))
+        delta = abs(float(found.group())) if found else math.nan
+        bounds = (0.0, delta, -delta) if math.isfinite(delta) else (0.0,)
+        for end in match.groups():  # a relative delta moves with its rest mean: RTOL of it
+            if any(abs(float(end) - bound) <= max(tolerance(end), RTOL * abs(bound)) for bound in bounds):
+                return True
     return False
 
 
