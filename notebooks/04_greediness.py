@@ -109,12 +109,15 @@ fig
 # %% [markdown]
 # ## Gradient norms over training
 #
-# Log scale. Compare the parameter gradient norm (the size of each update) with the mean per-sample
-# embedding gradient (how much each sample pushes).
+# Log scale. The parameter gradient norm and the mean per-sample embedding gradient follow each
+# loss's own constants (temperature, scale, reduction): they are scale-dependent. Under Adam the size
+# of a gradient does not set the size of the update; each sample's share of Adam's actual step
+# (`adam_step_norm_mean`, its gradient preconditioned by Adam's second moment) is free of the loss's
+# scale, and is what "stronger / smaller per-sample updates" is read on.
 
 # %%
-fig = plots.metric_over_steps(steps, ["grad_norm", "emb_grad_norm_mean"], logy=("grad_norm", "emb_grad_norm_mean"),
-                              width="page")
+fig = plots.metric_over_steps(steps, ["grad_norm", "emb_grad_norm_mean", "adam_step_norm_mean"],
+                              logy=("grad_norm", "emb_grad_norm_mean", "adam_step_norm_mean"), width="page")
 out.figure(fig, "04_grad_norm_over_training")
 fig
 
@@ -125,8 +128,8 @@ fig
 # across losses, so its axis is logarithmic.
 
 # %%
-fig = plots.metric_dots(summary, ["active_ratio_mean", "grad_active_ratio_mean", "grad_effective_share_mean",
-                                  "grad_norm_mean"], width="page")
+fig = plots.metric_dots(summary, ["tuple_active_ratio_mean", "grad_active_ratio_mean", "grad_effective_share_mean",
+                                  "adam_step_norm_mean_mean"], width="page")
 out.figure(fig, "04_greediness_bars")
 fig
 

@@ -98,10 +98,23 @@ out.figure(fig, "05_recall_over_epochs")
 fig
 
 # %% [markdown]
+# ## How fast each loss learns, on one yardstick
+#
+# Normalised validation progress (R_t - R_0) / (R_final - R_0) of Recall@1 on held-out rows, at
+# log-spaced training steps: 0 is the untrained head, 1 the final one, for every loss alike (each
+# loss's own training-loss curve would measure its constants instead). `val_convergence_step` is
+# where a run crosses 0.9.
+
+# %%
+fig = plots.validation_progress(epochs, width="page")
+out.figure(fig, "05_validation_progress")
+fig
+
+# %% [markdown]
 # ## The efficiency-granularity trade-off
 #
-# x: convergence speed in training steps (steps until the smoothed training loss has made 90% of its
-# decrease; left = faster; step resolution, not epochs). y: intra-class variance (granularity kept)
+# x: convergence speed in training steps (`val_convergence_step`: steps until 90% of the validation
+# Recall@1 gain; left = faster). y: intra-class variance (granularity kept)
 # and Recall@1. One column per dataset: each has its own scales. The paper's reading: Contrastive and
 # InfoNCE sit left and low (fast compaction), Triplet and SCL further right and higher in variance,
 # and they win Recall@1 on fine-grained sets. `06_claims` tests each of these readings.

@@ -83,7 +83,14 @@ from IPython.display import display
 
 from vgcore.config import get_profile
 from vgcore.report import plots
-from vgcore.report.claims import CLAIMS, DESCRIPTIVE_NOTE, ORDER, claims_tables, format_claims, format_members
+from vgcore.report.claims import (
+    CLAIMS,
+    DESCRIPTIVE_NOTE,
+    ORDER,
+    claims_tables,
+    format_claims,
+    format_members,
+)
 from vgcore.report.outputs import Outputs, collect_profile, describe_runs
 
 summary = collect_profile(results_root, profile, "summary", variant=variant)  # fails naming valid profiles, or if nothing ran

@@ -39,3 +39,20 @@ def test_write_table_names_the_notebook_in_every_text_format(tmp_path):
     for p in paths[1:]:
         assert "notebooks/05_retrieval.ipynb" in p.read_text()
     assert "recall@1" in paths[2].read_text() and "\\begin{table}" in paths[2].read_text()
+
+
+def test_normalised_progress_reads_each_run_from_its_untrained_to_its_final_value():
+    from vgcore.report.analysis import normalised_progress
+
+    rows = []
+    for seed, curve in ((0, [0.80, 0.85, 0.90]), (1, [0.5, 0.4, 0.5])):  # seed 1 never rose: left out
+        for step, r in zip((0, 2, 8), curve, strict=True):
+            rows.append({"dataset": "d", "loss": "triplet", "seed": seed, "step": step, "split": "progress/validation",
+                         "recall@1": r})
+            rows.append({"dataset": "d", "loss": "triplet", "seed": seed, "step": step,
+                         "split": "progress/train_subset", "recall@1": 0.0})
+    rows.append({"dataset": "d", "loss": "triplet", "seed": 0, "step": 8, "split": "test", "recall@1": 0.3})
+    out = normalised_progress(pd.DataFrame(rows))
+    assert out["seed"].unique().tolist() == [0]
+    np.testing.assert_allclose(out["progress"], [0.0, 0.5, 1.0])
+    assert out["step"].tolist() == [0, 2, 8]

@@ -15,11 +15,11 @@ import pytest
 import torch
 from _faults import nan_loss_at_call
 
-from vgcore.metrics.convergence import progress_grid
 from vgcore import results, train
 from vgcore.config import PROFILES, RunConfig, get_profile, parse_overrides
 from vgcore.data import DataNotFoundError
 from vgcore.losses import LOSSES
+from vgcore.metrics.convergence import progress_grid
 from vgcore.metrics.greediness import GRAD_THRESHOLD
 from vgcore.train import graph
 

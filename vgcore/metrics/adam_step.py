@@ -29,18 +29,16 @@ def adam_step_norms(trace: list, optimizer: torch.optim.Optimizer) -> Tensor:
     groups = {id(p): g for g in optimizer.param_groups for p in g["params"]}
     total = None
     for layer, a, h in trace:
-        delta = h.grad.detach()
-        d2 = delta.square()
-        for param, per_sample in ((layer.weight, lambda s: (d2 @ s * a.detach().square()).sum(dim=1)),
-                                  (layer.bias, lambda s: d2 @ s)):
+        d2, a2 = h.grad.detach().square(), a.detach().square()
+        for param in (layer.weight, layer.bias):
             if param is None:
                 continue
             group, state = groups[id(param)], optimizer.state[param]
             beta1, beta2 = group["betas"]
             v = state["exp_avg_sq"]
-            v_hat = v / (1 - beta2 ** state["step"].to(v.dtype))
-            inv = (v_hat.sqrt() + group["eps"]).reciprocal().square()
-            part = (1 - beta1) ** 2 * per_sample(inv)
+            inv = ((v / (1 - beta2 ** state["step"].to(v.dtype))).sqrt() + group["eps"]).reciprocal().square()
+            # sum over the parameter's entries of (delta_i a_i^T)^2 / s^2 (weight) or delta_i^2 / s^2 (bias)
+            part = (1 - beta1) ** 2 * ((d2 @ inv * a2).sum(dim=1) if param is layer.weight else d2 @ inv)
             total = part if total is None else total + part
     if total is None:
         raise ValueError("the trace holds no Linear layer: call the head with trace=[] before backward")

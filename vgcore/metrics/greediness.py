@@ -53,7 +53,7 @@ LABELS: dict[str, str] = {
     "has_positives": "batch has a positive pair [0/1]",
     "grad_norm": "gradient norm (parameters) [L2]",
     "loss_grad_norm": "gradient norm (loss parameters) [L2]",
-    "emb_grad_norm_mean": "mean per-sample gradient norm (tangential) [L2]",
+    "emb_grad_norm_mean": "mean per-sample gradient norm (tangential, scale-dependent) [L2]",
     "emb_grad_norm_p50": "median per-sample gradient norm (tangential) [L2]",
     "emb_grad_norm_p90": "90th-percentile per-sample gradient norm (tangential) [L2]",
     "adam_step_norm_mean": "per-sample share of Adam's step (scale-free) [fraction of lr]",

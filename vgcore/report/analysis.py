@@ -20,9 +20,30 @@ LOSSES = names("loss")
 
 RETRIEVAL_TABLE = ("recall@1", "recall@2", "recall@4", "recall@8", "map@r", "r_precision", "nmi")
 VARIANCE_TABLE = tuple(key for key, metric in VARIANCE_METRICS.items() if metric.table)
-GREEDINESS_TABLE = ("active_ratio_mean", "grad_active_ratio_mean", "grad_effective_share_mean",
-                    "tuple_active_ratio_mean", "grad_norm_mean", "emb_grad_norm_mean_mean",
-                    "loss_convergence_step", "compaction_epoch1")
+GREEDINESS_TABLE = ("tuple_active_ratio_mean", "active_ratio_mean", "grad_active_ratio_mean",
+                    "grad_effective_share_mean", "adam_step_norm_mean_mean", "emb_grad_norm_mean_mean",
+                    "grad_norm_mean", "val_convergence_step", "early_intra_var")
+
+
+def normalised_progress(epochs: pd.DataFrame, metric: str = "recall@1") -> pd.DataFrame:
+    """Each run's progress ``(R_t - R_0) / (R_final - R_0)`` of ``metric`` on its progress split
+    (``progress/validation``, or ``progress/<eval split>`` for a run without one) at its progress
+    steps: columns dataset, loss, seed, step, progress. A run whose curve did not rise (R_final <= R_0)
+    is left out: it has no progress to normalise (``val_convergence_step`` is NaN for it too)."""
+    from vgcore.results import PROGRESS
+
+    rows = epochs[epochs["split"].astype(str).str.startswith(PROGRESS)
+                  & ~epochs["split"].astype(str).str.endswith("train_subset")]
+    out = []
+    for (dataset, loss, seed), run in rows.groupby(["dataset", "loss", "seed"], sort=True):
+        run = run.sort_values("step")
+        first, last = float(run[metric].iloc[0]), float(run[metric].iloc[-1])
+        if not last > first:
+            continue
+        out.append(pd.DataFrame({"dataset": dataset, "loss": loss, "seed": seed, "step": run["step"].to_numpy(),
+                                 "progress": (run[metric].to_numpy(float) - first) / (last - first)}))
+    columns = ["dataset", "loss", "seed", "step", "progress"]
+    return pd.concat(out, ignore_index=True)[columns] if out else pd.DataFrame(columns=columns)
 
 
 def aggregate(summary: pd.DataFrame, metrics, by=("dataset", "loss")) -> pd.DataFrame:

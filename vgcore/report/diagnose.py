@@ -233,15 +233,15 @@ def what_this_means(summary: pd.DataFrame, claims: pd.DataFrame) -> str:
         lines.append(f"- {row['verdict']}: {row['claim']}{interval}{note}")
     if claims.empty:
         lines.append("- no claim could be checked (each needs both of its loss groups among the runs)")
-    means = summary.groupby("loss")[["intra_var", "recall@1", "loss_convergence_step",
+    means = summary.groupby("loss")[["intra_var", "recall@1", "val_convergence_step",
                                      "centroid_dist_cv"]].mean()
     lines += ["", "**What to reach for**", "",
               f"- most within-class diversity kept (highest intra-class variance): **{means['intra_var'].idxmax()}**; "
               f"most compact classes: **{means['intra_var'].idxmin()}**",
               f"- best top-1 retrieval: **{means['recall@1'].idxmax()}** "
               f"(Recall@1 {means['recall@1'].max():.3f}, lowest {means['recall@1'].min():.3f})",
-              f"- fastest convergence (steps to 90% of the smoothed loss decrease): "
-              f"**{means['loss_convergence_step'].idxmin()}**",
+              f"- fastest convergence (steps to 90% of the Recall@1 gain on held-out data): "
+              f"**{means['val_convergence_step'].idxmin() if means['val_convergence_step'].notna().any() else 'none rose'}**",
               f"- most evenly spaced classes (lowest centroid-distance CV): **{means['centroid_dist_cv'].idxmin()}**",
               "", "The paper's guidance reads: Triplet/SCL when within-class diversity matters (fine-grained "
               "retrieval), Contrastive/InfoNCE for fast compaction. Where the lines above disagree with it, your "

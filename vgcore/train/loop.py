@@ -52,7 +52,13 @@ from vgcore.metrics.greediness import GREEDINESS_KEYS
 from vgcore.train.evaluate import embed, evaluate_splits
 from vgcore.train.graph import EagerStep, GraphStep, graph_safe
 from vgcore.train.learner import make_learner
-from vgcore.train.samplers import NoPositivePairsWarning, batch_indices, check_sampler, fixed_subset, split_off
+from vgcore.train.samplers import (
+    NoPositivePairsWarning,
+    batch_indices,
+    check_sampler,
+    fixed_subset,
+    split_off,
+)
 from vgcore.train.steplog import Divergence, StepLog
 
 
