@@ -38,7 +38,7 @@ from vgcore.losses.contrastive import ContrastiveLoss
 from vgcore.losses.infonce import InfoNCELoss
 from vgcore.losses.npair import NPairAllPairsLoss, NPairLoss
 from vgcore.losses.scl import SupConLoss
-from vgcore.losses.triplet import TripletLoss, TripletSemiHardLoss
+from vgcore.losses.triplet import TripletFaceNetLoss, TripletLoss, TripletSemiHardLoss
 
 __all__ = [
     "LOSSES",
@@ -58,6 +58,7 @@ __all__ = [
     "CenterContrastiveLoss",
     "NPairAllPairsLoss",
     "TripletSemiHardLoss",
+    "TripletFaceNetLoss",
 ]
 
 LOSSES: tuple[str, ...] = registry.PAPER_LOSSES
