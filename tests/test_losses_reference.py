@@ -1015,3 +1015,41 @@ def test_triplet_facenet_edge_batches():
         assert z.grad is not None and torch.equal(z.grad, torch.zeros_like(z))
     z, y = batch("unsorted", 3)
     assert torch.autograd.gradcheck(lambda e: run(build("triplet_facenet"), e, y).loss, (z,), eps=1e-6, atol=1e-6)
+
+
+# ---------------------------------------------------------------- CCL's centres: gradient (ccl) and moving average (ccl_ema)
+
+
+def test_ccl_ema_moves_its_centres_by_the_moving_average_and_learns_none_by_gradient():
+    loss_fn = build("ccl_ema")
+    assert loss_fn.center_update == "ema" and loss_fn.momentum == 0.9  # the documented defaults
+    assert list(loss_fn.parameters()) == [] and not loss_fn.centers.requires_grad
+    assert "centers" in dict(loss_fn.named_buffers())
+    z, y = batch("unsorted", 1)  # classes 0..3, class 3 once
+    for _ in range(2):  # the second step starts from the moved centres
+        before = loss_fn.centers.clone()
+        expected = before.clone()
+        for c in range(NUM_CLASSES):
+            members = [F.normalize(z[i].detach(), dim=0) for i in range(len(y)) if int(y[i]) == c]
+            if members:
+                moved = 0.9 * before[c] + 0.1 * sum(members) / len(members)
+                expected[c] = moved / moved.norm()
+        out = run(loss_fn, z, y)
+        close(out.loss, torch.stack(ref_ccl(z, y.tolist(), before)).mean())  # computed with the old centres
+        close(loss_fn.centers, expected)
+        out.loss.backward()
+        assert loss_fn.centers.grad is None and not loss_fn.centers.requires_grad
+
+
+def test_ccl_centres_stay_learned_by_gradient():
+    loss_fn = build("ccl")
+    assert loss_fn.center_update == "gradient"
+    assert isinstance(loss_fn.centers, torch.nn.Parameter) and list(loss_fn.parameters()) == [loss_fn.centers]
+    before = loss_fn.centers.detach().clone()
+    z, y = batch("unsorted", 1)
+    out = run(loss_fn, z, y)
+    assert torch.equal(loss_fn.centers.detach(), before)  # the forward does not move them
+    out.loss.backward()
+    (expect,) = torch.autograd.grad(torch.stack(ref_ccl(z, y.tolist(), loss_fn.centers)).mean(), loss_fn.centers)
+    close(loss_fn.centers.grad, expect)
+    assert float(loss_fn.centers.grad.abs().sum()) > 0

@@ -33,7 +33,7 @@ from torch import nn
 from vgcore import registry
 from vgcore.losses.arcface import ArcFaceLoss
 from vgcore.losses.base import Batch, LossOutput, MetricLoss, ProxyLoss, validate_inputs
-from vgcore.losses.ccl import CenterContrastiveLoss
+from vgcore.losses.ccl import CenterContrastiveEMALoss, CenterContrastiveLoss
 from vgcore.losses.contrastive import ContrastiveLoss
 from vgcore.losses.infonce import InfoNCELoss
 from vgcore.losses.npair import NPairAllPairsLoss, NPairLoss
@@ -59,6 +59,7 @@ __all__ = [
     "NPairAllPairsLoss",
     "TripletSemiHardLoss",
     "TripletFaceNetLoss",
+    "CenterContrastiveEMALoss",
 ]
 
 LOSSES: tuple[str, ...] = registry.PAPER_LOSSES
