@@ -48,9 +48,10 @@ DATASETS: dict[str, str] = {
     "tinyimagenet": "vgcore.data.tinyimagenet:SPEC",
     "digits": "vgcore.data.digits:SPEC",
     "synthetic": "vgcore.data.synthetic:SPEC",
+    "synthetic_super": "vgcore.data.synthetic_super:SPEC",
     "custom": "vgcore.data.custom:SPEC",
 }
-"""Dataset name -> its :class:`vgcore.data.base.DatasetSpec` (the paper's five, two embedded sets, your file)."""
+"""Dataset name -> its :class:`vgcore.data.base.DatasetSpec` (the paper's five, three embedded sets, your file)."""
 
 BACKBONES: dict[str, str] = {
     "vit_b_32": "vgcore.features.vit:SPEC",
