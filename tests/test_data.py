@@ -1,4 +1,4 @@
-"""Dataset registry, embedded sets (synthetic, digits) and FashionMNIST's three sources."""
+"""Dataset registry, embedded sets (synthetic, synthetic_super, digits) and FashionMNIST's three sources."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ def test_registry_names():
         "tinyimagenet",
         "digits",
         "synthetic",
+        "synthetic_super",
         "custom",
     )
     with pytest.raises(ValueError, match="unknown dataset"):
@@ -108,6 +109,26 @@ def test_synthetic_granularity_controls_difficulty():
         return (torch.cdist(te.images, centres).argmin(1) == te.labels).float().mean().item()
 
     assert fine_acc(0.05) < fine_acc(1.0)
+
+
+@pytest.mark.parametrize("class_split", ["disjoint", "shared"])
+def test_synthetic_super_trains_on_superclasses_and_tests_on_fine_classes(class_split):
+    """The train split is labelled by superclass only; the test split is synthetic's (fine labels, superclass
+    coarse labels); the features are synthetic's under the same options."""
+    kw = dict(n_superclasses=3, n_fine_per_super=4, n_per_class=2, dim=5, nuisance_dim=2, nuisance_scale=1.0,
+              class_split=class_split, seed=3)
+    assert data.content_options("synthetic_super", **kw) == data.content_options("synthetic", **kw)
+    assert data.dataset_spec("synthetic_super").coarse
+    fine_tr, fine_te = (data.load_dataset("synthetic", split=s, **kw) for s in ("train", "test"))
+    tr, te = (data.load_dataset("synthetic_super", split=s, **kw) for s in ("train", "test"))
+    assert torch.equal(tr.images, fine_tr.images) and torch.equal(te.images, fine_te.images)
+    assert torch.equal(tr.labels, fine_tr.coarse_labels) and torch.equal(tr.coarse_labels, fine_tr.coarse_labels)
+    fine_per_super = 2 if class_split == "disjoint" else 4  # train classes; the test split has as many
+    assert tr.class_names == ["super00", "super01", "super02"]
+    assert tr.labels.tolist() == [s for s in range(3) for _ in range(fine_per_super * 2)]  # 2 per fine class
+    assert torch.equal(te.labels, fine_te.labels) and torch.equal(te.coarse_labels, fine_te.coarse_labels)
+    assert te.class_names == fine_te.class_names and te.num_classes == 3 * fine_per_super
+    assert (tr.dataset, te.dataset) == ("synthetic_super", "synthetic_super")
 
 
 def test_synthetic_bad_options():

@@ -933,3 +933,123 @@ def test_sample_weights_are_each_samples_count_in_the_tuple_over_the_largest():
     assert twice.sample_weights(torch.float32).tolist() == [1.0, 1.0, 0.5, 0.5, 0.0]
     empty = Batch(emb, labels, indices_tuple=(t([], dtype=torch.long),) * 3)
     assert empty.sample_weights(torch.float32).tolist() == [1.0] * 5
+
+
+# ---------------------------------------------------------------- FaceNet's semi-hard (TF-Addons' reading)
+
+
+def ref_triplet_facenet(z, y, margin=0.2, squared=True, normalize=True):
+    """One negative per positive pair (a, p): the closest negative strictly farther than d(a, p), else the
+    farthest negative (TF-Addons' triplet_semihard_loss). Pairs whose anchor has no negative are left out."""
+    terms = {}
+    for a, p in itertools.permutations(range(len(y)), 2):
+        if y[a] != y[p]:
+            continue
+        dap = dist(z, a, p, squared, normalize)
+        negs = [dist(z, a, q, squared, normalize) for q in range(len(y)) if y[q] != y[a]]
+        if not negs:
+            continue
+        farther = [d for d in negs if d > dap]
+        dan = min(farther) if farther else max(negs)
+        terms[a, p] = torch.clamp(dap - dan + margin, min=0)
+    return terms
+
+
+def check_facenet(out, z, terms, n, tol=1e-9, grad=True):
+    values = torch.stack(list(terms.values()))
+    close(out.loss, values.mean(), tol)  # over ALL positive pairs, zeros included
+    close(out.per_sample, per_anchor_mean(terms, n), tol)
+    assert int(out.n_terms) == len(terms) and int(out.n_active_terms) == int((values > 0).sum())
+    assert bool(out.has_positives)
+    if grad:
+        close(grad_of(out.loss, z), grad_of(values.mean(), z), tol)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("hp", [{}, {"squared": False, "margin": 0.3, "normalize": False}, {"margin": 1.0}])
+def test_triplet_facenet_reference(layout, seed, hp):
+    z, y = batch(layout, seed)
+    terms = ref_triplet_facenet(z, y.tolist(), **hp)
+    check_facenet(run(build("triplet_facenet", **hp), z, y), z, terms, len(y))
+
+
+# Squared distances on these unit vectors are exactly 0, 2 or 4. Anchor 0: its positive 1 is antipodal
+# (d = 4) and no negative is farther (all at 2): the farthest negative is taken. Anchor 2: positives at
+# d = 2, three negatives at exactly 2 (not farther) and one at 4 (taken: hinge 2 - 4 + m = 0, where
+# ">=" would give m). Anchor 3: two negatives tie at 4 for the closest farther one.
+FACENET_TIE_Z = [[1, 0, 0, 0], [-1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, -1, 0, 0], [0, 0, -1, 0],
+                 [0, 0, 0, 1]]
+FACENET_TIE_Y = [0, 0, 0, 1, 1, 2, 2]
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_triplet_facenet_ties_and_no_farther_negative(normalize):
+    y = torch.tensor(FACENET_TIE_Y)
+    z = (torch.tensor(FACENET_TIE_Z, dtype=F64) * (4.0 if normalize else 1.0)).requires_grad_(True)
+    terms = ref_triplet_facenet(z, FACENET_TIE_Y, normalize=normalize)
+    # the premises, written out: the antipodal pair falls back to the farthest negative, the tie is not farther
+    assert float(terms[0, 1].detach()) == pytest.approx(4 - 2 + 0.2) and float(terms[2, 0].detach()) == 0.0
+    out = run(build("triplet_facenet", normalize=normalize), z, y)
+    # tied negatives share a value, not the gradient (which of them is taken is a choice): values only
+    check_facenet(out, z, terms, len(y), tol=1e-12, grad=False)
+
+
+def test_triplet_facenet_is_not_triplet_semihard():
+    """PML's semi-hard keeps every semi-hard negative of a pair and averages over the active triplets;
+    FaceNet (TF-Addons) takes one negative per pair and averages over every pair."""
+    z, y = batch("unsorted", 0)
+    semihard, facenet = run(build("triplet_semihard"), z, y), run(build("triplet_facenet"), z, y)
+    assert abs(float(semihard.loss.detach()) - float(facenet.loss.detach())) > 1e-3
+    assert int(facenet.n_terms) == len(ref_triplet_facenet(z, y.tolist())) != int(semihard.n_terms)
+
+
+def test_triplet_facenet_edge_batches():
+    gen = torch.Generator().manual_seed(0)
+    for labels in ([], [0], [1, 1, 1], [0, 1, 2]):  # empty; one sample; no negative; no positive
+        y = torch.tensor(labels, dtype=torch.long)
+        z = torch.randn(len(y), DIM, generator=gen, dtype=F64).requires_grad_(True)
+        out = run(build("triplet_facenet"), z, y)
+        assert float(out.loss.detach()) == 0.0 and int(out.n_terms) == 0 and not bool(out.has_positives)
+        out.loss.backward()
+        assert z.grad is not None and torch.equal(z.grad, torch.zeros_like(z))
+    z, y = batch("unsorted", 3)
+    assert torch.autograd.gradcheck(lambda e: run(build("triplet_facenet"), e, y).loss, (z,), eps=1e-6, atol=1e-6)
+
+
+# ---------------------------------------------------------------- CCL's centres: gradient (ccl) and moving average (ccl_ema)
+
+
+def test_ccl_ema_moves_its_centres_by_the_moving_average_and_learns_none_by_gradient():
+    loss_fn = build("ccl_ema")
+    assert loss_fn.center_update == "ema" and loss_fn.momentum == 0.9  # the documented defaults
+    assert list(loss_fn.parameters()) == [] and not loss_fn.centers.requires_grad
+    assert "centers" in dict(loss_fn.named_buffers())
+    z, y = batch("unsorted", 1)  # classes 0..3, class 3 once
+    for _ in range(2):  # the second step starts from the moved centres
+        before = loss_fn.centers.clone()
+        expected = before.clone()
+        for c in range(NUM_CLASSES):
+            members = [F.normalize(z[i].detach(), dim=0) for i in range(len(y)) if int(y[i]) == c]
+            if members:
+                moved = 0.9 * before[c] + 0.1 * sum(members) / len(members)
+                expected[c] = moved / moved.norm()
+        out = run(loss_fn, z, y)
+        close(out.loss, torch.stack(ref_ccl(z, y.tolist(), before)).mean())  # computed with the old centres
+        close(loss_fn.centers, expected)
+        out.loss.backward()
+        assert loss_fn.centers.grad is None and not loss_fn.centers.requires_grad
+
+
+def test_ccl_centres_stay_learned_by_gradient():
+    loss_fn = build("ccl")
+    assert loss_fn.center_update == "gradient"
+    assert isinstance(loss_fn.centers, torch.nn.Parameter) and list(loss_fn.parameters()) == [loss_fn.centers]
+    before = loss_fn.centers.detach().clone()
+    z, y = batch("unsorted", 1)
+    out = run(loss_fn, z, y)
+    assert torch.equal(loss_fn.centers.detach(), before)  # the forward does not move them
+    out.loss.backward()
+    (expect,) = torch.autograd.grad(torch.stack(ref_ccl(z, y.tolist(), loss_fn.centers)).mean(), loss_fn.centers)
+    close(loss_fn.centers.grad, expect)
+    assert float(loss_fn.centers.grad.abs().sum()) > 0

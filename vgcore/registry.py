@@ -27,11 +27,14 @@ LOSSES: dict[str, str] = {
     "ccl": "vgcore.losses.ccl:CenterContrastiveLoss",
     "npair_all": "vgcore.losses.npair:NPairAllPairsLoss",
     "triplet_semihard": "vgcore.losses.triplet:TripletSemiHardLoss",
+    "triplet_facenet": "vgcore.losses.triplet:TripletFaceNetLoss",
+    "ccl_ema": "vgcore.losses.ccl:CenterContrastiveEMALoss",
 }
 """Loss name -> its ``nn.Module`` class (``vgcore.losses``): the paper's seven in its order, then the
 named variants."""
 
-VARIANTS: dict[str, str] = {"npair_all": "npair", "triplet_semihard": "triplet"}
+VARIANTS: dict[str, str] = {"npair_all": "npair", "triplet_semihard": "triplet", "triplet_facenet": "triplet",
+                            "ccl_ema": "ccl"}
 """Variant name -> the paper's loss it is a variant of (run beside it; see PROTOCOL.md "Losses")."""
 
 PAPER_LOSSES: tuple[str, ...] = tuple(name for name in LOSSES if name not in VARIANTS)
@@ -45,9 +48,10 @@ DATASETS: dict[str, str] = {
     "tinyimagenet": "vgcore.data.tinyimagenet:SPEC",
     "digits": "vgcore.data.digits:SPEC",
     "synthetic": "vgcore.data.synthetic:SPEC",
+    "synthetic_super": "vgcore.data.synthetic_super:SPEC",
     "custom": "vgcore.data.custom:SPEC",
 }
-"""Dataset name -> its :class:`vgcore.data.base.DatasetSpec` (the paper's five, two embedded sets, your file)."""
+"""Dataset name -> its :class:`vgcore.data.base.DatasetSpec` (the paper's five, three embedded sets, your file)."""
 
 BACKBONES: dict[str, str] = {
     "vit_b_32": "vgcore.features.vit:SPEC",

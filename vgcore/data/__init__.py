@@ -1,10 +1,10 @@
-"""Datasets: the paper's five image datasets, two embedded offline sets and your own file, loaded by name.
+"""Datasets: the paper's five image datasets, three embedded offline sets and your own file, loaded by name.
 
 ``load_dataset(name, root, split)`` returns a :class:`Split`: integer labels (contiguous
 ``0..C-1`` within the split), class names, and the images, which are either held in memory
 (FashionMNIST, CIFAR-10, digits; ``uint8 [N, C, H, W]``), listed as files and opened in batches
-(Cars196, CUB-200-2011, Tiny-ImageNet), or already feature vectors (``synthetic``;
-``float32 [N, D]``), as is ``custom``: your own features and labels from a ``.npz`` file
+(Cars196, CUB-200-2011, Tiny-ImageNet), or already feature vectors (``synthetic`` and
+``synthetic_super``, its train split labelled by superclass; ``float32 [N, D]``), as is ``custom``: your own features and labels from a ``.npz`` file
 (:mod:`vgcore.data.custom`).
 
 Data root: the ``root`` argument, else ``$VGCORE_DATA``, else ``./data``. Each dataset lives

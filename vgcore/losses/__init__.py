@@ -33,12 +33,12 @@ from torch import nn
 from vgcore import registry
 from vgcore.losses.arcface import ArcFaceLoss
 from vgcore.losses.base import Batch, LossOutput, MetricLoss, ProxyLoss, validate_inputs
-from vgcore.losses.ccl import CenterContrastiveLoss
+from vgcore.losses.ccl import CenterContrastiveEMALoss, CenterContrastiveLoss
 from vgcore.losses.contrastive import ContrastiveLoss
 from vgcore.losses.infonce import InfoNCELoss
 from vgcore.losses.npair import NPairAllPairsLoss, NPairLoss
 from vgcore.losses.scl import SupConLoss
-from vgcore.losses.triplet import TripletLoss, TripletSemiHardLoss
+from vgcore.losses.triplet import TripletFaceNetLoss, TripletLoss, TripletSemiHardLoss
 
 __all__ = [
     "LOSSES",
@@ -58,6 +58,8 @@ __all__ = [
     "CenterContrastiveLoss",
     "NPairAllPairsLoss",
     "TripletSemiHardLoss",
+    "TripletFaceNetLoss",
+    "CenterContrastiveEMALoss",
 ]
 
 LOSSES: tuple[str, ...] = registry.PAPER_LOSSES

@@ -105,3 +105,24 @@ class CenterContrastiveLoss(ProxyLoss):
         moved = F.normalize(self.momentum * self.centers + (1 - self.momentum) * means, dim=1)
         self.centers.copy_(torch.where((counts > 0).unsqueeze(1), moved, self.centers))
 
+
+
+class CenterContrastiveEMALoss(CenterContrastiveLoss):
+    """:class:`CenterContrastiveLoss` with ``center_update="ema"``, a named variant: the centers
+    "updated in real time" of the abstract read as a moving average, not learned by gradient. A
+    buffer; each training forward (after the loss) moves every center seen in the batch,
+    ``c_k <- normalize(momentum * c_k + (1 - momentum) * mean_{i: y_i = k} x^_i)``."""
+
+    def __init__(
+        self,
+        num_classes: int,
+        embedding_dim: int,
+        temperature: float = 0.1,
+        margin: float = 0.2,
+        center_weight: float = 1.0,
+        center_update: str = "ema",
+        momentum: float = 0.9,
+        check_inputs: bool = True,
+    ) -> None:
+        super().__init__(num_classes, embedding_dim, temperature, margin, center_weight, center_update, momentum,
+                         check_inputs)

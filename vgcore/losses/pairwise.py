@@ -26,6 +26,8 @@ __all__ = [
     "pointwise",
     "safe_sqrt",
     "batch_all_triplet_sums",
+    "sorted_negatives",
+    "facenet_negatives",
     "within_class_rank",
 ]
 
@@ -231,6 +233,34 @@ def within_class_rank(labels: Tensor) -> tuple[Tensor, Tensor]:
     return rank, second
 
 
+def sorted_negatives(dist: Tensor, neg: Tensor) -> Tensor:
+    """Each row's negative distances in increasing order, ``inf`` after them: [B, M].
+
+    A stable sort, so tied negatives keep their batch order; differentiable in ``dist``.
+    """
+    return torch.sort(dist.masked_fill(~neg, float("inf")), dim=1, stable=True).values
+
+
+def facenet_negatives(dist: Tensor, pos: Tensor, neg: Tensor) -> tuple[Tensor, Tensor]:
+    """FaceNet's one semi-hard negative per anchor-positive pair, as TF-Addons' ``triplet_semihard_loss``
+    picks it: ``(D, valid)``, both [B, M].
+
+        D[a, p] = min {dist[a, n] : n in neg(a), dist[a, n] > dist[a, p]}
+                  or, if no negative is farther than dist[a, p], max {dist[a, n] : n in neg(a)}
+
+    ``valid = pos & (a has a negative)``; ``D`` is 0 elsewhere. One stable sort per anchor and a
+    ``searchsorted`` (``side="right"``: a negative at exactly dist[a, p] is not farther); the
+    gradient reaches the chosen negative's distance only (among tied negatives, the first in
+    batch order for the min, the last for the max). O(B^2 log B), no sync.
+    """
+    sorted_neg = sorted_negatives(dist, neg)
+    n_neg = torch.count_nonzero(neg, dim=1).unsqueeze(1)
+    farther = torch.searchsorted(sorted_neg.detach(), dist.detach().contiguous(), side="right")
+    index = torch.where(farther < n_neg, farther, (n_neg - 1).clamp_min(0))
+    valid = pos & (n_neg > 0)
+    return torch.where(valid, sorted_neg.gather(1, index), 0.0), valid
+
+
 def batch_all_triplet_sums(
     dist: Tensor, pos: Tensor, neg: Tensor, margin: float, semihard: bool = False
 ) -> tuple[Tensor, Tensor]:
@@ -252,8 +282,7 @@ def batch_all_triplet_sums(
     negatives at or below ``dist[a, p]``, the sums run over the sorted negatives ``j .. k - 1``.
     """
     batch = dist.shape[0]
-    neg_dist = dist.masked_fill(~neg, float("inf"))
-    sorted_neg, _ = torch.sort(neg_dist, dim=1)
+    sorted_neg = sorted_negatives(dist, neg)
     finite = torch.isfinite(sorted_neg)
     prefix = torch.cumsum(torch.where(finite, sorted_neg, 0.0), dim=1)
     prefix = torch.cat([prefix.new_zeros(batch, 1), prefix], dim=1)

@@ -18,6 +18,7 @@ from vgcore.losses.base import (
 from vgcore.losses.pairwise import (
     batch_all_triplet_sums,
     distance_matrix,
+    facenet_negatives,
 )
 
 
@@ -38,9 +39,9 @@ class TripletLoss(MetricLoss):
             triplets (PML's AvgNonZeroReducer; FaceNet trains on the triplets that violate the
             margin); "mean" divides by the number of valid triplets, zeros included (the sum over
             all triplets up to a constant, which dilutes the update as more triplets are satisfied).
-        mining: "all" (default, batch-all) or "semihard": only the negatives with
-            ``d(a, p) < d(a, n) < d(a, p) + margin`` (FaceNet section 3.2; PML's
-            TripletMarginMiner "semihard"), every anchor-positive pair kept.
+        mining: "all" (default, batch-all) or "semihard": for each anchor-positive pair, every
+            negative with ``d(a, p) < d(a, n) < d(a, p) + margin`` (PML's TripletMarginMiner
+            "semihard"; FaceNet's one negative per pair is :class:`TripletFaceNetLoss`).
         check_inputs: validate inputs (syncs).
 
     With a miner's triplets ``(a, p, n)`` (``indices_tuple``) exactly those count (``mining`` is then
@@ -106,7 +107,13 @@ class TripletLoss(MetricLoss):
 
 
 class TripletSemiHardLoss(TripletLoss):
-    """:class:`TripletLoss` with FaceNet's semi-hard negatives (``mining="semihard"``), a named variant."""
+    """:class:`TripletLoss` with ``mining="semihard"``, a named variant: PML's reading of FaceNet's
+    semi-hard negatives (``TripletMarginMiner(type_of_triplets="semihard")``).
+
+    For every positive pair (a, p), EVERY negative n with ``d(a, p) < d(a, n) < d(a, p) + margin`` makes
+    a triplet; the hinge sum over them is divided by the number with a positive hinge (the default
+    ``reduction="nonzero_mean"``). FaceNet's one negative per pair is :class:`TripletFaceNetLoss`.
+    """
 
     def __init__(
         self,
@@ -118,3 +125,45 @@ class TripletSemiHardLoss(TripletLoss):
         check_inputs: bool = True,
     ) -> None:
         super().__init__(margin, squared, normalize, reduction, mining, check_inputs)
+
+
+class TripletFaceNetLoss(TripletLoss):
+    """FaceNet's semi-hard triplet loss as TensorFlow Addons' ``triplet_semihard_loss`` computes it, a
+    named variant: ONE negative per positive pair (a, p) (a != p, same label),
+
+        n*(a, p) = argmin {d(a, n) : d(a, n) > d(a, p)}, or argmax_n d(a, n) if no negative is farther
+        L = (1 / #pairs) sum_{(a, p)} [d(a, p) - d(a, n*) + margin]_+      (zeros included)
+
+    (:func:`vgcore.losses.pairwise.facenet_negatives`). ``d``, ``margin``, ``squared``, ``normalize``
+    as :class:`TripletLoss` (TF-Addons' own defaults are Euclidean distance and margin 1.0).
+
+    ``per_sample[a]``: mean hinge over a's positive pairs; ``n_terms``: positive pairs whose anchor
+    has a negative (TF-Addons counts a pair without any negative too; its loss is then undefined);
+    ``n_active_terms``: those with a positive hinge. A miner's ``indices_tuple`` restricts the pairs
+    (its triplets give their (a, p) and (a, n) pairs), ``ref_emb`` gives the candidates.
+    """
+
+    def __init__(
+        self,
+        margin: float = 0.2,
+        squared: bool = True,
+        normalize: bool = True,
+        check_inputs: bool = True,
+    ) -> None:
+        super().__init__(margin, squared, normalize, reduction="mean", check_inputs=check_inputs)
+        self.mining = "facenet"
+
+    def _compute(self, batch: Batch) -> LossOutput:
+        dist = distance_matrix(batch.embeddings, normalize=self.normalize, squared=self.squared, ref=batch.ref_emb)
+        pos, neg = batch.masks()
+        d_an, valid = facenet_negatives(dist, pos, neg)
+        hinge = torch.where(valid, F.relu(dist - d_an + self.margin), 0.0)
+        n_terms = count_true(valid)
+        pairs_per_anchor = count_true(valid, dim=1)
+        return LossOutput(
+            loss=safe_div(hinge.sum(), n_terms),
+            per_sample=hinge.sum(dim=1) / pairs_per_anchor.clamp_min(1).to(hinge.dtype),
+            n_terms=n_terms,
+            n_active_terms=count_true(hinge > 0),
+            has_positives=n_terms > 0,
+        )

@@ -88,11 +88,15 @@ def _ncols(width: str | float, page: int, column: int) -> int:
 
 def loss_palette(losses: Sequence[str] = LOSSES) -> dict[str, tuple[float, float, float]]:
     """One fixed colour per loss (colour-blind palette, in registry order); a named variant gets a
-    lighter shade of the colour of the loss it is a variant of."""
+    lighter shade of the colour of the loss it is a variant of, c -> 0.55 c + 0.45, once more for each
+    earlier variant of the same loss (in registry order), so two variants of one loss differ."""
     base = [x for x in LOSSES if x not in VARIANTS]
     fixed = dict(zip(base, sns.color_palette("colorblind", len(base)), strict=True))
-    for variant, of in VARIANTS.items():
-        fixed[variant] = tuple(0.55 * c + 0.45 for c in fixed[of])
+    for k, (variant, of) in enumerate(VARIANTS.items()):
+        colour = fixed[of]
+        for _ in range(1 + sum(1 for v in list(VARIANTS)[:k] if VARIANTS[v] == of)):
+            colour = tuple(0.55 * c + 0.45 for c in colour)
+        fixed[variant] = colour
     return {loss: fixed[loss] for loss in losses if loss in fixed}
 
 
