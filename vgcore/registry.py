@@ -4,7 +4,7 @@ Each entry maps a public name to ``"module:attribute"``. Adding a loss, a datase
 one new file plus one line here; ``tests/test_registry.py`` checks that every line resolves and
 that every implementation in the packages is registered.
 
-    >>> registry.names("loss")
+    >>> registry.names("loss")[:7]               # the paper's seven, then the named variants
     ('contrastive', 'triplet', 'npair', 'infonce', 'arcface', 'scl', 'ccl')
     >>> registry.load("loss", "triplet")          # imports vgcore.losses.triplet (and torch)
     <class 'vgcore.losses.triplet.TripletLoss'>
