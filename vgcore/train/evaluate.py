@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from vgcore.metrics.hierarchy import superclass_metrics
 from vgcore.metrics.retrieval import DEFAULT_KS, retrieval_metrics
-from vgcore.metrics.variance import variance
+from vgcore.metrics.variance import class_geometry, intra_var, variance
 
 KMEANS_SEED = 0
 """The seed of NMI's k-means, the same for every run (PROTOCOL.md, "Retrieval metrics")."""
@@ -41,7 +41,18 @@ def evaluate(z: Tensor, y: Tensor, coarse: Tensor | None = None, *, full: bool =
             **superclass_metrics(z, y, coarse)}
 
 
+def progress_metrics(z: Tensor, y: Tensor, coarse: Tensor | None = None) -> dict[str, float]:
+    """What the log-spaced progress steps read (:func:`vgcore.metrics.convergence.progress_grid`):
+    Recall@1 (the convergence yardstick) and ``intra_var`` (the early compaction), as :func:`evaluate`
+    computes them; the other columns of those rows stay empty (NaN). ``coarse`` is ignored."""
+    return {"recall@1": retrieval_metrics(z, y, ks=(1,), nmi=False, map_at_r=False)["recall@1"],
+            "intra_var": intra_var(class_geometry(z, y))}
+
+
 def evaluate_splits(head: nn.Module, splits: dict[str, tuple[Tensor, Tensor, Tensor | None]], *,
-                    full: bool = True) -> dict[str, dict[str, float]]:
-    """``{split: metrics}`` of the head's embeddings of each ``(x, y, coarse)``, in the order given."""
-    return {name: evaluate(embed(head, x), y, coarse, full=full) for name, (x, y, coarse) in splits.items()}
+                    full: bool = True, metrics=None) -> dict[str, dict[str, float]]:
+    """``{split: metrics}`` of the head's embeddings of each ``(x, y, coarse)``, in the order given;
+    ``metrics(z, y, coarse)`` (default :func:`evaluate` with ``full``) computes them."""
+    if metrics is None:
+        return {name: evaluate(embed(head, x), y, coarse, full=full) for name, (x, y, coarse) in splits.items()}
+    return {name: metrics(embed(head, x), y, coarse) for name, (x, y, coarse) in splits.items()}

@@ -49,7 +49,7 @@ from vgcore.metrics.convergence import (
     recall_convergence_epoch,
 )
 from vgcore.metrics.greediness import GREEDINESS_KEYS
-from vgcore.train.evaluate import embed, evaluate_splits
+from vgcore.train.evaluate import embed, evaluate_splits, progress_metrics
 from vgcore.train.graph import EagerStep, GraphStep, graph_safe
 from vgcore.train.learner import make_learner
 from vgcore.train.samplers import (
@@ -174,7 +174,7 @@ def fit(configs: Sequence, out_dirs: Sequence, train_data: tuple, eval_data: tup
     try:  # step 0, the untrained heads: an eval split too small to evaluate fails here, before any write
         epoch_rows = [_epoch_rows(0, 0, float("nan"), m) + _epoch_rows(0, 0, float("nan"), p)
                       for m, p in zip(_evaluate(learners, range(len(learners)), splits, config.full_eval_at(0)),
-                                      _evaluate(learners, range(len(learners)), progress_splits, False), strict=True)]
+                                      _evaluate(learners, range(len(learners)), progress_splits, False, progress_metrics), strict=True)]
     except ValueError as err:
         raise ValueError(f"cannot evaluate {config.dataset}/{config.eval_split} (eval_size={config.eval_size}, "
                          f"eval_train_size={config.eval_train_size}): {err}") from None
@@ -251,7 +251,7 @@ def _train(configs, out_dirs, learners, training, x_train, y_train, x_eval, y_ev
                         except Divergence as bad:
                             fail(j, bad)
                     active = [training[j] for j in step.active]
-                    for i, m in zip(active, _evaluate(learners, active, progress_splits, False), strict=True):
+                    for i, m in zip(active, _evaluate(learners, active, progress_splits, False, progress_metrics), strict=True):
                         epoch_rows[i] += _epoch_rows(epoch, n_done, float("nan"), m)
                     t0 += time.perf_counter() - t1  # evaluation time is not training time
                     t_eval += time.perf_counter() - t1
@@ -363,9 +363,9 @@ def _use_graph(cuda_graph: bool | None, device: torch.device, learners) -> bool:
     return possible
 
 
-def _evaluate(learners, active, splits, full: bool) -> list[dict[str, dict[str, float]]]:
+def _evaluate(learners, active, splits, full: bool, metrics=None) -> list[dict[str, dict[str, float]]]:
     """``{split: metrics}`` of each active learner's head (evaluation never touches the batch stream)."""
-    return [evaluate_splits(learners[i].head, splits, full=full) for i in active]
+    return [evaluate_splits(learners[i].head, splits, full=full, metrics=metrics) for i in active]
 
 
 def _epoch_rows(epoch: int, step: int, train_loss: float, metrics: dict[str, dict[str, float]]) -> list[dict]:
