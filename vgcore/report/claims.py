@@ -157,8 +157,9 @@ TR_SCL = ("triplet", "scl")
 _SCALE_COUPLED = "scale-coupled: moves with the centroid norm when a class spreads"
 _RAW_GRAD = ("scale-dependent: the raw tangential per-sample gradient norm follows each loss's temperature, "
              "scale and reduction")
-_ADAM_STEP = ("each sample's share of Adam's actual step, (1 - beta1) g_i / (sqrt(v_hat) + eps) over the "
-              "grad-active samples: free of the loss's scale")
+_ADAM_STEP = ("each sample's share of Adam's actual step, ||(1 - beta1) G_i / (sqrt(v_hat) + eps)||, its mean "
+              "weighted by itself over the batch (a moving sample's typical size, no threshold): free of the "
+              "loss's scale")
 
 CLAIMS: tuple[Claim, ...] = (
     Claim("triplet_scl_keep_variance", "Triplet/SCL keep more intra-class variance than Contrastive/InfoNCE",
