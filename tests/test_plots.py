@@ -116,6 +116,8 @@ FIGURES = {
     "metric_dots_greediness": lambda w: plots.metric_dots(
         summary_table(), ["active_ratio_mean", "grad_active_ratio_mean", "grad_effective_share_mean", "grad_norm_mean"],
         width=w),
+    "metric_dots_three_datasets": lambda w: plots.metric_dots(summary_table(DEMO_DATASETS),
+                                                              ["intra_var", "inter_var", "centroid_dist_cv"], width=w),
     "metric_over_epochs": lambda w: plots.metric_over_epochs(epochs_table(), "recall@1", width=w),
     "validation_progress": lambda w: plots.validation_progress(progress_table(DEMO_DATASETS), width=w),
     "metric_over_steps": lambda w: plots.metric_over_steps(

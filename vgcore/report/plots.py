@@ -46,6 +46,8 @@ FONT, SMALL, FOOTER = 8, 7, 6
 """Text sizes in points: labels and titles, ticks and legends, the footer naming the notebook."""
 DPI = 300
 """Resolution of the PNGs (the PDFs are vector)."""
+PAGE_HEIGHT = 9.2
+"""Inches a figure may take at most: an IEEE page's text height (about 9.5 in), less a caption line."""
 DECADES = 2.0
 """An axis whose positive values span at least this many decades is logarithmic."""
 
@@ -150,11 +152,16 @@ def _note(fig, lines: Sequence[str], handles=(), labels=()) -> None:
         if text:
             fig.suptitle(text, x=0.01, ha="left", fontsize=SMALL, color="0.25")
         return
-    longest = max(len(str(x)) for x in labels)
-    per_entry = (longest * 0.55 * SMALL + 3.0 * SMALL) / 72  # text + handle, inches
-    ncols = max(1, min(len(labels), int((inches - 0.2) / per_entry)))
-    fig.legend(list(handles), list(labels), loc="outside upper center", ncols=ncols, title=text or None,
-               alignment="left")
+    # as many columns as fit the width, measured: columns are as wide as their longest label, so with
+    # 11 losses three or four columns fit where an estimate from the longest label alone allows two
+    renderer = fig.figure.canvas.get_renderer() if hasattr(fig, "figure") and fig.figure is not None \
+        else fig.canvas.get_renderer()
+    for ncols in range(len(labels), 0, -1):
+        legend = fig.legend(list(handles), list(labels), loc="outside upper center", ncols=ncols,
+                            title=text or None, alignment="left")
+        if ncols == 1 or legend.get_window_extent(renderer).width / fig.dpi <= inches - 0.1:
+            return
+        legend.remove()
 
 
 def _constant_panel(ax: plt.Axes, text: str) -> None:
@@ -290,11 +297,25 @@ def metric_dots(summary: pd.DataFrame, metrics: Sequence[str], title: str = "",
         fig = _figure(width, 0.8)
         _note(fig, notes)
         return fig
+    # panels side by side up to 4 (page) or 2 (column) a row; more (column: up to 3) where the rows of
+    # all datasets would not fit a page, then rows a little tighter (not below 7-pt tick spacing)
+    header = 0.25 + 0.14 * len(notes)
+
+    def xlabel(metric: str, cols: int) -> str:
+        return _wrap(label(metric), (figure_width(width) - 0.9) / cols - 0.1, FONT)
+
+    def panel_h(cols: int, per_loss: float) -> float:  # dots, then ticks, title and the longest x label
+        lines = max(xlabel(m, cols).count("\n") + 1 for m in shown)
+        return per_loss * len(order) + 0.28 + 0.135 * lines
+
     cols = min(len(shown), _ncols(width, 4, 2))
+    while cols < min(len(shown), _ncols(width, 4, 3)) and \
+            np.ceil(len(shown) / cols) * len(datasets) * panel_h(cols, 0.16) + header > PAGE_HEIGHT:
+        cols += 1
     per_dataset = int(np.ceil(len(shown) / cols))
     rows = per_dataset * len(datasets)
-    panel_h = 0.16 * len(order) + 0.55
-    fig = _figure(width, panel_h * rows + 0.25 + 0.14 * len(notes))
+    height = max(panel_h(cols, 0.125), min(panel_h(cols, 0.16), (PAGE_HEIGHT - header) / rows))
+    fig = _figure(width, height * rows + header)
     axes = _grid(fig, rows, cols, sharey=True)
     y = {loss: i for i, loss in enumerate(order)}
     jitter = np.random.default_rng(0)
@@ -322,7 +343,7 @@ def metric_dots(summary: pd.DataFrame, metrics: Sequence[str], title: str = "",
             if _spans_decades(frame[metric]):
                 ax.set_xscale("log")
             ax.margins(x=0.08)
-            ax.set_xlabel(_wrap(label(metric), (figure_width(width) - 0.9) / cols - 0.1, FONT))
+            ax.set_xlabel(xlabel(metric, cols))
             ax.grid(axis="y", visible=False)
     axes[0, 0].set_yticks(range(len(order)), order)
     axes[0, 0].set_ylim(len(order) - 0.5, -0.5)
@@ -403,13 +424,23 @@ def validation_progress(epochs: pd.DataFrame, fraction: float = 0.9, width: str 
             if len(one):
                 _mean_band(ax, one, "step", "progress", colour, loss)
         ax.axhline(fraction, color="0.4", ls=":", lw=0.8)
-        ax.set_xscale("symlog", linthresh=1)
-        ax.set_xlabel("training step (log scale)")
+        _log_steps(ax, float(sub["step"].max()))
+        ax.set_xlabel(_wrap("training step (log scale)", figure_width(width) / cols - 0.5))
         ax.set_ylabel(_wrap("validation Recall@1 progress (R_t - R_0) / (R_final - R_0)", 1.3))
     _note(fig, ["one yardstick for every loss: normalised validation progress at log-spaced steps",
                 _seed_note(frame, "line: mean; band: ± 1 std") + f"; dotted: {fraction:.0%} (val_convergence_step)"],
           *_loss_handles(palette))
     return fig
+
+
+def _log_steps(ax: plt.Axes, last: float) -> None:
+    """A step axis from 0 to `last` that is logarithmic above 1 (symlog), ticked at 0 and at the
+    powers of ten (the linear band below 1 holds step 0 only: no negative steps, no crowded ticks)."""
+    ax.set_xscale("symlog", linthresh=1, linscale=0.5)
+    ax.set_xlim(0, max(last, 1.0))
+    ticks = [0.0, *(10.0**k for k in range(int(np.floor(np.log10(max(last, 1.0)))) + 1))]
+    ax.set_xticks(ticks, ["0", "1", "10", *(f"10{'⁰¹²³⁴⁵⁶⁷⁸⁹'[k]}" for k in range(2, len(ticks) - 1))])
+    ax.xaxis.set_minor_locator(plt.NullLocator())
 
 
 def _binned(steps: pd.DataFrame, metrics: Sequence[str], bins: int) -> pd.DataFrame:
