@@ -95,16 +95,17 @@ def claims_table() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def embeddings() -> dict:
-    """dataset -> loss -> (z, y[, coarse]) as embeddings.npz stores them: 10 classes, and a superclass set."""
+def embeddings(datasets=DATASETS) -> dict:
+    """dataset -> loss -> (z, y[, coarse]) as embeddings.npz stores them: 10 classes, and superclass sets."""
     rng = np.random.default_rng(0)
-    out = {"fashionmnist": {}, "synthetic": {}}
+    out = {d: {} for d in datasets}
     y10 = np.repeat(np.arange(10), 80)
     fine = np.repeat(np.arange(20), 30)
     coarse = fine // 5
     for loss in LOSSES:
         out["fashionmnist"][loss] = (rng.normal(size=(len(y10), 16)) + 3 * np.eye(16)[y10], y10)
-        out["synthetic"][loss] = (rng.normal(size=(len(fine), 16)) + 2 * np.eye(16)[fine % 16], fine, coarse)
+        for d in datasets[1:]:
+            out[d][loss] = (rng.normal(size=(len(fine), 16)) + 2 * np.eye(16)[fine % 16], fine, coarse)
     return out
 
 
@@ -235,6 +236,13 @@ def test_every_figure_prints_at_its_width_with_8pt_text_and_no_overlaps(name, wi
     fig.savefig(tmp_path / f"{name}_{width}.png")  # for a look when it fails
     assert not problems, f"{name} at {width} width ({tmp_path}):\n" + "\n".join(problems[:20])
     assert fig.get_figheight() < 9.5, "taller than a page"
+
+
+def test_the_demo_embedding_projections_fit_a_page():
+    """Notebook 03 draws the demo's three datasets x 11 losses at page width (at column width, 33
+    panels do not fit a page: 2 datasets do, the figure test above)."""
+    fig = plots.embedding_projections(embeddings(DEMO_DATASETS), {"fashionmnist": FASHION}, width="page")
+    assert not layout_problems(fig) and fig.get_figheight() < 9.5
 
 
 def test_every_plot_function_is_rendered_by_the_figure_test():

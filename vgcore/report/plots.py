@@ -531,11 +531,12 @@ def _scatter_grid(summary: pd.DataFrame, x: str, ys: Sequence[str], title: str, 
     else:
         cols = len(ys) if page else 1
     rows = int(np.ceil(len(panels) / cols))
-    fig = _figure(width, 2.1 * rows + 0.9)
+    panel_w = figure_width(width) / cols - 0.75  # less the y label and ticks
+    lines = _wrap(label(x), panel_w).count("\n") + 1  # a long x label takes rows of its own
+    fig = _figure(width, (1.85 + 0.135 * max(0, lines - 2)) * rows + 1.2)
     axes = _grid(fig, rows, cols)
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
-    panel_w = figure_width(width) / cols - 0.5
     for ax, (dataset, metric) in zip(axes.flat, panels, strict=False):
         ax.set_title(dataset)
         _scatter_panel(ax, summary[summary["dataset"] == dataset], x, metric, palette)
@@ -615,12 +616,18 @@ def embedding_projections(embeddings: Mapping[str, Mapping[str, tuple]], class_n
         raise ValueError("embedding_projections needs at least one (z, y) pair")
     datasets = [d for d in embeddings if embeddings[d]]
     blocks = {d: loss_order(pd.DataFrame({"loss": list(embeddings[d])})) for d in datasets}
-    most, widest = max(len(b) for b in blocks.values()), _ncols(width, 5, 3)
-    cols = int(np.ceil(most / np.ceil(most / widest)))  # rows as full as possible
+    # up to 6 (page) or 3 (column) panels a row, rows as full as possible; each dataset's block is its
+    # rows plus a legend; rows are flatter than square (equal aspect on the data limits) where the
+    # blocks of all datasets (11 losses, 3 datasets) would not fit a page, but not below 0.8 in
+    most, widest = max(len(b) for b in blocks.values()), _ncols(width, 6, 3)
+    cols = int(np.ceil(most / np.ceil(most / widest)))
     rows = {d: int(np.ceil(len(blocks[d]) / cols)) for d in datasets}
     panel = (figure_width(width) - 0.1) / cols
-    fig = _figure(width, sum(rows[d] * panel * 0.98 + 0.75 for d in datasets) + 0.3)
-    subfigs = np.atleast_1d(fig.subfigures(len(datasets), 1, height_ratios=[rows[d] * panel + 0.75 for d in datasets]))
+    legend_h, top = 0.65, 0.2 + (0.15 if title else 0.0)
+    row_h = max(0.8, min(panel * 0.98, (PAGE_HEIGHT - top - legend_h * len(datasets)) / sum(rows.values())))
+    fig = _figure(width, sum(rows[d] * row_h + legend_h for d in datasets) + top)
+    subfigs = np.atleast_1d(fig.subfigures(len(datasets), 1,
+                                           height_ratios=[rows[d] * row_h + legend_h for d in datasets]))
     for sub, dataset in zip(subfigs, datasets, strict=True):
         axes = _grid(sub, rows[dataset], cols)
         handles = []
