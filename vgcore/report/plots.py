@@ -46,6 +46,8 @@ FONT, SMALL, FOOTER = 8, 7, 6
 """Text sizes in points: labels and titles, ticks and legends, the footer naming the notebook."""
 DPI = 300
 """Resolution of the PNGs (the PDFs are vector)."""
+PAGE_HEIGHT = 9.2
+"""Inches a figure may take at most: an IEEE page's text height (about 9.5 in), less a caption line."""
 DECADES = 2.0
 """An axis whose positive values span at least this many decades is logarithmic."""
 
@@ -150,11 +152,16 @@ def _note(fig, lines: Sequence[str], handles=(), labels=()) -> None:
         if text:
             fig.suptitle(text, x=0.01, ha="left", fontsize=SMALL, color="0.25")
         return
-    longest = max(len(str(x)) for x in labels)
-    per_entry = (longest * 0.55 * SMALL + 3.0 * SMALL) / 72  # text + handle, inches
-    ncols = max(1, min(len(labels), int((inches - 0.2) / per_entry)))
-    fig.legend(list(handles), list(labels), loc="outside upper center", ncols=ncols, title=text or None,
-               alignment="left")
+    # as many columns as fit the width, measured: columns are as wide as their longest label, so with
+    # 11 losses three or four columns fit where an estimate from the longest label alone allows two
+    renderer = fig.figure.canvas.get_renderer() if hasattr(fig, "figure") and fig.figure is not None \
+        else fig.canvas.get_renderer()
+    for ncols in range(len(labels), 0, -1):
+        legend = fig.legend(list(handles), list(labels), loc="outside upper center", ncols=ncols,
+                            title=text or None, alignment="left")
+        if ncols == 1 or legend.get_window_extent(renderer).width / fig.dpi <= inches - 0.1:
+            return
+        legend.remove()
 
 
 def _constant_panel(ax: plt.Axes, text: str) -> None:
@@ -290,11 +297,25 @@ def metric_dots(summary: pd.DataFrame, metrics: Sequence[str], title: str = "",
         fig = _figure(width, 0.8)
         _note(fig, notes)
         return fig
+    # panels side by side up to 4 (page) or 2 (column) a row; more (column: up to 3) where the rows of
+    # all datasets would not fit a page, then rows a little tighter (not below 7-pt tick spacing)
+    header = 0.25 + 0.14 * len(notes)
+
+    def xlabel(metric: str, cols: int) -> str:
+        return _wrap(label(metric), (figure_width(width) - 0.9) / cols - 0.1, FONT)
+
+    def panel_h(cols: int, per_loss: float) -> float:  # dots, then ticks, title and the longest x label
+        lines = max(xlabel(m, cols).count("\n") + 1 for m in shown)
+        return per_loss * len(order) + 0.28 + 0.135 * lines
+
     cols = min(len(shown), _ncols(width, 4, 2))
+    while cols < min(len(shown), _ncols(width, 4, 3)) and \
+            np.ceil(len(shown) / cols) * len(datasets) * panel_h(cols, 0.16) + header > PAGE_HEIGHT:
+        cols += 1
     per_dataset = int(np.ceil(len(shown) / cols))
     rows = per_dataset * len(datasets)
-    panel_h = 0.16 * len(order) + 0.55
-    fig = _figure(width, panel_h * rows + 0.25 + 0.14 * len(notes))
+    height = max(panel_h(cols, 0.125), min(panel_h(cols, 0.16), (PAGE_HEIGHT - header) / rows))
+    fig = _figure(width, height * rows + header)
     axes = _grid(fig, rows, cols, sharey=True)
     y = {loss: i for i, loss in enumerate(order)}
     jitter = np.random.default_rng(0)
@@ -322,7 +343,7 @@ def metric_dots(summary: pd.DataFrame, metrics: Sequence[str], title: str = "",
             if _spans_decades(frame[metric]):
                 ax.set_xscale("log")
             ax.margins(x=0.08)
-            ax.set_xlabel(_wrap(label(metric), (figure_width(width) - 0.9) / cols - 0.1, FONT))
+            ax.set_xlabel(xlabel(metric, cols))
             ax.grid(axis="y", visible=False)
     axes[0, 0].set_yticks(range(len(order)), order)
     axes[0, 0].set_ylim(len(order) - 0.5, -0.5)
@@ -403,13 +424,23 @@ def validation_progress(epochs: pd.DataFrame, fraction: float = 0.9, width: str 
             if len(one):
                 _mean_band(ax, one, "step", "progress", colour, loss)
         ax.axhline(fraction, color="0.4", ls=":", lw=0.8)
-        ax.set_xscale("symlog", linthresh=1)
-        ax.set_xlabel("training step (log scale)")
+        _log_steps(ax, float(sub["step"].max()))
+        ax.set_xlabel(_wrap("training step (log scale)", figure_width(width) / cols - 0.5))
         ax.set_ylabel(_wrap("validation Recall@1 progress (R_t - R_0) / (R_final - R_0)", 1.3))
     _note(fig, ["one yardstick for every loss: normalised validation progress at log-spaced steps",
                 _seed_note(frame, "line: mean; band: ± 1 std") + f"; dotted: {fraction:.0%} (val_convergence_step)"],
           *_loss_handles(palette))
     return fig
+
+
+def _log_steps(ax: plt.Axes, last: float) -> None:
+    """A step axis from 0 to `last` that is logarithmic above 1 (symlog), ticked at 0 and at the
+    powers of ten (the linear band below 1 holds step 0 only: no negative steps, no crowded ticks)."""
+    ax.set_xscale("symlog", linthresh=1, linscale=0.5)
+    ax.set_xlim(0, max(last, 1.0))
+    ticks = [0.0, *(10.0**k for k in range(int(np.floor(np.log10(max(last, 1.0)))) + 1))]
+    ax.set_xticks(ticks, ["0", "1", "10", *(f"10{'⁰¹²³⁴⁵⁶⁷⁸⁹'[k]}" for k in range(2, len(ticks) - 1))])
+    ax.xaxis.set_minor_locator(plt.NullLocator())
 
 
 def _binned(steps: pd.DataFrame, metrics: Sequence[str], bins: int) -> pd.DataFrame:
@@ -500,11 +531,12 @@ def _scatter_grid(summary: pd.DataFrame, x: str, ys: Sequence[str], title: str, 
     else:
         cols = len(ys) if page else 1
     rows = int(np.ceil(len(panels) / cols))
-    fig = _figure(width, 2.1 * rows + 0.9)
+    panel_w = figure_width(width) / cols - 0.75  # less the y label and ticks
+    lines = _wrap(label(x), panel_w).count("\n") + 1  # a long x label takes rows of its own
+    fig = _figure(width, (1.85 + 0.135 * max(0, lines - 2)) * rows + 1.2)
     axes = _grid(fig, rows, cols)
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
-    panel_w = figure_width(width) / cols - 0.5
     for ax, (dataset, metric) in zip(axes.flat, panels, strict=False):
         ax.set_title(dataset)
         _scatter_panel(ax, summary[summary["dataset"] == dataset], x, metric, palette)
@@ -584,12 +616,18 @@ def embedding_projections(embeddings: Mapping[str, Mapping[str, tuple]], class_n
         raise ValueError("embedding_projections needs at least one (z, y) pair")
     datasets = [d for d in embeddings if embeddings[d]]
     blocks = {d: loss_order(pd.DataFrame({"loss": list(embeddings[d])})) for d in datasets}
-    most, widest = max(len(b) for b in blocks.values()), _ncols(width, 5, 3)
-    cols = int(np.ceil(most / np.ceil(most / widest)))  # rows as full as possible
+    # up to 6 (page) or 3 (column) panels a row, rows as full as possible; each dataset's block is its
+    # rows plus a legend; rows are flatter than square (equal aspect on the data limits) where the
+    # blocks of all datasets (11 losses, 3 datasets) would not fit a page, but not below 0.8 in
+    most, widest = max(len(b) for b in blocks.values()), _ncols(width, 6, 3)
+    cols = int(np.ceil(most / np.ceil(most / widest)))
     rows = {d: int(np.ceil(len(blocks[d]) / cols)) for d in datasets}
     panel = (figure_width(width) - 0.1) / cols
-    fig = _figure(width, sum(rows[d] * panel * 0.98 + 0.75 for d in datasets) + 0.3)
-    subfigs = np.atleast_1d(fig.subfigures(len(datasets), 1, height_ratios=[rows[d] * panel + 0.75 for d in datasets]))
+    legend_h, top = 0.65, 0.2 + (0.15 if title else 0.0)
+    row_h = max(0.8, min(panel * 0.98, (PAGE_HEIGHT - top - legend_h * len(datasets)) / sum(rows.values())))
+    fig = _figure(width, sum(rows[d] * row_h + legend_h for d in datasets) + top)
+    subfigs = np.atleast_1d(fig.subfigures(len(datasets), 1,
+                                           height_ratios=[rows[d] * row_h + legend_h for d in datasets]))
     for sub, dataset in zip(subfigs, datasets, strict=True):
         axes = _grid(sub, rows[dataset], cols)
         handles = []
