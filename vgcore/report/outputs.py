@@ -65,16 +65,20 @@ ANALYSIS: dict[str, tuple[Item, ...]] = {
     "04_greediness": (
         _tab("04_greediness", "GREEDINESS over training: mean ± std over seeds"),
         _fig("04_active_ratio_over_training", "active ratio (loss terms and embedding gradients) per step"),
-        _fig("04_grad_norm_over_training", "gradient norms (parameters, per-sample embeddings) per step"),
-        _fig("04_greediness_bars", "mean active ratios, effective share of moving samples and gradient norm per loss "
-             "(mean ± std over seeds; constant ratios noted, not drawn)"),
+        _fig("04_grad_norm_over_training", "gradient norms (parameters, per-sample embeddings: scale-dependent) and "
+             "each sample's share of Adam's step (scale-free) per step"),
+        _fig("04_greediness_bars", "mean active ratios (loss terms, embedding gradients), effective share of moving "
+             "samples and each sample's share of Adam's step per loss (mean ± std over seeds; constant ratios "
+             "noted, not drawn)"),
     ),
     "05_retrieval": (
         _tab("05_retrieval", "retrieval on the test split: Recall@K and MAP@R, mean ± std over seeds"),
         _fig("05_retrieval_bars", "Recall@1 and MAP@R per loss (mean ± std over seeds)"),
         _fig("05_recall_over_epochs", "test Recall@1 over training"),
-        _fig("05_tradeoff", "efficiency-granularity trade-off: training steps to 90% loss convergence against "
-             "intra-class variance and Recall@1, per dataset"),
+        _fig("05_validation_progress", "normalised validation progress (R_t - R_0) / (R_final - R_0) of Recall@1 at "
+             "log-spaced training steps, per loss: one convergence yardstick for every loss"),
+        _fig("05_tradeoff", "efficiency-granularity trade-off: training steps to 90% of the validation Recall@1 "
+             "gain against intra-class variance and Recall@1, per dataset"),
     ),
     "06_claims": (
         _tab("06_claims", "each claim of the paper on each dataset where every loss it names learned: its verdict "
@@ -83,7 +87,8 @@ ANALYSIS: dict[str, tuple[Item, ...]] = {
              f"and the smallest effect in the metric's units; {DESCRIPTIVE_NOTE}"),
         _tab("06_claims_members", "each member of a claim's group against the rest (its pairs combined by the "
              "weakest-pair rule): which member breaks a group claim; " + DESCRIPTIVE_NOTE),
-        _tab("06_gate", "did every loss learn? final test Recall@1 against the untrained head, paired by seed"),
+        _tab("06_gate", "did every loss learn? final test Recall@1 (super_recall@1 where the heads learn superclasses "
+             "only) against the untrained head, paired by seed"),
         _tab("06_variants", "which verdicts change when a loss is replaced by its named variant"),
         _tab("06_schedules", "verdicts of this profile beside those of its comparison profile (another schedule)"),
         _fig("06_claims", "the claims' verdicts with the 95% interval of the closest pair"),
