@@ -171,3 +171,13 @@ def test_a_run_reads_its_convergence_on_the_validation_split_and_its_early_varia
     per_epoch = len(result.steps) // 8
     assert per_epoch == (len(alone.steps) * config.batch_size - 48) // config.batch_size or per_epoch < len(alone.steps)
     assert isinstance(epochs, pd.DataFrame)
+
+
+def test_greediness_summarises_given_step_norms_and_leaves_them_nan_otherwise():
+    from vgcore.metrics.greediness import greediness
+
+    z = torch.nn.functional.normalize(torch.randn(4, 3, generator=torch.Generator().manual_seed(0)), dim=1)
+    grad = torch.randn(4, 3, generator=torch.Generator().manual_seed(1))
+    c = torch.tensor([0.0, 2.0, 2.0, 0.0])
+    assert float(greediness(None, grad, [], z=z, step_norms=c)["adam_step_norm_mean"]) == 2.0
+    assert math.isnan(float(greediness(None, grad, [], z=z)["adam_step_norm_mean"]))
