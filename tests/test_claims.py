@@ -204,15 +204,15 @@ def test_the_gate_excludes_a_dataset_where_training_does_not_help():
 
 def test_the_superclass_only_set_is_gated_on_what_its_heads_were_trained_to_retrieve():
     """synthetic_super's heads learn superclasses; fine Recall@1 (what its claim measures) may fall
-    while they do. The gate reads super_recall@1 there, recall@1 elsewhere."""
+    while they do. The gate reads superclass_recall@1 there, recall@1 elsewhere."""
     rows = []
     for dataset in ("synthetic", "synthetic_super"):
         for seed in range(3):
             for epoch, fine, sup in ((0, 0.30 + 0.01 * seed, 0.5), (5, 0.20 + 0.01 * seed, 0.9 + 0.01 * seed)):
                 rows.append({"dataset": dataset, "loss": "triplet", "seed": seed, "split": "test", "epoch": epoch,
-                             "recall@1": fine, "super_recall@1": sup})
+                             "recall@1": fine, "superclass_recall@1": sup})
     gate = learned_gate(pd.DataFrame(rows)).set_index("dataset")
-    assert gate.loc["synthetic_super", "metric"] == "super_recall@1" and gate.loc["synthetic_super", "learned"]
+    assert gate.loc["synthetic_super", "metric"] == "superclass_recall@1" and gate.loc["synthetic_super", "learned"]
     assert gate.loc["synthetic", "metric"] == "recall@1" and not gate.loc["synthetic", "learned"]
 
 

@@ -506,7 +506,7 @@ def breaking_members(members: pd.DataFrame, claim: str | None = None, dataset: s
     return list(rows.loc[ranks < ranks.max(), "member"])
 
 
-GATE_METRIC: dict[str, str] = {"synthetic_super": "super_recall@1"}
+GATE_METRIC: dict[str, str] = {"synthetic_super": "superclass_recall@1"}
 """The gate's metric where it is not ``recall@1``: what the heads were trained to retrieve (the
 superclass-only set's heads are told superclasses, and fine Recall@1 is what its claim measures)."""
 

@@ -87,7 +87,7 @@ ANALYSIS: dict[str, tuple[Item, ...]] = {
              f"and the smallest effect in the metric's units; {DESCRIPTIVE_NOTE}"),
         _tab("06_claims_members", "each member of a claim's group against the rest (its pairs combined by the "
              "weakest-pair rule): which member breaks a group claim; " + DESCRIPTIVE_NOTE),
-        _tab("06_gate", "did every loss learn? final test Recall@1 (super_recall@1 where the heads learn superclasses "
+        _tab("06_gate", "did every loss learn? final test Recall@1 (superclass_recall@1 where the heads learn superclasses "
              "only) against the untrained head, paired by seed"),
         _tab("06_variants", "which verdicts change when a loss is replaced by its named variant"),
         _tab("06_schedules", "verdicts of this profile beside those of its comparison profile (another schedule)"),
