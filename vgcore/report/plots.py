@@ -363,13 +363,9 @@ def _mean_band(ax, frame: pd.DataFrame, x: str, y: str, colour, name: str) -> No
                         color=colour, alpha=0.15, lw=0)
 
 
-def metric_over_epochs(epochs: pd.DataFrame, metric: str, split: str = "test", title: str = "",
-                       width: str | float = "page") -> plt.Figure:
-    """`metric` against epoch, one line per loss (mean over seeds, band = ± 1 std), one panel per dataset."""
-    _check_columns(epochs, ["dataset", "loss", "seed", "epoch", "split", metric], "metric_over_epochs")
-    frame = epochs[epochs["split"] == split]
-    if frame.empty:
-        raise ValueError(f"no rows of split {split!r}; splits present: {sorted(epochs['split'].unique())}")
+def _dataset_panels(frame: pd.DataFrame, width: str | float):
+    """One titled panel per dataset of ``frame`` (extra grid cells hidden): the figure, a list of
+    ``(axes, that dataset's rows)``, the loss palette and the number of panel columns."""
     datasets = sorted(frame["dataset"].unique())
     palette = loss_palette(loss_order(frame))
     cols = min(len(datasets), _ncols(width, 3, 2))
@@ -378,9 +374,22 @@ def metric_over_epochs(epochs: pd.DataFrame, metric: str, split: str = "test", t
     axes = _grid(fig, rows, cols)
     for ax in axes.flat[len(datasets):]:
         ax.set_visible(False)
+    panels = []
     for ax, dataset in zip(axes.flat, datasets, strict=False):
-        sub = frame[frame["dataset"] == dataset]
         ax.set_title(dataset)
+        panels.append((ax, frame[frame["dataset"] == dataset]))
+    return fig, panels, palette, cols
+
+
+def metric_over_epochs(epochs: pd.DataFrame, metric: str, split: str = "test", title: str = "",
+                       width: str | float = "page") -> plt.Figure:
+    """`metric` against epoch, one line per loss (mean over seeds, band = ± 1 std), one panel per dataset."""
+    _check_columns(epochs, ["dataset", "loss", "seed", "epoch", "split", metric], "metric_over_epochs")
+    frame = epochs[epochs["split"] == split]
+    if frame.empty:
+        raise ValueError(f"no rows of split {split!r}; splits present: {sorted(epochs['split'].unique())}")
+    fig, panels, palette, cols = _dataset_panels(frame, width)
+    for ax, sub in panels:
         if is_constant(sub[metric]):
             _constant_panel(ax, f"{label(metric, unit=False)}: {sub[metric].iloc[0]:.4g} for every loss "
                                 "(constant, not compared)")
@@ -408,17 +417,8 @@ def validation_progress(epochs: pd.DataFrame, fraction: float = 0.9, width: str 
     frame = normalised_progress(epochs)
     if frame.empty:
         raise ValueError("no run has progress rows whose Recall@1 rose (progress/* splits of epochs.csv)")
-    datasets = sorted(frame["dataset"].unique())
-    palette = loss_palette(loss_order(frame))
-    cols = min(len(datasets), _ncols(width, 3, 2))
-    rows = int(np.ceil(len(datasets) / cols))
-    fig = _figure(width, 1.9 * rows + 0.9)
-    axes = _grid(fig, rows, cols)
-    for ax in axes.flat[len(datasets):]:
-        ax.set_visible(False)
-    for ax, dataset in zip(axes.flat, datasets, strict=False):
-        sub = frame[frame["dataset"] == dataset]
-        ax.set_title(dataset)
+    fig, panels, palette, cols = _dataset_panels(frame, width)
+    for ax, sub in panels:
         for loss, colour in palette.items():
             one = sub[sub["loss"] == loss]
             if len(one):
