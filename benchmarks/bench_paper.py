@@ -109,12 +109,12 @@ def worker(args: argparse.Namespace) -> None:
     evals: list[tuple[bool, float]] = []
     real_evaluate = loop._evaluate
 
-    def timed_evaluate(learners, active, splits, full):
+    def timed_evaluate(learners, active, splits, full, metrics=None):
         if args.device == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        out = real_evaluate(learners, active, splits, full)
-        evals.append((full, time.perf_counter() - start))
+        out = real_evaluate(learners, active, splits, full, metrics)
+        evals.append((full, time.perf_counter() - start))  # the progress steps' evaluations count as partial
         return out
 
     loop._evaluate = timed_evaluate

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 import matplotlib.pyplot as plt
@@ -452,3 +453,11 @@ def test_kernel_start_failures_are_told_apart_from_cell_errors():
     assert not workflow.is_kernel_start_failure(
         PapermillExecutionError(0, 1, "ValueError", "ValueError", "Kernel died before replying", []))
     assert workflow.failed_copy("a/02_train.ipynb").as_posix() == "a/02_train.failed.ipynb"
+
+
+@pytest.mark.parametrize("last", [1, 3, 9, 10, 120, 4000])
+def test_the_step_axis_is_ticked_at_0_and_each_power_of_ten_up_to_the_last_step(last):
+    fig, ax = plt.subplots()
+    plots._log_steps(ax, float(last))
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert labels[:2] == ["0", "1"] and len(labels) == 2 + int(math.floor(math.log10(last)))

@@ -438,8 +438,10 @@ def _log_steps(ax: plt.Axes, last: float) -> None:
     powers of ten (the linear band below 1 holds step 0 only: no negative steps, no crowded ticks)."""
     ax.set_xscale("symlog", linthresh=1, linscale=0.5)
     ax.set_xlim(0, max(last, 1.0))
-    ticks = [0.0, *(10.0**k for k in range(int(np.floor(np.log10(max(last, 1.0)))) + 1))]
-    ax.set_xticks(ticks, ["0", "1", "10", *(f"10{'⁰¹²³⁴⁵⁶⁷⁸⁹'[k]}" for k in range(2, len(ticks) - 1))])
+    powers = range(int(np.floor(np.log10(max(last, 1.0)))) + 1)
+    names = {0: "1", 1: "10"}
+    ax.set_xticks([0.0, *(10.0**k for k in powers)],
+                  ["0", *(names.get(k, f"10{'⁰¹²³⁴⁵⁶⁷⁸⁹'[k]}") for k in powers)])
     ax.xaxis.set_minor_locator(plt.NullLocator())
 
 
