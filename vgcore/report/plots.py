@@ -415,8 +415,11 @@ def validation_progress(epochs: pd.DataFrame, fraction: float = 0.9, width: str 
     from vgcore.report.analysis import normalised_progress
 
     frame = normalised_progress(epochs)
-    if frame.empty:
-        raise ValueError("no run has progress rows whose Recall@1 rose (progress/* splits of epochs.csv)")
+    if frame.empty:  # e.g. heads that never rose above their untrained Recall@1: a note, not a failed build
+        fig = _figure(width, 0.8)
+        _note(fig, ["normalised validation progress: no run's validation Recall@1 rose above its untrained "
+                    "value, so there is no progress to normalise"])
+        return fig
     fig, panels, palette, cols = _dataset_panels(frame, width)
     for ax, sub in panels:
         for loss, colour in palette.items():
