@@ -622,28 +622,32 @@ FORMAT_COLUMNS = ("claim", "dataset", "metric", "verdict", "closest pair", "diff
 """Columns of :func:`format_claims`'s table."""
 
 
+def _readable(rows: pd.DataFrame, columns: Sequence[str], extra: dict) -> pd.DataFrame:
+    """A verdict table in words: the claim's text, dataset, metric, verdict, closest pair, its interval and
+    smallest effect, seeds, note, plus the ``extra`` columns (name -> raw column and how to show it), in
+    ``columns`` order; ``attrs["caption"]`` is :data:`DESCRIPTIVE_NOTE`."""
+    if rows.empty:
+        table = pd.DataFrame(columns=list(columns))
+    else:
+        shown = {
+            "claim": rows["text"], "dataset": rows["dataset"], "metric": rows["metric"], "verdict": rows["verdict"],
+            "closest pair": rows["closest_pair"].fillna(""),
+            "difference [95% CI]": [_interval_text(r) for _, r in rows.iterrows()],
+            "smallest effect": [_effect_text(r) for _, r in rows.iterrows()],
+            "seeds": rows["n_seeds"], "note": rows["note"].fillna(""),
+            **{name: show(rows[raw]) for name, (raw, show) in extra.items()},
+        }
+        table = pd.DataFrame({name: shown[name] for name in columns})
+    table.attrs["caption"] = DESCRIPTIVE_NOTE
+    return table
+
+
 def format_claims(claims: pd.DataFrame) -> pd.DataFrame:
     """:func:`check_claims`'s table for reading: the claim in words, its verdict, the closest pair with
     the 95% interval of its paired difference (positive favours the claim) beside its smallest effect
     (in the metric's units), the claim it is one test with, and notes. ``attrs["caption"]`` is
     :data:`DESCRIPTIVE_NOTE`."""
-    if claims.empty:
-        table = pd.DataFrame(columns=list(FORMAT_COLUMNS))
-    else:
-        table = pd.DataFrame({
-            "claim": claims["text"],
-            "dataset": claims["dataset"],
-            "metric": claims["metric"],
-            "verdict": claims["verdict"],
-            "closest pair": claims["closest_pair"].fillna(""),
-            "difference [95% CI]": [_interval_text(r) for _, r in claims.iterrows()],
-            "smallest effect": [_effect_text(r) for _, r in claims.iterrows()],
-            "seeds": claims["n_seeds"],
-            "same test as": claims["same_test_as"].fillna(""),
-            "note": claims["note"].fillna(""),
-        })
-    table.attrs["caption"] = DESCRIPTIVE_NOTE
-    return table
+    return _readable(claims, FORMAT_COLUMNS, {"same test as": ("same_test_as", lambda col: col.fillna(""))})
 
 
 MEMBER_FORMAT_COLUMNS = ("claim", "dataset", "metric", "member", "verdict", "closest pair", "difference [95% CI]",
@@ -653,24 +657,8 @@ MEMBER_FORMAT_COLUMNS = ("claim", "dataset", "metric", "member", "verdict", "clo
 
 def format_members(members: pd.DataFrame) -> pd.DataFrame:
     """:func:`member_verdicts`'s table for reading, in the words of :func:`format_claims`."""
-    if members.empty:
-        table = pd.DataFrame(columns=list(MEMBER_FORMAT_COLUMNS))
-    else:
-        table = pd.DataFrame({
-            "claim": members["text"],
-            "dataset": members["dataset"],
-            "metric": members["metric"],
-            "member": members["member"],
-            "verdict": members["verdict"],
-            "closest pair": members["closest_pair"].fillna(""),
-            "difference [95% CI]": [_interval_text(r) for _, r in members.iterrows()],
-            "smallest effect": [_effect_text(r) for _, r in members.iterrows()],
-            "seeds": members["n_seeds"],
-            "breaks claim": members["breaks_claim"].astype(bool),
-            "note": members["note"].fillna(""),
-        })
-    table.attrs["caption"] = DESCRIPTIVE_NOTE
-    return table
+    return _readable(members, MEMBER_FORMAT_COLUMNS, {"member": ("member", lambda col: col),
+                                                      "breaks claim": ("breaks_claim", lambda col: col.astype(bool))})
 
 
 def claims_tables(summary: pd.DataFrame, epochs: pd.DataFrame, compare: pd.DataFrame | None = None,
