@@ -229,6 +229,14 @@ def _train(configs, out_dirs, learners, training, x_train, y_train, x_eval, y_ev
         failures[where] = message
         step.drop(j)
 
+    def flush_all() -> None:
+        """Copy every active learner's pending steps to the host; a learner that diverged stops there."""
+        for j in list(step.active):
+            try:
+                logs[training[j]].flush()
+            except Divergence as bad:
+                fail(j, bad)
+
     epoch, t_train, n_done = 0, 0.0, 0
     what = configs[training[0]].loss if len(training) == 1 else f"{len(training)} losses"
     try:
@@ -245,21 +253,13 @@ def _train(configs, out_dirs, learners, training, x_train, y_train, x_eval, y_ev
                 n_done += 1
                 if n_done in grid:
                     t1 = time.perf_counter()
-                    for j in list(step.active):  # a head that diverged stops here, before it is evaluated
-                        try:
-                            logs[training[j]].flush()
-                        except Divergence as bad:
-                            fail(j, bad)
+                    flush_all()  # a head that diverged stops here, before it is evaluated
                     active = [training[j] for j in step.active]
                     for i, m in zip(active, _evaluate(learners, active, progress_splits, False, progress_metrics), strict=True):
                         epoch_rows[i] += _epoch_rows(epoch, n_done, float("nan"), m)
                     t0 += time.perf_counter() - t1  # evaluation time is not training time
                     t_eval += time.perf_counter() - t1
-            for j in list(step.active):
-                try:
-                    logs[training[j]].flush()
-                except Divergence as bad:
-                    fail(j, bad)
+            flush_all()
             t_train += time.perf_counter() - t0
             if not step.active:
                 break
