@@ -165,3 +165,18 @@ def test_monitored_step_does_not_synchronise_with_the_host():
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert len(monitor.frame()) == 4
+
+
+def test_protocol_says_the_training_step_logs_tangential_gradients_as_it_does():
+    """PROTOCOL.md once said the training step logged raw gradients; it passes z, so they are tangential."""
+    import inspect
+    from pathlib import Path
+
+    from vgcore.train import learner
+
+    assert "z=z" in inspect.getsource(learner.train_step)  # greediness gets the embeddings: tangential parts
+    text = (Path(__file__).resolve().parents[1] / "PROTOCOL.md").read_text()
+    section = text[text.index("## Diagnostics: GREEDINESS"):text.index("## Retrieval metrics")]
+    flat = " ".join(section.split())
+    assert "still logs the raw ones" not in flat
+    assert "as are those the training step (`vgcore.train.learner.train_step`) logs" in flat
