@@ -167,8 +167,8 @@ def greediness(
       scale (its temperature, scale and reduction): compare them across losses with care.
     * ``adam_step_norm_mean``: :func:`~vgcore.metrics.adam_step.mover_mean` of ``step_norms``, each
       sample's share of the optimiser's step (:func:`~vgcore.metrics.adam_step.adam_step_norms`,
-      free of the loss's scale); NaN when ``step_norms`` is None (the training step passes it once
-      Adam has stepped).
+      free of the loss's scale); NaN when ``step_norms`` is None (the training step sets it once
+      Adam has stepped, NaN at the first step: :func:`~vgcore.metrics.adam_step.step_share`).
     """
     if emb_grad is None:
         raise ValueError("emb_grad is None: call z.retain_grad() before backward() and pass z.grad")

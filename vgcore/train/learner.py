@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from vgcore.losses import make_loss
-from vgcore.metrics.adam_step import adam_step_norms, mover_mean
+from vgcore.metrics.adam_step import step_share
 from vgcore.metrics.greediness import GREEDINESS_KEYS, greediness
 from vgcore.train.head import ProjectionHead
 
@@ -29,7 +29,7 @@ flush (a 0 stops the run there), not written to steps.csv. ``unit_embeddings``: 
 the batch has norm 1 within UNIT_TOLERANCE; a head output that overflowed (its norm is inf, so
 normalising gives 0), became NaN or is exactly zero fails it while the loss may stay finite."""
 UNIT_TOLERANCE = 1e-3
-NUMERICS_VERSION = 2
+NUMERICS_VERSION = 3
 """Bumped by hand when the step (optimiser, GREEDINESS reading) changes its numbers (vgcore.identity)."""
 
 
@@ -88,7 +88,7 @@ def train_step(learners: Sequence[Learner], x: Tensor, y: Tensor, *, diagnostics
         unit = (torch.linalg.vector_norm(z.detach(), dim=1) - 1).abs().amax() <= UNIT_TOLERANCE  # NaN: False
         learner.optimizer.step()
         if diagnostics:  # each sample's share of the step just taken, read from Adam's updated state
-            g["adam_step_norm_mean"] = mover_mean(adam_step_norms(trace, learner.optimizer))
+            g["adam_step_norm_mean"] = step_share(trace, learner.optimizer)
         row = [loss.detach()] + [g[k].detach().to(loss.dtype) for k in GREEDINESS_KEYS]
         row.append(unit.to(loss.dtype))
         stats.append(torch.stack(row))
