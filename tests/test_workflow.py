@@ -77,7 +77,7 @@ def test_overrides_reach_every_job_of_the_dag(tmp_path):
                      "overrides=epochs=2 eval_train_size=16", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout + proc.stderr
-    assert "vgcore sweep --profile smoke --datasets synthetic --seeds 0" in out and "epochs=2 eval_train_size=16" in out
+    assert "vgcore sweep --profile smoke --datasets synthetic --seeds 0" in out and "--set epochs=2 eval_train_size=16" in out
     assert out.count("-p overrides '{\"epochs\": 2, \"eval_train_size\": 16}'") == 2  # features, train's notebooks
     assert "--each loss contrastive triplet npair infonce arcface scl ccl" in out
     tag = workflow.build_tag({"epochs": 2, "eval_train_size": 16})  # the runs of overrides are a variant's

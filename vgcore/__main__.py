@@ -3,20 +3,22 @@
 Examples::
 
     python -m vgcore list
-    python -m vgcore run --profile demo --dataset fashionmnist --loss triplet --seed 0 epochs=3
+    python -m vgcore run --profile demo --dataset fashionmnist --loss triplet --seed 0 --set epochs=3
     python -m vgcore sweep --profile demo                # resumes: complete runs are skipped
-    python -m vgcore sweep --profile smoke loss_params.margin=0.3
+    python -m vgcore sweep --profile smoke --set loss_params.margin=0.3
     python -m vgcore sweep --features my.npz             # your features (profile custom) through the 7 losses
     python -m vgcore diagnose my_embeddings.npz --features my.npz   # your embeddings beside those runs
-    python -m vgcore sweep --profile smoke --tag margin0.3 loss_params.margin=0.3   # a variant, kept apart
+    python -m vgcore sweep --profile smoke --tag margin0.3 --set loss_params.margin=0.3   # a variant, kept apart
     python -m vgcore demo -j 2                           # the notebook build (Snakemake): = make demo
     python -m vgcore figures --profile smoke --losses triplet scl --dry-run
     python -m vgcore snapshot restore                    # the committed demo runs -> results/ (= make restore)
     python -m vgcore notebooks check                     # the notebook conventions (vgcore.notebooks)
     python -m vgcore repo https://github.com/me/vgcore   # the repository address, everywhere (= make repo URL=...)
 
-Bad input (an unknown name, a malformed override, missing data, a diverged run) ends with its message
-on stderr and exit code 2; ``--debug`` shows the traceback instead. Ctrl-C ends with one line and
+Config overrides are ``--set key=value ...`` for every command (``run`` and ``sweep`` still accept
+them as bare ``key=value`` words, with a note). Bad input (an unknown name, a malformed override,
+missing data, a diverged run) ends with its message on stderr and exit code 2; ``--debug`` shows the
+traceback instead. Ctrl-C ends with one line and
 exit code 130. A sweep in which some runs failed
 trains the others, lists the failures and exits with 1.
 
@@ -38,6 +40,16 @@ from vgcore.errors import UserError
 DEFAULT_RESULTS = "results"
 
 
+class _Parser(argparse.ArgumentParser):
+    """Help as plain text: the docstrings' reStructuredText backticks are dropped."""
+
+    def format_help(self) -> str:
+        return super().format_help().replace("`", "")
+
+    def format_usage(self) -> str:
+        return super().format_usage().replace("`", "")
+
+
 def _add_features(p: argparse.ArgumentParser) -> None:
     p.add_argument("--features", default=None, metavar="FILE",
                    help="your own features: a .npz with 'features' [N, D] and 'labels' [N] (optional "
@@ -53,9 +65,21 @@ def _add_paths(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tag", default=None,
                    help="name of the variant folder for runs that differ from the profile "
                         "(default: a digest of how they differ); runs of the profile's own config ignore it")
-    p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="config overrides, e.g. epochs=3 lr=1e-3 loss_params.margin=0.2 "
-                        "(not profile, dataset, loss or seed: use the options)")
+    _add_set(p, "config overrides, e.g. --set epochs=3 lr=1e-3 loss_params.margin=0.2 "
+                "(not profile, dataset, loss or seed: use the options)")
+    p.add_argument("positional_overrides", nargs="*", metavar="key=value", help=argparse.SUPPRESS)
+
+
+def _add_set(p: argparse.ArgumentParser, helptext: str) -> None:
+    p.add_argument("--set", nargs="+", default=[], metavar="key=value", dest="overrides", help=helptext)
+
+
+def _merge_positional(args: argparse.Namespace) -> None:
+    """run/sweep's older form, bare key=value words: taken as --set, with a note naming the new form."""
+    old = getattr(args, "positional_overrides", None)
+    if old:
+        print(f"note: bare key=value overrides are the older form; write --set {' '.join(old)}", file=sys.stderr)
+        args.overrides = [*args.overrides, *old]
 
 
 def _add_selection(p: argparse.ArgumentParser) -> None:
@@ -65,7 +89,7 @@ def _add_selection(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m vgcore", description=__doc__,
+    parser = _Parser(prog="python -m vgcore", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -109,9 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--results", default=DEFAULT_RESULTS, help="results root (default: results/)")
         p.add_argument("--figures", default="figures", help="figures root (default: figures/)")
         p.add_argument("--dry-run", action="store_true", help="print what would run, run nothing")
-        p.add_argument("--set", nargs="+", default=(), metavar="key=value", dest="overrides",
-                       help="config overrides for every run (e.g. epochs=2 backbone_options.weights=random); "
-                            "they change the runs, so give --results and --figures apart from the defaults")
+        _add_set(p, "config overrides for every run (e.g. --set epochs=2 backbone_options.weights=random); "
+                    "they change the runs, so give --results and --figures apart from the defaults")
         p.add_argument("snakemake_args", nargs=argparse.REMAINDER,
                        help="after `--`: further snakemake options, e.g. -- --profile workflow/profiles/slurm")
 
@@ -160,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _merge_positional(args)
     pin_code_path()  # before torch loads: x86 machines take one code path (vgcore/cpu.py)
     try:
         return COMMANDS[args.command](args)
@@ -265,6 +289,8 @@ def _build(args: argparse.Namespace) -> int:
     except ImportError:
         raise ValueError("the notebook build needs Snakemake: pip install 'vgcore[workflow]' (make setup does)") from None
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    if not args.dry_run:
+        _check_data(get_profile(profile), args.datasets, args.overrides)
     forced = prepare_runs(get_profile(profile), args.results, args.datasets, args.losses, args.seeds,
                           overrides=args.overrides, dry_run=args.dry_run, log=log)
     forced += edited_outputs(Path(args.figures) / profile, log=log)
@@ -287,6 +313,17 @@ def _build(args: argparse.Namespace) -> int:
     if interrupted:
         raise KeyboardInterrupt
     return code
+
+
+def _check_data(profile, datasets, overrides) -> None:
+    """Each selected dataset is on disk (or fetched now), before Snakemake starts: a missing one
+    ends the build with its one-line cause and the ways to get it, not under the jobs' tracebacks."""
+    from vgcore.data import check_available
+    from vgcore.workflow import selection
+
+    for dataset in selection(profile, datasets, None, None)[0]:
+        config = profile.config(dataset, profile.losses[0], profile.seeds[0], **parse_overrides(list(overrides)))
+        check_available(dataset, download=config.dataset_options.get("download", True))
 
 
 def _execute(args: argparse.Namespace) -> int:

@@ -100,6 +100,13 @@ def load_coarse_labels(config, split: str, data_root=None) -> Tensor | None:
     return load_dataset(config.dataset, data_root, split, **config.dataset_options).coarse_labels
 
 
+def recall_postfix(losses: Sequence[str], recalls: Sequence[float]) -> str:
+    """The progress bar's note: each loss's Recall@1 on the evaluation split, named when several train."""
+    if len(losses) == 1:
+        return f"R@1 {recalls[0]:.3f}"
+    return "R@1 " + " · ".join(f"{loss} {r:.3f}" for loss, r in zip(losses, recalls, strict=True))
+
+
 def run(config, out_dir, *, data_root=None, cache_dir=None, progress: bool = True, skip_current: bool = False,
         lock_timeout: float | None = None, cuda_graph: bool | None = None) -> RunResult:
     """Train one head with one loss; write the run directory `out_dir` (see `vgcore.results`); return it.
@@ -270,7 +277,8 @@ def _train(configs, out_dirs, learners, training, x_train, y_train, x_eval, y_ev
                 t_eval += time.perf_counter() - t0
                 for i, m in zip(active, metrics, strict=True):
                     epoch_rows[i] += _epoch_rows(epoch, n_done, logs[i].epoch_mean("train_loss", epoch), m)
-                bar.set_postfix(r1=" ".join(f"{m[config.eval_split]['recall@1']:.3f}" for m in metrics))
+                bar.set_postfix_str(recall_postfix([configs[i].loss for i in active],
+                                                   [m[config.eval_split]["recall@1"] for m in metrics]))
 
         out = {}
         timing = {"wall": time.perf_counter() - t_start, "train": t_train, "eval": t_eval, "size": len(training),
