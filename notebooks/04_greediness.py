@@ -60,7 +60,7 @@ elif Path.cwd().name == "notebooks" and (Path.cwd().parent / "pyproject.toml").i
 # %% tags=["parameters"]
 profile = "demo"  # smoke | demo | paper
 results_root = "results"  # where the training runs are
-figures_root = "figures"  # figures go to <figures_root>/<profile>/, tables to <figures_root>/<profile>/tables/
+figures_root = "results/figures"  # figures go to <figures_root>/<profile>/, tables to .../tables/ (the build: figures/)
 variant = None  # None: the profile's own runs; a tag: that variant's (a build with overrides)
 
 # %%

@@ -72,8 +72,9 @@ elif Path.cwd().name == "notebooks" and (Path.cwd().parent / "pyproject.toml").i
 # %% tags=["parameters"]
 profile = "demo"  # smoke | demo | paper_schedule | paper
 results_root = "results"  # where the training runs are
-figures_root = "figures"  # figures go to <figures_root>/<profile>/, tables to <figures_root>/<profile>/tables/
+figures_root = "results/figures"  # figures go to <figures_root>/<profile>/, tables to .../tables/ (the build: figures/)
 variant = None  # None: the profile's own runs; a tag: that variant's (a build with overrides)
+compare_root = "figures"  # where the tables of the profile this one is compared with are (the committed ones)
 
 # %%
 from pathlib import Path
@@ -107,7 +108,7 @@ print(describe_runs(summary))
 
 # %%
 compare_with = get_profile(profile).compare_with
-compare_csv = Path(figures_root) / str(compare_with) / "tables" / "06_claims.csv"
+compare_csv = Path(compare_root) / str(compare_with) / "tables" / "06_claims.csv"
 compare = pd.read_csv(compare_csv) if compare_with and compare_csv.is_file() else None
 tables = claims_tables(summary, epochs, compare, names=(profile, compare_with or "no comparison profile"))
 out.table(tables["gate"].round(4), "06_gate")

@@ -63,7 +63,7 @@ seeds = [0, 1, 2]
 settings = {}  # config overrides, e.g. {"epochs": 40, "lr": 1e-4, "batch_size": 512}
 profile = "custom"  # the profile these runs belong to (its defaults: vgcore/config.py)
 results_root = "results"  # where the runs are written
-figures_root = "figures"  # figures and tables go to <figures_root>/custom/<file name>/
+figures_root = "results/figures"  # figures and tables go to <figures_root>/custom/<file name>/
 
 # %%
 from pathlib import Path

@@ -159,7 +159,8 @@ def test_your_data_notebook_runs_under_nbval_on_a_small_features_file(tmp_path):
     nb = nbformat.read(executed, as_version=4)
     text = "\n".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", ()))
     assert "7 complete runs, 7 losses, 1 seed(s)" in text
-    assert sorted(p.stem for p in (tmp_path / "figures" / "custom" / "my_features").glob("*.png")) == [
+    assert not (tmp_path / "figures").exists(), "a run by hand must not write into the committed figures/"
+    assert sorted(p.stem for p in (tmp_path / "results" / "figures" / "custom" / "my_features").glob("*.png")) == [
         "active_ratio_over_training", "claims", "embeddings_pca", "greediness_bars", "intra_var_over_epochs",
         "recall_over_epochs", "separation_vs_spacing", "tradeoff", "variance_bars"]
     proc = subprocess.run(
@@ -169,3 +170,36 @@ def test_your_data_notebook_runs_under_nbval_on_a_small_features_file(tmp_path):
         cwd=tmp_path, env=env(VGCORE_CACHE=str(tmp_path / "cache")), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
     assert " passed" in proc.stdout and "failed" not in proc.stdout
+
+
+def _default(name: str, parameter: str):
+    """A notebook's default value of one parameter (its parameters cell, evaluated alone)."""
+    nb = jupytext.read(NOTEBOOKS / f"{name}.py")
+    scope: dict = {}
+    exec(next(c.source for c in nb.cells if "parameters" in c.metadata.get("tags", ())), scope)  # noqa: S102
+    return scope[parameter]
+
+
+@pytest.mark.parametrize("name", [n for n in outputs.NOTEBOOKS if "figures_root" in (NOTEBOOKS / f"{n}.py").read_text()])
+def test_a_notebook_run_by_hand_writes_where_git_does_not_look(name):
+    """The committed figures are the build's (it passes figures_root=figures/); a notebook run by hand,
+    with its defaults, writes under results/, which git ignores, so `git status` stays clean."""
+    where = Path(_default(name, "figures_root")) / "demo" / "x.png"
+    ignored = subprocess.run(["git", "-C", str(ROOT), "check-ignore", "-q", str(where)])
+    assert ignored.returncode == 0, f"{name} writes {where} by default: git would see it"
+
+
+@pytest.mark.slow
+def test_running_an_analysis_notebook_by_hand_after_a_restore_leaves_the_checkout_alone(tmp_path):
+    """04_greediness run as a user runs it (defaults but the profile) in a checkout holding the smoke
+    runs under results/: everything it writes lands under results/."""
+    from vgcore.workflow import execute
+
+    b = smoke_build()
+    checkout = tmp_path / "checkout"
+    (checkout / "results").mkdir(parents=True)
+    (checkout / "results" / "smoke").symlink_to(b.results / "smoke", target_is_directory=True)
+    execute(NOTEBOOKS / "04_greediness.ipynb", tmp_path / "04.ipynb", {"profile": "smoke"}, cwd=checkout,
+            log=lambda m: None)
+    assert sorted(p.name for p in checkout.iterdir()) == ["results"]
+    assert list((checkout / "results" / "figures" / "smoke").glob("04_*.png"))
