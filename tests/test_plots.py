@@ -267,14 +267,27 @@ def test_the_layout_check_catches_overlaps_small_text_and_clipping():
     assert "overlaps" in problems and "is 5" in problems and "leaves the figure" in problems
 
 
-def test_every_loss_has_its_own_fixed_colour():
+def test_every_loss_is_drawn_in_its_base_losss_colour_with_its_own_marker_and_line():
+    """Base losses: distinct colour-blind-safe colours; a variant takes its loss's colour (not a pale
+    shade two readers in three cannot tell apart) and its own marker and line style."""
+    import seaborn as sns
+
     from vgcore.registry import VARIANTS, names
 
     full = plots.loss_palette()
-    assert list(full) == list(names("loss")) and len(set(full.values())) == len(names("loss"))
+    base = [x for x in names("loss") if x not in VARIANTS]
+    assert list(full) == list(names("loss"))
+    assert [full[x] for x in base] == list(sns.color_palette("colorblind", len(base)))
     assert plots.loss_palette(["scl", "triplet"]) == {"scl": full["scl"], "triplet": full["triplet"]}
-    for variant, base in VARIANTS.items():  # a lighter shade of its loss's colour
-        assert all(v >= b for v, b in zip(full[variant], full[base], strict=True))
+    styles = {x: (full[x], plots.loss_marker(x), plots.loss_linestyle(x)) for x in names("loss")}
+    assert len(set(styles.values())) == len(styles), "two losses would be drawn alike"
+    for variant, of in VARIANTS.items():
+        assert full[variant] == full[of]
+        assert plots.loss_marker(variant) != plots.loss_marker(of)
+        assert plots.loss_linestyle(variant) != plots.loss_linestyle(of)
+    handles, labels = plots._loss_handles(plots.loss_palette())
+    assert [(h.get_marker(), h.get_linestyle()) for h in handles] == \
+        [(plots.loss_marker(x), plots.loss_linestyle(x)) for x in labels]
 
 
 def test_labels_carry_units_and_name_the_spread():

@@ -10,7 +10,8 @@ Every function takes tables in the schema of `vgcore.results.collect` (``summary
 ``steps``) and returns a matplotlib Figure. Conventions:
 
 - labels come from the one label table, `vgcore.metrics.LABELS` ("name [unit]");
-- one fixed colour per loss (:func:`loss_palette`), losses in the registry's order;
+- one fixed colour per loss (:func:`loss_palette`), a variant in its loss's colour with its own marker
+  and line style, losses in the registry's order;
 - a spread is named where it is drawn: "mean ± std over n seeds" (or the claims' 95% interval);
 - no forced zero: an axis spans the data, so 0.80 against 0.85 shows; an axis whose positive values
   span two decades or more is logarithmic;
@@ -89,17 +90,35 @@ def _ncols(width: str | float, page: int, column: int) -> int:
 
 
 def loss_palette(losses: Sequence[str] = LOSSES) -> dict[str, tuple[float, float, float]]:
-    """One fixed colour per loss (colour-blind palette, in registry order); a named variant gets a
-    lighter shade of the colour of the loss it is a variant of, c -> 0.55 c + 0.45, once more for each
-    earlier variant of the same loss (in registry order), so two variants of one loss differ."""
+    """One fixed colour per loss (colour-blind palette, in registry order); a named variant takes the
+    colour of the loss it is a variant of and is told apart by :func:`loss_marker` and
+    :func:`loss_linestyle`."""
     base = [x for x in LOSSES if x not in VARIANTS]
     fixed = dict(zip(base, sns.color_palette("colorblind", len(base)), strict=True))
-    for k, (variant, of) in enumerate(VARIANTS.items()):
-        colour = fixed[of]
-        for _ in range(1 + sum(1 for v in list(VARIANTS)[:k] if VARIANTS[v] == of)):
-            colour = tuple(0.55 * c + 0.45 for c in colour)
-        fixed[variant] = colour
+    fixed.update({variant: fixed[of] for variant, of in VARIANTS.items()})
     return {loss: fixed[loss] for loss in losses if loss in fixed}
+
+
+_VARIANT_MARKERS, _VARIANT_LINES = ("s", "^", "D"), ("--", ":", "-.")
+
+
+def _variant_index(loss: str) -> int:
+    """0 for a loss, k for the k-th variant (registry order) of the loss it is a variant of."""
+    if loss not in VARIANTS:
+        return 0
+    return [v for v, of in VARIANTS.items() if of == VARIANTS[loss]].index(loss) + 1
+
+
+def loss_marker(loss: str) -> str:
+    """Circles for a loss; its variants: squares, triangles, diamonds."""
+    k = _variant_index(loss)
+    return "o" if k == 0 else _VARIANT_MARKERS[(k - 1) % len(_VARIANT_MARKERS)]
+
+
+def loss_linestyle(loss: str) -> str:
+    """Solid for a loss; its variants: dashed, dotted, dash-dotted."""
+    k = _variant_index(loss)
+    return "-" if k == 0 else _VARIANT_LINES[(k - 1) % len(_VARIANT_LINES)]
 
 
 def loss_order(frame: pd.DataFrame) -> list[str]:
@@ -172,7 +191,8 @@ def _constant_panel(ax: plt.Axes, text: str) -> None:
 
 
 def _loss_handles(palette: Mapping[str, tuple]) -> tuple[list, list[str]]:
-    handles = [plt.Line2D([], [], color=c, marker="o", lw=1.2, ms=3.5) for c in palette.values()]
+    handles = [plt.Line2D([], [], color=c, marker=loss_marker(x), ls=loss_linestyle(x), lw=1.2, ms=3.5)
+               for x, c in palette.items()]
     return handles, list(palette)
 
 
@@ -336,9 +356,9 @@ def metric_dots(summary: pd.DataFrame, metrics: Sequence[str], title: str = "",
                 continue
             for loss, row in stats.iterrows():
                 seeds = frame.loc[frame["loss"] == loss, metric].to_numpy(float)
-                ax.plot(seeds, y[loss] + jitter.uniform(-0.18, 0.18, len(seeds)), "o", color=palette[loss],
-                        ms=1.8, alpha=0.45, mew=0)
-                ax.errorbar(row["mean"], y[loss], xerr=0 if np.isnan(row["std"]) else row["std"], fmt="o",
+                ax.plot(seeds, y[loss] + jitter.uniform(-0.18, 0.18, len(seeds)), loss_marker(loss),
+                        color=palette[loss], ms=1.8, alpha=0.45, mew=0)
+                ax.errorbar(row["mean"], y[loss], xerr=0 if np.isnan(row["std"]) else row["std"], fmt=loss_marker(loss),
                             color=palette[loss], ms=3.5, elinewidth=1.1, capsize=1.5)
             if _spans_decades(frame[metric]):
                 ax.set_xscale("log")
@@ -357,7 +377,7 @@ def metric_dots(summary: pd.DataFrame, metrics: Sequence[str], title: str = "",
 
 def _mean_band(ax, frame: pd.DataFrame, x: str, y: str, colour, name: str) -> None:
     agg = frame.groupby(x)[y].agg(["mean", "std"]).reset_index()
-    ax.plot(agg[x], agg["mean"], color=colour, label=name)
+    ax.plot(agg[x], agg["mean"], color=colour, ls=loss_linestyle(name), label=name)
     if frame["seed"].nunique() > 1:
         ax.fill_between(agg[x], agg["mean"] - agg["std"].fillna(0), agg["mean"] + agg["std"].fillna(0),
                         color=colour, alpha=0.15, lw=0)
@@ -510,7 +530,8 @@ def _scatter_panel(ax, frame: pd.DataFrame, x: str, y: str, palette) -> None:
             continue
         row = agg.loc[loss]
         ax.errorbar(row[(x, "mean")], row[(y, "mean")], xerr=np.nan_to_num(row[(x, "std")]),
-                    yerr=np.nan_to_num(row[(y, "std")]), fmt="o", color=colour, ms=4, elinewidth=0.8, capsize=1.5)
+                    yerr=np.nan_to_num(row[(y, "std")]), fmt=loss_marker(loss), color=colour, ms=4, elinewidth=0.8,
+                    capsize=1.5)
     for axis, metric in (("x", x), ("y", y)):
         if _spans_decades(frame[metric]):
             (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
