@@ -474,3 +474,21 @@ def test_the_step_axis_is_ticked_at_0_and_each_power_of_ten_up_to_the_last_step(
     plots._log_steps(ax, float(last))
     labels = [t.get_text() for t in ax.get_xticklabels()]
     assert labels[:2] == ["0", "1"] and len(labels) == 2 + int(math.floor(math.log10(last)))
+
+
+def test_a_metric_has_one_axis_scale_and_range_across_datasets():
+    """tradeoff: a speed spanning decades on one dataset only is still drawn on one scale for both;
+    metric_dots: one metric's panels share their x range across datasets."""
+    frame = summary_table(datasets=("a", "b"))
+    narrow = frame["dataset"] == "b"
+    frame.loc[narrow, "val_convergence_step"] = 100.0 + frame.loc[narrow, "seed"]  # b: no decades
+    fig = plots.tradeoff(frame, width="page")
+    visible = [ax for ax in fig.axes if ax.get_visible() and ax.get_title(loc="left") in ("a", "b")]
+    assert {ax.get_title(loc="left") for ax in visible} == {"a", "b"}
+    assert len({ax.get_xscale() for ax in visible}) == 1
+    plt.close(fig)
+    frame.loc[narrow, "intra_var"] += 0.5  # b's variances sit elsewhere: a shared range must hold both
+    fig = plots.metric_dots(frame, ["intra_var"], width="page")
+    panels = [ax for ax in fig.axes if ax.get_visible() and ax.get_xlabel()]
+    assert len(panels) == 2 and panels[0].get_xlim() == panels[1].get_xlim()
+    plt.close(fig)

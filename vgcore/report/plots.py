@@ -339,6 +339,7 @@ def metric_dots(summary: pd.DataFrame, metrics: Sequence[str], title: str = "",
     axes = _grid(fig, rows, cols, sharey=True)
     y = {loss: i for i, loss in enumerate(order)}
     jitter = np.random.default_rng(0)
+    drawn: dict[str, list] = {}  # metric -> its drawn panels
     for i, dataset in enumerate(datasets):
         frame = summary[summary["dataset"] == dataset]
         for j in range(per_dataset * cols):
@@ -360,11 +361,13 @@ def metric_dots(summary: pd.DataFrame, metrics: Sequence[str], title: str = "",
                         color=palette[loss], ms=1.8, alpha=0.45, mew=0)
                 ax.errorbar(row["mean"], y[loss], xerr=0 if np.isnan(row["std"]) else row["std"], fmt=loss_marker(loss),
                             color=palette[loss], ms=3.5, elinewidth=1.1, capsize=1.5)
-            if _spans_decades(frame[metric]):
+            if _spans_decades(summary[metric]):  # one scale per metric, whatever the dataset
                 ax.set_xscale("log")
             ax.margins(x=0.08)
             ax.set_xlabel(xlabel(metric, cols))
             ax.grid(axis="y", visible=False)
+            drawn.setdefault(metric, []).append(ax)
+    _share_limits(drawn, "x")
     axes[0, 0].set_yticks(range(len(order)), order)
     axes[0, 0].set_ylim(len(order) - 0.5, -0.5)
     for ax in axes[:, 0]:
@@ -373,6 +376,15 @@ def metric_dots(summary: pd.DataFrame, metrics: Sequence[str], title: str = "",
         notes.insert(0, title)
     _note(fig, notes)
     return fig
+
+
+def _share_limits(panels: Mapping[str, list], axis: str) -> None:
+    """Give each metric's panels one range, the union of theirs, so a metric reads alike on every dataset."""
+    for axes in panels.values():
+        get = [ax.get_xlim() if axis == "x" else ax.get_ylim() for ax in axes]
+        lo, hi = min(a for a, _ in get), max(b for _, b in get)
+        for ax in axes:
+            (ax.set_xlim if axis == "x" else ax.set_ylim)(lo, hi)
 
 
 def _mean_band(ax, frame: pd.DataFrame, x: str, y: str, colour, name: str) -> None:
@@ -523,7 +535,8 @@ def metric_over_steps(steps: pd.DataFrame, metrics: Sequence[str], bins: int = 6
     return fig
 
 
-def _scatter_panel(ax, frame: pd.DataFrame, x: str, y: str, palette) -> None:
+def _scatter_panel(ax, frame: pd.DataFrame, x: str, y: str, palette, scales: pd.DataFrame) -> None:
+    """One dataset's points; log axes where the metric spans decades in `scales` (every dataset's rows)."""
     agg = frame.groupby("loss")[[x, y]].agg(["mean", "std"])
     for loss, colour in palette.items():
         if loss not in agg.index:
@@ -533,7 +546,7 @@ def _scatter_panel(ax, frame: pd.DataFrame, x: str, y: str, palette) -> None:
                     yerr=np.nan_to_num(row[(y, "std")]), fmt=loss_marker(loss), color=colour, ms=4, elinewidth=0.8,
                     capsize=1.5)
     for axis, metric in (("x", x), ("y", y)):
-        if _spans_decades(frame[metric]):
+        if _spans_decades(scales[metric]):
             (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
     ax.margins(0.1)
 
@@ -565,7 +578,7 @@ def _scatter_grid(summary: pd.DataFrame, x: str, ys: Sequence[str], title: str, 
         ax.set_visible(False)
     for ax, (dataset, metric) in zip(axes.flat, panels, strict=False):
         ax.set_title(dataset)
-        _scatter_panel(ax, summary[summary["dataset"] == dataset], x, metric, palette)
+        _scatter_panel(ax, summary[summary["dataset"] == dataset], x, metric, palette, summary)
         ax.set_xlabel(_wrap(label(x), panel_w))
         ax.set_ylabel(_wrap(label(metric), 1.6))
     _note(fig, [title, _seed_note(summary, "dot: mean; bars: ± 1 std")], *_loss_handles(palette))
