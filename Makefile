@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.vgcore-installed
-EXTRAS ?= dev,offline,workflow
+EXTRAS ?= dev,notebooks,offline,workflow
 # TORCH=cpu installs the CPU-only build of the locked torch/torchvision (about 1 GB instead of 6 GB)
 TORCH  ?=
 PIP_INDEX := $(if $(filter cpu,$(TORCH)),--extra-index-url https://download.pytorch.org/whl/cpu)
@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet $(PIP_INDEX) -c constraints.txt -e '.[$(EXTRAS)]'
 	touch $@
 
-setup: $(STAMP) hooks  ## create .venv and install vgcore with its dev, offline and workflow extras, at the locked versions (TORCH=cpu: CPU-only torch)
+setup: $(STAMP) hooks  ## create .venv and install vgcore with its dev, notebooks, offline and workflow extras, at the locked versions (TORCH=cpu: CPU-only torch)
 
 # The pre-commit hook refuses a notebook in notebooks/ with outputs or off the conventions (vgcore/notebooks.py).
 hooks:  ## use the repository's git hooks (.githooks/pre-commit: the notebook check)
@@ -99,7 +99,7 @@ mutate: $(STAMP)  ## mutation testing of the core (slow; SAMPLE=n scores a rando
 	$(BIN)/python benchmarks/mutation_report.py $(if $(SAMPLE),--sample benchmarks/out/mutation_sample.json)
 
 lock: $(STAMP)  ## rewrite constraints.txt from the installed versions (after an upgrade; commit it with the rebuilt figures/demo)
-	$(BIN)/python -m vgcore lock --extras dev,offline,workflow,cluster > constraints.txt.new && mv constraints.txt.new constraints.txt
+	$(BIN)/python -m vgcore lock --extras dev,notebooks,offline,workflow,cluster > constraints.txt.new && mv constraints.txt.new constraints.txt
 
 # The repository address lives in pyproject.toml ([project.urls]); this rewrites it with every badge and setup cell.
 repo: $(STAMP)  ## set the repository address everywhere: make repo URL=https://github.com/<owner>/<name>

@@ -36,3 +36,4 @@ def require(module: str, fix: str) -> ModuleType:
 
 DEV_EXTRA = "pip install -e '.[dev]'"
 OFFLINE_EXTRA = "pip install -e '.[offline]'"
+NOTEBOOKS_EXTRA = "pip install -e '.[notebooks]'"

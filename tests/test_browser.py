@@ -44,7 +44,7 @@ import pytest
 from vgcore import workflow
 from vgcore.report import outputs
 
-from _ci import DEV_EXTRA, in_ci, unavailable
+from _ci import DEV_EXTRA, NOTEBOOKS_EXTRA, in_ci, require, unavailable
 from _smoke_build import ROOT, env
 
 NOTEBOOKS = ROOT / "notebooks"
@@ -185,6 +185,7 @@ class Lab:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
+    require("jupyterlab", NOTEBOOKS_EXTRA)
     server = Lab(tmp_path_factory.mktemp("jupyterlab"))
     server.start()
     yield server

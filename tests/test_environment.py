@@ -6,6 +6,7 @@ install with, and binder/environment.yml writes out (with the CPU-only torch).
 """
 
 import os
+import re
 import tomllib
 from importlib import metadata
 from pathlib import Path
@@ -15,6 +16,7 @@ import yaml
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from vgcore.__main__ import build_parser
 from vgcore.provenance import read_lock
 
 from _ci import require
@@ -24,7 +26,8 @@ LOCK = ROOT / "constraints.txt"
 BINDER = ROOT / "binder"
 CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 CPU_BUILDS = ("torch", "torchvision")  # pinned `==<version>+cpu` on Binder
-NOTEBOOK_BUILD = ("offline", "workflow")  # the extras environment.yml installs: `python -m vgcore demo` runs
+NOTEBOOK_BUILD = ("notebooks", "offline", "workflow")  # the extras environment.yml installs: `python -m vgcore demo` runs
+BINDER_EXTRAS = ("notebooks", "offline")  # JupyterLab and the notebooks on the committed demo runs (no build)
 
 
 def _pyproject_requirements() -> tuple[dict[str, Requirement], dict[str, dict[str, Requirement]]]:
@@ -91,10 +94,27 @@ def test_the_installed_environment_is_the_locked_one():
                        "an intended upgrade (then rebuild figures/demo)"
 
 
+def _extras_default(text: str, pattern: str) -> set[str]:
+    (found,) = re.findall(pattern, text, flags=re.M)
+    return set(found.split(","))
+
+
 def test_setup_installs_under_the_lock():
     makefile = (ROOT / "Makefile").read_text()
     assert "-c constraints.txt -e '.[$(EXTRAS)]'" in makefile
     assert "download.pytorch.org/whl/cpu" in makefile, "make setup TORCH=cpu: the CPU-only torch"
+
+
+def test_setup_ci_and_lock_install_every_extra_the_tests_and_the_notebook_build_need():
+    """`pip install vgcore` is the core only: `make setup`, CI and `make lock` name the extras."""
+    _, extras = _pyproject_requirements()
+    setup = _extras_default((ROOT / "Makefile").read_text(), r"^EXTRAS \?= (\S+)$")
+    assert setup == {"dev", *NOTEBOOK_BUILD}, f"make setup installs {sorted(setup)}"
+    ci = _extras_default((ROOT / ".ci" / "run").read_text(), r'EXTRAS="\$\{EXTRAS:-([^}]+)\}"')
+    assert ci == setup | {"cluster"}, f".ci/run installs {sorted(ci)}"
+    lock = _extras_default((ROOT / "Makefile").read_text(), r"vgcore lock --extras (\S+) ")
+    assert lock == set(extras) == set(build_parser().parse_args(["lock"]).extras.split(",")), \
+        "make lock and `vgcore lock` lock every extra"
 
 
 def test_environment_installs_the_notebook_build_under_the_lock():
@@ -110,7 +130,7 @@ def test_environment_installs_the_notebook_build_under_the_lock():
 def test_binder_environment_pins_are_the_lock_with_cpu_torch():
     runtime, extras = _pyproject_requirements()
     lock, binder = read_lock(LOCK), _environment_pip_requirements(BINDER / "environment.yml")
-    expected = set(runtime) | set(extras["offline"])
+    expected = set(runtime).union(*(extras[e] for e in BINDER_EXTRAS))
     assert set(binder) == expected, f"binder/environment.yml should pin exactly {sorted(expected)}"
     for name, req in binder.items():
         (pin,) = req.specifier
@@ -128,7 +148,7 @@ def test_binder_environment_finds_the_cpu_wheels_and_postbuild_installs_vgcore_u
     post = BINDER / "postBuild"
     assert os.access(post, os.X_OK), "binder/postBuild must be executable"
     commands = [line.strip() for line in post.read_text().splitlines() if line.strip() and not line.startswith("#")]
-    assert "python -m pip install --no-cache-dir -c constraints.txt -e '.[offline]'" in commands
+    assert f"python -m pip install --no-cache-dir -c constraints.txt -e '.[{','.join(BINDER_EXTRAS)}]'" in commands
     assert "python -m vgcore snapshot restore figures/demo/results.tar.gz --results results" in commands
 
 

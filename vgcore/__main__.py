@@ -177,7 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     repo.add_argument("url", nargs="?", help="https://github.com/<owner>/<name>")
 
     lock = sub.add_parser("lock", help="print the exact installed versions of vgcore's dependencies (constraints.txt)")
-    lock.add_argument("--extras", default="dev,offline,workflow,cluster", help="comma-separated extras to include")
+    lock.add_argument("--extras", default="dev,notebooks,offline,workflow,cluster",
+                      help="comma-separated extras to include")
     return parser
 
 
@@ -197,6 +198,16 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print("interrupted: what finished is kept; the same command resumes", file=sys.stderr)
         return 130
+
+
+def _require(modules: tuple[str, ...], what: str, extras: str) -> None:
+    """A one-line error naming the extras to install when any of `modules` is missing (a core install:
+    `pip install vgcore` has none of the notebook or workflow packages)."""
+    from importlib.util import find_spec
+
+    missing = [m for m in modules if find_spec(m) is None]
+    if missing:
+        raise ValueError(f"{what} needs {', '.join(missing)}: pip install 'vgcore[{extras}]' (make setup does)")
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -284,10 +295,7 @@ def _build(args: argparse.Namespace) -> int:
     cmd = snakemake_command(profile, jobs=args.jobs, results=args.results, figures=args.figures,
                             datasets=args.datasets, losses=args.losses, seeds=args.seeds, overrides=args.overrides,
                             extra=extra)
-    try:
-        import snakemake  # noqa: F401
-    except ImportError:
-        raise ValueError("the notebook build needs Snakemake: pip install 'vgcore[workflow]' (make setup does)") from None
+    _require(("snakemake", "papermill"), "the notebook build", "notebooks,workflow")
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     if not args.dry_run:
         _check_data(get_profile(profile), args.datasets, args.overrides)
@@ -329,6 +337,7 @@ def _check_data(profile, datasets, overrides) -> None:
 def _execute(args: argparse.Namespace) -> int:
     from vgcore.workflow import execute, execute_many
 
+    _require(("papermill",), "executing a notebook", "notebooks")
     params = {name: parse_value(value) for name, value in args.parameter}
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731
     if args.each is not None and (len(args.each) < 2 or len(args.each) - 1 != len(args.output)):
@@ -377,6 +386,7 @@ def _snapshot(args: argparse.Namespace) -> int:
 def _notebooks(args: argparse.Namespace) -> int:
     from vgcore import notebooks
 
+    _require(("jupytext", "nbformat"), "`vgcore notebooks`", "notebooks")
     if args.action == "fix":
         paths = args.paths or sorted(str(p) for p in (notebooks.ROOT / "notebooks").glob("*.py"))
         for path in paths:

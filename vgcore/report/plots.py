@@ -26,10 +26,15 @@ import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import seaborn as sns
+
+try:
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+except ImportError as err:  # a core install (`pip install vgcore`) has neither: the figures are the notebooks'
+    raise ImportError(f"vgcore.report.plots draws with matplotlib and seaborn ({err}): "
+                      "pip install 'vgcore[notebooks]'") from err
 
 from vgcore.metrics import label
 from vgcore.registry import VARIANTS, names
