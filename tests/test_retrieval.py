@@ -496,3 +496,114 @@ def test_recall_only_gives_the_same_recalls_and_skips_map_at_r(case):
     assert {k: light[k] for k in light if k.startswith("recall@")} == {k: full[k] for k in full if k.startswith("recall@")}
     assert math.isnan(light["map@r"]) and math.isnan(light["r_precision"]) and not math.isnan(full["map@r"])
     assert light["n_queries"] == full["n_queries"]
+
+
+# --------------------------------------------------------------------------------------------------
+# OpenMetricLearning's precision@k and map@k (opt-in: precision_ks, map_ks)
+# --------------------------------------------------------------------------------------------------
+
+
+def _oml_by_hand(rankings, labels, gallery_labels, ks):
+    """precision@k and map@k of OML 3.1/4.0 by plain loops over each query's ranked gallery labels.
+
+    precision@k = (relevant among the first k) / min(k, R); map@k = sum over the relevant ranks i <= k
+    of precision@i (relevant among the first i, over i), over the relevant items among the first k
+    (0 without one). k beyond the gallery is read as its size; queries with R = 0 are left out."""
+    out = {f"precision@{k}": 0.0 for k in ks} | {f"map@{k}": 0.0 for k in ks}
+    queries = 0
+    for i, ranking in enumerate(rankings):
+        r = sum(g == labels[i] for g in gallery_labels) - (1 if gallery_labels is labels else 0)
+        if r == 0:
+            continue
+        queries += 1
+        same = [gallery_labels[j] == labels[i] for j in ranking]
+        for asked in ks:
+            k = min(asked, len(same))
+            hits = sum(same[:k])
+            out[f"precision@{asked}"] += hits / min(k, r)
+            precisions = [sum(same[: j + 1]) / (j + 1) for j in range(k) if same[j]]
+            out[f"map@{asked}"] += sum(precisions) / hits if hits else 0.0
+    return {key: value / queries for key, value in out.items()}
+
+
+def test_precision_and_map_at_k_of_the_tie_case_by_hand():
+    """OML's precision@k = hits@k / min(k, R) and map@k = (1 / hits@k) * sum_{relevant i <= k} hits@i / i."""
+    z = torch.tensor([[1.0, 0], [1, 0], [1, 0], [0, 1], [0, 1], [0, 1]])
+    y = torch.tensor([0, 1, 0, 1, 0, 1])  # R = 2 for every query
+    # same-class indicators along the rankings of test_tiny_case_with_ties_by_hand:
+    #   q0 0 1 0 1 0   q1 0 0 1 0 1   q2 1 0 0 1 0   q3 0 1 0 1 0   q4 0 0 1 0 1   q5 1 0 0 1 0
+    out = retrieval_metrics(z, y, ks=(1,), precision_ks=(2, 4, 8), map_ks=(2, 4, 8), nmi=False)
+    assert out["precision@2"] == pytest.approx(1 / 3)  # (1/2 + 0 + 1/2 + 1/2 + 0 + 1/2) / 6
+    assert out["map@2"] == pytest.approx(1 / 2)  # (1/2 + 0 + 1 + 1/2 + 0 + 1) / 6
+    assert out["precision@4"] == pytest.approx(5 / 6)  # (1 + 1/2 + 1 + 1 + 1/2 + 1) / 6
+    # q1: (1/3) / 1 (dividing by min(k, R) = 2 instead, as OML 2.x did, would give 1/6)
+    assert out["map@4"] == pytest.approx(19 / 36)  # (1/2 + 1/3 + 3/4 + 1/2 + 1/3 + 3/4) / 6
+    # k = 8 > N - 1 = 5 is read as 5: both relevant items are always among the 5
+    assert out["precision@8"] == 1.0
+    assert out["map@8"] == pytest.approx(97 / 180)  # (1/2 + 11/30 + 3/4) / 3
+
+
+def _integer_case(seed=8, n=30):
+    """Rows of the 4-D identity (cosines exactly 0 or 1: ties everywhere) with random labels."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.eye(4)[torch.randint(0, 4, (n,), generator=g)], torch.randint(0, 3, (n,), generator=g)
+
+
+@pytest.mark.parametrize("case", ["integer", "integer_gallery", "clustered"])
+def test_precision_and_map_at_k_equal_a_loop_over_the_rankings(case):
+    ks = (1, 3, 5, 40)
+    if case == "clustered":
+        z, y = _clustered_case()
+    else:
+        z, y = _integer_case()
+    if case == "integer_gallery":
+        gal, gy = _integer_case(seed=9, n=25)
+        gy[gy == 2] = 3  # class 2 has no gallery item: its queries are left out
+        out = retrieval_metrics(z, y, gallery=gal, gallery_labels=gy, precision_ks=ks, map_ks=ks, nmi=False)
+        sims = torch.nn.functional.normalize(z.double(), dim=1) @ torch.nn.functional.normalize(gal.double(), dim=1).T
+        rankings = sims.argsort(dim=1, descending=True, stable=True).tolist()  # ties: lower index first
+        expect = _oml_by_hand(rankings, y.tolist(), gy.tolist(), ks)
+    else:
+        out = retrieval_metrics(z, y, precision_ks=ks, map_ks=ks, nmi=False, chunk_size=7)
+        labels = y.tolist()
+        expect = _oml_by_hand(_bruteforce_knn(z, len(z) - 1).tolist(), labels, labels, ks)
+    for key, value in expect.items():
+        assert out[key] == pytest.approx(value, rel=1e-12, abs=1e-15), key
+
+
+def test_map_at_k_over_the_whole_ranking_is_pmls_mean_average_precision():
+    """PML's mean_average_precision divides by R, OML's map@k by the relevant items among the first k:
+    the same number when k reaches the end of the ranking (k = N - 1). precision@1 is PML's precision_at_1."""
+    require("pytorch_metric_learning", DEV_EXTRA)
+    from pytorch_metric_learning.distances import CosineSimilarity
+    from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+    from pytorch_metric_learning.utils.inference import CustomKNN
+
+    for z, y in (_random_case(), _clustered_case()):
+        n = len(y)
+        calc = AccuracyCalculator(include=("precision_at_1", "mean_average_precision"), k=n - 1,
+                                  knn_func=CustomKNN(CosineSimilarity()))
+        ref = calc.get_accuracy(z, y, None, None, ref_includes_query=False)
+        out = retrieval_metrics(z, y, precision_ks=(1,), map_ks=(n - 1,), nmi=False)
+        assert out[f"map@{n - 1}"] == pytest.approx(ref["mean_average_precision"], abs=1e-6)
+        assert out["precision@1"] == pytest.approx(ref["precision_at_1"], abs=1e-6)
+
+
+def test_precision_and_map_at_k_are_opt_in_and_leave_the_default_keys_alone():
+    z, y = _clustered_case()
+    default = retrieval_metrics(z, y, nmi=False)
+    assert tuple(default) == RETRIEVAL_KEYS  # the results schema: unchanged unless asked
+    out = retrieval_metrics(z, y, precision_ks=(1, 5), map_ks=(10,), nmi=False)
+    assert tuple(out) == retrieval_keys(precision_ks=(1, 5), map_ks=(10,))
+    assert tuple(out) == (*RETRIEVAL_KEYS[:4], "precision@1", "precision@5", "map@10", *RETRIEVAL_KEYS[4:])
+    assert {k: out[k] for k in default} == default
+    light = retrieval_metrics(z, y, precision_ks=(1, 5), map_ks=(10,), nmi=False, map_at_r=False)
+    assert {k: light[k] for k in ("precision@1", "precision@5", "map@10")} == \
+        {k: out[k] for k in ("precision@1", "precision@5", "map@10")}
+    lone = retrieval_metrics(z[:3], torch.tensor([0, 1, 2]), precision_ks=(1,), map_ks=(2,), nmi=False)
+    assert math.isnan(lone["precision@1"]) and math.isnan(lone["map@2"])
+    for bad in ((0,), (1.5,), (True,)):
+        with pytest.raises(ValueError, match=r"^precision_ks must be positive integers"):
+            retrieval_metrics(z, y, precision_ks=bad, nmi=False)
+        with pytest.raises(ValueError, match=r"^map_ks must be positive integers"):
+            retrieval_metrics(z, y, map_ks=bad, nmi=False)

@@ -17,6 +17,13 @@ Definitions (stated in PROTOCOL.md, "Retrieval metrics"):
 * ``r_precision``: mean over queries of (same-class items among the first ``R_i`` neighbours) / ``R_i``.
 * ``map@r``: mean over queries of ``(1/R_i) * sum_{j <= R_i} [match_j] * precision@j`` (PML's
   ``mean_average_precision_at_r``).
+* opt-in, OpenMetricLearning's definitions (``oml/functional/metrics.py``, ``calc_precision`` and
+  ``calc_map`` of OML 3.1.6 and 4.0.0), with ``h_i`` = same-class items among the first ``i``:
+  ``precision@k`` = mean of ``h_k / min(k, R_i)`` (not ``h_k / k``: a query with fewer than k
+  relevant items can reach 1); ``map@k`` = mean of ``(1/h_k) * sum_{i <= k} [match_i] * h_i / i``
+  (0 when ``h_k = 0``). OML 2.x divided ``map@k`` by ``min(k, R_i)``, PML's
+  ``mean_average_precision`` divides by ``R_i``: all three agree when ``k`` reaches every relevant item.
+  A ``k`` beyond the gallery is read as the gallery's size (as OML).
 * ``nmi``: NMI (arithmetic normalisation) between labels and a seeded k-means clustering of the
   L2-normalised embeddings with k = number of classes (all samples, lone ones included), both
   computed on the embeddings' device (:mod:`vgcore.metrics.clustering`).
@@ -51,10 +58,15 @@ DEFAULT_KS: tuple[int, ...] = (1, 2, 4, 8)
 _AUTO_CHUNK_BYTES = 64 * 2**20
 
 
-def retrieval_keys(ks: Sequence[int] = DEFAULT_KS) -> tuple[str, ...]:
-    """Column names returned by :func:`retrieval_metrics` for the given ``ks``, in order."""
+def retrieval_keys(
+    ks: Sequence[int] = DEFAULT_KS, *, precision_ks: Sequence[int] = (), map_ks: Sequence[int] = ()
+) -> tuple[str, ...]:
+    """Column names returned by :func:`retrieval_metrics` for the given ``ks`` (and the opt-in
+    ``precision_ks``, ``map_ks``), in order."""
     return (
         *(f"recall@{k}" for k in ks),
+        *(f"precision@{k}" for k in precision_ks),
+        *(f"map@{k}" for k in map_ks),
         "map@r",
         "r_precision",
         "nmi",
@@ -304,6 +316,8 @@ def retrieval_metrics(
     chunk_size: int | None = None,
     nmi: bool = True,
     map_at_r: bool = True,
+    precision_ks: Sequence[int] = (),
+    map_ks: Sequence[int] = (),
     seed: int = 0,
     backend: str = "torch",
 ) -> dict[str, float]:
@@ -317,14 +331,14 @@ def retrieval_metrics(
     64 MiB of similarities per chunk). ``nmi=False`` skips k-means (``"nmi"`` is then NaN; NMI
     clusters the queries). ``map_at_r=False`` skips ``map@r`` and ``r_precision`` (NaN), so the kNN
     ranks only ``max(ks)`` neighbours instead of up to the largest class size: Recall@K alone is
-    much cheaper on large classes. ``backend`` is ``"torch"`` or ``"faiss"``; both give the same
-    neighbours. Returns floats keyed by :func:`retrieval_keys` (``ks``).
+    much cheaper on large classes. ``precision_ks``, ``map_ks``: add OML's ``precision@k`` and
+    ``map@k`` for these k (module docstring; none by default). ``backend`` is ``"torch"`` or
+    ``"faiss"``; both give the same neighbours. Returns floats keyed by :func:`retrieval_keys`.
     """
     z, y, g, gy = _check_inputs(z, y, gallery, gallery_labels)
-    ks = tuple(ks)
-    if len(ks) == 0 or any(isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1 for k in ks):
-        raise ValueError(f"ks must be positive integers (e.g. ks=(1, 2, 4, 8)), got {ks}")
-    ks = tuple(int(k) for k in ks)
+    ks = _check_ks(ks, "ks")
+    pks = _check_ks(precision_ks, "precision_ks", empty=True)
+    mks = _check_ks(map_ks, "map_ks", empty=True)
     if chunk_size is not None and chunk_size < 1:
         raise ValueError("chunk_size must be >= 1")
     n = z.shape[0]
@@ -344,7 +358,7 @@ def retrieval_metrics(
 
     out: dict[str, float] = {}
     if n_valid > 0:
-        k_max = min(m - 1 if same else m, max(max(ks), int(r_all.max()) if map_at_r else 0))
+        k_max = min(m - 1 if same else m, max(*ks, *pks, *mks, int(r_all.max()) if map_at_r else 0))
         zn = _normalise(z)
         gn = None if same else _normalise(g)
         chunk = chunk_size or _auto_chunk(m)
@@ -352,6 +366,7 @@ def retrieval_metrics(
         hits = torch.zeros(len(ks), dtype=torch.int64, device=zn.device)  # summed on the device: no sync per chunk
         ap_all = torch.zeros(n, dtype=torch.float64, device=zn.device)
         rp_all = torch.zeros(n, dtype=torch.float64, device=zn.device)
+        oml_all = torch.zeros(len(pks) + len(mks), n, dtype=torch.float64, device=zn.device)
         cols = torch.arange(1, k_max + 1, device=zn.device)
         ks_t = torch.tensor(ks, device=zn.device)
         for start, stop, _vals, idx in _knn_iter(zn, k_max, chunk, backend, gn):
@@ -362,6 +377,9 @@ def retrieval_metrics(
                 match.any(dim=1), match.int().argmax(dim=1) + 1, torch.full_like(r, k_max + 1)
             )
             hits += (q_valid.unsqueeze(0) & (first_hit.unsqueeze(0) <= ks_t.unsqueeze(1))).sum(dim=1)
+            if pks or mks:
+                oml = _oml_precision_map(match, r, pks, mks, cols)
+                oml_all[:, start:stop] = torch.where(q_valid, oml, 0.0)
             if not map_at_r:
                 continue
             in_r = cols.unsqueeze(0) <= r.unsqueeze(1)
@@ -376,17 +394,44 @@ def retrieval_metrics(
             rp_all[start:stop] = torch.where(q_valid, rp, 0.0)
         for k, h in zip(ks, hits.tolist(), strict=True):
             out[f"recall@{k}"] = h / n_valid
+        oml_keys = (*(f"precision@{k}" for k in pks), *(f"map@{k}" for k in mks))
+        for key, total in zip(oml_keys, oml_all.sum(dim=1).tolist(), strict=True):
+            out[key] = total / n_valid
         out["map@r"] = float(ap_all.sum()) / n_valid if map_at_r else math.nan
         out["r_precision"] = float(rp_all.sum()) / n_valid if map_at_r else math.nan
     else:
-        for k in ks:
-            out[f"recall@{k}"] = math.nan
+        for key in retrieval_keys(ks, precision_ks=pks, map_ks=mks)[: len(ks) + len(pks) + len(mks)]:
+            out[key] = math.nan
         out["map@r"] = math.nan
         out["r_precision"] = math.nan
     out["nmi"] = _nmi(z, y, seed) if nmi else math.nan
     out["n_queries"] = float(n_valid)
     out["n_excluded_queries"] = float(n_excluded)
     return out
+
+
+def _check_ks(ks: Sequence[int], name: str, *, empty: bool = False) -> tuple[int, ...]:
+    ks = tuple(ks)
+    if (not ks and not empty) or any(isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1 for k in ks):
+        raise ValueError(f"{name} must be positive integers (e.g. {name}=(1, 2, 4, 8)), got {ks}")
+    return tuple(int(k) for k in ks)
+
+
+def _oml_precision_map(match: Tensor, r: Tensor, pks: tuple[int, ...], mks: tuple[int, ...],
+                       cols: Tensor) -> Tensor:
+    """Per-query OML ``precision@k`` then ``map@k`` [len(pks) + len(mks), chunk] from the same-class
+    indicators ``match`` [chunk, k_max] and ``R_i`` ``r``; a k beyond ``k_max`` is read as ``k_max``."""
+    k_max = match.shape[1]
+    cum = match.cumsum(dim=1).double()  # h_i
+    prec_at = cum * match / cols.double()  # [match_i] * h_i / i
+    rows = []
+    for k in pks:
+        k = min(k, k_max)
+        rows.append(cum[:, k - 1] / r.clamp(min=1, max=k).double())
+    for k in mks:
+        k = min(k, k_max)
+        rows.append(prec_at[:, :k].sum(dim=1) / cum[:, k - 1].clamp(min=1))  # 0 / 1 without a hit
+    return torch.stack(rows)
 
 
 def _nmi(z: Tensor, labels: Tensor, seed: int) -> float:
