@@ -607,3 +607,79 @@ def test_precision_and_map_at_k_are_opt_in_and_leave_the_default_keys_alone():
             retrieval_metrics(z, y, precision_ks=bad, nmi=False)
         with pytest.raises(ValueError, match=r"^map_ks must be positive integers"):
             retrieval_metrics(z, y, map_ks=bad, nmi=False)
+
+
+# --------------------------------------------------------------------------------------------------
+# distance="squared_l2": raw embeddings ranked by ascending squared Euclidean distance
+# --------------------------------------------------------------------------------------------------
+
+
+def _untied_integer_points(seed, n, dim=3):
+    """Small-integer points whose squared distances from each query to the others are all different:
+    every product and sum is exact in float32, so the ranking cannot depend on rounding."""
+    g = torch.Generator().manual_seed(seed)
+    while True:
+        z = torch.randint(-40, 41, (n, dim), generator=g)  # squared norms <= 4800: exact in float32
+        rows = z.tolist()
+        d = [[sum((a - b) ** 2 for a, b in zip(p, q, strict=True)) for q in rows] for p in rows]
+        if all(len(set(r[:i] + r[i + 1:])) == n - 1 for i, r in enumerate(d)):
+            return z.float(), d
+
+
+def _l2_rankings(d, exclude_self):
+    """Each row's other columns by ascending squared distance (ties cannot occur: see above)."""
+    return [sorted((j for j in range(len(row)) if not (exclude_self and j == i)), key=lambda j: row[j])
+            for i, row in enumerate(d)]
+
+
+def test_squared_l2_knn_equals_a_bruteforce_loop_on_exact_integers():
+    z, d = _untied_integer_points(12, 14)
+    ranking = _l2_rankings(d, exclude_self=True)
+    sims, idx = exact_knn(z, 13, distance="squared_l2", chunk_size=5)
+    assert idx.tolist() == ranking
+    assert sims.tolist() == [[-d[i][j] for j in row] for i, row in enumerate(ranking)]  # similarity = -distance
+    assert not torch.equal(idx, exact_knn(z, 13)[1])  # the raw points rank otherwise than their directions
+    # a separate gallery: every gallery point is a candidate
+    q, g = z[:5], z[5:]
+    sims, idx = exact_knn(q, 9, gallery=g, distance="squared_l2")
+    assert idx.tolist() == [sorted(range(9), key=lambda j: d[i][5 + j]) for i in range(5)]
+
+
+def test_squared_l2_metrics_equal_the_definitions_on_the_l2_ranking():
+    z, d = _untied_integer_points(13, 16)
+    g = torch.Generator().manual_seed(14)
+    y = torch.randint(0, 3, (16,), generator=g)
+    labels = y.tolist()
+    ranking = _l2_rankings(d, exclude_self=True)
+    out = retrieval_metrics(z, y, ks=(1, 2, 4), precision_ks=(3,), map_ks=(3,), nmi=False, distance="squared_l2")
+    expect = _oml_by_hand(ranking, labels, labels, (3,))
+    queries = [i for i in range(16) if labels.count(labels[i]) > 1]
+    for k in (1, 2, 4):
+        expect[f"recall@{k}"] = sum(any(labels[j] == labels[i] for j in ranking[i][:k]) for i in queries) / len(queries)
+    ap = 0.0
+    for i in queries:
+        r = labels.count(labels[i]) - 1
+        same = [labels[j] == labels[i] for j in ranking[i]]
+        ap += sum(sum(same[: j + 1]) / (j + 1) for j in range(r) if same[j]) / r
+    expect["map@r"] = ap / len(queries)
+    for key, value in expect.items():
+        assert out[key] == pytest.approx(value, rel=1e-12), key
+
+
+def test_squared_l2_with_the_faiss_backend_gives_the_same_neighbours():
+    require("faiss", f"faiss-cpu is in the dev extra: {DEV_EXTRA}")
+    z, _ = _untied_integer_points(15, 20)
+    a, b = exact_knn(z, 6, distance="squared_l2"), exact_knn(z, 6, distance="squared_l2", backend="faiss")
+    assert torch.equal(a[1], b[1]) and torch.equal(a[0], b[0])
+    a = exact_knn(z[:7], 6, gallery=z[7:], distance="squared_l2")
+    b = exact_knn(z[:7], 6, gallery=z[7:], distance="squared_l2", backend="faiss")
+    assert torch.equal(a[1], b[1])
+
+
+def test_an_unknown_distance_names_the_choices():
+    z, y = _integer_case()
+    message = "^" + re.escape("unknown distance 'euclidean'; use 'cosine' or 'squared_l2'") + "$"
+    with pytest.raises(ValueError, match=message):
+        exact_knn(z, 2, distance="euclidean")
+    with pytest.raises(ValueError, match=message):
+        retrieval_metrics(z, y, distance="euclidean")

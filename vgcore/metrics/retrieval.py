@@ -1,13 +1,16 @@
 """Retrieval metrics: Recall@K, MAP@R, R-precision and NMI, with a chunked exact kNN.
 
 Every embedding queries every *other* embedding of the same set (leave-one-out), or, when a separate
-gallery is given (In-Shop-style protocols), every gallery item; ranked by cosine similarity. The
+gallery is given (In-Shop-style protocols), every gallery item; ranked by cosine similarity, or with
+``distance="squared_l2"`` by the squared Euclidean distance of the raw (not normalised) rows. The
 kNN is exact and runs over chunks of queries, so memory is O(chunk_size * M + M * D) for a gallery
 of M (M = N leave-one-out), never N x M. Inputs may be NumPy arrays or torch tensors on any device.
 Definitions (stated in PROTOCOL.md, "Retrieval metrics"):
 
-* ranking: descending cosine similarity; ties are broken by the lower item index, so results do not
-  depend on the kNN backend, the chunk size or the thread count.
+* ranking: descending similarity, ties broken by the lower item index, so results do not depend on
+  the kNN backend, the chunk size or the thread count. Similarity: ``"cosine"`` (default), or
+  ``"squared_l2"``: ``-||q - g||^2`` on the raw embeddings (ascending squared distance; on
+  L2-normalised rows it ranks as cosine, since ``||q - g||^2 = 2 - 2 cos``).
 * ``R_i`` = number of *other* items (gallery items) with query ``i``'s label. A query with
   ``R_i == 0`` (its class has a single member, or none in the gallery) is excluded from every kNN
   metric and counted in ``n_excluded_queries``. A query never retrieves itself when the gallery is
@@ -50,9 +53,13 @@ __all__ = [
     "retrieval_metrics",
     "exact_knn",
     "faiss_available",
+    "DISTANCES",
 ]
 
 DEFAULT_KS: tuple[int, ...] = (1, 2, 4, 8)
+
+#: The ``distance`` choices of the kNN: cosine similarity, or the negated squared L2 distance.
+DISTANCES: tuple[str, ...] = ("cosine", "squared_l2")
 
 #: Target size in bytes of one query chunk's similarity block when ``chunk_size=None``.
 _AUTO_CHUNK_BYTES = 64 * 2**20
@@ -180,15 +187,24 @@ def _order_ties_by_index(vals: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
     return vals, idx
 
 
+def _similarities(q: Tensor, ref: Tensor, ref_sq: Tensor | None) -> Tensor:
+    """``q @ ref.T`` (cosine: rows already normalised), or ``-||q - r||^2`` given ``ref_sq = ||r||^2``."""
+    sims = q @ ref.T
+    if ref_sq is not None:
+        sims = 2 * sims - (q * q).sum(dim=1, keepdim=True) - ref_sq
+    return sims
+
+
 def _iter_knn_torch(
-    zn: Tensor, k: int, chunk_size: int, gn: Tensor | None = None
+    zn: Tensor, k: int, chunk_size: int, gn: Tensor | None = None, distance: str = "cosine"
 ) -> Iterator[tuple[int, int, Tensor, Tensor]]:
     """Queries ``zn`` against the gallery ``gn`` (None: against ``zn`` itself, never retrieving self)."""
     n = zn.shape[0]
     ref = zn if gn is None else gn
+    ref_sq = (ref * ref).sum(dim=1) if distance == "squared_l2" else None
     for start in range(0, n, chunk_size):
         stop = min(n, start + chunk_size)
-        sims = zn[start:stop] @ ref.T
+        sims = _similarities(zn[start:stop], ref, ref_sq)
         if gn is None:
             rows = torch.arange(stop - start, device=zn.device)
             sims[rows, rows + start] = -math.inf  # leave-one-out: never retrieve yourself
@@ -198,9 +214,9 @@ def _iter_knn_torch(
 
 
 def _iter_knn_faiss(
-    zn: Tensor, k: int, chunk_size: int, gn: Tensor | None = None
+    zn: Tensor, k: int, chunk_size: int, gn: Tensor | None = None, distance: str = "cosine"
 ) -> Iterator[tuple[int, int, Tensor, Tensor]]:
-    """faiss inner-product search, post-processed to the same ranking as the torch path.
+    """faiss inner-product (L2 for ``"squared_l2"``) search, post-processed to the torch path's ranking.
 
     faiss is asked for ``k + 2`` neighbours; self is removed by index (leave-one-out). Rows where
     equal scores may straddle the k-th place are recomputed exactly with the torch path.
@@ -213,14 +229,16 @@ def _iter_knn_faiss(
     ref = zn if same else gn
     x = np.ascontiguousarray(zn.detach().cpu().numpy().astype(np.float32))
     r = x if same else np.ascontiguousarray(ref.detach().cpu().numpy().astype(np.float32))
-    index = faiss.IndexFlatIP(d)
+    l2 = distance == "squared_l2"
+    index = faiss.IndexFlatL2(d) if l2 else faiss.IndexFlatIP(d)
     index.add(r)
+    ref_sq = (ref * ref).sum(dim=1) if l2 else None
     m = ref.shape[0]
     kk = min(m, k + 2)
     for start in range(0, n, chunk_size):
         stop = min(n, start + chunk_size)
         scores, ids = index.search(x[start:stop], kk)
-        scores = torch.from_numpy(scores).to(zn.device)
+        scores = torch.from_numpy(-scores if l2 else scores).to(zn.device)
         ids = torch.from_numpy(ids).to(zn.device).long()
         if same:
             self_ids = torch.arange(start, stop, device=zn.device).unsqueeze(1)
@@ -237,7 +255,7 @@ def _iter_knn_faiss(
         scores, ids = _order_ties_by_index(scores[:, :k], ids[:, :k])
         if bool(redo.any()):
             rows = redo.nonzero().squeeze(1)
-            sims = zn[start + rows] @ ref.T
+            sims = _similarities(zn[start + rows], ref, ref_sq)
             if same:
                 sims[torch.arange(len(rows), device=zn.device), start + rows] = -math.inf
             v, i = _topk_rows(sims, k)
@@ -245,11 +263,17 @@ def _iter_knn_faiss(
         yield start, stop, scores, ids
 
 
-def _normalise(z: Tensor) -> Tensor:
+def _normalise(z: Tensor, distance: str = "cosine") -> Tensor:
+    """Detached float32/float64 rows, L2-normalised for ``"cosine"`` (raw for ``"squared_l2"``)."""
     z = z.detach()
     if z.dtype not in (torch.float32, torch.float64):
         z = z.float()
-    return F.normalize(z, dim=1)
+    return F.normalize(z, dim=1) if distance == "cosine" else z
+
+
+def _check_distance(distance: str) -> None:
+    if distance not in DISTANCES:
+        raise ValueError(f"unknown distance {distance!r}; use 'cosine' or 'squared_l2'")
 
 
 def exact_knn(
@@ -259,24 +283,27 @@ def exact_knn(
     gallery=None,
     chunk_size: int | None = None,
     backend: str = "torch",
+    distance: str = "cosine",
 ) -> tuple[Tensor, Tensor]:
-    """Cosine kNN of every row of ``z``: among the other rows (leave-one-out), or in ``gallery``.
+    """kNN of every row of ``z``: among the other rows (leave-one-out), or in ``gallery``.
 
     Returns ``(similarities, indices)``, both ``[N, k]`` (indices into ``gallery`` when given),
-    ranked by descending cosine similarity with ties broken by the lower index. ``k`` must be at
-    most ``N - 1`` (the gallery's size M with a gallery). NumPy arrays are accepted.
+    ranked by descending similarity with ties broken by the lower index: cosine, or for
+    ``distance="squared_l2"`` the negated squared distance ``-||z_i - g_j||^2`` of the raw rows.
+    ``k`` must be at most ``N - 1`` (the gallery's size M with a gallery). NumPy arrays are accepted.
     """
+    _check_distance(distance)
     z = _as_float(z, "z")
     if z.ndim != 2 or z.shape[0] < (2 if gallery is None else 1):
         raise ValueError("z must be 2-D with at least 2 rows (1 with a gallery)")
-    gn = None if gallery is None else _normalise(_as_float(gallery, "gallery").to(z.device))
+    gn = None if gallery is None else _normalise(_as_float(gallery, "gallery").to(z.device), distance)
     n = z.shape[0]
     m = n - 1 if gn is None else gn.shape[0]
     if not 1 <= k <= m:
         raise ValueError(f"k must be in [1, {m}], got {k}")
-    zn = _normalise(z)
+    zn = _normalise(z, distance)
     chunk = chunk_size or _auto_chunk(m + 1)
-    it = _knn_iter(zn, k, chunk, backend, gn)
+    it = _knn_iter(zn, k, chunk, backend, gn, distance)
     vals = torch.empty(n, k, dtype=zn.dtype, device=zn.device)
     idx = torch.empty(n, k, dtype=torch.long, device=zn.device)
     for start, stop, v, i in it:
@@ -291,13 +318,14 @@ def _as_float(x, name: str) -> Tensor:
     return x
 
 
-def _knn_iter(zn: Tensor, k: int, chunk: int, backend: str, gn: Tensor | None = None):
+def _knn_iter(zn: Tensor, k: int, chunk: int, backend: str, gn: Tensor | None = None,
+              distance: str = "cosine"):
     if backend == "torch":
-        return _iter_knn_torch(zn, k, chunk, gn)
+        return _iter_knn_torch(zn, k, chunk, gn, distance)
     if backend == "faiss":
         if not faiss_available():
             raise ValueError("backend='faiss' requested but faiss is not installed")
-        return _iter_knn_faiss(zn, k, chunk, gn)
+        return _iter_knn_faiss(zn, k, chunk, gn, distance)
     raise ValueError(f"unknown backend {backend!r}; use 'torch' or 'faiss'")
 
 
@@ -320,13 +348,16 @@ def retrieval_metrics(
     map_ks: Sequence[int] = (),
     seed: int = 0,
     backend: str = "torch",
+    distance: str = "cosine",
 ) -> dict[str, float]:
     """Retrieval metrics of query embeddings ``z`` [N, D] with integer labels ``y`` [N].
 
     Without ``gallery`` every query searches the other queries (leave-one-out); with ``gallery``
     [M, D] and ``gallery_labels`` [M] it searches the whole gallery (passing ``z`` itself as the
     gallery is the leave-one-out case). NumPy arrays and tensors on any device are accepted.
-    Embeddings are compared by cosine similarity (rows are L2-normalised here; zero rows stay zero).
+    Embeddings are compared by cosine similarity (rows are L2-normalised here; zero rows stay zero),
+    or with ``distance="squared_l2"`` by squared Euclidean distance of the raw rows (NMI still clusters
+    the L2-normalised rows).
     ``ks``: positive integers. ``chunk_size`` queries are processed at a time (``None``: about
     64 MiB of similarities per chunk). ``nmi=False`` skips k-means (``"nmi"`` is then NaN; NMI
     clusters the queries). ``map_at_r=False`` skips ``map@r`` and ``r_precision`` (NaN), so the kNN
@@ -335,6 +366,7 @@ def retrieval_metrics(
     ``map@k`` for these k (module docstring; none by default). ``backend`` is ``"torch"`` or
     ``"faiss"``; both give the same neighbours. Returns floats keyed by :func:`retrieval_keys`.
     """
+    _check_distance(distance)
     z, y, g, gy = _check_inputs(z, y, gallery, gallery_labels)
     ks = _check_ks(ks, "ks")
     pks = _check_ks(precision_ks, "precision_ks", empty=True)
@@ -359,8 +391,8 @@ def retrieval_metrics(
     out: dict[str, float] = {}
     if n_valid > 0:
         k_max = min(m - 1 if same else m, max(*ks, *pks, *mks, int(r_all.max()) if map_at_r else 0))
-        zn = _normalise(z)
-        gn = None if same else _normalise(g)
+        zn = _normalise(z, distance)
+        gn = None if same else _normalise(g, distance)
         chunk = chunk_size or _auto_chunk(m)
         # per-query values, summed once at the end: results do not depend on the chunking
         hits = torch.zeros(len(ks), dtype=torch.int64, device=zn.device)  # summed on the device: no sync per chunk
@@ -369,7 +401,7 @@ def retrieval_metrics(
         oml_all = torch.zeros(len(pks) + len(mks), n, dtype=torch.float64, device=zn.device)
         cols = torch.arange(1, k_max + 1, device=zn.device)
         ks_t = torch.tensor(ks, device=zn.device)
-        for start, stop, _vals, idx in _knn_iter(zn, k_max, chunk, backend, gn):
+        for start, stop, _vals, idx in _knn_iter(zn, k_max, chunk, backend, gn, distance):
             q_valid = valid[start:stop]
             r = r_all[start:stop]
             match = g_inverse[idx] == inverse[start:stop].unsqueeze(1)  # [chunk, k_max]
