@@ -30,7 +30,7 @@ from vgcore.metrics.greediness import (
     tangential,
 )
 from vgcore.metrics.hierarchy import HIERARCHY_KEYS, superclass_metrics
-from vgcore.metrics.inputs import as_embeddings, check_embeddings
+from vgcore.metrics.inputs import as_embeddings, check_embeddings, encode_labels
 from vgcore.metrics.retrieval import (
     DEFAULT_KS,
     RETRIEVAL_KEYS,
@@ -52,6 +52,7 @@ __all__ = [
     "as_embeddings",
     "check_embeddings",
     "convergence_epoch",
+    "encode_labels",
     "exact_knn",
     "grad_active_sweep",
     "greediness",

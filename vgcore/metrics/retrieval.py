@@ -44,7 +44,7 @@ from torch import Tensor
 
 from vgcore.metrics.clustering import kmeans
 from vgcore.metrics.clustering import nmi as nmi_score
-from vgcore.metrics.inputs import as_embeddings
+from vgcore.metrics.inputs import as_embeddings, encode_labels
 
 __all__ = [
     "RETRIEVAL_KEYS",
@@ -112,6 +112,7 @@ def _check_inputs(z, y, gallery=None, gallery_labels=None):
     """Query and gallery tensors (NumPy accepted); the gallery is None when it is the query set."""
     if gallery is z and (gallery_labels is None or gallery_labels is y):
         gallery = gallery_labels = None  # the query set itself: leave-one-out
+    y, gallery_labels = encode_labels(y, gallery_labels)  # class names: one code per name in both
     z, y = as_embeddings(z, y)
     if gallery is None and gallery_labels is not None:
         raise ValueError("gallery_labels were given without a gallery: pass both, or neither")
