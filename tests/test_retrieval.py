@@ -7,6 +7,7 @@ import sys
 import pytest
 import torch
 
+from vgcore.metrics.neighbours import ranked_neighbours
 from vgcore.metrics.retrieval import (
     RETRIEVAL_KEYS,
     exact_knn,
@@ -684,3 +685,54 @@ def test_an_unknown_distance_names_the_choices():
         exact_knn(z, 2, distance="euclidean")
     with pytest.raises(ValueError, match=message):
         retrieval_metrics(z, y, distance="euclidean")
+
+
+# --------------------------------------------------------------------------------------------------
+# per-query ranked results: what to look at when a query fails
+# --------------------------------------------------------------------------------------------------
+
+
+def test_ranked_neighbours_of_the_tie_case_by_hand():
+    z = torch.tensor([[1.0, 0], [1, 0], [1, 0], [0, 1], [0, 1], [0, 1]])
+    y = torch.tensor([0, 1, 0, 1, 0, 1])
+    r = ranked_neighbours(z, y, 3)
+    assert r.indices.tolist() == [[1, 2, 3], [0, 2, 3], [0, 1, 3], [4, 5, 0], [3, 5, 0], [3, 4, 0]]
+    assert r.similarities.tolist() == [[1.0, 1.0, 0.0]] * 6
+    t, f = True, False
+    assert r.relevant.tolist() == [[f, t, f], [f, f, t], [t, f, f], [f, t, f], [f, f, t], [t, f, f]]
+    assert r.n_relevant.tolist() == [2] * 6
+    failures = (~r.relevant[:, 0]).nonzero().squeeze(1)  # queries whose first neighbour is wrong
+    assert failures.tolist() == [0, 1, 3, 4]
+
+
+@pytest.mark.parametrize("distance", ["cosine", "squared_l2"])
+def test_ranked_neighbours_agree_with_exact_knn_and_the_metrics(distance):
+    z, y = _clustered_case()
+    names = [f"class {int(c)}" for c in y]
+    q, qy, gal, gy = z[:60], names[:60], z[60:], names[60:]
+    r = ranked_neighbours(q, qy, 10, gallery=gal, gallery_labels=gy, distance=distance, chunk_size=7)
+    sims, idx = exact_knn(q, 10, gallery=gal, distance=distance)
+    assert torch.equal(r.indices, idx) and torch.equal(r.similarities, sims)
+    expect = [[gy[j] == qy[i] for j in row] for i, row in enumerate(idx.tolist())]
+    assert r.relevant.tolist() == expect
+    assert r.n_relevant.tolist() == [gy.count(label) for label in qy]
+    out = retrieval_metrics(q, qy, gallery=gal, gallery_labels=gy, ks=(1, 10), precision_ks=(10,), nmi=False,
+                            distance=distance)
+    valid = r.n_relevant > 0
+    assert out["recall@1"] == pytest.approx(float(r.relevant[valid, 0].double().mean()), abs=1e-12)
+    assert out["recall@10"] == pytest.approx(float(r.relevant[valid].any(dim=1).double().mean()), abs=1e-12)
+    precision = r.relevant[valid].sum(dim=1).double() / r.n_relevant[valid].clamp(max=10).double()
+    assert out["precision@10"] == pytest.approx(float(precision.double().mean()), abs=1e-12)
+    loo = ranked_neighbours(z, y, 4)  # leave-one-out: R excludes the query itself
+    assert torch.equal(loo.indices, exact_knn(z, 4)[1])
+    assert loo.n_relevant.tolist() == [int((y == c).sum()) - 1 for c in y]
+
+
+def test_ranked_neighbours_bad_input():
+    z, y = _integer_case()
+    with pytest.raises(ValueError, match=r"^k must be in \[1, 29\], got 30$"):
+        ranked_neighbours(z, y, 30)
+    with pytest.raises(ValueError, match="unknown distance 'l1'"):
+        ranked_neighbours(z, y, 3, distance="l1")
+    with pytest.raises(ValueError, match="z has 30 rows but y has 29 labels"):
+        ranked_neighbours(z, y[:29], 3)

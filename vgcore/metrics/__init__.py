@@ -3,6 +3,7 @@
 - :mod:`~vgcore.metrics.variance`: the geometry of labelled embeddings (one function per metric).
 - :mod:`~vgcore.metrics.greediness`: how a training step spreads its update, from its own backward.
 - :mod:`~vgcore.metrics.retrieval`: Recall@K, MAP@R, R-precision, NMI with an exact chunked kNN.
+- :mod:`~vgcore.metrics.neighbours`: each query's ranked neighbours and which are relevant.
 - :mod:`~vgcore.metrics.hierarchy`: fine-class structure kept inside each superclass.
 - :mod:`~vgcore.metrics.convergence`: when a curve has covered most of its change.
 
@@ -31,6 +32,7 @@ from vgcore.metrics.greediness import (
 )
 from vgcore.metrics.hierarchy import HIERARCHY_KEYS, superclass_metrics
 from vgcore.metrics.inputs import as_embeddings, check_embeddings, encode_labels
+from vgcore.metrics.neighbours import RankedNeighbours, ranked_neighbours
 from vgcore.metrics.retrieval import (
     DEFAULT_KS,
     RETRIEVAL_KEYS,
@@ -48,6 +50,7 @@ __all__ = [
     "HIERARCHY_KEYS",
     "LABELS",
     "RETRIEVAL_KEYS",
+    "RankedNeighbours",
     "VARIANCE_KEYS",
     "as_embeddings",
     "check_embeddings",
@@ -57,6 +60,7 @@ __all__ = [
     "grad_active_sweep",
     "greediness",
     "label",
+    "ranked_neighbours",
     "recall_convergence_epoch",
     "retrieval_keys",
     "retrieval_metrics",
