@@ -351,7 +351,8 @@ def retrieval_metrics(
     backend: str = "torch",
     distance: str = "cosine",
 ) -> dict[str, float]:
-    """Retrieval metrics of query embeddings ``z`` [N, D] with integer labels ``y`` [N].
+    """Retrieval metrics of query embeddings ``z`` [N, D] with labels ``y`` [N] (integers or class
+    names: :func:`~vgcore.metrics.inputs.encode_labels` codes them with ``gallery_labels``).
 
     Without ``gallery`` every query searches the other queries (leave-one-out); with ``gallery``
     [M, D] and ``gallery_labels`` [M] it searches the whole gallery (passing ``z`` itself as the
