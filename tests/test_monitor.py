@@ -69,7 +69,7 @@ def test_monitor_on_a_pml_loss_equals_greediness_of_the_equivalent_vgcore_loss(c
     pml_factory, (name, hp) = EQUIVALENT[case]
     model, x, y = setup(1)
     args = (pml_miners.MultiSimilarityMiner(epsilon=0.1)(model(x), y),) if mine else ()
-    row = monitored(model, pml_factory(), x, y, *args).frame().iloc[0]
+    row = monitored(model, pml_factory(), x, y, *args).frame(all_columns=True).iloc[0]
     ref = reference(model, make_loss(name, **hp), x, y, *args)
     for key in GRADIENT_KEYS:
         assert float(row[key]) == pytest.approx(float(ref[key]), rel=1e-9, abs=1e-15), key
@@ -135,11 +135,36 @@ def test_steps_frame_is_the_steps_schema_and_counts_backwards_only():
         loss = monitor(model(x), y)
         loss.backward(retain_graph=True)
         loss.backward()  # the same graph twice: one step
-    frame = monitor.frame()
+    frame = monitor.frame(all_columns=True)
     assert tuple(frame.columns) == STEP_COLUMNS
     assert frame["step"].tolist() == list(range(7)) and frame["epoch"].tolist() == [0, 0, 0, 1, 1, 1, 1]
     assert (frame["grad_norm"] > 0).all() and frame["train_loss"].notna().all()
     assert monitor._handle is None  # the context manager removed the last hook
+
+
+def test_frame_leaves_out_the_columns_a_pml_loss_never_fills():
+    """A PML loss reports no terms and the monitor sees no optimiser: those columns are NaN in every
+    row, so frame() leaves them out; frame(all_columns=True) keeps the steps.csv schema."""
+    model, x, y = setup(7, n=16)
+    monitor = GreedinessMonitor(pml_losses.TripletMarginLoss(), model.parameters())
+    for _ in range(3):
+        monitor(model(x), y).backward()
+    full = monitor.frame(all_columns=True)
+    assert tuple(full.columns) == STEP_COLUMNS
+    empty = [c for c in full.columns if full[c].isna().all()]
+    assert set(empty) == set(LOSS_TERM_KEYS + OPTIMISER_KEYS)
+    frame = monitor.frame()
+    assert tuple(frame.columns) == tuple(c for c in STEP_COLUMNS if c not in empty)
+    pd.testing.assert_frame_equal(frame, full.drop(columns=empty))
+    # a vgcore loss fills its terms: only the optimiser's column goes
+    vg = GreedinessMonitor(make_loss("triplet"), model.parameters())
+    vg(model(x), y).backward()
+    assert tuple(vg.frame().columns) == tuple(c for c in STEP_COLUMNS if c not in OPTIMISER_KEYS)
+    # the step, the epoch and the loss stay even when NaN; nothing logged yet: every column
+    nan_loss = GreedinessMonitor(lambda z, labels: z.sum() * float("nan"), model.parameters(), sync_every=1)
+    assert tuple(nan_loss.frame().columns) == STEP_COLUMNS
+    nan_loss(model(x), y).backward()
+    assert tuple(nan_loss.frame().columns)[:3] == ("step", "epoch", "train_loss")
 
 
 def test_a_nan_loss_is_logged_not_raised():

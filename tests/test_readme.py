@@ -51,6 +51,22 @@ def test_own_model_1_a_vgcore_loss_in_a_pml_loop(tmp_path):
 
 
 @pytest.mark.slow
+def test_own_model_1_trains_the_parameters_of_a_loss_that_has_them(tmp_path):
+    """Block 1 with ArcFace in place of triplet: its class vectors are parameters of the loss, and
+    the block's optimiser must hold them, or they never move."""
+    code = _own_model_blocks()[0][0]
+    assert code.count('make_loss("triplet")') == 1
+    code = code.replace('make_loss("triplet")', 'make_loss("arcface", num_classes=10, embedding_dim=32)')
+    loop = "\nfor step in range(60):"
+    assert code.count(loop) == 1
+    code = code.replace(loop, "\nbefore = [p.detach().clone() for p in loss_func.parameters()]" + loop)
+    code += ("moved = [not torch.equal(b, p) for b, p in zip(before, loss_func.parameters(), strict=True)]\n"
+             "print(f'loss parameters moved: {len(moved)} of which {sum(moved)}')\n")
+    out = _run_python(code, tmp_path)
+    assert re.search(r"^loss parameters moved: (\d+) of which \1$", out, re.M) and "moved: 0 " not in out, out
+
+
+@pytest.mark.slow
 def test_own_model_2_the_monitor_on_a_pml_loop(tmp_path):
     out = _run_python(_own_model_blocks()[0][1], tmp_path)
     rows = re.findall(r"^([0-2])\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$", out, re.M)

@@ -7,6 +7,7 @@ import sys
 import pytest
 import torch
 
+from vgcore.metrics.neighbours import ranked_neighbours
 from vgcore.metrics.retrieval import (
     RETRIEVAL_KEYS,
     exact_knn,
@@ -424,9 +425,10 @@ def test_bad_gallery_is_named(kwargs, match):
         retrieval_metrics(torch.randn(4, 3), torch.tensor([0, 1, 0, 1]), nmi=False, **kwargs)
 
 
-def test_class_names_are_turned_away_with_the_fix():
-    with pytest.raises(ValueError, match="return_inverse"):
-        retrieval_metrics(torch.randn(4, 3), ["cat", "dog", "cat", "dog"])
+def test_class_names_are_coded_as_integers():
+    """Class names, as the CLI takes them (tests/test_metric_inputs.py has the other metrics)."""
+    z = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+    assert retrieval_metrics(z, ["cat", "dog", "cat", "dog"]) == retrieval_metrics(z, [0, 1, 0, 1])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -496,3 +498,241 @@ def test_recall_only_gives_the_same_recalls_and_skips_map_at_r(case):
     assert {k: light[k] for k in light if k.startswith("recall@")} == {k: full[k] for k in full if k.startswith("recall@")}
     assert math.isnan(light["map@r"]) and math.isnan(light["r_precision"]) and not math.isnan(full["map@r"])
     assert light["n_queries"] == full["n_queries"]
+
+
+# --------------------------------------------------------------------------------------------------
+# OpenMetricLearning's precision@k and map@k (opt-in: precision_ks, map_ks)
+# --------------------------------------------------------------------------------------------------
+
+
+def _oml_by_hand(rankings, labels, gallery_labels, ks):
+    """precision@k and map@k of OML 3.1/4.0 by plain loops over each query's ranked gallery labels.
+
+    precision@k = (relevant among the first k) / min(k, R); map@k = sum over the relevant ranks i <= k
+    of precision@i (relevant among the first i, over i), over the relevant items among the first k
+    (0 without one). k beyond the gallery is read as its size; queries with R = 0 are left out."""
+    out = {f"precision@{k}": 0.0 for k in ks} | {f"map@{k}": 0.0 for k in ks}
+    queries = 0
+    for i, ranking in enumerate(rankings):
+        r = sum(g == labels[i] for g in gallery_labels) - (1 if gallery_labels is labels else 0)
+        if r == 0:
+            continue
+        queries += 1
+        same = [gallery_labels[j] == labels[i] for j in ranking]
+        for asked in ks:
+            k = min(asked, len(same))
+            hits = sum(same[:k])
+            out[f"precision@{asked}"] += hits / min(k, r)
+            precisions = [sum(same[: j + 1]) / (j + 1) for j in range(k) if same[j]]
+            out[f"map@{asked}"] += sum(precisions) / hits if hits else 0.0
+    return {key: value / queries for key, value in out.items()}
+
+
+def test_precision_and_map_at_k_of_the_tie_case_by_hand():
+    """OML's precision@k = hits@k / min(k, R) and map@k = (1 / hits@k) * sum_{relevant i <= k} hits@i / i."""
+    z = torch.tensor([[1.0, 0], [1, 0], [1, 0], [0, 1], [0, 1], [0, 1]])
+    y = torch.tensor([0, 1, 0, 1, 0, 1])  # R = 2 for every query
+    # same-class indicators along the rankings of test_tiny_case_with_ties_by_hand:
+    #   q0 0 1 0 1 0   q1 0 0 1 0 1   q2 1 0 0 1 0   q3 0 1 0 1 0   q4 0 0 1 0 1   q5 1 0 0 1 0
+    out = retrieval_metrics(z, y, ks=(1,), precision_ks=(2, 4, 8), map_ks=(2, 4, 8), nmi=False)
+    assert out["precision@2"] == pytest.approx(1 / 3)  # (1/2 + 0 + 1/2 + 1/2 + 0 + 1/2) / 6
+    assert out["map@2"] == pytest.approx(1 / 2)  # (1/2 + 0 + 1 + 1/2 + 0 + 1) / 6
+    assert out["precision@4"] == pytest.approx(5 / 6)  # (1 + 1/2 + 1 + 1 + 1/2 + 1) / 6
+    # q1: (1/3) / 1 (dividing by min(k, R) = 2 instead, as OML 2.x did, would give 1/6)
+    assert out["map@4"] == pytest.approx(19 / 36)  # (1/2 + 1/3 + 3/4 + 1/2 + 1/3 + 3/4) / 6
+    # k = 8 > N - 1 = 5 is read as 5: both relevant items are always among the 5
+    assert out["precision@8"] == 1.0
+    assert out["map@8"] == pytest.approx(97 / 180)  # (1/2 + 11/30 + 3/4) / 3
+
+
+def _integer_case(seed=8, n=30):
+    """Rows of the 4-D identity (cosines exactly 0 or 1: ties everywhere) with random labels."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.eye(4)[torch.randint(0, 4, (n,), generator=g)], torch.randint(0, 3, (n,), generator=g)
+
+
+@pytest.mark.parametrize("case", ["integer", "integer_gallery", "clustered"])
+def test_precision_and_map_at_k_equal_a_loop_over_the_rankings(case):
+    ks = (1, 3, 5, 40)
+    if case == "clustered":
+        z, y = _clustered_case()
+    else:
+        z, y = _integer_case()
+    if case == "integer_gallery":
+        gal, gy = _integer_case(seed=9, n=25)
+        gy[gy == 2] = 3  # class 2 has no gallery item: its queries are left out
+        out = retrieval_metrics(z, y, gallery=gal, gallery_labels=gy, precision_ks=ks, map_ks=ks, nmi=False)
+        sims = torch.nn.functional.normalize(z.double(), dim=1) @ torch.nn.functional.normalize(gal.double(), dim=1).T
+        rankings = sims.argsort(dim=1, descending=True, stable=True).tolist()  # ties: lower index first
+        expect = _oml_by_hand(rankings, y.tolist(), gy.tolist(), ks)
+    else:
+        out = retrieval_metrics(z, y, precision_ks=ks, map_ks=ks, nmi=False, chunk_size=7)
+        labels = y.tolist()
+        expect = _oml_by_hand(_bruteforce_knn(z, len(z) - 1).tolist(), labels, labels, ks)
+    for key, value in expect.items():
+        assert out[key] == pytest.approx(value, rel=1e-12, abs=1e-15), key
+
+
+def test_map_at_k_over_the_whole_ranking_is_pmls_mean_average_precision():
+    """PML's mean_average_precision divides by R, OML's map@k by the relevant items among the first k:
+    the same number when k reaches the end of the ranking (k = N - 1). precision@1 is PML's precision_at_1."""
+    require("pytorch_metric_learning", DEV_EXTRA)
+    from pytorch_metric_learning.distances import CosineSimilarity
+    from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+    from pytorch_metric_learning.utils.inference import CustomKNN
+
+    for z, y in (_random_case(), _clustered_case()):
+        n = len(y)
+        calc = AccuracyCalculator(include=("precision_at_1", "mean_average_precision"), k=n - 1,
+                                  knn_func=CustomKNN(CosineSimilarity()))
+        ref = calc.get_accuracy(z, y, None, None, ref_includes_query=False)
+        out = retrieval_metrics(z, y, precision_ks=(1,), map_ks=(n - 1,), nmi=False)
+        assert out[f"map@{n - 1}"] == pytest.approx(ref["mean_average_precision"], abs=1e-6)
+        assert out["precision@1"] == pytest.approx(ref["precision_at_1"], abs=1e-6)
+
+
+def test_precision_and_map_at_k_are_opt_in_and_leave_the_default_keys_alone():
+    z, y = _clustered_case()
+    default = retrieval_metrics(z, y, nmi=False)
+    assert tuple(default) == RETRIEVAL_KEYS  # the results schema: unchanged unless asked
+    out = retrieval_metrics(z, y, precision_ks=(1, 5), map_ks=(10,), nmi=False)
+    assert tuple(out) == retrieval_keys(precision_ks=(1, 5), map_ks=(10,))
+    assert tuple(out) == (*RETRIEVAL_KEYS[:4], "precision@1", "precision@5", "map@10", *RETRIEVAL_KEYS[4:])
+    assert {k: out[k] for k in default} == default
+    light = retrieval_metrics(z, y, precision_ks=(1, 5), map_ks=(10,), nmi=False, map_at_r=False)
+    assert {k: light[k] for k in ("precision@1", "precision@5", "map@10")} == \
+        {k: out[k] for k in ("precision@1", "precision@5", "map@10")}
+    lone = retrieval_metrics(z[:3], torch.tensor([0, 1, 2]), precision_ks=(1,), map_ks=(2,), nmi=False)
+    assert math.isnan(lone["precision@1"]) and math.isnan(lone["map@2"])
+    for bad in ((0,), (1.5,), (True,)):
+        with pytest.raises(ValueError, match=r"^precision_ks must be positive integers"):
+            retrieval_metrics(z, y, precision_ks=bad, nmi=False)
+        with pytest.raises(ValueError, match=r"^map_ks must be positive integers"):
+            retrieval_metrics(z, y, map_ks=bad, nmi=False)
+
+
+# --------------------------------------------------------------------------------------------------
+# distance="squared_l2": raw embeddings ranked by ascending squared Euclidean distance
+# --------------------------------------------------------------------------------------------------
+
+
+def _untied_integer_points(seed, n, dim=3):
+    """Small-integer points whose squared distances from each query to the others are all different:
+    every product and sum is exact in float32, so the ranking cannot depend on rounding."""
+    g = torch.Generator().manual_seed(seed)
+    while True:
+        z = torch.randint(-40, 41, (n, dim), generator=g)  # squared norms <= 4800: exact in float32
+        rows = z.tolist()
+        d = [[sum((a - b) ** 2 for a, b in zip(p, q, strict=True)) for q in rows] for p in rows]
+        if all(len(set(r[:i] + r[i + 1:])) == n - 1 for i, r in enumerate(d)):
+            return z.float(), d
+
+
+def _l2_rankings(d, exclude_self):
+    """Each row's other columns by ascending squared distance (ties cannot occur: see above)."""
+    return [sorted((j for j in range(len(row)) if not (exclude_self and j == i)), key=lambda j: row[j])
+            for i, row in enumerate(d)]
+
+
+def test_squared_l2_knn_equals_a_bruteforce_loop_on_exact_integers():
+    z, d = _untied_integer_points(12, 14)
+    ranking = _l2_rankings(d, exclude_self=True)
+    sims, idx = exact_knn(z, 13, distance="squared_l2", chunk_size=5)
+    assert idx.tolist() == ranking
+    assert sims.tolist() == [[-d[i][j] for j in row] for i, row in enumerate(ranking)]  # similarity = -distance
+    assert not torch.equal(idx, exact_knn(z, 13)[1])  # the raw points rank otherwise than their directions
+    # a separate gallery: every gallery point is a candidate
+    q, g = z[:5], z[5:]
+    sims, idx = exact_knn(q, 9, gallery=g, distance="squared_l2")
+    assert idx.tolist() == [sorted(range(9), key=lambda j: d[i][5 + j]) for i in range(5)]
+
+
+def test_squared_l2_metrics_equal_the_definitions_on_the_l2_ranking():
+    z, d = _untied_integer_points(13, 16)
+    g = torch.Generator().manual_seed(14)
+    y = torch.randint(0, 3, (16,), generator=g)
+    labels = y.tolist()
+    ranking = _l2_rankings(d, exclude_self=True)
+    out = retrieval_metrics(z, y, ks=(1, 2, 4), precision_ks=(3,), map_ks=(3,), nmi=False, distance="squared_l2")
+    expect = _oml_by_hand(ranking, labels, labels, (3,))
+    queries = [i for i in range(16) if labels.count(labels[i]) > 1]
+    for k in (1, 2, 4):
+        expect[f"recall@{k}"] = sum(any(labels[j] == labels[i] for j in ranking[i][:k]) for i in queries) / len(queries)
+    ap = 0.0
+    for i in queries:
+        r = labels.count(labels[i]) - 1
+        same = [labels[j] == labels[i] for j in ranking[i]]
+        ap += sum(sum(same[: j + 1]) / (j + 1) for j in range(r) if same[j]) / r
+    expect["map@r"] = ap / len(queries)
+    for key, value in expect.items():
+        assert out[key] == pytest.approx(value, rel=1e-12), key
+
+
+def test_squared_l2_with_the_faiss_backend_gives_the_same_neighbours():
+    require("faiss", f"faiss-cpu is in the dev extra: {DEV_EXTRA}")
+    z, _ = _untied_integer_points(15, 20)
+    a, b = exact_knn(z, 6, distance="squared_l2"), exact_knn(z, 6, distance="squared_l2", backend="faiss")
+    assert torch.equal(a[1], b[1]) and torch.equal(a[0], b[0])
+    a = exact_knn(z[:7], 6, gallery=z[7:], distance="squared_l2")
+    b = exact_knn(z[:7], 6, gallery=z[7:], distance="squared_l2", backend="faiss")
+    assert torch.equal(a[1], b[1])
+
+
+def test_an_unknown_distance_names_the_choices():
+    z, y = _integer_case()
+    message = "^" + re.escape("unknown distance 'euclidean'; use 'cosine' or 'squared_l2'") + "$"
+    with pytest.raises(ValueError, match=message):
+        exact_knn(z, 2, distance="euclidean")
+    with pytest.raises(ValueError, match=message):
+        retrieval_metrics(z, y, distance="euclidean")
+
+
+# --------------------------------------------------------------------------------------------------
+# per-query ranked results: what to look at when a query fails
+# --------------------------------------------------------------------------------------------------
+
+
+def test_ranked_neighbours_of_the_tie_case_by_hand():
+    z = torch.tensor([[1.0, 0], [1, 0], [1, 0], [0, 1], [0, 1], [0, 1]])
+    y = torch.tensor([0, 1, 0, 1, 0, 1])
+    r = ranked_neighbours(z, y, 3)
+    assert r.indices.tolist() == [[1, 2, 3], [0, 2, 3], [0, 1, 3], [4, 5, 0], [3, 5, 0], [3, 4, 0]]
+    assert r.similarities.tolist() == [[1.0, 1.0, 0.0]] * 6
+    t, f = True, False
+    assert r.relevant.tolist() == [[f, t, f], [f, f, t], [t, f, f], [f, t, f], [f, f, t], [t, f, f]]
+    assert r.n_relevant.tolist() == [2] * 6
+    failures = (~r.relevant[:, 0]).nonzero().squeeze(1)  # queries whose first neighbour is wrong
+    assert failures.tolist() == [0, 1, 3, 4]
+
+
+@pytest.mark.parametrize("distance", ["cosine", "squared_l2"])
+def test_ranked_neighbours_agree_with_exact_knn_and_the_metrics(distance):
+    z, y = _clustered_case()
+    names = [f"class {int(c)}" for c in y]
+    q, qy, gal, gy = z[:60], names[:60], z[60:], names[60:]
+    r = ranked_neighbours(q, qy, 10, gallery=gal, gallery_labels=gy, distance=distance, chunk_size=7)
+    sims, idx = exact_knn(q, 10, gallery=gal, distance=distance)
+    assert torch.equal(r.indices, idx) and torch.equal(r.similarities, sims)
+    expect = [[gy[j] == qy[i] for j in row] for i, row in enumerate(idx.tolist())]
+    assert r.relevant.tolist() == expect
+    assert r.n_relevant.tolist() == [gy.count(label) for label in qy]
+    out = retrieval_metrics(q, qy, gallery=gal, gallery_labels=gy, ks=(1, 10), precision_ks=(10,), nmi=False,
+                            distance=distance)
+    valid = r.n_relevant > 0
+    assert out["recall@1"] == pytest.approx(float(r.relevant[valid, 0].double().mean()), abs=1e-12)
+    assert out["recall@10"] == pytest.approx(float(r.relevant[valid].any(dim=1).double().mean()), abs=1e-12)
+    precision = r.relevant[valid].sum(dim=1).double() / r.n_relevant[valid].clamp(max=10).double()
+    assert out["precision@10"] == pytest.approx(float(precision.double().mean()), abs=1e-12)
+    loo = ranked_neighbours(z, y, 4)  # leave-one-out: R excludes the query itself
+    assert torch.equal(loo.indices, exact_knn(z, 4)[1])
+    assert loo.n_relevant.tolist() == [int((y == c).sum()) - 1 for c in y]
+
+
+def test_ranked_neighbours_bad_input():
+    z, y = _integer_case()
+    with pytest.raises(ValueError, match=r"^k must be in \[1, 29\], got 30$"):
+        ranked_neighbours(z, y, 30)
+    with pytest.raises(ValueError, match="unknown distance 'l1'"):
+        ranked_neighbours(z, y, 3, distance="l1")
+    with pytest.raises(ValueError, match="z has 30 rows but y has 29 labels"):
+        ranked_neighbours(z, y[:29], 3)

@@ -3,6 +3,7 @@
 - :mod:`~vgcore.metrics.variance`: the geometry of labelled embeddings (one function per metric).
 - :mod:`~vgcore.metrics.greediness`: how a training step spreads its update, from its own backward.
 - :mod:`~vgcore.metrics.retrieval`: Recall@K, MAP@R, R-precision, NMI with an exact chunked kNN.
+- :mod:`~vgcore.metrics.neighbours`: each query's ranked neighbours and which are relevant.
 - :mod:`~vgcore.metrics.hierarchy`: fine-class structure kept inside each superclass.
 - :mod:`~vgcore.metrics.convergence`: when a curve has covered most of its change.
 
@@ -30,7 +31,8 @@ from vgcore.metrics.greediness import (
     tangential,
 )
 from vgcore.metrics.hierarchy import HIERARCHY_KEYS, superclass_metrics
-from vgcore.metrics.inputs import as_embeddings, check_embeddings
+from vgcore.metrics.inputs import as_embeddings, check_embeddings, encode_labels
+from vgcore.metrics.neighbours import RankedNeighbours, ranked_neighbours
 from vgcore.metrics.retrieval import (
     DEFAULT_KS,
     RETRIEVAL_KEYS,
@@ -48,14 +50,17 @@ __all__ = [
     "HIERARCHY_KEYS",
     "LABELS",
     "RETRIEVAL_KEYS",
+    "RankedNeighbours",
     "VARIANCE_KEYS",
     "as_embeddings",
     "check_embeddings",
     "convergence_epoch",
+    "encode_labels",
     "exact_knn",
     "grad_active_sweep",
     "greediness",
     "label",
+    "ranked_neighbours",
     "recall_convergence_epoch",
     "retrieval_keys",
     "retrieval_metrics",

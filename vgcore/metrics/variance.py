@@ -71,7 +71,7 @@ def _pair_sq_dists(a: Tensor, b: Tensor) -> Tensor:
 
 @torch.no_grad()
 def class_geometry(z: Tensor, y: Tensor, *, spectral_skip: int = 0, chunk_size: int = _CHUNK) -> ClassGeometry:
-    """The :class:`ClassGeometry` of embeddings ``z`` [N, D] with integer labels ``y`` [N] (two passes)."""
+    """The :class:`ClassGeometry` of embeddings ``z`` [N, D] with labels ``y`` [N] (integers or class names; two passes)."""
     z, y = as_embeddings(z, y)  # NumPy arrays and tensors on any device
     if spectral_skip < 0:
         raise ValueError("spectral_skip must be >= 0")
@@ -294,7 +294,7 @@ LABELS: dict[str, str] = {key: m.label for key, m in METRICS.items()}
 
 
 def variance(z: Tensor, y: Tensor, *, spectral_skip: int = 0, chunk_size: int = _CHUNK) -> dict[str, float]:
-    """VARIANCE measures of embeddings ``z`` [N, D] with integer labels ``y`` [N].
+    """VARIANCE measures of embeddings ``z`` [N, D] with labels ``y`` [N] (integers or class names).
 
     ``z`` is used as given (not normalised; only ``density`` looks at directions, as Roth et al.
     define it). Keys (:data:`VARIANCE_KEYS`):

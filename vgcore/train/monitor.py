@@ -21,7 +21,8 @@ Per-sample gradients are the tangential parts (:func:`vgcore.metrics.greediness.
 what turns each embedding's direction, the only part a cosine retrieval or an L2-normalising
 head sees. The loss-term keys (``active_ratio``, ``tuple_active_ratio``, ``n_terms``,
 ``n_active_terms``, ``has_positives``) come from a vgcore loss's ``last`` output and are NaN for
-a loss that returns only its value.
+a loss that returns only its value; ``frame()`` leaves out such always-NaN columns
+(``frame(all_columns=True)`` keeps them: the full steps.csv schema).
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ class GreedinessMonitor:
         sync_every: steps kept on the device between copies to the host.
 
     ``epoch``: set it to number the rows (default 0). ``last``: the GREEDINESS dict of the latest
-    backward (0-d device tensors). ``frame()``: every step so far, in the steps.csv schema.
+    backward (0-d device tensors). ``frame()``: every step so far, in the steps.csv schema less
+    the columns that are NaN in every row (``frame(all_columns=True)``: all of them).
     Call ``close()`` (or use it as a context manager) to remove a hook left by a call whose loss
     was never backpropagated.
     """
@@ -102,10 +104,19 @@ class GreedinessMonitor:
         self._handle = torch.autograd.graph.register_multi_grad_hook(
             [embeddings, *self.parameters, *self.loss_parameters], on_backward, mode="all")
 
-    def frame(self) -> pd.DataFrame:
-        """Every logged step: columns ``step``, ``epoch``, ``train_loss`` and the GREEDINESS keys."""
+    def frame(self, all_columns: bool = False) -> pd.DataFrame:
+        """Every logged step: columns ``step``, ``epoch``, ``train_loss`` and the GREEDINESS keys.
+
+        A GREEDINESS key that is NaN in every row (a PML loss's terms; ``adam_step_norm_mean``,
+        since the monitor does not see the optimiser) is left out unless ``all_columns``; the first
+        three columns always stay, and a frame with no row keeps every column.
+        """
         self.log.flush()
-        return self.log.frame()
+        frame = self.log.frame()
+        if all_columns or frame.empty:
+            return frame
+        empty = [c for c in GREEDINESS_KEYS if frame[c].isna().all()]
+        return frame.drop(columns=empty)
 
     def close(self) -> None:
         """Remove the pending hook, if any."""
