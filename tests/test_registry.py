@@ -158,27 +158,27 @@ def test_help_and_list_do_not_import_torch():
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["run", "--profile", "smoke", "--dataset", "synthetic", "--loss", "triplet", "dataset_options.bogus=1"],
+    (["run", "--profile", "smoke", "--dataset", "synthetic", "--loss", "triplet", "--set", "dataset_options.bogus=1"],
      "unknown option(s) ['bogus'] for dataset 'synthetic'"),
-    (["run", "--profile", "smoke", "--dataset", "synthetic", "--loss", "triplet", "loss_params.margn=1"],
+    (["run", "--profile", "smoke", "--dataset", "synthetic", "--loss", "triplet", "--set", "loss_params.margn=1"],
      "unknown hyperparameter(s) ['margn'] for loss 'triplet'"),
-    (["run", "--profile", "demo", "--dataset", "fashionmnist", "--loss", "triplet", "backbone_options.size=3"],
+    (["run", "--profile", "demo", "--dataset", "fashionmnist", "--loss", "triplet", "--set", "backbone_options.size=3"],
      "unknown backbone option(s) ['size'] for 'efficientnet_lite0'"),
     (["sweep", "--profile", "smoke", "--losses", "hinge"], "unknown loss(s) ['hinge']"),
-    (["run", "--profile", "smoke", "--dataset", "synthetic", "--loss", "triplet", "epochs"], "key=value"),
+    (["run", "--profile", "smoke", "--dataset", "synthetic", "--loss", "triplet", "--set", "epochs"], "key=value"),
     # issue 18.7 (these ended in tracebacks) and 18.2/18.8 (these were accepted)
-    (["run", "--profile", "smoke", "--dataset", "synthetic", "--loss", "triplet", "lr=abc"],
+    (["run", "--profile", "smoke", "--dataset", "synthetic", "--loss", "triplet", "--set", "lr=abc"],
      "lr must be a positive number"),
-    (["run", "--profile", "smoke", "--dataset", "synthetic", "--loss", "triplet", "seed=-1"],
+    (["run", "--profile", "smoke", "--dataset", "synthetic", "--loss", "triplet", "--set", "seed=-1"],
      "seed cannot be set as an override (key=value): choose seed with --seed"),
-    (["sweep", "--profile", "smoke", "loss=scl"], "loss cannot be set as an override"),
-    (["run", "--profile", "smoke", "--dataset", "synthetic", "--loss", "triplet", "profile=demo"],
+    (["sweep", "--profile", "smoke", "--set", "loss=scl"], "loss cannot be set as an override"),
+    (["run", "--profile", "smoke", "--dataset", "synthetic", "--loss", "triplet", "--set", "profile=demo"],
      "profile cannot be set as an override"),
-    (["run", "--profile", "smoke", "--dataset", "synthetic", "--loss", "triplet", "grad_threshold=abc"],
+    (["run", "--profile", "smoke", "--dataset", "synthetic", "--loss", "triplet", "--set", "grad_threshold=abc"],
      "grad_threshold must be None"),
-    (["run", "--profile", "smoke", "--dataset", "synthetic", "--loss", "triplet", "weight_decay=-1"],
+    (["run", "--profile", "smoke", "--dataset", "synthetic", "--loss", "triplet", "--set", "weight_decay=-1"],
      "weight_decay must be a number >= 0"),
-    (["run", "--profile", "smoke", "--dataset", "synthetic", "--loss", "triplet", "diagnostics=no"],
+    (["run", "--profile", "smoke", "--dataset", "synthetic", "--loss", "triplet", "--set", "diagnostics=no"],
      "diagnostics must be true or false"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(args, message):
@@ -191,7 +191,7 @@ def test_bad_input_is_one_line_and_exit_code_2(args, message):
 def test_a_diverged_run_is_reported_without_a_traceback(tmp_path):
     """Issue 18.7: TrainingDivergedError's message was hidden under a traceback."""
     proc = _cli("run", "--profile", "smoke", "--dataset", "synthetic", "--loss", "triplet", "--results",
-                str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c"), "--quiet", "lr=1e30")
+                str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c"), "--quiet", "--set", "lr=1e30")
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith("error: 'triplet' on 'synthetic' (seed 0) diverged at step 1")
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
@@ -199,14 +199,14 @@ def test_a_diverged_run_is_reported_without_a_traceback(tmp_path):
 
 def test_debug_shows_the_traceback():
     proc = _cli("--debug", "run", "--profile", "smoke", "--dataset", "synthetic", "--loss", "triplet",
-                "dataset_options.bogus=1")
+                "--set", "dataset_options.bogus=1")
     assert proc.returncode != 0 and "Traceback" in proc.stderr
 
 
 def test_missing_data_is_reported_without_a_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "vgcore", "run", "--profile", "paper", "--dataset", "cifar10",
                            "--loss", "triplet", "--data-root", str(tmp_path / "none"), "--results", str(tmp_path / "r"),
-                           "backbone=pixels", "dataset_options.download=false"],
+                           "--set", "backbone=pixels", "dataset_options.download=false"],
                           cwd=tmp_path, env=env(**{"VGCORE_CACHE": str(tmp_path / "c")}), capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr

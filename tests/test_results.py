@@ -225,7 +225,7 @@ def test_two_concurrent_sweeps_with_different_settings_keep_their_runs_and_table
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     base = [sys.executable, "-m", "vgcore", "sweep", "--profile", "smoke", "--losses", "triplet", "contrastive",
             "--results", str(tmp_path / "results"), "--cache-dir", str(cache), "--quiet"]
-    procs = {e: subprocess.Popen([*base, f"epochs={e}"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    procs = {e: subprocess.Popen([*base, "--set", f"epochs={e}"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                  text=True) for e in (5, 2)}
     out = {e: p.communicate(timeout=600) for e, p in procs.items()}
     cols = ["dataset", "loss", "seed", "recall@1", "map@r", "intra_var", "inter_var", "active_ratio_mean"]

@@ -266,7 +266,7 @@ def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path):
     """The sweep trains one fused group per (dataset, seed): kill it after the first group is written."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     args = ["sweep", "--profile", "smoke", "--seeds", "0", "1", "--results", str(tmp_path / "res"),
-            "--cache-dir", str(tmp_path / "cache"), "--quiet", "epochs=2"]
+            "--cache-dir", str(tmp_path / "cache"), "--quiet", "--set", "epochs=2"]
     killed = subprocess.run([sys.executable, "-c", KILLED_SWEEP, *args], env=env, capture_output=True, text=True)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     root = results.run_dir(tmp_path / "res", smoke_config(epochs=2)).parents[1]  # epochs=2: a variant's folder
