@@ -245,7 +245,7 @@ def test_diagnose_compares_one_configuration_a_row_and_only_runs_that_pass_their
 
 @pytest.mark.slow
 def test_sweep_then_diagnose_your_embeddings_beside_the_seven_losses(tmp_path, feats):
-    proc = _cli(tmp_path, "sweep", "--features", str(feats), "--results", "res", "--quiet", "epochs=2", "batch_size=32",
+    proc = _cli(tmp_path, "sweep", "--features", str(feats), "--results", "res", "--quiet", "--set", "epochs=2", "batch_size=32",
                 "--losses", "triplet", "contrastive", "--seeds", "0", "1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count(" custom ") == 4
