@@ -102,12 +102,12 @@ class NPairLoss(PairSoftmaxLoss):
         ``term(a) = logsumexp_{j second} s_aj - s_a,second(a)``, the cross-entropy of row a of Sohn's
         P x P logits with its own class as target.
         """
-        rank, second_of_class = within_class_rank(batch.labels)
+        rank, following = within_class_rank(batch.labels)
         second = rank == 1  # [B]: the columns of the P x P problem
-        anchor = (rank == 0) & (second_of_class >= 0)  # [B]: the rows
+        anchor = (rank == 0) & (following >= 0)  # [B]: the rows (an anchor's next sample is its class's second)
         logits = similarity_matrix(batch.embeddings, self.normalize, scale=1.0 / self.temperature)
         lse = masked_logsumexp(logits, second.unsqueeze(0).expand_as(logits))
-        positive = logits.gather(1, second_of_class.clamp(min=0).unsqueeze(1)).squeeze(1)  # s_a,second(a)
+        positive = logits.gather(1, following.clamp(min=0).unsqueeze(1)).squeeze(1)  # s_a,second(a)
         term = torch.where(anchor, lse - positive, 0.0)
         n_terms = count_true(anchor)
         return LossOutput(
