@@ -325,3 +325,19 @@ def test_npair_default_is_sohns_construction_as_pml_builds_it(layout, seed):
     z, labels = batch(layout, seed + 200)
     ours = make_loss("npair")
     compare(lambda x, y: ours(torch.nn.functional.normalize(x, dim=1), y), pml_losses.NPairsLoss(), z, labels)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("normalize", [True, False])
+def test_npair_groups_with_two_per_class_is_pmls_npairs_loss(seed, normalize):
+    """With K = 2 samples per class (shuffled), `npair_groups` has one group, Sohn's: it equals PML's
+    NPairsLoss as the default `npair` does (normalize=True inside; raw dot products behind the head's
+    normalisation)."""
+    gen = torch.Generator().manual_seed(seed)
+    labels = torch.randperm(12, generator=gen) % 6
+    z = torch.randn(12, 8, generator=gen, dtype=F64)
+    if normalize:
+        compare(make_loss("npair_groups", normalize=True), pml_losses.NPairsLoss(), z, labels)
+    else:
+        ours = make_loss("npair_groups")
+        compare(lambda x, y: ours(torch.nn.functional.normalize(x, dim=1), y), pml_losses.NPairsLoss(), z, labels)

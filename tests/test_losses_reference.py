@@ -508,7 +508,7 @@ def test_triplet_exact_ties_are_inactive_as_in_the_naive_cube(hp):
 
 
 def all_losses():
-    return [(n, {}) for n in LOSSES] + [("npair", {"pairs": "one_per_class"})]
+    return [(n, {}) for n in LOSSES] + [("npair", {"pairs": "one_per_class"}), ("npair_groups", {})]
 
 
 @pytest.mark.parametrize("name", LOSSES)
@@ -1053,3 +1053,157 @@ def test_ccl_centres_stay_learned_by_gradient():
     (expect,) = torch.autograd.grad(torch.stack(ref_ccl(z, y.tolist(), loss_fn.centers)).mean(), loss_fn.centers)
     close(loss_fn.centers.grad, expect)
     assert float(loss_fn.centers.grad.abs().sum()) > 0
+
+
+# ---------------------------------------------------------------- Sohn's N-pair in K/2 groups (npair_groups)
+
+# 3 classes x K = 4 in shuffled order; and uneven: class 0 has 5 samples (two pairs, its 5th is left
+# out), class 1 has 3 (one pair, its 3rd left out), class 2 has 2, class 3 has 1 (no pair). Group 1 of
+# the uneven layout holds class 0's second pair alone: an N-pair term without negatives, log(1 + 0) = 0.
+GROUP_LAYOUTS = {
+    "pk_shuffled": [2, 0, 1, 0, 2, 1, 1, 0, 2, 0, 1, 2],
+    "uneven": [0, 1, 0, 0, 2, 1, 0, 1, 2, 0, 3],
+}
+
+
+def ref_npair_groups(z, y, normalize=False, temperature=1.0):
+    """Sohn's N-pair on disjoint groups, enumerated: each class's samples in batch order form the pairs
+    (1st, 2nd), (3rd, 4th), ...; group g holds the g-th pair of every class that has one; inside a group,
+    anchor = first of a pair, positive = second, negatives = the other classes' positives of the group:
+    term(a) = log(1 + sum_n exp(s_an - s_ap)) (Sohn 2016, Eq. 6). Returns {anchor: term}."""
+    members = {}
+    for i, c in enumerate(y):
+        members.setdefault(c, []).append(i)
+    groups = {}
+    for idx in members.values():
+        for g in range(len(idx) // 2):
+            groups.setdefault(g, []).append((idx[2 * g], idx[2 * g + 1]))
+
+    def s(i, j):
+        return (cos(z[i], z[j]) if normalize else (z[i] * z[j]).sum()) / temperature
+
+    terms = {}
+    for pairs in groups.values():
+        for a, p in pairs:
+            others = sum((torch.exp(s(a, n) - s(a, p)) for _, n in pairs if n != p), torch.zeros((), dtype=F64))
+            terms[a] = torch.log1p(others)
+    return terms
+
+
+def group_batch(layout, seed):
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.tensor(GROUP_LAYOUTS[layout])
+    return (torch.randn(len(y), DIM, generator=gen, dtype=F64) * 0.6).requires_grad_(True), y
+
+
+@pytest.mark.parametrize("layout", GROUP_LAYOUTS)
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("hp", [{}, {"normalize": True}, {"temperature": 0.5}])
+def test_npair_groups_reference(layout, seed, hp):
+    """(a) Loss, per_sample, counts and gradient equal the hand-enumerated groups, as the variant
+    `npair_groups` and as `npair` with pairs="groups"."""
+    z, y = group_batch(layout, seed)
+    terms = ref_npair_groups(z, y.tolist(), **hp)
+    values = torch.stack(list(terms.values()))
+    per_sample = torch.stack([terms.get(i, torch.zeros((), dtype=F64)) for i in range(len(y))])
+    for loss_fn in (build("npair_groups", **hp), build("npair", pairs="groups", **hp)):
+        out = run(loss_fn, z, y)
+        check(out, z, values.mean(), per_sample, len(terms), int((values > 0).sum()))
+    # the uneven layout's lone group: counted as a term, not active
+    assert len(terms) == {"pk_shuffled": 6, "uneven": 4}[layout]
+    assert int((values > 0).sum()) == {"pk_shuffled": 6, "uneven": 3}[layout]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("hp", [{}, {"normalize": True}, {"temperature": 0.5}])
+@pytest.mark.parametrize("labels", [
+    [3, 0, 2, 1, 0, 3, 1, 2],  # K = 2, shuffled: exactly Sohn's one group
+    [0, 0, 1, 1, 2, 2, 2, 3],  # at most 3 per class: the 3rd sample is left out by both
+])
+def test_npair_groups_with_two_per_class_is_sohns_one_pair_per_class(seed, hp, labels):
+    """(b) With K = 2 (or any class of at most 3) there is one group, Sohn's: bitwise the same
+    loss, per_sample, counts and gradient as pairs="one_per_class"."""
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.tensor(labels)
+    z = torch.randn(len(y), DIM, generator=gen, dtype=F64).requires_grad_(True)
+    groups = run(build("npair_groups", **hp), z, y)
+    sohn = run(build("npair", pairs="one_per_class", **hp), z, y)
+    for field in ("loss", "per_sample", "n_terms", "n_active_terms", "has_positives"):
+        assert torch.equal(getattr(groups, field).detach(), getattr(sohn, field).detach()), field
+    assert torch.equal(grad_of(groups.loss, z), grad_of(sohn.loss, z))
+
+
+def pk_batch(p, k, seed, n_classes=10, per_class=20):
+    """One batch of the training `pk` sampler (P classes, K samples each, in its order) and random
+    float64 embeddings for it."""
+    from types import SimpleNamespace
+
+    from vgcore.train.samplers import batch_indices
+
+    data_labels = torch.arange(n_classes * per_class) % n_classes
+    config = SimpleNamespace(batch_size=p * k, sampler="pk", samples_per_class=k)
+    idx = next(batch_indices(data_labels, config, torch.Generator().manual_seed(seed)))
+    y = data_labels[idx]
+    z = torch.randn(len(y), DIM, generator=torch.Generator().manual_seed(seed), dtype=F64).requires_grad_(True)
+    return z, y
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("k", [4, 5, 6])
+def test_npair_groups_give_every_paired_sample_a_gradient(seed, k):
+    """(c) On a P x K batch of the pk sampler, every sample that is in a pair gets a gradient: all
+    P * K for an even K, all but each class's last sample for an odd K; Sohn's one pair per class
+    reaches 2 per class."""
+    p = 5
+    z, y = pk_batch(p, k, seed)
+    assert sorted(torch.bincount(y, minlength=10).tolist()) == [0] * (10 - p) + [k] * p
+    moved = {}
+    for pairs in ("groups", "one_per_class"):
+        g = grad_of(run(build("npair", pairs=pairs), z, y).loss, z)
+        moved[pairs] = (g != 0).any(dim=1)
+    assert int(moved["groups"].sum()) == p * (k - k % 2)
+    assert int(moved["one_per_class"].sum()) == 2 * p
+    # which ones: the odd sample left out is its class's last in batch order
+    rank = torch.tensor([y[:i].tolist().count(c) for i, c in enumerate(y.tolist())])
+    assert torch.equal(moved["groups"], rank < k - k % 2)
+    assert torch.equal(moved["one_per_class"], rank < 2)
+
+
+@pytest.mark.parametrize("k", [2, 4, 5])
+def test_npair_groups_counts_are_the_groups_anchors(k):
+    """(d) LossOutput on a P x K batch: n_terms = the anchors of all groups (P * floor(K / 2)), all
+    active (every group has P classes), per_sample > 0 exactly at the anchors (the 1st, 3rd, ... sample
+    of each class), so GREEDINESS reads active_ratio = floor(K / 2) / K and tuple_active_ratio = 1."""
+    from vgcore.metrics.greediness import greediness
+
+    p = 5
+    z, y = pk_batch(p, k, 0)
+    out = run(build("npair_groups"), z, y)
+    rank = torch.tensor([y[:i].tolist().count(c) for i, c in enumerate(y.tolist())])
+    anchors = (rank % 2 == 0) & (rank < k - k % 2)
+    assert int(out.n_terms) == p * (k // 2) == int(out.n_active_terms) and bool(out.has_positives)
+    assert torch.equal(out.per_sample > 0, anchors)
+    close(out.loss, out.per_sample.sum() / (p * (k // 2)))
+    seen = greediness(out, grad_of(out.loss, z), head_params=[])
+    assert float(seen["active_ratio"]) == pytest.approx((k // 2) / k, rel=1e-12)
+    assert float(seen["tuple_active_ratio"]) == 1.0
+    assert int(seen["n_terms"]) == p * (k // 2) and int(seen["n_active_terms"]) == p * (k // 2)
+
+
+def test_npair_groups_edge_batches_and_what_it_refuses():
+    """No positive pair, an empty batch, one class only: a finite zero or a finite loss that
+    backpropagates; a reference set or a miner's pairs are refused (the groups come from batch order)."""
+    # labels, (n_terms, n_active_terms): one class of 5 is two groups of one class each, both terms
+    # exactly 0 (no negatives), its 5th sample left out
+    for labels, counts in (([0, 1, 2, 3], (0, 0)), ([], (0, 0)), ([0, 0, 0, 0, 0], (2, 0))):
+        y = torch.tensor(labels, dtype=torch.long)
+        z = torch.randn(len(y), DIM, generator=torch.Generator().manual_seed(0), dtype=F64).requires_grad_(True)
+        out = run(build("npair_groups"), z, y)
+        out.loss.backward()
+        assert torch.isfinite(out.loss) and torch.isfinite(z.grad).all()
+        assert (int(out.n_terms), int(out.n_active_terms)) == counts and bool(out.has_positives) == (counts[0] > 0)
+    z, y = group_batch("pk_shuffled", 0)
+    with pytest.raises(ValueError, match="pairs='all'"):
+        build("npair_groups")(z, y, ref_emb=z.detach().clone(), ref_labels=y)
+    with pytest.raises(ValueError, match="pairs='all'"):
+        build("npair_groups")(z, y, (torch.tensor([0]), torch.tensor([4]), torch.tensor([0]), torch.tensor([1])))

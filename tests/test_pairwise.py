@@ -118,10 +118,9 @@ def test_default_distance_is_euclidean_and_default_scale_is_one():
 
 @pytest.mark.parametrize("labels", [[], [7], [3, 3], [5, 1, 5, 5, 2, 1, 9, 5, 2], [0, 1, 2, 3], [4] * 6,
                                     torch.randint(0, 30, (200,), generator=torch.Generator().manual_seed(0)).tolist()])
-def test_within_class_rank_and_second_sample_by_counting(labels):
-    """Sohn's construction (npair) reads these: rank = earlier samples of the same label; second =
-    the batch index of the class's second sample, -1 for a class of one."""
-    rank, second = within_class_rank(torch.tensor(labels, dtype=torch.int64))
+def test_within_class_rank_and_next_sample_by_counting(labels):
+    """Sohn's construction (npair) reads these: rank = earlier samples of the same label; next =
+    the batch index of the next sample of the same label, -1 for the last of its class."""
+    rank, following = within_class_rank(torch.tensor(labels, dtype=torch.int64))
     assert rank.tolist() == [labels[:i].count(c) for i, c in enumerate(labels)]
-    members = {c: [i for i, d in enumerate(labels) if d == c] for c in labels}
-    assert second.tolist() == [members[c][1] if len(members[c]) > 1 else -1 for c in labels]
+    assert following.tolist() == [labels.index(c, i + 1) if c in labels[i + 1:] else -1 for i, c in enumerate(labels)]

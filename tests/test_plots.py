@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 
 from vgcore import workflow
+from vgcore.config import PROFILES
 from vgcore.metrics.convergence import progress_grid
-from vgcore.registry import names
 from vgcore.report import outputs, plots
 
 rng = np.random.default_rng(0)  # tables below draw from their own generator: the same table every call
-LOSSES = names("loss")  # the paper's seven and the named variants, as the demo runs them
+LOSSES = PROFILES["demo"].losses  # the paper's seven and the named variants the demo runs
 DATASETS = ("fashionmnist", "synthetic")
 DEMO_DATASETS = ("fashionmnist", "synthetic", "synthetic_super")  # the demo profile's three: the most a figure holds
 SEEDS = (0, 1, 2)

@@ -51,6 +51,7 @@ def test_every_loss_class_is_registered_and_variants_derive_from_their_loss():
     assert registry.PAPER_LOSSES == ("contrastive", "triplet", "npair", "infonce", "arcface", "scl", "ccl")
     for variant, base in registry.VARIANTS.items():
         assert issubclass(registry.load("loss", variant), registry.load("loss", base)), variant
+    assert registry.VARIANTS["npair_groups"] == "npair"
 
 
 @pytest.mark.parametrize(("package", "kind", "spec_type"), [

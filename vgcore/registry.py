@@ -29,12 +29,13 @@ LOSSES: dict[str, str] = {
     "triplet_semihard": "vgcore.losses.triplet:TripletSemiHardLoss",
     "triplet_facenet": "vgcore.losses.triplet:TripletFaceNetLoss",
     "ccl_ema": "vgcore.losses.ccl:CenterContrastiveEMALoss",
+    "npair_groups": "vgcore.losses.npair:NPairGroupsLoss",
 }
 """Loss name -> its ``nn.Module`` class (``vgcore.losses``): the paper's seven in its order, then the
 named variants."""
 
 VARIANTS: dict[str, str] = {"npair_all": "npair", "triplet_semihard": "triplet", "triplet_facenet": "triplet",
-                            "ccl_ema": "ccl"}
+                            "ccl_ema": "ccl", "npair_groups": "npair"}
 """Variant name -> the paper's loss it is a variant of (run beside it; see PROTOCOL.md "Losses")."""
 
 PAPER_LOSSES: tuple[str, ...] = tuple(name for name in LOSSES if name not in VARIANTS)

@@ -36,7 +36,7 @@ from vgcore.losses.base import Batch, LossOutput, MetricLoss, ProxyLoss, validat
 from vgcore.losses.ccl import CenterContrastiveEMALoss, CenterContrastiveLoss
 from vgcore.losses.contrastive import ContrastiveLoss
 from vgcore.losses.infonce import InfoNCELoss
-from vgcore.losses.npair import NPairAllPairsLoss, NPairLoss
+from vgcore.losses.npair import NPairAllPairsLoss, NPairGroupsLoss, NPairLoss
 from vgcore.losses.scl import SupConLoss
 from vgcore.losses.triplet import TripletFaceNetLoss, TripletLoss, TripletSemiHardLoss
 
@@ -60,6 +60,7 @@ __all__ = [
     "TripletSemiHardLoss",
     "TripletFaceNetLoss",
     "CenterContrastiveEMALoss",
+    "NPairGroupsLoss",
 ]
 
 LOSSES: tuple[str, ...] = registry.PAPER_LOSSES

@@ -32,6 +32,19 @@ class NPairLoss(PairSoftmaxLoss):
             builds it: per class with >= 2 samples, anchor = its first sample in batch order,
             positive = its second; the negatives of an anchor are the positives of the other
             classes; the loss is the mean over the selected anchors (depends on batch order).
+            "groups" (the variant ``npair_groups``) reads a class-balanced P x K batch as K/2
+            disjoint N-pair groups: each class's samples, in batch order, form the consecutive pairs
+            (1st, 2nd), (3rd, 4th), ...; group g holds the g-th pair of every class that has one, and
+            inside a group Sohn's construction applies unchanged (anchor = first of a pair, positive =
+            second, negatives = the positives of the other classes *in the same group*)::
+
+                L = 1/|A| sum_g sum_{(a, p) in g} log(1 + sum_{(a', p') in g, p' != p} exp(f_a . f_p' - f_a . f_p))
+
+            with A all anchors of all groups. Every sample of a class with an even count gets a
+            gradient; the last sample of a class with an odd count is in no pair and gets none (nor
+            does a class of one). With K = 2 (any class of at most 3) there is one group: exactly
+            "one_per_class". A group that holds one class only has an anchor without negatives, a
+            term log(1 + 0) = 0 (counted, not active); on a P x K batch every group holds P classes.
             "all" uses every ordered positive pair (a, p) of the batch, with every sample of
             another class as a negative (the variant ``npair_all``): on normalised embeddings it
             is InfoNCE at temperature 1.
@@ -41,13 +54,14 @@ class NPairLoss(PairSoftmaxLoss):
         check_inputs: validate inputs (syncs).
 
     With a miner's ``indices_tuple``: "all" uses its pairs (see :class:`PairSoftmaxLoss`);
-    "one_per_class" the first positive pair it lists for each anchor label, as PML's NPairsLoss.
-    ``ref_emb`` only with "all".
+    "one_per_class" the first positive pair it lists for each anchor label, as PML's NPairsLoss;
+    "groups" takes none. ``ref_emb`` only with "all".
 
     ``per_sample[a]``: mean term over a's positive pairs ("all"), or its single term if a is a
-    selected anchor and 0 otherwise ("one_per_class"). ``n_terms``: positive pairs (or selected
-    anchors); ``n_active_terms``: those with a non-zero term, i.e. almost all of them (a softmax
-    term vanishes only in floating-point underflow).
+    selected anchor and 0 otherwise ("one_per_class", "groups": on a P x K batch with even K, half
+    the batch). ``n_terms``: positive pairs (or selected anchors, of all groups); ``n_active_terms``:
+    those with a non-zero term, i.e. almost all of them (a softmax term vanishes only in
+    floating-point underflow, or in a group without negatives).
     """
 
     def __init__(
@@ -58,21 +72,26 @@ class NPairLoss(PairSoftmaxLoss):
         check_inputs: bool = True,
     ) -> None:
         super().__init__(temperature, normalize, check_inputs)
-        check_choice("pairs", pairs, ("all", "one_per_class"))
+        check_choice("pairs", pairs, ("all", "one_per_class", "groups"))
         self.pairs = pairs
 
     def _compute(self, batch: Batch) -> LossOutput:
         if self.pairs == "all":
             return self._all_pairs(batch)
         if batch.ref_emb is not None:
-            raise ValueError("NPairLoss(pairs='one_per_class') builds its pairs within the batch and takes no "
+            raise ValueError(f"NPairLoss(pairs={self.pairs!r}) builds its pairs within the batch and takes no "
                              "ref_emb; use pairs='all' to compare with a reference set")
+        if self.pairs == "groups":
+            if batch.indices_tuple is not None:
+                raise ValueError("NPairLoss(pairs='groups') builds its pairs from the batch order and takes no "
+                                 "indices_tuple; use pairs='all' (or 'one_per_class') with a miner")
+            return self._pairs_in_batch_order(batch, groups=True)
         return self._one_pair_per_class(batch)
 
     def _one_pair_per_class(self, batch: Batch) -> LossOutput:
         """Sohn's P x P problem: row k is the anchor of class k, column k its positive."""
         if batch.indices_tuple is None:
-            return self._first_two_of_each_class(batch)
+            return self._pairs_in_batch_order(batch, groups=False)
         # the miner's first positive pair of each anchor label, in label order (as PML's NPairsLoss;
         # this path syncs: the number of pairs sets the shapes)
         labels = batch.labels
@@ -94,20 +113,30 @@ class NPairLoss(PairSoftmaxLoss):
             has_positives=n_terms > 0,
         )
 
-    def _first_two_of_each_class(self, batch: Batch) -> LossOutput:
-        """The P x P problem on B x B masks (static shapes, no host sync: a CUDA graph can capture it).
+    def _pairs_in_batch_order(self, batch: Batch, groups: bool) -> LossOutput:
+        """Sohn's P x P problem, one per group, on B x B masks (static shapes, no host sync: a CUDA
+        graph can capture it).
 
-        Anchor a = the first sample of a class that has a second one; the candidates of every anchor
-        are the second samples of all classes (its own is its positive):
-        ``term(a) = logsumexp_{j second} s_aj - s_a,second(a)``, the cross-entropy of row a of Sohn's
-        P x P logits with its own class as target.
+        A pair is a sample and the next sample of its class in batch order: Sohn's one group
+        (``groups=False``) takes each class's first two samples; ``groups=True`` every class's
+        (1st, 2nd), (3rd, 4th), ..., group g = the pairs of within-class rank 2g and 2g + 1. The
+        candidates of an anchor are the second samples of its group (its own is its positive):
+        ``term(a) = logsumexp_{j second, same group} s_aj - s_a,next(a)``, the cross-entropy of row a
+        of its group's P x P logits with its own class as target.
         """
-        rank, second_of_class = within_class_rank(batch.labels)
-        second = rank == 1  # [B]: the columns of the P x P problem
-        anchor = (rank == 0) & (second_of_class >= 0)  # [B]: the rows
+        rank, following = within_class_rank(batch.labels)
+        if groups:
+            first, second = rank % 2 == 0, rank % 2 == 1
+        else:
+            first, second = rank == 0, rank == 1
+        anchor = first & (following >= 0)  # [B]: the rows (an odd last sample of a class is in no pair)
         logits = similarity_matrix(batch.embeddings, self.normalize, scale=1.0 / self.temperature)
-        lse = masked_logsumexp(logits, second.unsqueeze(0).expand_as(logits))
-        positive = logits.gather(1, second_of_class.clamp(min=0).unsqueeze(1)).squeeze(1)  # s_a,second(a)
+        columns = second.unsqueeze(0)  # [1, B]: the columns (the positives) of the P x P problems
+        if groups:
+            group = torch.div(rank, 2, rounding_mode="floor")
+            columns = columns & (group.unsqueeze(0) == group.unsqueeze(1))  # [B, B]: the anchor's own group
+        lse = masked_logsumexp(logits, columns.expand_as(logits))
+        positive = logits.gather(1, following.clamp(min=0).unsqueeze(1)).squeeze(1)  # s_a,next(a)
         term = torch.where(anchor, lse - positive, 0.0)
         n_terms = count_true(anchor)
         return LossOutput(
@@ -137,6 +166,24 @@ class NPairAllPairsLoss(NPairLoss):
     def __init__(
         self,
         pairs: str = "all",
+        temperature: float = 1.0,
+        normalize: bool = False,
+        check_inputs: bool = True,
+    ) -> None:
+        super().__init__(pairs, temperature, normalize, check_inputs)
+
+
+class NPairGroupsLoss(NPairLoss):
+    """:class:`NPairLoss` in K/2 disjoint groups (``pairs="groups"``), a named variant.
+
+    Sohn's one pair per class gives a gradient to 2 samples per class of a batch (20 of 512 with 10
+    classes); on a P x K batch this reads the batch as K/2 of Sohn's N-pair problems, so that every
+    sample of a class with an even count gets one, and with K = 2 it is Sohn's construction exactly.
+    """
+
+    def __init__(
+        self,
+        pairs: str = "groups",
         temperature: float = 1.0,
         normalize: bool = False,
         check_inputs: bool = True,

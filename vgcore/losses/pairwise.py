@@ -218,19 +218,20 @@ def masked_logsumexp(x: Tensor, mask: Tensor) -> Tensor:
 
 def within_class_rank(labels: Tensor) -> tuple[Tensor, Tensor]:
     """For each sample, how many earlier samples (lower batch index) share its label, and the batch
-    index of the second sample of its class (-1 if the class has one sample): both [B] int64.
+    index of the next sample of its class in batch order (-1 for the class's last): both [B] int64.
 
-    One stable sort of the labels, O(B log B), instead of B x B label masks; static shapes, no sync.
+    Sohn's N-pair reads its pairs from these (an anchor and its next sample). One stable sort of the labels, O(B log B), instead of B x B label masks;
+    static shapes, no sync.
     """
     n = labels.shape[0]
     sorted_labels, order = torch.sort(labels, stable=True)  # each class a run, in batch order
     start = torch.searchsorted(sorted_labels, sorted_labels)  # where each sample's run begins
-    after = (start + 1).clamp(max=max(n - 1, 0))
-    has_second = (start + 1 < n) & (sorted_labels[after] == sorted_labels)
     position = torch.arange(n, device=labels.device)
+    after = (position + 1).clamp(max=max(n - 1, 0))
+    has_next = (position + 1 < n) & (sorted_labels[after] == sorted_labels)
     rank = torch.empty_like(position).scatter_(0, order, position - start)
-    second = torch.empty_like(position).scatter_(0, order, torch.where(has_second, order[after], -1))
-    return rank, second
+    following = torch.empty_like(position).scatter_(0, order, torch.where(has_next, order[after], -1))
+    return rank, following
 
 
 def sorted_negatives(dist: Tensor, neg: Tensor) -> Tensor:
