@@ -492,3 +492,17 @@ def test_a_metric_has_one_axis_scale_and_range_across_datasets():
     panels = [ax for ax in fig.axes if ax.get_visible() and ax.get_xlabel()]
     assert len(panels) == 2 and panels[0].get_xlim() == panels[1].get_xlim()
     plt.close(fig)
+
+
+def test_a_metric_whose_one_range_would_squeeze_a_dataset_keeps_a_range_per_dataset_and_says_so():
+    frame = summary_table(datasets=("a", "b"))
+    frame.loc[frame["dataset"] == "b", "intra_var"] *= 20  # a's values would fill a twentieth of one range
+    fig = plots.metric_dots(frame, ["intra_var", "recall@1"], width="page")
+    by_metric = {}
+    for ax in fig.axes:
+        if ax.get_visible() and ax.get_xlabel():
+            by_metric.setdefault(ax.get_xlabel().split()[0], []).append(ax.get_xlim())
+    assert by_metric["intra-class"][0] != by_metric["intra-class"][1]
+    assert by_metric["Recall@1"][0] == by_metric["Recall@1"][1]
+    assert any("own x range" in t for _, t, _ in [(None, x.get_text(), None) for x in fig.texts])
+    plt.close(fig)

@@ -56,6 +56,9 @@ PAGE_HEIGHT = 9.2
 """Inches a figure may take at most: an IEEE page's text height (about 9.5 in), less a caption line."""
 DECADES = 2.0
 """An axis whose positive values span at least this many decades is logarithmic."""
+SHARED_MIN_FILL = 0.25
+"""A metric's panels share one range across datasets unless a dataset's values would fill less than
+this share of it (on a log axis: of its decades); then each keeps its own and the figure says so."""
 
 VERDICT_COLOURS = {"supported": "#1b9e77", "significant, size uncertain": "#8fd1bb", "negligible": "#7570b3",
                    "inconclusive": "0.55", "contradicted, size uncertain": "#f2b27f", "contradicted": "#d95f02"}
@@ -317,7 +320,10 @@ def metric_dots(summary: pd.DataFrame, metrics: Sequence[str], title: str = "",
     constant = {(d, m): is_constant(_loss_stats(summary[summary["dataset"] == d], m, order)["mean"])
                 for d in datasets for m in metrics}
     shown, left_out = _drawn_metrics(summary, metrics, datasets, constant)
-    notes = [_seed_note(summary), *left_out]
+    apart = [m for m in shown if len(datasets) > 1 and _squeezed(summary, m)]
+    notes = [_seed_note(summary), *left_out,
+             *(f"{label(m, unit=False)}: each dataset on its own x range (one range would squeeze a row)."
+               for m in apart)]
     if not shown:
         fig = _figure(width, 0.8)
         _note(fig, notes)
@@ -372,7 +378,7 @@ def metric_dots(summary: pd.DataFrame, metrics: Sequence[str], title: str = "",
             ax.set_xlabel(xlabel(metric, cols))
             ax.grid(axis="y", visible=False)
             drawn.setdefault(metric, []).append(ax)
-    _share_limits(drawn, "x")
+    _share_limits({m: a for m, a in drawn.items() if m not in apart}, "x")
     axes[0, 0].set_yticks(range(len(order)), order)
     axes[0, 0].set_ylim(len(order) - 0.5, -0.5)
     for ax in axes[:, 0]:
@@ -381,6 +387,16 @@ def metric_dots(summary: pd.DataFrame, metrics: Sequence[str], title: str = "",
         notes.insert(0, title)
     _note(fig, notes)
     return fig
+
+
+def _squeezed(frame: pd.DataFrame, metric: str, by: str = "dataset") -> bool:
+    """Whether one range for `metric` across the groups of `by` would leave a group's values filling
+    less than SHARED_MIN_FILL of it (of its decades where the axis is logarithmic)."""
+    v = frame[metric].to_numpy(float)
+    log = _spans_decades(v)
+    width = (lambda x: np.log10(np.nanmax(x) / np.nanmin(x))) if log else (lambda x: np.nanmax(x) - np.nanmin(x))  # noqa: E731
+    whole = width(v)
+    return bool(whole > 0 and min(width(g[metric].to_numpy(float)) for _, g in frame.groupby(by)) < SHARED_MIN_FILL * whole)
 
 
 def _share_limits(panels: Mapping[str, list], axis: str) -> None:
