@@ -364,12 +364,12 @@ def test_random_commands_interrupted_anywhere_lose_no_run_and_draw_no_figure_fro
                     losses, seeds = sorted({c[0] for c in cells}), sorted({str(c[1]) for c in cells})
                     code = cli("sweep", "--profile", "smoke", "--losses", *losses, "--seeds", *seeds,
                                "--results", str(root), "--cache-dir", str(cache),
-                               *(["--tag", tag] if tag else []), *overrides)
+                               *(["--tag", tag] if tag else []), *(["--set", *overrides] if overrides else []))
                 elif command == "run":
                     (loss, s), = cells[:1]
                     code = cli("run", "--profile", "smoke", "--dataset", "synthetic", "--loss", loss, "--seed", str(s),
                                "--results", str(root), "--cache-dir", str(cache), *(["--tag", tag] if tag else []),
-                               *overrides)
+                               *(["--set", *overrides] if overrides else []))
                 elif command == "legacy":  # a variant's run copied into the profile's folder, as before issue 18
                     variant_runs = [p for n in results.variants(root, "smoke") for p in results.find_runs(root, "smoke", n)]
                     for run in variant_runs[:1]:

@@ -434,7 +434,7 @@ def test_ctrl_c_stops_a_sweep_with_one_line_and_leaves_nothing_half_written(tmp_
     import signal
 
     log = tmp_path / "sweep.log"
-    proc = start(["sweep", "--profile", "smoke", "--losses", "triplet", "--results", "r", "--quiet", "epochs=100000"],
+    proc = start(["sweep", "--profile", "smoke", "--losses", "triplet", "--results", "r", "--quiet", "--set", "epochs=100000"],
                  tmp_path, log)
     wait_for(lambda: any((tmp_path / "r").rglob(".tmp-seed0.*")), proc, log)  # training: its staging folder
     os.killpg(proc.pid, signal.SIGINT)
