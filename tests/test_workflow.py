@@ -376,9 +376,14 @@ def test_a_path_with_shell_metacharacters_runs_nothing(tmp_path):
 # --- a killed or interrupted build ------------------------------------------------------------
 
 def start(args: list[str], cwd: Path, log: Path) -> subprocess.Popen:
-    """``python -m vgcore ARGS`` in a session of its own (its process group gets a terminal's Ctrl-C)."""
+    """``python -m vgcore ARGS`` in a session of its own (its process group gets a terminal's Ctrl-C),
+    with SIGINT's default action even where the test runner was started with it ignored (a shell's
+    ``cmd &`` does that, and Python then never raises KeyboardInterrupt)."""
+    import signal
+
     return subprocess.Popen([sys.executable, "-m", "vgcore", *args], cwd=cwd, env=env(VGCORE_CACHE=str(cwd / "cache")),
-                            stdout=subprocess.DEVNULL, stderr=log.open("w"), start_new_session=True)
+                            stdout=subprocess.DEVNULL, stderr=log.open("w"), start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def wait_for(condition, proc: subprocess.Popen, log: Path, deadline: float = 600) -> None:
