@@ -90,6 +90,8 @@ class Cluster:
     def __init__(self, directory: Path):
         self.dir = directory
         self.ports = {"SLURMCTLD_PORT": str(_free_port()), "SLURMD_PORT": str(_free_port())}
+        self.stale_link: Path | None = None  # the leftover link planted before `up`, if one was
+        self.up_output = ""
 
     def script(self, action: str) -> subprocess.CompletedProcess:
         return subprocess.run(["bash", str(SCRIPT), action, str(self.dir)], env={**os.environ, **self.ports},
@@ -115,14 +117,31 @@ class Cluster:
         return jobs
 
 
+CONF_LINK = Path("/run/slurm/conf")  # a configless slurmd's link to its copy of slurm.conf
+
+
+def _plant_stale_conf_link(killed: Path) -> Path | None:
+    """The link a killed cluster leaves (its target still on disk, as in a machine snapshot taken while
+    a cluster ran: CI failed so at stop 29); None where a link is already there (the script judges it)."""
+    if CONF_LINK.exists() or CONF_LINK.is_symlink():
+        return None
+    target = killed / "spool" / "conf-cache"
+    target.mkdir(parents=True)
+    CONF_LINK.parent.mkdir(parents=True, exist_ok=True)
+    CONF_LINK.symlink_to(target)
+    return target
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     reason = missing_requirements()
     if reason:
         unavailable(reason, ".ci/run installs slurm-wlm, munge and the cluster extra")
     c = Cluster(tmp_path_factory.mktemp("slurm"))
+    c.stale_link = _plant_stale_conf_link(tmp_path_factory.mktemp("killed-cluster"))
     t0 = time.perf_counter()
     up = c.script("up")
+    c.up_output = up.stdout
     if up.returncode:
         c.script("down")
         pytest.fail(f"slurm-local.sh up failed ({up.returncode}):\n{up.stdout}\n{up.stderr}", pytrace=False)
@@ -335,6 +354,13 @@ def test_the_gpu_profile_asks_the_scheduler_for_a_gpu(cluster, tmp_path_factory)
     assert b.proc.returncode != 0 and not b.jobs, b.tail()
     assert "Error in rule features" in b.output and "--gpus=1" in b.output, b.tail()
     assert "Invalid generic resource (gres) specification" in b.output, b.tail()
+
+
+def test_a_conf_link_left_by_a_killed_cluster_does_not_block_the_next_one(cluster):
+    if cluster.stale_link is None:
+        pytest.skip(f"{CONF_LINK} was there before this module ran, so none was planted")
+    assert f"removed {CONF_LINK} -> {cluster.stale_link}" in cluster.up_output
+    assert CONF_LINK.resolve() != cluster.stale_link  # the new slurmd's own copy replaced it
 
 
 def test_the_gpu_profile_is_the_cpu_profile_plus_gpus():

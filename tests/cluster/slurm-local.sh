@@ -37,6 +37,14 @@ port_taken() {  # is something listening on TCP port $1?
   fi
 }
 
+slurmd_running() {  # does any slurmd process run on this machine?
+  local comm
+  for comm in /proc/[0-9]*/comm; do
+    [ "$(cat "$comm" 2>/dev/null)" = slurmd ] && return 0
+  done
+  return 1
+}
+
 pid_of() {  # the pid in DIR/run/$1.pid if that process is still the daemon $1
   local file="$DIR/run/$1.pid" pid
   [ -s "$file" ] || return 1
@@ -78,8 +86,13 @@ up() {
   for d in "${DAEMONS[@]}"; do
     if pid_of "$d" >/dev/null; then die "$d of $DIR is already running; run '$0 down $DIR' first"; fi
   done
-  if [ -e "$CONF_LINK" ]; then
-    die "$CONF_LINK exists: another slurmd runs on this machine (stop it first, or use that cluster)"
+  if [ -e "$CONF_LINK" ] || [ -L "$CONF_LINK" ]; then
+    if slurmd_running; then
+      die "$CONF_LINK exists and a slurmd runs on this machine (stop it first, or use that cluster)"
+    fi
+    # A cluster that was killed (or a machine snapshot taken while one ran) leaves the link behind.
+    echo "slurm-local: removed $CONF_LINK -> $(readlink "$CONF_LINK" || true), left by a slurmd that no longer runs"
+    rm -f "$CONF_LINK"
   fi
 
   mkdir -p "$DIR"/{munge,state,spool,log,run}
