@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.vgcore-installed
-EXTRAS ?= dev,notebooks,offline,workflow
+EXTRAS ?= dev,notebooks,offline,workflow,docs
 # TORCH=cpu installs the CPU-only build of the locked torch/torchvision (about 1 GB instead of 6 GB)
 TORCH  ?=
 PIP_INDEX := $(if $(filter cpu,$(TORCH)),--extra-index-url https://download.pytorch.org/whl/cpu)
@@ -13,7 +13,7 @@ PROFILE ?= smoke
 # optional subsets for demo/paper/figures, e.g. make demo LOSSES="triplet scl" SEEDS=0
 SELECT := $(if $(DATASETS),--datasets $(DATASETS)) $(if $(LOSSES),--losses $(LOSSES)) $(if $(SEEDS),--seeds $(SEEDS))
 
-.PHONY: help setup hooks test lint demo schedule paper figures restore sync-notebooks lab data bench mutate lock repo clean
+.PHONY: help setup hooks test lint demo schedule paper figures restore sync-notebooks lab site site-notebooks data bench mutate lock repo clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -69,6 +69,19 @@ lab: $(STAMP)  ## JupyterLab on the notebooks, jupytext pairing on (LAB_PORT=888
 	  --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks \
 	  --ContentsManager.pre_save_hook=vgcore.notebooks.pre_save_hook
 
+# The site is built offline from what is committed: docs/, PROTOCOL.md (one page per section) and the
+# executed notebooks of figures/demo/ and docs/notebooks/ (shown as executed, never re-run). Warnings
+# are errors, so a broken internal link or a missing figure stops it. Open $(SITE)/index.html.
+SITE ?= _site/html
+site: $(STAMP)  ## the documentation site, offline, from the committed executed notebooks -> _site/html
+	$(BIN)/python -m sphinx -W --keep-going -q -b html -c docs . "$(SITE)"
+	printf '<!doctype html><meta http-equiv="refresh" content="0; url=docs/index.html"><a href="docs/index.html">vgcore</a>\n' > "$(SITE)/index.html"
+
+# One executed 01 and 02 of the demo build for the site (docs/notebooks/; tests/test_site.py checks
+# that their cells are the current notebooks').
+site-notebooks:  ## after `make demo`: copy its executed 01_features and 02_train (FashionMNIST, contrastive, seed 0) to docs/notebooks/
+	cp results/demo/fashionmnist/01_features.ipynb results/demo/fashionmnist/contrastive/seed0/02_train.ipynb docs/notebooks/
+
 data:  ## make the offline FashionMNIST available (Debian package dataset-fashion-mnist)
 	@if [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then \
 	  echo "FashionMNIST found in /usr/share/datasets/fashion-mnist"; \
@@ -99,7 +112,7 @@ mutate: $(STAMP)  ## mutation testing of the core (slow; SAMPLE=n scores a rando
 	$(BIN)/python benchmarks/mutation_report.py $(if $(SAMPLE),--sample benchmarks/out/mutation_sample.json)
 
 lock: $(STAMP)  ## rewrite constraints.txt from the installed versions (after an upgrade; commit it with the rebuilt figures/demo)
-	$(BIN)/python -m vgcore lock --extras dev,notebooks,offline,workflow,cluster > constraints.txt.new && mv constraints.txt.new constraints.txt
+	$(BIN)/python -m vgcore lock --extras dev,notebooks,offline,workflow,cluster,docs > constraints.txt.new && mv constraints.txt.new constraints.txt
 
 # The repository address lives in pyproject.toml ([project.urls]); this rewrites it with every badge and setup cell.
 repo: $(STAMP)  ## set the repository address everywhere: make repo URL=https://github.com/<owner>/<name>

@@ -45,6 +45,7 @@ from vgcore import workflow
 from vgcore.report import outputs
 
 from _ci import DEV_EXTRA, NOTEBOOKS_EXTRA, in_ci, require, unavailable
+from _site import build_site
 from _smoke_build import ROOT, env
 
 NOTEBOOKS = ROOT / "notebooks"
@@ -405,6 +406,26 @@ def test_jupyterlab_pairs_ipynb_and_py_through_jupytext(lab):
     lab.api("PUT", "contents/04_greediness.ipynb", {"type": "notebook", "format": "json", "content": model["content"]})
     assert "# Added from the contents API." in (lab.root / "04_greediness.py").read_text()
     assert "Added from the contents API." not in (NOTEBOOKS / "04_greediness.py").read_text()
+
+
+@pytest.mark.slow
+def test_a_site_page_shows_its_figure(browser, tmp_path):
+    """The site (`make site`) opened in the browser: a notebook page loads and its figures are drawn."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    require("myst_nb", "the docs extra (pip install -e '.[docs]')")
+    site = tmp_path / "html"
+    proc = build_site(site)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    browser.get((site / "index.html").as_uri())  # the redirect to docs/index.html
+    WebDriverWait(browser, PAGE_TIMEOUT).until(lambda d: d.current_url.endswith("docs/index.html"))
+    browser.get((site / "figures" / "demo" / "notebooks" / "03_variance.html").as_uri())
+    widths = browser.execute_script(
+        "return Array.from(document.querySelectorAll('img')).filter(i => i.src.includes('/_images/'))"
+        ".map(i => i.complete ? i.naturalWidth : 0);")
+    assert widths and min(widths) > 100, f"figures not drawn: natural widths {widths}"
+    assert "VARIANCE" in browser.title
+    screenshot(browser, "site_03_variance")
 
 
 def test_browser_check_cannot_silently_skip_in_ci():

@@ -109,7 +109,7 @@ def test_setup_ci_and_lock_install_every_extra_the_tests_and_the_notebook_build_
     """`pip install vgcore` is the core only: `make setup`, CI and `make lock` name the extras."""
     _, extras = _pyproject_requirements()
     setup = _extras_default((ROOT / "Makefile").read_text(), r"^EXTRAS \?= (\S+)$")
-    assert setup == {"dev", *NOTEBOOK_BUILD}, f"make setup installs {sorted(setup)}"
+    assert setup == {"dev", "docs", *NOTEBOOK_BUILD}, f"make setup installs {sorted(setup)}"
     ci = _extras_default((ROOT / ".ci" / "run").read_text(), r'EXTRAS="\$\{EXTRAS:-([^}]+)\}"')
     assert ci == setup | {"cluster"}, f".ci/run installs {sorted(ci)}"
     lock = _extras_default((ROOT / "Makefile").read_text(), r"vgcore lock --extras (\S+) ")

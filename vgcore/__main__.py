@@ -177,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     repo.add_argument("url", nargs="?", help="https://github.com/<owner>/<name>")
 
     lock = sub.add_parser("lock", help="print the exact installed versions of vgcore's dependencies (constraints.txt)")
-    lock.add_argument("--extras", default="dev,notebooks,offline,workflow,cluster",
+    lock.add_argument("--extras", default="dev,notebooks,offline,workflow,cluster,docs",
                       help="comma-separated extras to include")
     return parser
 

@@ -27,14 +27,15 @@ REDUCTIONS = ("mean", "nonzero_mean")
 class LossOutput:
     """What every loss computes; ``loss_fn.last`` holds the one of its last call (detached).
 
-    loss:           0-d tensor, the scalar to backpropagate (what the call returns).
-    per_sample:     [B], each anchor's own loss term (see each loss for its exact meaning);
-                    ``per_sample > 0`` means "this sample takes part in the update".
-    n_terms:        0-d int64, number of valid tuples (pairs, triplets, positive pairs, samples).
-    n_active_terms: 0-d int64, those tuples whose loss term is non-zero.
-    has_positives:  0-d bool, False when the batch had no usable positive pair; the loss is then
-                    a zero that still backpropagates (contrastive excepted: its negative pairs
-                    still count, see :class:`ContrastiveLoss`).
+    Attributes:
+        loss: 0-d tensor, the scalar to backpropagate (what the call returns).
+        per_sample: [B], each anchor's own loss term (see each loss for its exact meaning);
+            ``per_sample > 0`` means "this sample takes part in the update".
+        n_terms: 0-d int64, number of valid tuples (pairs, triplets, positive pairs, samples).
+        n_active_terms: 0-d int64, those tuples whose loss term is non-zero.
+        has_positives: 0-d bool, False when the batch had no usable positive pair; the loss is then
+            a zero that still backpropagates (contrastive excepted: its negative pairs still count,
+            see :class:`ContrastiveLoss`).
     """
 
     loss: Tensor

@@ -6,7 +6,7 @@ given and the model's parameters (one ``torch.autograd.graph.register_multi_grad
 ``loss.backward()`` has computed their gradients, the hook computes the step's
 :func:`vgcore.metrics.greediness` and appends it, with the loss, to a :class:`~vgcore.train.StepLog`:
 the same columns as a run's ``steps.csv``. Nothing is recomputed and nothing waits for the device
-(the log copies to the host every ``sync_every`` steps).
+(the log copies to the host every ``sync_every`` steps)::
 
     monitor = GreedinessMonitor(loss_func, model.parameters())
     for x, y in loader:
