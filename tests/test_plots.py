@@ -15,6 +15,8 @@ from vgcore.config import PROFILES
 from vgcore.metrics.convergence import progress_grid
 from vgcore.report import outputs, plots
 
+from _smoke_build import ROOT
+
 rng = np.random.default_rng(0)  # tables below draw from their own generator: the same table every call
 LOSSES = PROFILES["demo"].losses  # the paper's seven and the named variants the demo runs
 DATASETS = ("fashionmnist", "synthetic")
@@ -425,6 +427,31 @@ def test_outputs_write_only_what_the_notebook_declares(tmp_path):
     assert "notebooks/06_claims.ipynb" in (tmp_path / "tables" / "06_claims.md").read_text()
     with pytest.raises(ValueError, match="unknown analysis notebook"):
         outputs.Outputs("07_more", tmp_path, "smoke")
+
+
+def test_a_figure_drawn_at_another_width_than_declared_is_refused(tmp_path):
+    out = outputs.Outputs("05_retrieval", tmp_path, "smoke")
+    declared = {i.name: i.width for i in outputs.ANALYSIS["05_retrieval"] if i.kind == "figure"}
+    assert declared["05_retrieval_bars"] == "column" and declared["05_tradeoff"] == "page"
+    with pytest.raises(ValueError, match=r"05_retrieval_bars is drawn 7.00 in wide, but declared column width "
+                                         r"\(3.4 in\).*width='column'"):
+        out.figure(plt.figure(figsize=(plots.WIDTHS["page"], 2)), "05_retrieval_bars")
+    assert not (tmp_path / "05_retrieval_bars.png").exists()
+    out.figure(plt.figure(figsize=(plots.WIDTHS["column"], 2)), "05_retrieval_bars")
+    assert (tmp_path / "05_retrieval_bars.png").exists()
+
+
+@pytest.mark.parametrize("profile", ["demo", "paper_schedule"])
+def test_every_committed_figure_is_printed_at_its_declared_width(profile):
+    """The PNGs of figures/<profile>/ are their declared width at 300 dpi (the width their text sizes are
+    checked at: test_every_figure_prints_at_its_width_with_8pt_text_and_no_overlaps)."""
+    from PIL import Image
+
+    folder = ROOT / "figures" / profile
+    for item in (i for items in outputs.ANALYSIS.values() for i in items if i.kind == "figure"):
+        with Image.open(folder / f"{item.name}.png") as img:
+            assert img.size[0] == round(plots.WIDTHS[item.width] * plots.DPI), \
+                f"{profile}/{item.name}.png is not {item.width} width ({plots.WIDTHS[item.width]} in)"
 
 
 def test_every_output_name_is_unique_and_starts_with_its_notebook_number():

@@ -14,7 +14,7 @@ import yaml
 
 from vgcore import workflow
 from vgcore.config import get_profile
-from vgcore.report import outputs
+from vgcore.report import outputs, plots
 
 from _smoke_build import ROOT, env, smoke_build
 
@@ -479,7 +479,7 @@ def test_a_notebook_records_what_it_wrote_and_a_hand_edit_is_found(tmp_path):
     out = outputs.Outputs("05_retrieval", tmp_path, "smoke")
     out.table(pd.DataFrame({"loss": ["triplet"], "recall@1": [0.5]}), "05_retrieval")
     for item in outputs.ANALYSIS["05_retrieval"][1:]:
-        out.figure(plt.figure(figsize=(2, 2)), item.name)
+        out.figure(plt.figure(figsize=(plots.WIDTHS[item.width], 2)), item.name)
     out.finish()
     record = outputs.manifest(tmp_path, "05_retrieval").read_text().splitlines()
     files = outputs.analysis_files(tmp_path, "05_retrieval")

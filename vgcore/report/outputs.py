@@ -36,6 +36,7 @@ class Item:
     name: str
     kind: str  # "figure" or "table"
     caption: str
+    width: str | None = None  # a figure's printed width, a key of vgcore.report.plots.WIDTHS ("column", "page")
 
     def files(self, figures_dir: str | os.PathLike) -> list[Path]:
         d = Path(figures_dir)
@@ -44,8 +45,8 @@ class Item:
         return [d / "tables" / f"{self.name}.{ext}" for ext in ("csv", "md", "tex")]
 
 
-def _fig(name: str, caption: str) -> Item:
-    return Item(name, "figure", caption)
+def _fig(name: str, caption: str, width: str = "page") -> Item:
+    return Item(name, "figure", caption, width)
 
 
 def _tab(name: str, caption: str) -> Item:
@@ -58,7 +59,7 @@ ANALYSIS: dict[str, tuple[Item, ...]] = {
         _fig("03_variance_bars", "intra- and inter-class variance and centroid-spacing unevenness per loss "
              "(mean ± std over seeds)"),
         _fig("03_intra_var_over_epochs", "intra-class variance of the test embeddings over training"),
-        _fig("03_separation_vs_spacing", "mean centroid distance against its unevenness (CV)"),
+        _fig("03_separation_vs_spacing", "mean centroid distance against its unevenness (CV)", "column"),
         _fig("03_embeddings_pca", "2-D PCA of the final test embeddings, one panel per loss (lowest seed; on a set "
              "with superclasses, the fine classes of one superclass)"),
     ),
@@ -73,7 +74,7 @@ ANALYSIS: dict[str, tuple[Item, ...]] = {
     ),
     "05_retrieval": (
         _tab("05_retrieval", "retrieval on the test split: Recall@K and MAP@R, mean ± std over seeds"),
-        _fig("05_retrieval_bars", "Recall@1 and MAP@R per loss (mean ± std over seeds)"),
+        _fig("05_retrieval_bars", "Recall@1 and MAP@R per loss (mean ± std over seeds)", "column"),
         _fig("05_recall_over_epochs", "test Recall@1 over training"),
         _fig("05_validation_progress", "normalised validation progress (R_t - R_0) / (R_final - R_0) of Recall@1 at "
              "log-spaced training steps, per loss: one convergence yardstick for every loss"),
@@ -131,9 +132,14 @@ class Outputs:
         return item
 
     def figure(self, fig, name: str) -> list[Path]:
-        from vgcore.report.plots import save_figure
+        from vgcore.report.plots import WIDTHS, save_figure
 
-        self._item(name, "figure")
+        item = self._item(name, "figure")
+        inches = fig.get_figwidth()
+        if abs(inches - WIDTHS[item.width]) > 0.01:
+            raise ValueError(f"{name} is drawn {inches:.2f} in wide, but declared {item.width} width "
+                             f"({WIDTHS[item.width]} in) in vgcore.report.outputs.ANALYSIS: draw it with "
+                             f"width={item.width!r} (its text sizes are checked at that width)")
         paths = save_figure(fig, self.dir / name, f"{self.notebook}.ipynb", self.profile, self.runs_digest)
         self.written += paths
         return paths
