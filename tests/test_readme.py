@@ -1,4 +1,5 @@
-"""README.md stays true: its "own training loop" example runs, and its local links point at files."""
+"""README.md and the guide (docs/guide/*.md) stay true: their "own model" examples run, their local
+links point at files, their tables are the committed ones, and README.md stays a landing page."""
 
 from __future__ import annotations
 
@@ -11,13 +12,27 @@ import pytest
 from _smoke_build import ROOT, env
 
 README = ROOT / "README.md"
+GUIDE = ROOT / "docs" / "guide"
+# the pages README.md's sections moved to (docs/index.md's toctree lists exactly these)
+PAGES = ("install", "results", "make-targets", "command-line", "notebooks", "own-model", "layout", "reproducing")
 
 
-def section(title: str) -> str:
-    text = README.read_text()
+def page(name: str):
+    return GUIDE / f"{name}.md"
+
+
+def section(path, title: str) -> str:
+    """The `## title` section of the Markdown file at `path`, or the whole file if `title` is its `# title`."""
+    text = path.read_text()
+    if text.startswith(f"# {title}\n"):
+        return text
     start = text.index(f"\n## {title}\n")
     end = text.find("\n## ", start + 1)
     return text[start:end if end >= 0 else None]
+
+
+def markdown_files() -> list:
+    return [README, *(page(name) for name in PAGES)]
 
 
 def python_blocks(markdown: str) -> list[str]:
@@ -34,7 +49,7 @@ def _run_python(code: str, cwd) -> str:
 
 
 def _own_model_blocks() -> tuple[list[str], list[str]]:
-    text = section("Use it on your own model")
+    text = section(page("own-model"), "Use it on your own model")
     return python_blocks(text), re.findall(r"^```bash\n(.*?)^```$", text, flags=re.S | re.M)
 
 
@@ -94,22 +109,77 @@ def test_own_model_3_your_features_through_the_comparison(tmp_path):
     assert "superclass_recall@1" in table[0] and "as the seven losses' runs" in outputs[1]
 
 
+def test_readme_example_on_your_own_model(tmp_path):
+    """README.md's one example: a vgcore loss in a plain loop, then VARIANCE and retrieval."""
+    blocks = python_blocks(section(README, "Use it on your own model"))
+    assert len(blocks) == 1, "README.md keeps one short example; the others live in docs/guide/own-model.md"
+    out = _run_python(blocks[0], tmp_path)
+    final = re.search(r"^intra-class variance ([\d.]+), inter-class variance ([\d.]+), Recall@1 ([\d.]+)$", out, re.M)
+    assert final, out
+    assert 0 < float(final[1]) < float(final[2]) and 0.5 < float(final[3]) <= 1, out
+    active = re.search(r"^last step: (\d+) of (\d+) triplets active$", out, re.M)
+    assert active and 0 < int(active[1]) <= int(active[2]), out
+
+
+def test_readme_is_a_landing_page():
+    size = len(README.read_bytes())
+    assert size <= 15 * 1024, f"README.md is {size} bytes: move detail into docs/guide/ (at most 15 KB)"
+
+
+def test_guide_pages_have_one_title_each():
+    """docs/index.md's toctree lists these pages: each exists and has one `# Title`, at its top."""
+    for name in PAGES:
+        text = re.sub(r"^```.*?^```$", "", page(name).read_text(), flags=re.S | re.M)  # code aside
+        titles = re.findall(r"^# .+$", text, flags=re.M)
+        assert len(titles) == 1 and text.startswith(titles[0]), f"docs/guide/{name}.md: titles {titles}"
+
+
 def test_local_links_and_images_exist():
-    text = README.read_text()
-    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text) + re.findall(r'<img [^>]*src="([^"]+)"', text)
-    local = [t for t in targets if not re.match(r"[a-z]+:", t)]
-    missing = [t for t in local if not (ROOT / t).exists()]
-    assert not missing, f"README.md links to missing files: {missing}"
+    """Every relative link and image of README.md and of each guide page resolves from the file that
+    holds it (anchors aside)."""
+    assert sorted(p.name for p in GUIDE.glob("*.md")) == sorted(f"{name}.md" for name in PAGES)
+    for path in markdown_files():
+        text = path.read_text()
+        targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text) + re.findall(r'<img [^>]*src="([^"]+)"', text)
+        local = [t for t in targets if not re.match(r"[a-z]+:", t)]
+        assert local or path != README, "README.md links into the guide"
+        missing = [t for t in local if not (path.parent / t).exists()]
+        assert not missing, f"{path.relative_to(ROOT)} links to missing files: {missing}"
+    readme = README.read_text()
+    for name in PAGES:
+        assert f"](docs/guide/{name}.md)" in readme, f"README.md does not link docs/guide/{name}.md"
 
 
 def test_included_tables_are_the_committed_ones():
-    """A table between `<!-- include FILE -->` and `<!-- end include -->` is FILE's table, verbatim."""
-    text = README.read_text()
-    blocks = re.findall(r"<!-- include (\S+) -->\n(.*?)\n<!-- end include -->", text, flags=re.S)
-    assert blocks, "README.md includes no generated table"
-    for path, block in blocks:
-        assert block.strip() == (ROOT / path).read_text().strip(), \
-            f"README.md's copy of {path} is stale: paste the file's current content between the markers"
+    """A table between `<!-- include FILE -->` and `<!-- end include -->` (FILE relative to the
+    repository root) is FILE's table, verbatim, in README.md and in every guide page."""
+    found = 0
+    for md in markdown_files():
+        blocks = re.findall(r"<!-- include (\S+) -->\n(.*?)\n<!-- end include -->", md.read_text(), flags=re.S)
+        found += len(blocks)
+        for path, block in blocks:
+            assert block.strip() == (ROOT / path).read_text().strip(), \
+                f"{md.relative_to(ROOT)}'s copy of {path} is stale: paste the file's current content between the markers"
+    assert found, "neither README.md nor the guide includes a generated table"
+    assert "<!-- include figures/demo/tables/05_retrieval.md -->" in page("results").read_text()
+
+
+def test_readme_recall_table_is_the_committed_one():
+    """README.md's short table: each loss's test Recall@1 per dataset, as 05_retrieval.csv has it."""
+    import pandas as pd
+
+    retrieval = pd.read_csv(ROOT / "figures" / "demo" / "tables" / "05_retrieval.csv")
+    rows = [[cell.strip() for cell in ln.strip().strip("|").split("|")]
+            for ln in section(README, "Results").splitlines() if ln.startswith("| ")]
+    header, rule, body = rows[0], rows[1], rows[2:]
+    assert set("".join(rule)) <= set("-:"), rule
+    datasets = list(dict.fromkeys(retrieval["dataset"]))
+    assert header == ["loss", *datasets], header
+    assert [r[0] for r in body] == list(dict.fromkeys(retrieval["loss"])), "one row per loss of the table"
+    for row in body:
+        for dataset, cell in zip(datasets, row[1:], strict=True):
+            committed = retrieval.loc[(retrieval["loss"] == row[0]) & (retrieval["dataset"] == dataset), "recall@1"]
+            assert cell == committed.item(), f"{row[0]} on {dataset}: README {cell}, table {committed.item()}"
 
 
 def test_summary_counts_the_claims_the_demo_table_reports():
@@ -120,12 +190,13 @@ def test_summary_counts_the_claims_the_demo_table_reports():
 
     from vgcore.report.claims import ORDER
 
-    summary = " ".join(section("Results of the demo profile").split())  # line breaks read as spaces
+    summary = " ".join(section(page("results"), "Results of the demo profile").split())  # line breaks read as spaces
     claims = pd.read_csv(ROOT / "figures" / "demo" / "tables" / "06_claims.csv")
     counts = claims["verdict"].value_counts()
     stated = f"{len(claims)} claim checks: " + "; ".join(
         f"{int(counts[v])} {v}" for v in reversed(ORDER) if counts.get(v, 0))
     assert stated in summary, f"the demo table has {stated}: update the summary paragraph"
+    assert stated in " ".join(section(README, "Results").split()), f"the demo table has {stated}: update README.md"
     assert "descriptive" in summary
     gate = pd.read_csv(ROOT / "figures" / "demo" / "tables" / "06_gate.csv")
     for _, row in gate.loc[~gate["learned"].astype(bool)].iterrows():
@@ -136,13 +207,13 @@ def test_summary_counts_the_claims_the_demo_table_reports():
         line = f"{claim} on {dataset}: broken by {', '.join(rows['member'])}"
         assert line in summary, f"name each member that breaks a group claim: {line!r}"
     for png in ("03_variance_bars", "04_active_ratio_over_training", "05_tradeoff", "06_claims"):
-        assert f'src="figures/demo/{png}.png"' in summary
+        assert f'src="../../figures/demo/{png}.png"' in summary
 
 
 def test_every_notebook_has_its_binder_and_colab_badge():
     from vgcore import notebooks
 
-    text = section("Exploring the notebooks: JupyterLab, Binder, Colab")
+    text = section(page("notebooks"), "Exploring the notebooks: JupyterLab, Binder, Colab")
     for name in sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb")):
         for badge in notebooks.badges(name, notebooks.repository_url()):
             assert badge.split("](", 1)[1] in text, name
@@ -165,7 +236,7 @@ def test_layout_section_names_every_module_and_nothing_that_is_gone():
     subpackage (or a "one file per <kind>" that the registry covers), and every file it names exists."""
     from vgcore import registry
 
-    block = re.search(r"^```\n(.*?)^```$", section("Layout"), flags=re.S | re.M).group(1)
+    block = re.search(r"^```\n(.*?)^```$", section(page("layout"), "Layout"), flags=re.S | re.M).group(1)
     vgcore_lines = block.split("\ntests/")[0]
     named = set(re.findall(r"\b([a-z_]+(?:\.py|/))", vgcore_lines)) - {"vgcore/"}
     heads = {m for ln in vgcore_lines.splitlines() for m in re.findall(r"^(?:vgcore/)?\s+([a-z_]+(?:\.py|/))\s", ln)}
@@ -173,8 +244,8 @@ def test_layout_section_names_every_module_and_nothing_that_is_gone():
     package = ROOT / "vgcore"
     actual = {p.name for p in package.glob("*.py") if p.name != "__init__.py"}
     actual |= {p.name + "/" for p in package.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
-    assert actual <= named, f"README Layout misses {sorted(actual - named)}"
-    assert heads <= actual, f"README Layout names {sorted(heads - actual)}, which vgcore/ does not have"
+    assert actual <= named, f"docs/guide/layout.md misses {sorted(actual - named)}"
+    assert heads <= actual, f"docs/guide/layout.md names {sorted(heads - actual)}, which vgcore/ does not have"
     registered = {entry.split(":")[0] for table in (registry.LOSSES, registry.DATASETS, registry.BACKBONES)
                   for entry in table.values()}
     for sub in (p for p in package.iterdir() if p.is_dir() and (p / "__init__.py").exists()):
@@ -186,9 +257,9 @@ def test_layout_section_names_every_module_and_nothing_that_is_gone():
                 break
             text += "\n" + ln
         listed = set(re.findall(r"\b([a-z_0-9]+\.py)\b", text))
-        assert listed <= files, f"README Layout names {sorted(listed - files)} in {sub.name}/ that do not exist"
+        assert listed <= files, f"docs/guide/layout.md names {sorted(listed - files)} in {sub.name}/ that do not exist"
         per_kind = {f for f in files if f"vgcore.{sub.name}.{f[:-3]}" in registered} if "one file per" in text else set()
         unlisted = files - listed - per_kind
-        assert not unlisted, f"README Layout's {sub.name}/ line misses {sorted(unlisted)}"
+        assert not unlisted, f"docs/guide/layout.md's {sub.name}/ line misses {sorted(unlisted)}"
     for top in re.findall(r"^([A-Za-z_.]+(?:/|\.md|\.txt|\.yml))\s", block, flags=re.M):
         assert (ROOT / top).exists(), top

@@ -1,8 +1,8 @@
 """The repository address has one source, and the Colab setup cell works for real.
 
-- pyproject.toml's ``[project.urls] Repository`` is the one address: every badge (README.md, each
-  notebook's title cell) and every setup cell point at it, and ``make repo URL=...``
-  (``python -m vgcore repo URL``) changes all of them at once;
+- pyproject.toml's ``[project.urls] Repository`` is the one address: every badge (README.md,
+  docs/guide/notebooks.md, each notebook's title cell) and every setup cell point at it, and
+  ``make repo URL=...`` (``python -m vgcore repo URL``) changes all of them at once;
 - the setup cell, run as Colab runs it (a ``google.colab`` module present), clones the repository
   from a local bare copy of this checkout, installs vgcore from the clone with pip (offline:
   ``--no-index --no-deps`` into a temporary target) and restores the committed demo runs; outside
@@ -37,9 +37,12 @@ def test_every_badge_and_setup_cell_use_the_one_address():
         assert found <= {slug}, f"{path.relative_to(ROOT)} points at {sorted(found - {slug})}, not {slug} " \
                                 "(pyproject.toml [project.urls]; `make repo URL=...` changes every file)"
     readme = (ROOT / "README.md").read_text()
+    guide = (ROOT / "docs" / "guide" / "notebooks.md").read_text()  # the "Open a notebook" table
+    assert ROOT / "docs" / "guide" / "notebooks.md" in notebooks.address_files(), "`make repo` rewrites its badges"
     for name in sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb")):
         colab, binder = notebooks.badges(name, URL)
-        assert colab.split("](")[1] in readme and binder.split("](")[1] in readme, f"README lacks {name}'s badges"
+        assert colab.split("](")[1] in guide and binder.split("](")[1] in guide, \
+            f"docs/guide/notebooks.md lacks {name}'s badges"
         nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
         assert colab in nb.cells[0].source and binder in nb.cells[0].source
         setup = next(c for c in nb.cells if c.cell_type == "code")

@@ -100,9 +100,11 @@ _ADDRESS_FORMS = ("https://github.com/{}", "colab.research.google.com/github/{}/
 
 
 def address_files(root: str | os.PathLike = ROOT) -> list[Path]:
-    """The files that name the repository address: pyproject.toml, README.md and the notebooks."""
+    """The files that name the repository address: pyproject.toml, README.md, the pages under docs/
+    that name it (install commands, badges, the clone) and the notebooks."""
     root = Path(root)
-    return [root / "pyproject.toml", root / "README.md", *sorted((root / "notebooks").glob("*.py")),
+    pages = [p for p in sorted((root / "docs").rglob("*.md")) if addresses_in(p.read_text())]
+    return [root / "pyproject.toml", root / "README.md", *pages, *sorted((root / "notebooks").glob("*.py")),
             *sorted((root / "notebooks").glob("*.ipynb"))]
 
 
