@@ -3,7 +3,8 @@
 The source directory is the repository root (`sphinx-build -c docs . _site/html`), so the site reads
 the files where they are committed: the guide pages in docs/, the executed analysis notebooks of
 figures/demo/notebooks/ (myst-nb, never re-executed), their figures, and PROTOCOL.md, which is cut
-into one page per `##` section under docs/protocol/ when the build starts (vgcore.site).
+into one page per `##` section under docs/protocol/ when the build starts; links written for GitHub to
+files that are not pages become the executed notebook or a download (vgcore.site).
 """
 
 import sys
@@ -13,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from vgcore import __version__  # noqa: E402
-from vgcore.site import split_protocol  # noqa: E402
+from vgcore.site import site_links, split_protocol  # noqa: E402
 
 project = "vgcore"
 author = "the vgcore developers"
@@ -22,7 +23,8 @@ release = __version__
 
 extensions = ["myst_nb", "sphinx.ext.autodoc", "sphinx.ext.napoleon", "sphinx.ext.mathjax"]
 root_doc = "docs/index"
-include_patterns = ["docs/**", "figures/demo/notebooks/*.ipynb", "PROTOCOL.md"]
+include_patterns = ["docs/**", "figures/demo/notebooks/*.ipynb", "figures/*/README.md", "PROTOCOL.md", "README.md",
+                    "CONTRIBUTING.md"]
 exclude_patterns = [".venv", ".git", "results", "cache", "_site", "mutants", "tests", "notebooks", "workflow",
                     "benchmarks", "binder", "vgcore", "vgcore.egg-info", "data", "artifacts", "docs/conf.py"]
 
@@ -41,5 +43,13 @@ def _split_protocol(app, config):
     split_protocol(ROOT / "PROTOCOL.md", ROOT / "docs" / "protocol")
 
 
+def _site_links(app, docname, source):
+    def is_page(path):
+        return app.env.path2doc(str(path)) in app.env.found_docs
+
+    source[0] = site_links(source[0], Path(app.env.doc2path(docname)), ROOT, is_page)
+
+
 def setup(app):
     app.connect("config-inited", _split_protocol)
+    app.connect("source-read", _site_links)

@@ -263,3 +263,11 @@ def test_layout_section_names_every_module_and_nothing_that_is_gone():
         assert not unlisted, f"docs/guide/layout.md's {sub.name}/ line misses {sorted(unlisted)}"
     for top in re.findall(r"^([A-Za-z_.]+(?:/|\.md|\.txt|\.yml))\s", block, flags=re.M):
         assert (ROOT / top).exists(), top
+
+
+def test_the_make_targets_page_names_every_target_of_the_makefile():
+    makefile = (ROOT / "Makefile").read_text()
+    targets = set(re.findall(r"^([a-z-]+):.*## ", makefile, flags=re.M)) - {"help"}
+    page = (ROOT / "docs" / "guide" / "make-targets.md").read_text()
+    listed = set(re.findall(r"^\| `make ([a-z-]+)", page, flags=re.M))
+    assert targets <= listed, f"docs/guide/make-targets.md misses {sorted(targets - listed)}"

@@ -11,7 +11,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from vgcore.site import GENERATED, sections, slug, split_protocol
+from vgcore.site import GENERATED, sections, site_links, slug, split_protocol
 
 from _ci import require
 from _site import build_site
@@ -174,3 +174,19 @@ def test_split_protocol_refuses_a_file_without_sections_and_repeated_titles(tmp_
     protocol.write_text("## Tests\n\na\n\n## Tests\n\nb\n")
     with pytest.raises(ValueError, match="share a title"):
         split_protocol(protocol, tmp_path / "b")
+
+
+def test_links_to_files_that_are_not_pages_become_the_executed_notebook_or_a_download(tmp_path):
+    for path in ("notebooks/03_variance.ipynb", "notebooks/07_your_data.ipynb", "figures/demo/notebooks/03_variance.ipynb",
+                 "figures/demo/tables/t.md", "docs/guide/a.md", "docs/guide/b.md"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("x")
+    pages = {tmp_path / p for p in ("figures/demo/notebooks/03_variance.ipynb", "docs/guide/a.md", "docs/guide/b.md")}
+    source = tmp_path / "docs" / "guide" / "a.md"
+    text = ("[03](../../notebooks/03_variance.ipynb#top) [07](../../notebooks/07_your_data.ipynb) "
+            "[t](../../figures/demo/tables/t.md) [b](b.md#x) [gone](../../notebooks/gone.ipynb) "
+            "[web](https://example.org/x.md) [png](../../figures/demo/x.png)")
+    assert site_links(text, source, tmp_path, lambda p: p in pages) == (
+        "[03](../../figures/demo/notebooks/03_variance.ipynb#top) [07](path:../../notebooks/07_your_data.ipynb) "
+        "[t](path:../../figures/demo/tables/t.md) [b](b.md#x) [gone](../../notebooks/gone.ipynb) "
+        "[web](https://example.org/x.md) [png](../../figures/demo/x.png)")

@@ -1,13 +1,19 @@
-"""The site's protocol pages: PROTOCOL.md cut into one page per ``##`` section (docs/conf.py, ``make site``).
+"""What the site (docs/conf.py, ``make site``) does to the repository's Markdown as it reads it.
 
-PROTOCOL.md stays the one file that is edited (and that tests and the README cite); the site shows it
-as pages: ``docs/protocol/index.md`` holds the preamble and the table of contents, and each section
-becomes ``docs/protocol/<slug>.md`` whose ``# title`` is the section's, every heading one level up.
+- :func:`split_protocol`: PROTOCOL.md stays the one file that is edited (and that tests and the README
+  cite); the site shows it as pages: ``docs/protocol/index.md`` holds the preamble and the table of
+  contents, and each section becomes ``docs/protocol/<slug>.md`` whose ``# title`` is the section's,
+  every heading one level up.
+- :func:`site_links`: a page's links to Markdown or notebooks of the repository that are not pages of
+  the site (they are written for reading on GitHub) become the executed copy of the notebook the site
+  shows, or a download of the file.
 """
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 GENERATED = "<!-- Generated from PROTOCOL.md by vgcore.site when the site is built: edit PROTOCOL.md. -->\n"
@@ -69,3 +75,29 @@ def split_protocol(protocol: Path, out_dir: Path) -> list[Path]:
             path.write_text(text)
         written.append(path)
     return written
+
+
+EXECUTED_COPIES = ("docs/notebooks", "figures/demo/notebooks")
+"""Where the site's executed notebooks are, first match wins (``notebooks/<name>.ipynb`` -> one of these)."""
+
+_LINK = re.compile(r"\]\((?!\w+:|#|/)([^()\s#]+\.(?:md|ipynb))(#[^()\s]*)?\)")
+
+
+def site_links(text: str, source: Path, root: Path, is_page: Callable[[Path], bool]) -> str:
+    """`text` of the file `source` with each relative link to an existing ``.md``/``.ipynb`` file that is
+    not a page (``is_page``) pointed at what the site has: a notebook of ``notebooks/`` at its executed
+    copy when that is a page, anything else at a download of the file (myst's ``path:`` links)."""
+    root = Path(root).resolve()
+
+    def point(match: re.Match) -> str:
+        target = (Path(source).parent / match.group(1)).resolve()
+        if not target.is_file() or is_page(target):
+            return match.group(0)
+        if target.parent == root / "notebooks":
+            for folder in EXECUTED_COPIES:
+                copy = root / folder / target.name
+                if copy.is_file() and is_page(copy):
+                    return f"]({os.path.relpath(copy, Path(source).parent)}{match.group(2) or ''})"
+        return f"](path:{match.group(1)})"
+
+    return _LINK.sub(point, text)
