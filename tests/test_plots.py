@@ -332,6 +332,34 @@ def test_a_metric_constant_across_losses_gets_a_note_not_a_panel():
     assert "active ratio (loss terms): constant across losses" in header
 
 
+def test_losses_at_one_throughout_a_share_panel_are_named_not_drawn():
+    """Issue 27: eight of nine lines sat on the top edge of the active-ratio panels."""
+    steps = steps_table()
+    dips, also = LOSSES[1], LOSSES[3]
+    fashion = steps["dataset"] == "fashionmnist"
+    steps.loc[fashion & (steps["loss"] == dips), "active_ratio"] = 1 - steps["step"] / 200  # 1.0 -> 0.4
+    steps.loc[fashion & (steps["loss"] == also), "active_ratio"] = 1 - 2e-3  # just below the rounding band
+    steps.loc[fashion & (steps["loss"] == LOSSES[0]), "active_ratio"] = 1 - 5e-4  # within it: saturated
+    fig = plots.metric_over_steps(steps, ["active_ratio", "grad_norm"])
+    panel = next(ax for ax in fig.axes if ax.axison and ax.get_title(loc="left") == "fashionmnist")
+    assert sorted(line.get_label() for line in panel.lines) == sorted([dips, also])
+    header = fig.legends[0].get_title().get_text().replace("\n", " ")
+    order = ", ".join(x for x in LOSSES if x in (dips, also))
+    assert f"At 1.0 throughout, so not drawn: active ratio (loss terms) on fashionmnist: all but {order}." in header
+    assert panel.get_ylim() == (-0.03, 1.03), "a share spans its whole range"
+    assert "active ratio (loss terms) on synthetic: 1 for every loss (constant" in " ".join(
+        t.get_text().replace("\n", " ") for ax in fig.axes for t in ax.texts), "constant: a note, as before"
+    grad = [ax for ax in fig.axes if ax.axison and ax.get_title(loc="left") == ""][0]
+    assert len(grad.lines) == len(LOSSES), "a gradient norm is no share: every loss drawn"
+    assert plots.is_share("grad_effective_share") and plots.is_share("recall@1")
+    assert not plots.is_share("adam_step_norm_mean"), "a step in units of the learning rate can exceed 1"
+    steps["adam_step_norm_mean"] = 1.0 + steps["step"] / 100  # above 1 throughout: no share, all drawn
+    fig = plots.metric_over_steps(steps, ["adam_step_norm_mean"])
+    assert all(len(ax.lines) == len(LOSSES) for ax in fig.axes if ax.axison)
+    assert plots.saturated_losses(steps[fashion].rename(columns={"grad_norm": "x"}), "active_ratio") == [
+        x for x in LOSSES if x not in (dips, also)]
+
+
 def test_tradeoff_uses_steps_and_one_panel_per_dataset():
     fig = plots.tradeoff(summary_table(), width="page")
     panels = [ax for ax in fig.axes if ax.get_visible()]

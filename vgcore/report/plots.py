@@ -38,7 +38,7 @@ except ImportError as err:  # a core install (`pip install vgcore`) has neither:
 
 from vgcore.metrics import label
 from vgcore.registry import VARIANTS, names
-from vgcore.report.claims import is_constant
+from vgcore.report.claims import CONSTANT_RTOL, is_constant
 from vgcore.results import PROGRESS
 
 LOSSES = names("loss")
@@ -515,17 +515,55 @@ def _binned(steps: pd.DataFrame, metrics: Sequence[str], bins: int) -> pd.DataFr
     return pd.concat(out, ignore_index=True)
 
 
+SHARE_UNITS = ("fraction", "fraction of batch", "fraction of queries", "fraction of samples", "fraction of tuples",
+               "fraction of errors")
+"""Units of the metrics that are shares in [0, 1] (``fraction of lr``, a step relative to the learning
+rate, is not bounded by 1)."""
+
+
+def is_share(metric: str) -> bool:
+    """Whether `metric`'s unit (:func:`vgcore.metrics.label`) is one of :data:`SHARE_UNITS`."""
+    text = label(metric)
+    return text.endswith("]") and text.rsplit(" [", 1)[-1][:-1] in SHARE_UNITS
+
+
+def saturated_losses(binned: pd.DataFrame, metric: str) -> list[str]:
+    """The losses whose `metric`, a share in [0, 1], is 1 in every step range of `binned` (one dataset's
+    rows) up to :data:`~vgcore.report.claims.CONSTANT_RTOL`: lines that would all lie on the top edge."""
+    if not is_share(metric):
+        return []
+    lowest = binned.groupby("loss")[metric].min()
+    return [loss for loss in loss_order(binned) if loss in lowest and lowest[loss] >= 1 - CONSTANT_RTOL]
+
+
+def _saturated_notes(saturated: dict[tuple[str, str], list[str]], binned: pd.DataFrame) -> list[str]:
+    """One header line per panel with losses at 1.0 throughout: who, or who not where that is shorter."""
+    lines = []
+    for (dataset, metric), losses in saturated.items():
+        if not losses:
+            continue
+        rest = [x for x in loss_order(binned[binned["dataset"] == dataset]) if x not in losses]
+        who = ", ".join(losses) if len(rest) >= len(losses) or not rest else f"all but {', '.join(rest)}"
+        lines.append(f"{label(metric, unit=False)} on {dataset}: {who}.")
+    return ["At 1.0 throughout, so not drawn:", *lines] if lines else []
+
+
 def metric_over_steps(steps: pd.DataFrame, metrics: Sequence[str], bins: int = 60, logy: Sequence[str] = (),
                       title: str = "", width: str | float = "page") -> plt.Figure:
     """Per-step `metrics` over training, one line per loss: each run's steps averaged in `bins` equal
     ranges of steps, then mean over seeds with a ± 1 std band; rows = metrics, columns = datasets. A
-    metric constant across losses (a saturated ratio) gets a note instead of its panel."""
+    metric constant across losses (a saturated ratio) gets a note instead of its panel; a panel of a
+    share spans [0, 1], and the losses at 1.0 throughout (:func:`saturated_losses`) are named in a
+    note, not drawn."""
     _check_columns(steps, ["dataset", "loss", "seed", "step", *metrics], "metric_over_steps")
     datasets = sorted(steps["dataset"].unique())
     palette = loss_palette(loss_order(steps))
     binned = _binned(steps, metrics, bins)
     constant = {(d, m): is_constant(binned.loc[binned["dataset"] == d, m]) for m in metrics for d in datasets}
     shown, left_out = _drawn_metrics(binned, metrics, datasets, constant)
+    saturated = {(d, m): saturated_losses(binned[binned["dataset"] == d], m) for m in shown for d in datasets
+                 if not constant[(d, m)]}
+    left_out += _saturated_notes(saturated, binned)
     notes = [title, _seed_note(steps, f"line: mean of {bins} step ranges; band: ± 1 std"), *left_out]
     if not shown:
         fig = _figure(width, 0.9)
@@ -545,10 +583,12 @@ def metric_over_steps(steps: pd.DataFrame, metrics: Sequence[str], bins: int = 6
                 continue
             for loss, colour in palette.items():
                 one = sub[sub["loss"] == loss]
-                if len(one) and not one[metric].isna().all():
+                if len(one) and not one[metric].isna().all() and loss not in saturated[(dataset, metric)]:
                     _mean_band(ax, one, "step", metric, colour, loss)
             if metric in logy or _spans_decades(sub[metric]):
                 ax.set_yscale("log")
+            elif is_share(metric):
+                ax.set_ylim(-0.03, 1.03)  # a share on its whole range: no rounding blown up to fill the panel
             ax.ticklabel_format(axis="y", useOffset=False) if ax.get_yscale() == "linear" else None
             ax.set_xlabel("training step" if i == len(shown) - 1 else "")
             ax.set_ylabel(_wrap(label(metric), 1.1) if j == 0 else "")
