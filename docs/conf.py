@@ -28,6 +28,7 @@ include_patterns = ["docs/**", "figures/demo/notebooks/*.ipynb", "figures/*/READ
 exclude_patterns = [".venv", ".git", "results", "cache", "_site", "mutants", "tests", "notebooks", "workflow",
                     "benchmarks", "binder", "vgcore", "vgcore.egg-info", "data", "artifacts", "docs/conf.py"]
 
+smartquotes = False  # quotes, dashes and `--set` stay as written (code-like text is common here)
 nb_execution_mode = "off"  # the committed executed notebooks are the record: shown as they are
 myst_heading_anchors = 4  # "#a-heading" links resolve as on GitHub
 myst_enable_extensions = ["dollarmath", "html_image"]

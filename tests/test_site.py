@@ -3,6 +3,7 @@ it resolves, each notebook page shows its figures, and PROTOCOL.md is one page p
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from html.parser import HTMLParser
@@ -118,7 +119,7 @@ def test_the_protocol_is_a_page_per_section_and_each_page_keeps_its_text(site):
     for title, body in parts:
         page = site / "docs" / "protocol" / f"{slug(title)}.html"
         assert page.is_file(), title
-        text = re.sub(r"<[^>]+>", "", page.read_text())
+        text = html.unescape(re.sub(r"<[^>]+>", "", page.read_text()))
         first = next(line for line in body.splitlines() if line.strip() and not line.startswith(("#", "`", "|", "-")))
         assert " ".join(re.sub(r"[`*]", "", first).split()[:6]) in " ".join(text.split()), title
 
