@@ -94,7 +94,8 @@ def claims_table() -> pd.DataFrame:
             diff = (0.05, -0.2, 0.003)[i % 3] * (1 + i)
             rows.append({"claim": claim.key, "text": claim.text, "dataset": d, "verdict": verdict, "diff": diff,
                          "ci_low": diff - 0.02 if i % 3 != 2 else np.nan,
-                         "ci_high": diff + 0.02 if i % 3 != 2 else np.nan, "ref_mean": 0.5})
+                         "ci_high": diff + 0.02 if i % 3 != 2 else np.nan, "ref_mean": 0.5,
+                         "delta_units": 0.01 * (1 + i % 4)})
     return pd.DataFrame(rows)
 
 
@@ -407,19 +408,36 @@ def test_figures_reject_bad_tables_and_widths():
         plots.metric_dots(summary_table(), ["intra_var"], width="poster")
 
 
-def test_claims_intervals_draw_each_verdict_with_its_interval_and_survive_an_empty_table():
-    claims = pd.DataFrame({"claim": ["a", "a", "b"], "dataset": ["x", "y", "x"],
-                           "verdict": ["supported", "contradicted", "inconclusive"],
-                           "diff": [0.2, -0.3, 0.01], "ci_low": [0.1, -0.5, np.nan], "ci_high": [0.3, -0.1, np.nan],
-                           "ref_mean": [2.0, 1.0, 1.0]})
+def test_claims_intervals_draw_each_verdict_in_units_of_its_smallest_effect_and_survive_an_empty_table():
+    """Issue 27: a symmetric-log axis in "difference / rest mean" units was hard to read, and a claim
+    far outside the range stretched every panel."""
+    claims = pd.DataFrame({"claim": ["a", "a", "b", "c"], "dataset": ["x", "y", "x", "x"],
+                           "verdict": ["supported", "contradicted", "inconclusive", "contradicted"],
+                           "diff": [0.2, -0.3, 0.01, -2.0], "ci_low": [0.1, -0.5, np.nan, -2.2],
+                           "ci_high": [0.3, -0.1, np.nan, -1.8], "delta_units": [0.1, 0.05, 0.01, 0.1]})
     fig = plots.claims_intervals(claims)
     panels = [ax for ax in fig.axes if ax.get_visible()]
     assert [ax.get_title(loc="left") for ax in panels] == ["x", "y"]
-    lines = [ln for ln in panels[0].lines if len(ln.get_xdata()) == 2 and ln.get_ydata()[0] == 0]
-    assert list(lines[0].get_xdata()) == [0.05, 0.15]  # interval in units of the rest mean
-    ticked = plots.claims_intervals(claims.assign(delta_units=[0.1, 0.05, 0.01]))
-    marks = [ln for ln in ticked.axes[0].lines if ln.get_marker() == "|" and ln.get_ydata()[0] == 0]
-    assert list(marks[0].get_xdata()) == [-0.05, 0.05]  # +-delta, in units of the rest mean
+
+    def row(ax, y):
+        return [ln for ln in ax.lines if len(ln.get_ydata()) and set(ln.get_ydata()) == {y}]  # not the axvline at 0
+
+    interval, point = row(panels[0], 0)
+    assert list(interval.get_xdata()) == pytest.approx([1.0, 3.0]) and point.get_xdata()[0] == pytest.approx(2.0)
+    clipped, _ = row(panels[1], 0)
+    assert list(clipped.get_xdata()) == pytest.approx([-plots.CLAIMS_CLIP, -2.0]), "-10 smallest effects: at the edge"
+    (hollow,) = row(panels[0], 1)
+    assert hollow.get_xdata()[0] == pytest.approx(1.0) and hollow.get_markerfacecolor() == "none"
+    _, beyond = row(panels[0], 2)
+    assert beyond.get_marker() == "<" and beyond.get_xdata()[0] == -plots.CLAIMS_CLIP
+    assert [t.get_text() for t in panels[0].texts] == ["-20"], "the value beyond the edge is written beside it"
+    assert panels[0].get_xlim()[1] < 6 and [t.get_text() for t in panels[0].get_xticklabels()] == ["-5", "-1", "0", "1", "5"]
+    band = [p for p in panels[0].patches if p.get_facecolor()[:3] == pytest.approx((0.9, 0.9, 0.9))]
+    assert band and band[0].get_x() == pytest.approx(-1.0) and band[0].get_width() == pytest.approx(2.0)
+    with pytest.raises(ValueError, match=r"needs columns \['delta_units'\]"):
+        plots.claims_intervals(claims.drop(columns="delta_units"))
+    with pytest.raises(ValueError, match="claim 'b' has no smallest effect of interest"):
+        plots.claims_intervals(claims.assign(delta_units=[0.1, 0.05, np.nan, 0.1]))
     empty = plots.claims_intervals(claims.iloc[:0])
     assert "no claim checked" in empty.axes[0].texts[0].get_text()
     full = plots.claims_intervals(claims_table())

@@ -796,42 +796,41 @@ def feature_projection(x: np.ndarray, y: np.ndarray, title: str = "", coarse: np
     return fig
 
 
-def _symlog_ticks(ax: plt.Axes, linthresh: float) -> None:
-    """Ticks at 0 and at +-10^k outside the linear band (the band itself is too narrow to label)."""
-    xs = np.concatenate([np.asarray(ln.get_xdata(), float) for ln in ax.lines if len(ln.get_xdata())] or [np.zeros(1)])
-    xs = xs[np.isfinite(xs)]
-    lo, hi = min(float(xs.min()), 0.0), max(float(xs.max()), 0.0)
-    pad = lambda v: v * 1.6 if abs(v) > linthresh else v + np.sign(v or 1) * linthresh  # noqa: E731
-    lo, hi = pad(lo) if lo < 0 else -linthresh, pad(hi) if hi > 0 else linthresh
-    ax.set_xlim(lo, hi)
-    top = max(abs(lo), abs(hi), linthresh * 10)
-    decades = [10.0**k for k in range(int(np.floor(np.log10(linthresh))) + 1, int(np.ceil(np.log10(top))) + 1)]
-    ticks = sorted({0.0, *(d for d in decades if d <= hi), *(-d for d in decades if -d >= lo)})
-    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
-    ax.xaxis.set_minor_locator(plt.NullLocator())
+CLAIMS_CLIP = 5.0
+"""The claims figure's axis ends at +-5 smallest effects; an estimate beyond is drawn at the edge with
+its value written beside it."""
 
 
 def _interval(ax, r, y: float, marker: str = "o") -> None:
+    """One claim on one dataset: the paired difference and its 95% interval in units of the claim's
+    smallest effect of interest, clipped to +-:data:`CLAIMS_CLIP`."""
     colour = VERDICT_COLOURS.get(r["verdict"], "0.3")
-    scale = abs(r["ref_mean"]) if np.isfinite(r["ref_mean"]) and r["ref_mean"] != 0 else 1.0
+    delta = r["delta_units"]
+    if not (np.isfinite(delta) and delta > 0):
+        raise ValueError(f"claim {r.name!r} has no smallest effect of interest (delta_units={delta!r})")
+    clip = lambda v: float(np.clip(v / delta, -CLAIMS_CLIP, CLAIMS_CLIP))  # noqa: E731
     if np.isfinite(r["ci_low"]):
-        ax.plot([r["ci_low"] / scale, r["ci_high"] / scale], [y, y], color=colour, lw=2.2, solid_capstyle="butt")
-        ax.plot([r["diff"] / scale], [y], marker, color=colour, ms=3.5)
-    elif np.isfinite(r["diff"]):
-        ax.plot([r["diff"] / scale], [y], marker, mfc="none", color=colour, ms=3.5)
-    delta = r.get("delta_units", np.nan)
-    if np.isfinite(delta):  # the smallest effect of interest: +-delta as short grey ticks
-        ax.plot([-delta / scale, delta / scale], [y, y], ls="", marker="|", color="0.35", ms=5, mew=0.8)
+        ax.plot([clip(r["ci_low"]), clip(r["ci_high"])], [y, y], color=colour, lw=2.2, solid_capstyle="butt")
+    if not np.isfinite(r["diff"]):
+        return
+    x, beyond = clip(r["diff"]), abs(r["diff"] / delta) > CLAIMS_CLIP
+    filled = np.isfinite(r["ci_low"])
+    ax.plot([x], [y], (">" if x > 0 else "<") if beyond else marker, color=colour, ms=3.5 if not beyond else 4.5,
+            mfc=colour if filled else "none")
+    if beyond:
+        ax.text(x - np.sign(x) * 0.35, y - 0.22, f"{r['diff'] / delta:+.3g}", ha="right" if x > 0 else "left",
+                va="bottom", fontsize=SMALL, color=colour)
 
 
 def claims_intervals(claims: pd.DataFrame, title: str = "", width: str | float = "page") -> plt.Figure:
-    """Each claim's verdict with its interval: the closest pair's paired difference (95% CI), in units
-    of the rest member's mean (positive favours the claim); a symlog axis because differences span
-    decades. Colour = verdict; a claim without an interval is a hollow marker. Page width: one panel
-    per dataset; column width: one panel, the datasets one above the other in each claim's row (marker
-    shape = dataset). Claims are labelled with their text when the table has it (``text``), else their key;
-    where it has ``delta_units``, grey ticks mark +-delta (the smallest effect of interest)."""
-    missing = [c for c in ("claim", "dataset", "verdict", "diff", "ci_low", "ci_high", "ref_mean") if c not in claims]
+    """Each claim's verdict with its interval: the closest pair's paired difference (95% CI) in units of
+    the claim's smallest effect of interest (``delta_units``), so the decision table reads off the axis:
+    the grey band is +-1 (negligible inside it), right of 0 favours the claim, and the axis ends at
+    +-:data:`CLAIMS_CLIP` (an estimate beyond is drawn at the edge with its value beside it). Colour =
+    verdict; a claim without an interval is a hollow marker. Page width: one panel per dataset; column
+    width: one panel, the datasets one above the other in each claim's row (marker shape = dataset).
+    Claims are labelled with their text when the table has it (``text``), else their key."""
+    missing = [c for c in ("claim", "dataset", "verdict", "diff", "ci_low", "ci_high", "delta_units") if c not in claims]
     if missing:
         raise ValueError(f"claims_intervals needs columns {missing}; the table has {sorted(claims.columns)}")
     if claims.empty:  # e.g. no dataset passed the learned-heads gate, or one seed only
@@ -858,12 +857,14 @@ def claims_intervals(claims: pd.DataFrame, title: str = "", width: str | float =
                 _interval(ax, rows_of.loc[key], i if page else i + offsets[dataset], "o" if page else markers[dataset])
         if page:
             ax.set_title(dataset)
+    ticks = [-CLAIMS_CLIP, -1.0, 0.0, 1.0, CLAIMS_CLIP]
     for ax in axes:
+        ax.axvspan(-1.0, 1.0, color="0.9", lw=0, zorder=0)
         ax.axvline(0.0, color="0.2", lw=0.8)
-        ax.set_xscale("symlog", linthresh=0.01)
-        _symlog_ticks(ax, 0.01)
+        ax.set_xlim(-CLAIMS_CLIP - 0.4, CLAIMS_CLIP + 0.4)
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
         data_w = (figure_width(width) - (2.3 if page else 1.9)) / len(axes) - 0.2
-        ax.set_xlabel(_wrap("paired difference / rest mean", data_w))
+        ax.set_xlabel(_wrap("paired difference / smallest effect", data_w))
         ax.set_ylim(len(order) - 0.5, -0.5)
         ax.set_yticks(range(len(order)), labels)
         ax.grid(axis="y", visible=False)
@@ -874,6 +875,8 @@ def claims_intervals(claims: pd.DataFrame, title: str = "", width: str | float =
     if not page:
         handles += [plt.Line2D([], [], ls="", marker=markers[d], color="0.3", ms=3.5) for d in datasets]
         names_ += datasets
-    _note(fig, [title or "claims: the closest pair's paired difference over seeds, 95% interval "
-                         "(right of 0 favours the claim; ticks: +-the smallest effect of interest)"], handles, names_)
+    _note(fig, [title or "claims: the closest pair's paired difference over seeds with its 95% interval, in units "
+                         "of the claim's smallest effect of interest (right of 0 favours the claim; grey band: within "
+                         f"+-1, negligible; beyond +-{CLAIMS_CLIP:g}: drawn at the edge, its value beside it)"],
+          handles, names_)
     return fig
