@@ -231,6 +231,23 @@ def test_the_top_says_what_vgcore_is_before_the_commands_and_how_long_they_take(
         assert re.search(r"\d+ (min|minutes|s)\b", line) or target == "make restore", f"{target}: how long?"
 
 
+def test_the_readme_commands_are_the_make_targets_that_build_test_and_restore():
+    """Each command of the README's first block is a Makefile target whose recipe (`make -n`, nothing run)
+    is what the README says it does."""
+    top = README.read_text().split("\n## ")[0]
+    block = top[top.index("```bash"):top.index("```", top.index("```bash") + 3)]
+    commands = [ln.split("#")[0].strip() for ln in block.splitlines()[1:] if ln.strip()]
+    expected = {"make demo": "-m vgcore demo", "make test": "-m pytest",
+                "make restore": "-m vgcore snapshot restore figures/demo/results.tar.gz --results results"}
+    assert commands == list(expected), commands
+    stamp = ROOT / ".venv" / ".vgcore-installed"
+    for command, recipe in expected.items():
+        proc = subprocess.run([*command.split(), "-n", "-o", str(stamp)], cwd=ROOT, capture_output=True, text=True,
+                              timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        assert recipe in proc.stdout, f"`{command}` runs:\n{proc.stdout}"
+
+
 def test_layout_section_names_every_module_and_nothing_that_is_gone():
     """The Layout block lists each package and top-level module of vgcore/, every file of each
     subpackage (or a "one file per <kind>" that the registry covers), and every file it names exists."""
