@@ -12,6 +12,7 @@ import pytest
 
 from vgcore import workflow
 from vgcore.config import PROFILES
+from vgcore.metrics import is_share
 from vgcore.metrics.convergence import progress_grid
 from vgcore.report import outputs, plots
 
@@ -352,8 +353,8 @@ def test_losses_at_one_throughout_a_share_panel_are_named_not_drawn():
         t.get_text().replace("\n", " ") for ax in fig.axes for t in ax.texts), "constant: a note, as before"
     grad = [ax for ax in fig.axes if ax.axison and ax.get_title(loc="left") == ""][0]
     assert len(grad.lines) == len(LOSSES), "a gradient norm is no share: every loss drawn"
-    assert plots.is_share("grad_effective_share") and plots.is_share("recall@1")
-    assert not plots.is_share("adam_step_norm_mean"), "a step in units of the learning rate can exceed 1"
+    assert is_share("grad_effective_share") and is_share("recall@1")
+    assert not is_share("adam_step_norm_mean"), "a step in units of the learning rate can exceed 1"
     steps["adam_step_norm_mean"] = 1.0 + steps["step"] / 100  # above 1 throughout: no share, all drawn
     fig = plots.metric_over_steps(steps, ["adam_step_norm_mean"])
     assert all(len(ax.lines) == len(LOSSES) for ax in fig.axes if ax.axison)

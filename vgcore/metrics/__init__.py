@@ -51,6 +51,7 @@ __all__ = [
     "LABELS",
     "RETRIEVAL_KEYS",
     "RankedNeighbours",
+    "SHARE_UNITS",
     "VARIANCE_KEYS",
     "as_embeddings",
     "check_embeddings",
@@ -59,6 +60,7 @@ __all__ = [
     "exact_knn",
     "grad_active_sweep",
     "greediness",
+    "is_share",
     "label",
     "ranked_neighbours",
     "recall_convergence_epoch",
@@ -76,6 +78,18 @@ LABELS: dict[str, str] = {
     "wall_time_s": "wall time [s]",
     "steps_per_s": "training speed [steps/s]",
 }
+
+
+SHARE_UNITS = ("fraction", "fraction of batch", "fraction of queries", "fraction of samples", "fraction of tuples",
+               "fraction of errors")
+"""The units of :data:`LABELS` whose metrics are shares in [0, 1]. Not ``fraction of lr``: a step in
+units of the learning rate, which exceeds 1."""
+
+
+def is_share(key: str) -> bool:
+    """Whether the metric `key` is a share in [0, 1]: its unit in :func:`label` is one of :data:`SHARE_UNITS`."""
+    text = label(key)
+    return text.endswith("]") and text.rsplit(" [", 1)[-1][:-1] in SHARE_UNITS
 
 
 def label(key: str, unit: bool = True) -> str:

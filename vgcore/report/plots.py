@@ -36,7 +36,7 @@ except ImportError as err:  # a core install (`pip install vgcore`) has neither:
     raise ImportError(f"vgcore.report.plots draws with matplotlib and seaborn ({err}): "
                       "pip install 'vgcore[notebooks]'") from err
 
-from vgcore.metrics import label
+from vgcore.metrics import is_share, label
 from vgcore.registry import VARIANTS, names
 from vgcore.report.claims import CONSTANT_RTOL, is_constant
 from vgcore.results import PROGRESS
@@ -515,21 +515,10 @@ def _binned(steps: pd.DataFrame, metrics: Sequence[str], bins: int) -> pd.DataFr
     return pd.concat(out, ignore_index=True)
 
 
-SHARE_UNITS = ("fraction", "fraction of batch", "fraction of queries", "fraction of samples", "fraction of tuples",
-               "fraction of errors")
-"""Units of the metrics that are shares in [0, 1] (``fraction of lr``, a step relative to the learning
-rate, is not bounded by 1)."""
-
-
-def is_share(metric: str) -> bool:
-    """Whether `metric`'s unit (:func:`vgcore.metrics.label`) is one of :data:`SHARE_UNITS`."""
-    text = label(metric)
-    return text.endswith("]") and text.rsplit(" [", 1)[-1][:-1] in SHARE_UNITS
-
-
 def saturated_losses(binned: pd.DataFrame, metric: str) -> list[str]:
-    """The losses whose `metric`, a share in [0, 1], is 1 in every step range of `binned` (one dataset's
-    rows) up to :data:`~vgcore.report.claims.CONSTANT_RTOL`: lines that would all lie on the top edge."""
+    """The losses whose `metric`, a share in [0, 1] (:func:`vgcore.metrics.is_share`), is 1 in every step
+    range of `binned` (one dataset's rows) up to :data:`~vgcore.report.claims.CONSTANT_RTOL`: lines that
+    would all lie on the top edge."""
     if not is_share(metric):
         return []
     lowest = binned.groupby("loss")[metric].min()
