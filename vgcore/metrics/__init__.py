@@ -3,7 +3,8 @@
 - :mod:`~vgcore.metrics.variance`: the geometry of labelled embeddings (one function per metric).
 - :mod:`~vgcore.metrics.greediness`: how a training step spreads its update, from its own backward.
 - :mod:`~vgcore.metrics.retrieval`: Recall@K, MAP@R, R-precision, NMI with an exact chunked kNN.
-- :mod:`~vgcore.metrics.neighbours`: each query's ranked neighbours and which are relevant.
+- :mod:`~vgcore.metrics.neighbours`: each query's ranked neighbours and which are relevant; per-class Recall@k.
+- :mod:`~vgcore.metrics.pairs`: the cosine similarities of positive and negative pairs.
 - :mod:`~vgcore.metrics.hierarchy`: fine-class structure kept inside each superclass.
 - :mod:`~vgcore.metrics.convergence`: when a curve has covered most of its change.
 
@@ -32,7 +33,8 @@ from vgcore.metrics.greediness import (
 )
 from vgcore.metrics.hierarchy import HIERARCHY_KEYS, superclass_metrics
 from vgcore.metrics.inputs import as_embeddings, check_embeddings, encode_labels
-from vgcore.metrics.neighbours import RankedNeighbours, ranked_neighbours
+from vgcore.metrics.neighbours import RankedNeighbours, per_class_recall, ranked_neighbours
+from vgcore.metrics.pairs import pair_similarities
 from vgcore.metrics.retrieval import (
     DEFAULT_KS,
     RETRIEVAL_KEYS,
@@ -62,6 +64,8 @@ __all__ = [
     "greediness",
     "is_share",
     "label",
+    "pair_similarities",
+    "per_class_recall",
     "ranked_neighbours",
     "recall_convergence_epoch",
     "retrieval_keys",

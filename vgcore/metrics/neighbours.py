@@ -17,9 +17,10 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from vgcore.metrics.inputs import as_embeddings
 from vgcore.metrics.retrieval import _check_distance, _check_inputs, exact_knn
 
-__all__ = ["RankedNeighbours", "ranked_neighbours"]
+__all__ = ["RankedNeighbours", "per_class_recall", "ranked_neighbours"]
 
 
 class RankedNeighbours(NamedTuple):
@@ -64,3 +65,16 @@ def ranked_neighbours(
     in_gallery = torch.bincount(inverse if same else inverse[n:], minlength=classes.numel())
     n_relevant = in_gallery[inverse[:n]] - (1 if same else 0)
     return RankedNeighbours(idx, sims, relevant, n_relevant)
+
+
+def per_class_recall(z, y, k: int = 1, *, chunk_size: int | None = None) -> dict[int, float]:
+    """Recall@k of each class's queries: the share of its queries with a same-class item among their
+    ``k`` nearest (leave-one-out, :func:`ranked_neighbours`' ranking), keyed by label in sorted order
+    (class names by their ``encode_labels`` codes). Queries of a class with no other member are
+    excluded, as in ``retrieval_metrics``; a class with none left is left out."""
+    z, y = as_embeddings(z, y)
+    r = ranked_neighbours(z, y, k, chunk_size=chunk_size)
+    hit = r.relevant.any(dim=1)
+    counted = r.n_relevant > 0
+    y = y.to(hit.device)
+    return {int(c): float(hit[counted & (y == c)].double().mean()) for c in torch.unique(y[counted]).tolist()}
