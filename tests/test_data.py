@@ -327,3 +327,11 @@ def test_synthetic_nuisance_hides_classes_in_a_shared_subspace_and_draws_nothing
     assert extra.norm(dim=1).mean().item() == pytest.approx(5.0, rel=0.3)  # typical norm nuisance_scale
     with pytest.raises(ValueError, match="nuisance_dim"):
         data.load_dataset("synthetic", nuisance_dim=13, **kw)
+
+
+@pytest.mark.parametrize("name", ["digits", "synthetic", "synthetic_super"])
+def test_a_dataset_declares_pictures_exactly_when_its_split_holds_images(name):
+    """The declared fact the galleries and the 2-D pictures read agrees with what the reader returns."""
+    from vgcore.data import has_pictures
+
+    assert has_pictures(name) == (data.load_dataset(name, split="test").kind != "vectors")

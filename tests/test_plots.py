@@ -14,7 +14,7 @@ from vgcore import workflow
 from vgcore.config import PROFILES
 from vgcore.metrics import is_share
 from vgcore.metrics.convergence import progress_grid
-from vgcore.report import outputs, plots
+from vgcore.report import outputs, plots, space_plots
 
 from _smoke_build import ROOT
 
@@ -114,6 +114,20 @@ def embeddings(datasets=DATASETS) -> dict:
     return out
 
 
+def similarities(datasets=DATASETS) -> dict:
+    """dataset -> loss -> (positive, negative) cosine similarities: positives higher, later losses tighter."""
+    rng = np.random.default_rng(0)
+    return {d: {loss: (np.clip(rng.normal(0.8 - 0.02 * k, 0.1, 400), -1, 1), np.clip(rng.normal(0.0, 0.3, 3000), -1, 1))
+                for k, loss in enumerate(LOSSES)} for d in datasets}
+
+
+def per_class_table() -> pd.DataFrame:
+    """Per-class Recall@1 rows: fashionmnist's 10 named classes, synthetic's 20 fine classes."""
+    rng = np.random.default_rng(0)
+    return pd.DataFrame([{"dataset": d, "loss": loss, "class": c, "recall": rng.uniform(0.4, 1.0)}
+                         for d, n in (("fashionmnist", 10), ("synthetic", 20)) for loss in LOSSES for c in range(n)])
+
+
 FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 
 FIGURES = {
@@ -131,8 +145,15 @@ FIGURES = {
     "metric_over_steps_log": lambda w: plots.metric_over_steps(steps_table(), ["grad_norm", "emb_grad_norm_mean"],
                                                                width=w),
     "scatter_means": lambda w: plots.scatter_means(summary_table(), "centroid_dist_mean", "centroid_dist_cv", width=w),
-    "tradeoff": lambda w: plots.tradeoff(summary_table(), width=w),
-    "tradeoff_one_dataset": lambda w: plots.tradeoff(summary_table(datasets=("synthetic",)), width=w),
+    "tradeoff": lambda w: plots.tradeoff(summary_table(), progress_table(), width=w),
+    "tradeoff_one_dataset": lambda w: plots.tradeoff(summary_table(datasets=("synthetic",)),
+                                                     progress_table(datasets=("synthetic",)), width=w),
+    "training_curves": lambda w: plots.training_curves(steps_table(), progress_table(), width=w),
+    "similarity_distributions": lambda w: space_plots.similarity_distributions(similarities(), "lowest seed", width=w),
+    "similarity_distributions_three": lambda w: space_plots.similarity_distributions(
+        similarities(DEMO_DATASETS), width=w),
+    "per_class_recall_map": lambda w: space_plots.per_class_recall_map(per_class_table(), {"fashionmnist": FASHION},
+                                                                       "mean over 3 seeds", width=w),
     "embedding_projections": lambda w: plots.embedding_projections(embeddings(), {"fashionmnist": FASHION}, width=w),
     "sample_images": lambda w: plots.sample_images(rng.integers(0, 255, (16, 1, 28, 28), dtype=np.uint8),
                                                    np.arange(16) % 10, FASHION, width=w),
@@ -362,12 +383,79 @@ def test_losses_at_one_throughout_a_share_panel_are_named_not_drawn():
         x for x in LOSSES if x not in (dips, also)]
 
 
-def test_tradeoff_uses_steps_and_one_panel_per_dataset():
-    fig = plots.tradeoff(summary_table(), width="page")
+def test_tradeoff_reads_speed_as_a_share_of_the_run_and_opens_the_markers_of_unconverged_losses():
+    summary, progress = summary_table(), progress_table()
+    last = progress["step"].max()
+    late = (summary["dataset"] == "synthetic") & (summary["loss"] == "triplet") & (summary["seed"] == 1)
+    summary.loc[late, "val_convergence_step"] = float(last)  # reached 90% only at the run's end
+    fig = plots.tradeoff(summary, progress, width="page")
     panels = [ax for ax in fig.axes if ax.get_visible()]
     assert [ax.get_title(loc="left") for ax in panels] == ["fashionmnist", "synthetic"] * 2
-    assert all("[training steps" in ax.get_xlabel().replace("\n", " ") for ax in panels)
-    assert all(ax.get_xscale() == "log" for ax in panels), "6 to 1200 steps of the log grid span decades"
+    assert all("[share of the run's training steps]" in ax.get_xlabel().replace("\n", " ") for ax in panels)
+    assert len({ax.get_xlim() for ax in panels}) == 1, "a share reads alike on every dataset"
+    for ax in panels:
+        palette = plots.loss_palette(LOSSES)
+        drawn = {(round(float(np.asarray(line.get_xdata(), dtype=float)[0]), 9), line.get_marker(), line.get_color()): line
+                 for line in ax.lines if len(line.get_xdata()) == 1}
+        for loss in LOSSES:
+            rows = summary[(summary["dataset"] == ax.get_title(loc="left")) & (summary["loss"] == loss)]
+            x = round(float((rows["val_convergence_step"] / last).mean()), 9)
+            line = drawn[(x, plots.loss_marker(loss), palette[loss])]
+            hollow = bool((rows["val_convergence_step"] >= last).any())  # a seed reached the mark at the end only
+            if ax.get_title(loc="left") == "synthetic" and loss == "triplet":
+                assert hollow
+            assert (line.get_markerfacecolor() == "white") == hollow, (ax.get_title(loc="left"), loss)
+    header = fig.legends[0].get_title().get_text().replace("\n", " ")
+    assert "open marker" in header and "unconverged" in header
+    with pytest.raises(ValueError, match="no epochs rows"):
+        plots.tradeoff(summary, progress[progress["dataset"] == "fashionmnist"])
+
+
+def test_training_curves_normalise_each_runs_loss_from_its_first_value_to_its_lowest():
+    steps = steps_table()
+    steps.loc[steps["dataset"] == "synthetic", "train_loss"] *= 1000  # another scale: the same curve once normalised
+    frame = plots.normalised_loss(steps, bins=12)
+    for _, run in frame.groupby(["dataset", "loss", "seed"]):
+        values = run.sort_values("step")["train_loss"].to_numpy()
+        assert values[0] == 1.0 and values.min() == 0.0
+    a = frame[(frame["dataset"] == "fashionmnist") & (frame["loss"] == "triplet") & (frame["seed"] == 0)]
+    b = frame[(frame["dataset"] == "synthetic") & (frame["loss"] == "triplet") & (frame["seed"] == 0)]
+    np.testing.assert_allclose(a["train_loss"].to_numpy(), b["train_loss"].to_numpy(), rtol=1e-9)
+    flat = steps.copy()
+    flat.loc[(flat["loss"] == "scl") & (flat["seed"] == 2), "train_loss"] = 0.5  # never below its first value
+    assert not ((plots.normalised_loss(flat)["loss"] == "scl") & (plots.normalised_loss(flat)["seed"] == 2)).any()
+    fig = plots.training_curves(flat, progress_table(), width="page")
+    top = [ax for ax in fig.axes if ax.get_visible()][:2]
+    assert [ax.get_title(loc="left") for ax in top] == ["fashionmnist", "synthetic"]
+    assert all(len(ax.lines) == len(LOSSES) for ax in fig.axes if ax.get_visible())
+    assert "scl/seed 2" in fig.legends[0].get_title().get_text().replace("\n", " ")
+
+
+def test_similarity_distributions_draw_positives_above_and_negatives_below_each_loss_with_their_medians():
+    sims = similarities()
+    fig = space_plots.similarity_distributions(sims, width="page")
+    ax = next(a for a in fig.axes if a.get_visible() and a.get_title(loc="left") == "fashionmnist")
+    assert [t.get_text() for t in ax.get_yticklabels()] == list(LOSSES)
+    medians = [line for line in ax.lines if len(line.get_xdata()) == 2 and line.get_xdata()[0] == line.get_xdata()[1]]
+    for i, loss in enumerate(LOSSES):
+        pos, neg = sims["fashionmnist"][loss]
+        up = next(m for m in medians if min(m.get_ydata()) == pytest.approx(i - 0.45))  # above: smaller y (inverted)
+        down = next(m for m in medians if max(m.get_ydata()) == pytest.approx(i + 0.45))
+        assert up.get_xdata()[0] == np.median(pos) and down.get_xdata()[0] == np.median(neg)
+    assert ax.yaxis_inverted()
+
+
+def test_per_class_recall_map_holds_each_class_of_each_loss_and_names_the_classes():
+    frame = per_class_table()
+    fig = space_plots.per_class_recall_map(frame, {"fashionmnist": FASHION}, width="page")
+    ax = next(a for a in fig.axes if a.get_title(loc="left") == "fashionmnist")
+    grid = ax.images[0].get_array()
+    want = frame[frame["dataset"] == "fashionmnist"].pivot(index="loss", columns="class", values="recall")
+    np.testing.assert_array_equal(np.asarray(grid), want.reindex(list(LOSSES)).to_numpy())
+    assert [t.get_text().replace("\n", " ").replace("T-shirt/ top", "T-shirt/top") for t in ax.get_xticklabels()] == FASHION
+    assert {t.get_text() for t in ax.texts} >= {f"{want.loc['triplet', 0]:.2f}"}
+    with pytest.raises(ValueError, match="missing"):
+        space_plots.per_class_recall_map(frame.drop(columns="recall"))
 
 
 def test_pca_panels_state_explained_variance_and_colour_the_fine_classes_of_one_superclass():
@@ -379,6 +467,12 @@ def test_pca_panels_state_explained_variance_and_colour_the_fine_classes_of_one_
         assert re.fullmatch(r"PC1 \(\d+%\)", ax.get_xlabel()) and re.fullmatch(r"PC2 \(\d+%\)", ax.get_ylabel())
     synthetic = [ax for ax in panels if ax in fig.subfigs[1].axes]
     assert len(synthetic[0].collections) == 5, "superclass 0 holds fine classes 0-4: five colours"
+    styles = [(tuple(np.round(c.get_facecolor()[0][:3], 6)), c.get_paths()[0].vertices.shape)
+              for c in panels[0].collections]
+    assert len(set(styles)) == 10, "each class its own colour and marker"
+    colourblind = {tuple(np.round(c, 6)) for c in plt.matplotlib.colors.to_rgba_array(
+        __import__("seaborn").color_palette("colorblind", 10))[:, :3]}
+    assert {colour for colour, _ in styles} <= colourblind, "the colour-blind palette, not tab10"
     legend = fig.subfigs[0].legends[0]
     assert [t.get_text() for t in legend.get_texts()] == FASHION
     assert "fine classes of superclass 0" in fig.subfigs[1].legends[0].get_title().get_text()
@@ -556,7 +650,7 @@ def test_a_metric_has_one_axis_scale_and_range_across_datasets():
     frame = summary_table(datasets=("a", "b"))
     narrow = frame["dataset"] == "b"
     frame.loc[narrow, "val_convergence_step"] = 100.0 + frame.loc[narrow, "seed"]  # b: no decades
-    fig = plots.tradeoff(frame, width="page")
+    fig = plots.tradeoff(frame, progress_table(datasets=("a", "b")), width="page")
     visible = [ax for ax in fig.axes if ax.get_visible() and ax.get_title(loc="left") in ("a", "b")]
     assert {ax.get_title(loc="left") for ax in visible} == {"a", "b"}
     assert len({ax.get_xscale() for ax in visible}) == 1

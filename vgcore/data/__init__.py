@@ -51,6 +51,7 @@ __all__ = [
     "content_options",
     "dataset_spec",
     "default_root",
+    "has_pictures",
     "load_dataset",
     "pin_options",
 ]
@@ -82,6 +83,11 @@ def pin_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
     user's file (a spec with ``pin``), whose file is checked and its content digest added."""
     spec = dataset_spec(name)
     return dict(options) if spec.pin is None else spec.pin(dict(options))
+
+
+def has_pictures(name: str) -> bool:
+    """Whether dataset ``name``'s samples are images a reader can look at (its spec's ``pictures``)."""
+    return dataset_spec(name).pictures
 
 
 def load_dataset(name: str, root: str | os.PathLike | None = None, split: str = "train", *,

@@ -48,7 +48,9 @@ class DatasetSpec:
     splits carry superclass labels (``Split.coarse_labels``), which the evaluation then uses. ``pin``
     (optional, for a dataset that is a user's file): given the options a config names, returns them
     with what identifies the content added (the file's digest), after checking it; a config records
-    the pinned options, so a changed file is a changed config.
+    the pinned options, so a changed file is a changed config. ``pictures``: its samples are images a
+    reader can look at (False for generated vectors and users' feature files): galleries show them, and
+    a 2-D picture of its classes is drawn.
     """
 
     name: str
@@ -57,6 +59,7 @@ class DatasetSpec:
     content: Mapping[str, Any] = field(default_factory=dict)
     coarse: bool = False
     pin: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    pictures: bool = True
 
     def options(self, **options: Any) -> dict[str, Any]:
         """The content options with defaults filled in, sorted by name; ValueError for an unknown one."""

@@ -323,6 +323,6 @@ def pin(options: dict) -> dict:
     return pinned
 
 
-SPEC = DatasetSpec("custom", read=read, pin=pin, content={
+SPEC = DatasetSpec("custom", read=read, pin=pin, pictures=False, content={
     "path": None, "sha256": None, "labels_path": None, "class_split": "shared", "test_fraction": 0.5, "seed": 0,
 })  # fmt: skip

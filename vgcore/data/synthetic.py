@@ -103,4 +103,4 @@ SPEC = DatasetSpec("synthetic", read=read, content={
     "n_superclasses": 8, "n_fine_per_super": 8, "n_per_class": 40, "dim": 32, "super_spread": 1.0,
     "fine_spread": 0.35, "noise": 0.25, "nuisance_dim": 0, "nuisance_scale": 0.0, "class_split": "disjoint",
     "seed": 0,
-}, coarse=True)  # fmt: skip
+}, coarse=True, pictures=False)  # fmt: skip

@@ -24,4 +24,4 @@ def read(location: None, split: str, **content) -> Split:
     return dataclasses.replace(fine, labels=fine.coarse_labels, class_names=supers)
 
 
-SPEC = DatasetSpec("synthetic_super", read=read, content=synthetic.SPEC.content, coarse=True)
+SPEC = DatasetSpec("synthetic_super", read=read, content=synthetic.SPEC.content, coarse=True, pictures=False)

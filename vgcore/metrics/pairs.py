@@ -37,6 +37,6 @@ def pair_similarities(z, y, max_rows: int | None = 1000, seed: int = 0) -> tuple
     z, y = z[keep].double(), y[keep]
     zn = z / z.norm(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
     i, j = torch.triu_indices(len(y), len(y), offset=1, device=z.device)
-    sims: Tensor = (zn[i] * zn[j]).sum(1)
+    sims: Tensor = (zn @ zn.T)[i, j]
     same = y[i] == y[j]
     return sims[same].cpu().numpy(), sims[~same].cpu().numpy()

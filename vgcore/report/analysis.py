@@ -86,3 +86,15 @@ def write_table(table: pd.DataFrame, stem: str | os.PathLike, caption: str, note
     latex = table.to_latex(index=False, caption=f"{caption} ({source})", escape=True)
     paths[2].write_text(f"% {source}\n{latex}")
     return paths
+
+
+def per_class_recall_frame(runs, k: int = 1) -> pd.DataFrame:
+    """Recall@k of each class's queries per run: columns dataset, loss, seed, class, recall.
+
+    `runs` yields ``(dataset, loss, seed, z, y)``: a run's final embeddings and labels (as stored in
+    ``embeddings.npz``); :func:`vgcore.metrics.per_class_recall` reads each."""
+    from vgcore.metrics import per_class_recall
+
+    rows = [{"dataset": dataset, "loss": loss, "seed": seed, "class": c, "recall": r}
+            for dataset, loss, seed, z, y in runs for c, r in per_class_recall(z, y, k).items()]
+    return pd.DataFrame(rows, columns=["dataset", "loss", "seed", "class", "recall"])

@@ -585,8 +585,68 @@ def metric_over_steps(steps: pd.DataFrame, metrics: Sequence[str], bins: int = 6
     return fig
 
 
-def _scatter_panel(ax, frame: pd.DataFrame, x: str, y: str, palette, scales: pd.DataFrame) -> None:
-    """One dataset's points; log axes where the metric spans decades in `scales` (every dataset's rows)."""
+def normalised_loss(steps: pd.DataFrame, bins: int = 60) -> pd.DataFrame:
+    """Each run's training loss averaged in `bins` step ranges (:func:`_binned`), then scaled to
+    ``(L_t - L_min) / (L_0 - L_min)``: 1 at its first range, 0 at its lowest, whatever the loss's own
+    scale and offset (InfoNCE's log N floor, a margin loss's zero). A run whose loss never fell below its
+    first range is left out (nothing to normalise). Columns dataset, loss, seed, step, train_loss."""
+    binned = _binned(steps, [STEP_LOSS], bins)
+    out = []
+    for _, run in binned.groupby(["dataset", "loss", "seed"], sort=True):
+        run = run.sort_values("step")
+        first, low = float(run[STEP_LOSS].iloc[0]), float(run[STEP_LOSS].min())
+        if first > low:
+            out.append(run.assign(**{STEP_LOSS: (run[STEP_LOSS] - low) / (first - low)}))
+    columns = ["dataset", "loss", "seed", "step", STEP_LOSS]
+    return pd.concat(out, ignore_index=True)[columns] if out else pd.DataFrame(columns=columns)
+
+
+def training_curves(steps: pd.DataFrame, epochs: pd.DataFrame, bins: int = 60, width: str | float = "page") -> plt.Figure:
+    """Every loss's training curve on one figure per dataset (columns): the normalised training loss
+    (:func:`normalised_loss`; top row) above the validation Recall@1 (``progress/validation`` rows, or
+    the eval split's progress rows for runs without a validation split; bottom row), both against the
+    training step; mean over seeds with a ± 1 std band."""
+    _check_columns(steps, ["dataset", "loss", "seed", "step", STEP_LOSS], "training_curves")
+    loss = normalised_loss(steps, bins)
+    progress = epochs[epochs["split"].astype(str).str.startswith(PROGRESS)
+                      & ~epochs["split"].astype(str).str.endswith("train_subset")]
+    datasets = sorted(set(steps["dataset"]) | set(progress["dataset"]))
+    palette = loss_palette(loss_order(steps))
+    fig = _figure(width, 2 * 1.75 + 0.9)
+    axes = _grid(fig, 2, len(datasets), sharex="col")
+    for j, dataset in enumerate(datasets):
+        top, bottom = axes[0, j], axes[1, j]
+        top.set_title(dataset)
+        for name, colour in palette.items():
+            one = loss[(loss["dataset"] == dataset) & (loss["loss"] == name)]
+            if len(one):
+                _mean_band(top, one, "step", STEP_LOSS, colour, name)
+            one = progress[(progress["dataset"] == dataset) & (progress["loss"] == name)]
+            if len(one):
+                _mean_band(bottom, one, "step", "recall@1", colour, name)
+        top.set_ylim(-0.03, 1.03)
+        top.set_ylabel(_wrap("normalised training loss", 1.2) if j == 0 else "")
+        bottom.set_ylabel(_wrap("validation Recall@1 [fraction of queries]", 1.2) if j == 0 else "")
+        bottom.set_xlabel("training step")
+    left = sorted(set(steps[["dataset", "loss", "seed"]].itertuples(index=False))
+                  - set(loss[["dataset", "loss", "seed"]].itertuples(index=False)))
+    ends = loss.sort_values("step").groupby(["dataset", "loss"])[STEP_LOSS].agg(lambda v: v.iloc[-1])
+    rose = [f"{d}/{x}" for (d, x), v in ends.items() if v > 0.5]
+    notes = ["training loss of every loss on one scale, (L_t - L_min) / (L_0 - L_min): each run's first value 1, "
+             "its lowest 0; below it the validation Recall@1",
+             *([f"ends above half its first value (a loss averaged over the tuples it mines follows them, not only "
+                f"the embedding): {', '.join(rose)}"] if rose else []), _seed_note(steps, f"line: mean of {bins} step ranges (loss) or the evaluated "
+                                                      "steps (Recall@1); band: ± 1 std")]
+    if left:
+        notes.append(f"left out, loss never below its first value: {', '.join(f'{d}/{x}/seed {s}' for d, x, s in left)}")
+    _note(fig, notes, *_loss_handles(palette))
+    return fig
+
+
+def _scatter_panel(ax, frame: pd.DataFrame, x: str, y: str, palette, scales: pd.DataFrame,
+                   hollow: frozenset = frozenset()) -> None:
+    """One dataset's points; log axes where the metric spans decades in `scales` (every dataset's rows);
+    the losses in `hollow` drawn with open markers."""
     agg = frame.groupby("loss")[[x, y]].agg(["mean", "std"])
     for loss, colour in palette.items():
         if loss not in agg.index:
@@ -594,7 +654,7 @@ def _scatter_panel(ax, frame: pd.DataFrame, x: str, y: str, palette, scales: pd.
         row = agg.loc[loss]
         ax.errorbar(row[(x, "mean")], row[(y, "mean")], xerr=np.nan_to_num(row[(x, "std")]),
                     yerr=np.nan_to_num(row[(y, "std")]), fmt=loss_marker(loss), color=colour, ms=4, elinewidth=0.8,
-                    capsize=1.5)
+                    capsize=1.5, mfc="white" if loss in hollow else colour)
     for axis, metric in (("x", x), ("y", y)):
         if _spans_decades(scales[metric]):
             (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
@@ -608,9 +668,10 @@ def scatter_means(summary: pd.DataFrame, x: str, y: str, title: str = "", width:
     return _scatter_grid(summary, x, [y], title, width)
 
 
-def _scatter_grid(summary: pd.DataFrame, x: str, ys: Sequence[str], title: str, width) -> plt.Figure:
+def _scatter_grid(summary: pd.DataFrame, x: str, ys: Sequence[str], title: str, width, *,
+                  xlabel: str | None = None, hollow: frozenset = frozenset(), notes: Sequence[str] = ()) -> plt.Figure:
     """Panels (dataset, y metric): one column per dataset, one row per metric (a single dataset at
-    page width: the metrics side by side)."""
+    page width: the metrics side by side). `hollow`: (dataset, loss) pairs drawn with open markers."""
     datasets = sorted(summary["dataset"].unique())
     palette = loss_palette(loss_order(summary))
     page = figure_width(width) >= 5
@@ -621,28 +682,53 @@ def _scatter_grid(summary: pd.DataFrame, x: str, ys: Sequence[str], title: str, 
         cols = len(ys) if page else 1
     rows = int(np.ceil(len(panels) / cols))
     panel_w = figure_width(width) / cols - 0.75  # less the y label and ticks
-    lines = _wrap(label(x), panel_w).count("\n") + 1  # a long x label takes rows of its own
-    fig = _figure(width, (1.85 + 0.135 * max(0, lines - 2)) * rows + 1.2)
+    xlabel = xlabel or label(x)
+    lines = _wrap(xlabel, panel_w).count("\n") + 1  # a long x label takes rows of its own
+    notes = [title, _seed_note(summary, "dot: mean; bars: ± 1 std"), *notes]
+    fig = _figure(width, (1.85 + 0.135 * max(0, lines - 2)) * rows + 1.2 + 0.14 * max(0, len(notes) - 2))
     axes = _grid(fig, rows, cols)
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
     for ax, (dataset, metric) in zip(axes.flat, panels, strict=False):
         ax.set_title(dataset)
-        _scatter_panel(ax, summary[summary["dataset"] == dataset], x, metric, palette, summary)
-        ax.set_xlabel(_wrap(label(x), panel_w))
+        _scatter_panel(ax, summary[summary["dataset"] == dataset], x, metric, palette, summary,
+                       frozenset(loss for d, loss in hollow if d == dataset))
+        ax.set_xlabel(_wrap(xlabel, panel_w))
         ax.set_ylabel(_wrap(label(metric), 1.6))
-    _note(fig, [title, _seed_note(summary, "dot: mean; bars: ± 1 std")], *_loss_handles(palette))
+    _note(fig, notes, *_loss_handles(palette))
     return fig
 
 
-def tradeoff(summary: pd.DataFrame, speed: str = "val_convergence_step",
+def tradeoff(summary: pd.DataFrame, epochs: pd.DataFrame, speed: str = "val_convergence_step",
              granularity: Sequence[str] = ("intra_var", "recall@1"), width: str | float = "page") -> plt.Figure:
-    """The efficiency-granularity trade-off: convergence speed in training steps (x; left = faster;
-    default: steps to 90 % of the validation Recall@1 gain)
-    against intra-class variance and Recall@1 (y); one column per dataset, one row per y metric."""
+    """The efficiency-granularity trade-off: convergence speed (x; left = faster; default: steps to
+    90 % of the validation Recall@1 gain) as a share of the run's training steps (its last step in
+    `epochs`: 1 is the end of training, the same on every dataset), against intra-class variance and
+    Recall@1 (y); one column per dataset, one row per y metric.
+
+    A loss with a seed whose `speed` is its run's last step is drawn with open markers: its curve was
+    still rising when training stopped, so its x is the run's length, not a measured speed."""
     _check_columns(summary, ["dataset", "loss", "seed", speed, *granularity], "tradeoff")
-    return _scatter_grid(summary, speed, list(granularity),
-                         "efficiency (left: converges in fewer steps) against granularity", width)
+    _check_columns(epochs, ["dataset", "loss", "seed", "step"], "tradeoff")
+    last = epochs.groupby(["dataset", "loss", "seed"])["step"].max().rename("_last")
+    frame = summary.join(last, on=["dataset", "loss", "seed"])
+    if frame["_last"].isna().any():
+        missing = frame.loc[frame["_last"].isna(), ["dataset", "loss", "seed"]].astype(str).agg("/".join, axis=1)
+        raise ValueError(f"tradeoff: no epochs rows for run(s) {', '.join(missing)}: pass the epochs table of the "
+                         "same runs")
+    at_end = frame[speed] >= frame["_last"]
+    frame[speed] = frame[speed] / frame["_last"]
+    hollow = frozenset(zip(frame.loc[at_end, "dataset"], frame.loc[at_end, "loss"], strict=True))
+    notes = ["open marker: in at least one seed the mark was reached only at the run's last step (still rising "
+             "when training stopped: unconverged, its x is the run's length, not a speed)"] if hollow else []
+    notes.append("steps are read on the log-spaced evaluation grid: a mean between two grid points mixes seeds "
+                 "that crossed at different points")
+    fig = _scatter_grid(frame, speed, list(granularity),
+                        "efficiency (left: converges in a smaller share of training) against granularity", width,
+                        xlabel=f"{label(speed, unit=False)} [share of the run's training steps]", hollow=hollow,
+                        notes=notes)
+    _share_limits({speed: [ax for ax in fig.axes if ax.get_visible()]}, "x")  # a share reads alike everywhere
+    return fig
 
 
 def _pca2(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -653,19 +739,26 @@ def _pca2(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return zc @ vt[:2].T, share[:2]
 
 
-def _class_colours(n: int):
-    return sns.color_palette("tab10" if n <= 10 else "husl", n)
+CLASS_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", "h")
+"""One marker per class (cycled past ten): with the colour-blind palette, a class is told apart by its
+marker too, so two classes whose colours a reader confuses still differ."""
+
+
+def _class_styles(n: int) -> list[tuple[tuple, str]]:
+    """``(colour, marker)`` of `n` classes: seaborn's colour-blind palette (ten colours; husl past ten)
+    with :data:`CLASS_MARKERS`."""
+    colours = sns.color_palette("colorblind" if n <= 10 else "husl", n)
+    return [(colour, CLASS_MARKERS[i % len(CLASS_MARKERS)]) for i, colour in enumerate(colours)]
 
 
 def _projection(ax, z, y, names: Mapping[int, str]) -> list:
     p, share = _pca2(np.asarray(z))
     classes = list(np.unique(y))
-    colours = _class_colours(len(classes))
     handles = []
-    for c, colour in zip(classes, colours, strict=True):
+    for c, (colour, marker) in zip(classes, _class_styles(len(classes)), strict=True):
         on = np.asarray(y) == c
-        ax.scatter(p[on, 0], p[on, 1], s=2.5, color=colour, alpha=0.7, lw=0)
-        handles.append((plt.Line2D([], [], ls="", marker="o", ms=3.5, color=colour), names.get(int(c), f"class {c}")))
+        ax.scatter(p[on, 0], p[on, 1], s=4, color=colour, marker=marker, alpha=0.75, lw=0)
+        handles.append((plt.Line2D([], [], ls="", marker=marker, ms=3.5, color=colour), names.get(int(c), f"class {c}")))
     ax.set_xlabel(f"PC1 ({100 * share[0]:.0f}%)", labelpad=1)
     ax.set_ylabel(f"PC2 ({100 * share[1]:.0f}%)", labelpad=1)
     ax.set_xticks([])
@@ -705,10 +798,10 @@ def embedding_projections(embeddings: Mapping[str, Mapping[str, tuple]], class_n
         raise ValueError("embedding_projections needs at least one (z, y) pair")
     datasets = [d for d in embeddings if embeddings[d]]
     blocks = {d: loss_order(pd.DataFrame({"loss": list(embeddings[d])})) for d in datasets}
-    # up to 6 (page) or 3 (column) panels a row, rows as full as possible; each dataset's block is its
+    # up to 4 (page) or 2 (column) panels a row, rows as full as possible; each dataset's block is its
     # rows plus a legend; rows are flatter than square (equal aspect on the data limits) where the
     # blocks of all datasets (11 losses, 3 datasets) would not fit a page, but not below 0.8 in
-    most, widest = max(len(b) for b in blocks.values()), _ncols(width, 6, 3)
+    most, widest = max(len(b) for b in blocks.values()), _ncols(width, 4, 2)
     cols = int(np.ceil(most / np.ceil(most / widest)))
     rows = {d: int(np.ceil(len(blocks[d]) / cols)) for d in datasets}
     panel = (figure_width(width) - 0.1) / cols
