@@ -58,6 +58,7 @@ elif Path.cwd().name == "notebooks" and (Path.cwd().parent / "pyproject.toml").i
 # %% tags=["parameters"]
 features = "my_features.npz"  # your .npz (or a .npy of features, with its labels file below)
 labels = None  # the labels .npy of a features .npy; None for a .npz
+images = None  # optional .npy of images [N, H, W] or [N, H, W, C] uint8, aligned with the rows of your features' test split
 losses = "all"  # or a list, e.g. ["triplet", "scl", "infonce", "contrastive"]
 seeds = [0, 1, 2]
 settings = {}  # config overrides, e.g. {"epochs": 40, "lr": 1e-4, "batch_size": 512}
@@ -140,6 +141,36 @@ save_figure(plots.scatter_means(summary, "centroid_dist_mean", "centroid_dist_cv
 first = summary[summary.seed == summary.seed.min()]
 emb = {"custom": {r.loss: load_run(r.path)["embeddings"] for r in first.itertuples()}}
 save_figure(plots.embedding_projections(emb), "embeddings_pca")
+
+# %% [markdown]
+# ## What each loss retrieves
+#
+# The same queries for every loss (lowest seed): one random test sample for each of the first ten
+# classes, then the four on which the losses' precision@4 differs most. Right of each query, each
+# loss's 4 nearest test samples (cosine, first left); a wrong class is framed. With `images` (your
+# test split's pictures, in the order of its rows) the pictures are drawn, else a tile naming each
+# sample's class.
+
+# %%
+import numpy as np
+
+from vgcore.report.gallery import loss_galleries, retrieval_gallery
+from vgcore.train import fixed_subset_index
+
+g = loss_galleries({r.loss: load_run(r.path) for r in first.itertuples()})
+pictures = None
+if images is not None:  # the runs embed the test split's rows, or its fixed eval_size subset of them
+    pictures = np.load(images, mmap_mode="r")
+    keep = fixed_subset_index(len(pictures), configs[0].eval_size)
+    pictures = pictures if keep is None else pictures[keep.numpy()]
+    if len(pictures) != len(g.y):
+        raise ValueError(f"{images}: {len(pictures)} images for the {len(g.y)} test samples the runs embed; "
+                         "save one image per row of your features' test split, in its order")
+for queries, name, what in ((g.queries[:10], "gallery_random", "random queries"),
+                            (g.disagreements, "gallery_disagreements", "where the losses disagree most")):
+    if len(queries):
+        save_figure(retrieval_gallery(queries, g.ranked, g.y, images=pictures, coarse=g.coarse,
+                                      title=f"{Path(features).name}: {what}"), name)
 
 # %% [markdown]
 # ## GREEDINESS: how each loss spreads its updates

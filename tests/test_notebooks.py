@@ -161,7 +161,8 @@ def test_your_data_notebook_runs_under_nbval_on_a_small_features_file(tmp_path):
     assert "7 complete runs, 7 losses, 1 seed(s)" in text
     assert not (tmp_path / "figures").exists(), "a run by hand must not write into the committed figures/"
     assert sorted(p.stem for p in (tmp_path / "results" / "figures" / "custom" / "my_features").glob("*.png")) == [
-        "active_ratio_over_training", "claims", "embeddings_pca", "greediness_bars", "intra_var_over_epochs",
+        "active_ratio_over_training", "claims", "embeddings_pca", "gallery_disagreements", "gallery_random",
+        "greediness_bars", "intra_var_over_epochs",
         "recall_over_epochs", "separation_vs_spacing", "tradeoff", "variance_bars"]
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",

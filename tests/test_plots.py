@@ -14,7 +14,7 @@ from vgcore import workflow
 from vgcore.config import PROFILES
 from vgcore.metrics import is_share
 from vgcore.metrics.convergence import progress_grid
-from vgcore.report import outputs, plots, space_plots
+from vgcore.report import gallery, outputs, plots, space_plots
 
 from _smoke_build import ROOT
 
@@ -161,7 +161,27 @@ FIGURES = {
                                                              title="fashionmnist · efficientnet_lite0 features (PCA)",
                                                              class_names=FASHION, width=w),
     "claims_intervals": lambda w: plots.claims_intervals(claims_table(), width=w),
+    "retrieval_gallery": lambda w: gallery.retrieval_gallery(*_gallery("fashionmnist"), width=w,
+                                                             title="fashionmnist · seed 0: random queries"),
+    "retrieval_gallery_stand_in": lambda w: gallery.retrieval_gallery(*_gallery("synthetic"), width=w,
+                                                                      title="synthetic · seed 0: disagreements"),
 }
+
+
+def _gallery(dataset: str) -> tuple:
+    """(queries, ranked, y, images, coarse) of the demo's seven losses (all eleven on synthetic): 10
+    random queries with 28x28 images, or 4 disagreement queries on stand-in tiles with superclasses."""
+    from vgcore.metrics.neighbours import ranked_neighbours
+
+    data = embeddings()[dataset]
+    losses = LOSSES[:7] if dataset == "fashionmnist" else LOSSES
+    y = data[losses[0]][1]
+    ranked = {loss: ranked_neighbours(data[loss][0], y, 4) for loss in losses}
+    if dataset == "fashionmnist":
+        images = np.random.default_rng(0).integers(0, 255, (len(y), 1, 28, 28), dtype=np.uint8)
+        return gallery.gallery_queries(y), ranked, y, images, None
+    queries = gallery.disagreement_queries({loss: r.relevant for loss, r in ranked.items()}, 4)
+    return queries, ranked, y, None, data[losses[0]][2]
 
 
 def _one_run():

@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 
 from vgcore.report.plots import (
-    PAGE_HEIGHT,
     LOSSES,
+    PAGE_HEIGHT,
     SMALL,
     _figure,
     _note,

@@ -28,7 +28,13 @@ from vgcore.train.loop import (
     sweep,
 )
 from vgcore.train.monitor import GreedinessMonitor
-from vgcore.train.samplers import NoPositivePairsWarning, batch_indices, check_sampler, fixed_subset
+from vgcore.train.samplers import (
+    NoPositivePairsWarning,
+    batch_indices,
+    check_sampler,
+    fixed_subset,
+    fixed_subset_index,
+)
 from vgcore.train.steplog import StepLog
 
 __all__ = [
@@ -48,6 +54,7 @@ __all__ = [
     "evaluate_splits",
     "fit",
     "fixed_subset",
+    "fixed_subset_index",
     "load_features",
     "load_result",
     "make_learner",

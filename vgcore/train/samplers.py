@@ -62,15 +62,23 @@ def check_sampler(labels: Tensor, config) -> None:
             "positive pair (then most losses skip it); raise batch_size or use sampler=pk"), stacklevel=3)
 
 
+def fixed_subset_index(n: int, size: int | None) -> Tensor | None:
+    """The rows :func:`fixed_subset` keeps of `n`: `size` of them drawn without replacement with a
+    fixed seed (0), sorted; None when it keeps all (`size` None or at least `n`)."""
+    if size is None or size >= n:
+        return None
+    return torch.randperm(n, generator=torch.Generator().manual_seed(0))[:size].sort().values
+
+
 def fixed_subset(x: Tensor, y: Tensor, size: int | None, *more: Tensor | None) -> tuple[Tensor | None, ...]:
     """`size` rows of `x`, `y` (and of each of `more`, None passed through) drawn without replacement
-    with a fixed seed (0), in their original order.
+    with a fixed seed (0), in their original order (:func:`fixed_subset_index`).
 
     The draw does not depend on the run's seed, so every loss and seed sees the same data.
     """
-    if size is None or size >= len(y):
+    keep = fixed_subset_index(len(y), size)
+    if keep is None:
         return (x, y, *more)
-    keep = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))[:size].sort().values
     return tuple(None if t is None else t[keep] for t in (x, y, *more))
 
 
