@@ -62,10 +62,11 @@ variant = None  # None: the profile's own runs; a tag: that variant's (a build w
 # %%
 from pathlib import Path
 
-from vgcore.report import plots
+from vgcore.metrics import pair_similarities
+from vgcore.report import plots, space_plots
 from vgcore.report.analysis import VARIANCE_TABLE, mean_std_table
-from vgcore.report.outputs import Outputs, class_names, collect_profile, describe_runs
-from vgcore.results import load_run, own_run_dir
+from vgcore.report.outputs import (Outputs, class_names, collect_profile, describe_runs, lowest_seed_runs,
+                                   picture_datasets)
 
 summary = collect_profile(results_root, profile, "summary", variant=variant)  # fails naming valid profiles, or if nothing ran
 epochs = collect_profile(results_root, profile, "epochs", variant=variant)
@@ -126,20 +127,35 @@ fig
 # %% [markdown]
 # ## The embeddings themselves
 #
-# 2-D PCA of the final test embeddings of the lowest seed, one block per dataset, one panel per loss
-# (each its own PCA; the axes say how much of the variance each component explains). Colour = class:
-# on a set with superclasses (synthetic) the fine classes of one superclass, the structure a loss
-# keeps or flattens inside it; otherwise the first ten classes. PCA keeps distances comparable: tight
-# blobs are low intra-class variance.
+# 2-D PCA of the final test embeddings of the lowest seed, one panel per loss (each its own PCA; the
+# axes say how much of the variance each component explains), for the datasets whose samples are
+# pictures (a profile of generated sets only: its first). Colour and marker = class (the colour-blind palette, and a marker so that two colours a
+# reader confuses still differ); at most ten classes. PCA keeps distances comparable: tight blobs are
+# low intra-class variance. The synthetic sets are left out: their fine classes overlap in every 2-D
+# projection (Recall@1 about 0.5), so a scatter of them shows noise; the pair similarities below
+# show their spread instead.
 
 # %%
-seed0 = summary[summary.seed == summary.seed.min()]
-runs = {(r.dataset, r.loss): load_run(own_run_dir(results_root, profile, r.dataset, r.loss, r.seed, variant))
-        for r in seed0.itertuples()}
-emb = {d: {loss: (*run["embeddings"], run["coarse"]) for (d2, loss), run in runs.items() if d2 == d}
-       for d in sorted(seed0.dataset.unique())}
+runs = lowest_seed_runs(summary, results_root, profile, variant)
+emb = {d: {loss: (*run["embeddings"], run["coarse"]) for loss, run in runs[d].items()} for d in picture_datasets(runs)}
 fig = plots.embedding_projections(emb, {d: class_names(profile, d) for d in emb}, width="page")
 out.figure(fig, "03_embeddings_pca")
+fig
+
+# %% [markdown]
+# ## Positive and negative pairs
+#
+# The direct picture of VARIANCE: for each loss, the cosine similarities of pairs of test samples of the
+# same class (above its line) and of different classes (below), among 1000 test samples of the lowest
+# seed. How far down the positives reach is the intra-class spread a loss keeps; the gap between the two
+# is its margin; where they overlap, a query can retrieve another class first.
+
+# %%
+sims = {d: {loss: pair_similarities(*run["embeddings"], max_rows=1000) for loss, run in by_loss.items()}
+        for d, by_loss in runs.items()}
+fig = space_plots.similarity_distributions(sims, f"lowest seed ({summary.seed.min()}); all pairs among 1000 "
+                                                 "test samples drawn with seed 0", width="page")
+out.figure(fig, "03_similarity_distributions")
 fig
 
 # %% tags=["nbval-check-output"]

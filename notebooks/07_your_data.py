@@ -152,20 +152,10 @@ save_figure(plots.embedding_projections(emb), "embeddings_pca")
 # sample's class.
 
 # %%
-import numpy as np
-
-from vgcore.report.gallery import loss_galleries, retrieval_gallery
-from vgcore.train import fixed_subset_index
+from vgcore.report.gallery import given_images, loss_galleries, retrieval_gallery
 
 g = loss_galleries({r.loss: load_run(r.path) for r in first.itertuples()})
-pictures = None
-if images is not None:  # the runs embed the test split's rows, or its fixed eval_size subset of them
-    pictures = np.load(images, mmap_mode="r")
-    keep = fixed_subset_index(len(pictures), configs[0].eval_size)
-    pictures = pictures if keep is None else pictures[keep.numpy()]
-    if len(pictures) != len(g.y):
-        raise ValueError(f"{images}: {len(pictures)} images for the {len(g.y)} test samples the runs embed; "
-                         "save one image per row of your features' test split, in its order")
+pictures = None if images is None else given_images(images, configs[0].eval_size, len(g.y))
 for queries, name, what in ((g.queries[:10], "gallery_random", "random queries"),
                             (g.disagreements, "gallery_disagreements", "where the losses disagree most")):
     if len(queries):
@@ -200,7 +190,7 @@ print(list(table.columns))
 save_figure(plots.metric_over_epochs(epochs, "recall@1"), "recall_over_epochs")
 
 # %%
-save_figure(plots.tradeoff(summary), "tradeoff")
+save_figure(plots.tradeoff(summary, epochs), "tradeoff")
 
 # %% [markdown]
 # ## The paper's claims on your data

@@ -201,3 +201,69 @@ def test_eval_rows_of_a_set_of_vectors_is_none():
     from vgcore.config import RunConfig
 
     assert gallery.eval_rows(RunConfig(dataset="synthetic")) is None
+
+
+def test_given_images_are_cut_to_the_rows_a_run_embeds_and_a_wrong_count_is_refused(tmp_path):
+    from vgcore.report.gallery import given_images
+
+    pictures = np.arange(30 * 2 * 2, dtype=np.uint8).reshape(30, 2, 2)  # image i holds 4i..4i+3: its row is readable
+    np.save(tmp_path / "images.npy", pictures)
+    keep = fixed_subset_index(30, 12).numpy()
+    got = given_images(tmp_path / "images.npy", 12, 12)
+    assert np.array_equal(got, pictures[keep])
+    assert np.array_equal(given_images(tmp_path / "images.npy", None, 30), pictures)
+    with pytest.raises(ValueError, match="30 images for the 29 test samples"):
+        given_images(tmp_path / "images.npy", None, 29)
+
+
+# --- a profile's galleries (notebook 05) ------------------------------------------------------------
+
+
+def test_the_gallery_datasets_are_the_first_with_pictures_and_the_first_without():
+    from vgcore.report.outputs import picture_datasets
+
+    assert gallery.gallery_datasets(["fashionmnist", "synthetic", "synthetic_super"]) == ("fashionmnist", "synthetic")
+    assert gallery.gallery_datasets(["synthetic_super", "cifar10"]) == ("cifar10", "synthetic_super")
+    assert gallery.gallery_datasets(["fashionmnist"]) == ("fashionmnist", None)
+    assert gallery.gallery_datasets(["synthetic"]) == ("synthetic", "synthetic")  # smoke: only generated sets
+    assert picture_datasets(["synthetic", "fashionmnist", "cub200"]) == ["fashionmnist", "cub200"]
+    assert picture_datasets(["synthetic", "synthetic_super"]) == ["synthetic"]
+
+
+def _runs(dataset, y, coarse=None, spreads=(0.4, 1.0, 1.6), eval_size=None):
+    config = {"dataset": dataset, "seed": 3, "eval_split": "test", "eval_size": eval_size, "dataset_options": {}}
+    return {loss: {"config": config, "embeddings": (clustered(y, s, seed=i).astype(np.float32), y), "coarse": coarse}
+            for i, (loss, s) in enumerate(zip(LOSSES, spreads, strict=True))}
+
+
+def test_a_dataset_gallery_of_a_set_of_vectors_draws_stand_ins_for_the_random_and_the_disputed_queries():
+    y = np.repeat(np.arange(12), 4)
+    coarse = y // 3
+    runs = _runs("synthetic", y, coarse)
+    fig = gallery.dataset_gallery(runs, "random")
+    queries = sorted(int(gid.split("/")[1]) for gid in tiles(fig) if gid.startswith("query/"))
+    assert sorted(np.unique(y[queries]).tolist()) == list(range(gallery.QUERY_CLASSES)), "the first ten classes"
+    assert not any(ax.images for ax in tiles(fig).values()), "vectors: stand-in tiles, no pictures"
+    title = fig.legends[0].get_title().get_text()
+    assert "synthetic, seed 3: one random test query for each of 10 classes" in title
+    g = gallery.loss_galleries(runs)
+    fig = gallery.dataset_gallery(runs, "disagreement")
+    shown = sorted(int(gid.split("/")[1]) for gid in tiles(fig) if gid.startswith("query/"))
+    assert shown == sorted(g.disagreements.tolist()) and len(shown) > 0
+    with pytest.raises(ValueError, match="'random' or 'disagreement'"):
+        gallery.dataset_gallery(runs, "hardest")
+
+
+def test_a_dataset_gallery_whose_losses_all_agree_is_a_note_and_one_without_its_images_says_so(tmp_path, monkeypatch):
+    y = np.repeat(np.arange(4), 6)
+    same = _runs("synthetic", y, spreads=(0.05, 0.05, 0.05))
+    for run in same.values():  # every loss the same embeddings: no query tells them apart
+        run["embeddings"] = same["contrastive"]["embeddings"]
+    fig = gallery.dataset_gallery(same, "disagreement")
+    assert not tiles(fig) and "every loss retrieves alike" in fig.get_suptitle()
+    monkeypatch.setattr(fashionmnist, "SYSTEM_DIRS", (tmp_path / "no-system",))  # nor the Debian package's copy
+    fig = gallery.dataset_gallery(_runs("fashionmnist", y), "random", data_root=tmp_path)  # no FashionMNIST there
+    assert not any(ax.images for ax in tiles(fig).values())
+    assert "images are not on disk" in fig.legends[0].get_title().get_text()
+    note = gallery.no_stand_in(["fashionmnist", "cub200"])
+    assert "(fashionmnist, cub200) has pictures" in note.get_suptitle()

@@ -288,3 +288,13 @@ def test_the_make_targets_page_names_every_target_of_the_makefile():
     page = (ROOT / "docs" / "guide" / "make-targets.md").read_text()
     listed = set(re.findall(r"^\| `make ([a-z-]+)", page, flags=re.M))
     assert targets <= listed, f"docs/guide/make-targets.md misses {sorted(targets - listed)}"
+
+
+def test_the_readme_shows_the_demo_gallery_that_notebook_05_draws():
+    """Issue 27: the README shows one retrieval gallery, the committed figure 05_retrieval declares."""
+    from vgcore.report.outputs import ANALYSIS
+
+    results = section(README, "Results")
+    assert 'src="figures/demo/05_gallery.png"' in results
+    assert "05_gallery" in {item.name for item in ANALYSIS["05_retrieval"]}
+    assert (ROOT / "figures" / "demo" / "05_gallery.png").is_file()

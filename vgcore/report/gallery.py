@@ -76,6 +76,21 @@ def eval_rows(config, data_root=None, labels=None, *, download: bool = False) ->
     return rows
 
 
+def given_images(path, eval_size: int | None, n_rows: int) -> np.ndarray:
+    """A user's images of a features file's test split (``.npy``, one per row in file order, memory-mapped)
+    cut to the rows a run embeds (:func:`vgcore.train.fixed_subset_index` of its ``eval_size``);
+    ValueError naming the fix when their count is not the run's `n_rows`."""
+    from vgcore.train.samplers import fixed_subset_index
+
+    pictures = np.load(path, mmap_mode="r")
+    keep = fixed_subset_index(len(pictures), eval_size)
+    pictures = pictures if keep is None else pictures[keep.numpy()]
+    if len(pictures) != n_rows:
+        raise ValueError(f"{path}: {len(pictures)} images for the {n_rows} test samples the runs embed; save one "
+                         "image per row of your features' test split, in its order")
+    return pictures
+
+
 def _check_labels(disk: np.ndarray, run: np.ndarray, what: str) -> None:
     if disk.shape != run.shape:
         raise ValueError(f"the run's embeddings have {len(run)} rows but its eval rows of {what} on disk are "
@@ -225,7 +240,7 @@ def _frame(ax, state: str, tile: float) -> None:
 
 def _tile_colours(n: int) -> list[tuple[float, float, float]]:
     """Light colours of the stand-in tiles (halfway to white: black text and the frames stand out)."""
-    return [tuple(0.5 + 0.5 * c for c in colour) for colour in plots._class_colours(n)]
+    return [tuple(0.5 + 0.5 * c for c in colour) for colour, _ in plots._class_styles(n)]
 
 
 def _tile(ax, row: int, state: str, tile: float, y, coarse, images, colours) -> None:
@@ -339,4 +354,64 @@ def retrieval_gallery(queries, ranked: Mapping[str, Any], y, images: Images | No
                     _tile(ax, item, _state(int(q), item, bool(relevant[q, j]), y, coarse), lay.tile, y, coarse,
                           images, colours)
                     ax.set_gid(f"{loss}/{int(q)}/{j}")
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# a profile's galleries (notebook 05)
+# ---------------------------------------------------------------------------------------------
+
+QUERY_CLASSES = 10
+"""A random-query gallery draws the queries of at most this many classes (the first ones)."""
+
+
+def gallery_datasets(datasets: Iterable[str]) -> tuple[str, str | None]:
+    """``(pictured, stand_in)`` of a profile's datasets: the first whose samples are pictures
+    (:func:`vgcore.data.has_pictures`; else the first), and the first that has none (None when every
+    dataset has pictures), whose gallery shows the stand-in tiles."""
+    from vgcore.data import has_pictures
+    from vgcore.report.outputs import picture_datasets
+
+    datasets = list(datasets)
+    if not datasets:
+        raise ValueError("gallery_datasets needs at least one dataset")
+    return picture_datasets(datasets)[0], next((d for d in datasets if not has_pictures(d)), None)
+
+
+def dataset_gallery(runs: Mapping[str, Mapping], which: str = "random", data_root=None, k: int = 4,
+                    width: str | float = "page"):
+    """The gallery of one dataset and seed's `runs` (loss -> ``load_run(path)``): ``which="random"``,
+    one random query for each of the first :data:`QUERY_CLASSES` classes; ``"disagreement"``, the four
+    queries on which the losses' precision@k differs most (a one-line note figure where they all agree).
+    Pictures come from the eval split on disk (:func:`eval_rows`); where it holds vectors, or its files
+    are not here, the stand-in tiles are drawn and the title says why."""
+    from vgcore.data import DataNotFoundError
+
+    if which not in ("random", "disagreement"):
+        raise ValueError(f"which must be 'random' or 'disagreement', got {which!r}")
+    g = loss_galleries(runs, k=k)
+    config = next(iter(runs.values()))["config"]
+    dataset, seed = _option(config, "dataset"), _option(config, "seed")
+    try:
+        images, missing = eval_rows(config, data_root, labels=g.y), ""
+    except DataNotFoundError:
+        images, missing = None, f" (the {dataset} images are not on disk: class marks instead)"
+    queries = g.queries[np.isin(g.y[g.queries], np.unique(g.y)[:QUERY_CLASSES])] if which == "random" \
+        else g.disagreements
+    what = (f"one random test query for each of {min(QUERY_CLASSES, len(np.unique(g.y)))} classes"
+            if which == "random" else "the test queries on which the losses disagree most")
+    title = f"{dataset}, seed {seed}: {what}{missing}"
+    if queries.size == 0:
+        fig = plots._figure(width, 0.6)
+        plots._note(fig, [f"{dataset}, seed {seed}: every loss retrieves alike (the same precision@{k}) on every "
+                          "query, so no query shows a disagreement"])
+        return fig
+    return retrieval_gallery(queries, g.ranked, g.y, images=images, coarse=g.coarse, k=k, title=title, width=width)
+
+
+def no_stand_in(datasets: Iterable[str], width: str | float = "page"):
+    """The note figure a profile whose datasets all have pictures writes where a stand-in gallery would go."""
+    fig = plots._figure(width, 0.6)
+    plots._note(fig, [f"every dataset of this profile ({', '.join(datasets)}) has pictures: no stand-in gallery "
+                      "(see the picture galleries)"])
     return fig

@@ -60,8 +60,10 @@ ANALYSIS: dict[str, tuple[Item, ...]] = {
              "(mean ± std over seeds)"),
         _fig("03_intra_var_over_epochs", "intra-class variance of the test embeddings over training"),
         _fig("03_separation_vs_spacing", "mean centroid distance against its unevenness (CV)", "column"),
-        _fig("03_embeddings_pca", "2-D PCA of the final test embeddings, one panel per loss (lowest seed; on a set "
-             "with superclasses, the fine classes of one superclass)"),
+        _fig("03_embeddings_pca", "2-D PCA of the final test embeddings of the datasets with pictures, one panel "
+             "per loss (lowest seed; a colour and a marker per class)"),
+        _fig("03_similarity_distributions", "cosine similarities of positive (same-class) and negative test pairs "
+             "per loss and dataset (lowest seed)"),
     ),
     "04_greediness": (
         _tab("04_greediness", "GREEDINESS over training: mean ± std over seeds"),
@@ -78,8 +80,16 @@ ANALYSIS: dict[str, tuple[Item, ...]] = {
         _fig("05_recall_over_epochs", "test Recall@1 over training"),
         _fig("05_validation_progress", "normalised validation progress (R_t - R_0) / (R_final - R_0) of Recall@1 at "
              "log-spaced training steps, per loss: one convergence yardstick for every loss"),
-        _fig("05_tradeoff", "efficiency-granularity trade-off: training steps to 90% of the validation Recall@1 "
-             "gain against intra-class variance and Recall@1, per dataset"),
+        _fig("05_tradeoff", "efficiency-granularity trade-off: share of the run's training steps to 90% of the "
+             "validation Recall@1 gain against intra-class variance and Recall@1, per dataset (open: unconverged)"),
+        _fig("05_training_curves", "every loss's normalised training loss above its validation Recall@1, per dataset"),
+        _fig("05_per_class_recall", "Recall@1 of each class's test queries per loss (mean over seeds)"),
+        _fig("05_gallery", "what each of the seven losses retrieves for the same random test queries (one per class; "
+             "the first dataset with pictures, lowest seed): its four nearest test samples, wrong ones framed"),
+        _fig("05_gallery_disagreement", "the test queries on which the seven losses' precision@4 differs most, "
+             "with each loss's four nearest test samples (same dataset and seed as 05_gallery)"),
+        _fig("05_gallery_stand_in", "the gallery of a dataset without pictures (the first such dataset, lowest seed): "
+             "tiles marked with class and superclass, wrong ones framed, near misses (same superclass) dashed"),
     ),
     "06_claims": (
         _tab("06_claims", "each claim of the paper on each dataset where every loss it names learned: its verdict "
@@ -219,6 +229,39 @@ def class_names(profile: str, dataset: str, data_root=None) -> list[str] | None:
         return list(load_dataset(dataset, data_root, config.eval_split, **config.dataset_options).class_names)
     except DataNotFoundError:
         return None
+
+
+def picture_datasets(datasets) -> list[str]:
+    """The datasets whose samples are pictures (:func:`vgcore.data.has_pictures`), in order; the first
+    dataset alone where none are (a profile of generated sets, e.g. smoke, still gets its figures)."""
+    from vgcore.data import has_pictures
+
+    datasets = list(datasets)
+    return [d for d in datasets if has_pictures(d)] or datasets[:1]
+
+
+def lowest_seed_runs(summary, results_root: str | os.PathLike, profile: str, variant: str | None = None,
+                     losses=None) -> dict[str, dict[str, dict]]:
+    """dataset -> loss -> :func:`vgcore.results.load_run` of the lowest seed of `summary`'s runs (only
+    `losses` where given): what the figures of one run per loss draw (PCA, similarities, galleries)."""
+    from vgcore.results import load_run, own_run_dir
+
+    first = summary[summary["seed"] == summary["seed"].min()]
+    out: dict[str, dict[str, dict]] = {}
+    for r in first.sort_values(["dataset"]).itertuples():
+        if losses is None or r.loss in losses:
+            out.setdefault(r.dataset, {})[r.loss] = load_run(own_run_dir(results_root, profile, r.dataset, r.loss,
+                                                                         r.seed, variant))
+    return out
+
+
+def run_embeddings(summary, results_root: str | os.PathLike, profile: str, variant: str | None = None):
+    """``(dataset, loss, seed, z, y)`` of every run of `summary`: its stored final embeddings and labels."""
+    from vgcore.results import load_run, own_run_dir
+
+    for r in summary.itertuples():
+        z, y = load_run(own_run_dir(results_root, profile, r.dataset, r.loss, r.seed, variant))["embeddings"]
+        yield r.dataset, r.loss, r.seed, z, y
 
 
 def analysis_files(figures_dir: str | os.PathLike, notebook: str | None = None) -> list[Path]:
