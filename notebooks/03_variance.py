@@ -65,8 +65,14 @@ from pathlib import Path
 from vgcore.metrics import pair_similarities
 from vgcore.report import plots, space_plots
 from vgcore.report.analysis import VARIANCE_TABLE, mean_std_table
-from vgcore.report.outputs import (Outputs, class_names, collect_profile, describe_runs, lowest_seed_runs,
-                                   picture_datasets)
+from vgcore.report.outputs import (
+    Outputs,
+    class_names,
+    collect_profile,
+    describe_runs,
+    lowest_seed_runs,
+    picture_datasets,
+)
 
 summary = collect_profile(results_root, profile, "summary", variant=variant)  # fails naming valid profiles, or if nothing ran
 epochs = collect_profile(results_root, profile, "epochs", variant=variant)

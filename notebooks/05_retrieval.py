@@ -60,8 +60,14 @@ from pathlib import Path
 from vgcore.registry import VARIANTS
 from vgcore.report import gallery, plots, space_plots
 from vgcore.report.analysis import RETRIEVAL_TABLE, mean_std_table, per_class_recall_frame
-from vgcore.report.outputs import (Outputs, class_names, collect_profile, describe_runs, lowest_seed_runs,
-                                   run_embeddings)
+from vgcore.report.outputs import (
+    Outputs,
+    class_names,
+    collect_profile,
+    describe_runs,
+    lowest_seed_runs,
+    run_embeddings,
+)
 
 summary = collect_profile(results_root, profile, "summary", variant=variant)  # fails naming valid profiles, or if nothing ran
 epochs = collect_profile(results_root, profile, "epochs", variant=variant)
