@@ -546,6 +546,9 @@ def test_claims_intervals_draw_each_verdict_in_units_of_its_smallest_effect_and_
     _, beyond = row(panels[0], 2)
     assert beyond.get_marker() == "<" and beyond.get_xdata()[0] == -plots.CLAIMS_CLIP
     assert [t.get_text() for t in panels[0].texts] == ["-20"], "the value beyond the edge is written beside it"
+    unchecked = [t.get_position()[1] for t in panels[1].texts if t.get_text() == "not checked"]
+    assert unchecked == [1, 2], "claims b and c were not checked on y: their rows say so instead of staying empty"
+    assert "not checked" not in [t.get_text() for t in panels[0].texts]
     assert panels[0].get_xlim()[1] < 6 and [t.get_text() for t in panels[0].get_xticklabels()] == ["-5", "-1", "0", "1", "5"]
     band = [p for p in panels[0].patches if p.get_facecolor()[:3] == pytest.approx((0.9, 0.9, 0.9))]
     assert band and band[0].get_x() == pytest.approx(-1.0) and band[0].get_width() == pytest.approx(2.0)

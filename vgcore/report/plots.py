@@ -909,7 +909,8 @@ def claims_intervals(claims: pd.DataFrame, title: str = "", width: str | float =
     the claim's smallest effect of interest (``delta_units``), so the decision table reads off the axis:
     the grey band is +-1 (negligible inside it), right of 0 favours the claim, and the axis ends at
     +-:data:`CLAIMS_CLIP` (an estimate beyond is drawn at the edge with its value beside it). Colour =
-    verdict; a claim without an interval is a hollow marker. Page width: one panel per dataset; column
+    verdict; a claim without an interval is a hollow marker; a claim not checked on a dataset says so in
+    its row (page width). Page width: one panel per dataset; column
     width: one panel, the datasets one above the other in each claim's row (marker shape = dataset).
     Claims are labelled with their text when the table has it (``text``), else their key."""
     missing = [c for c in ("claim", "dataset", "verdict", "diff", "ci_low", "ci_high", "delta_units") if c not in claims]
@@ -937,6 +938,9 @@ def claims_intervals(claims: pd.DataFrame, title: str = "", width: str | float =
         for i, key in enumerate(order):
             if key in rows_of.index:
                 _interval(ax, rows_of.loc[key], i if page else i + offsets[dataset], "o" if page else markers[dataset])
+            elif page:  # an empty row would read as a claim drawn off the axis
+                ax.text(0.0, i, "not checked", ha="center", va="center", fontsize=SMALL, color="0.35",
+                        bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.6})
         if page:
             ax.set_title(dataset)
     ticks = [-CLAIMS_CLIP, -1.0, 0.0, 1.0, CLAIMS_CLIP]
@@ -959,6 +963,8 @@ def claims_intervals(claims: pd.DataFrame, title: str = "", width: str | float =
         names_ += datasets
     _note(fig, [title or "claims: the closest pair's paired difference over seeds with its 95% interval, in units "
                          "of the claim's smallest effect of interest (right of 0 favours the claim; grey band: within "
-                         f"+-1, negligible; beyond +-{CLAIMS_CLIP:g}: drawn at the edge, its value beside it)"],
+                         f"+-1, negligible; beyond +-{CLAIMS_CLIP:g}: drawn at the edge, its value beside it)",
+                "not checked: the claim does not apply to the dataset, or a loss it names did not learn there "
+                "(the gate table)"],
           handles, names_)
     return fig
