@@ -127,6 +127,10 @@ fig = gallery.dataset_gallery(runs[pictured], "random", width="page")
 out.figure(fig, "05_gallery")
 fig
 
+# %% [markdown]
+# The queries on which the losses disagree most (the spread of their precision@4 across losses): where
+# one loss retrieves the query's class and another does not.
+
 # %%
 fig = gallery.dataset_gallery(runs[pictured], "disagreement", width="page")
 out.figure(fig, "05_gallery_disagreement")

@@ -798,10 +798,10 @@ def embedding_projections(embeddings: Mapping[str, Mapping[str, tuple]], class_n
         raise ValueError("embedding_projections needs at least one (z, y) pair")
     datasets = [d for d in embeddings if embeddings[d]]
     blocks = {d: loss_order(pd.DataFrame({"loss": list(embeddings[d])})) for d in datasets}
-    # up to 4 (page) or 2 (column) panels a row, rows as full as possible; each dataset's block is its
+    # up to 4 (page) or 3 (column) panels a row, rows as full as possible; each dataset's block is its
     # rows plus a legend; rows are flatter than square (equal aspect on the data limits) where the
     # blocks of all datasets (11 losses, 3 datasets) would not fit a page, but not below 0.8 in
-    most, widest = max(len(b) for b in blocks.values()), _ncols(width, 4, 2)
+    most, widest = max(len(b) for b in blocks.values()), _ncols(width, 4, 3)
     cols = int(np.ceil(most / np.ceil(most / widest)))
     rows = {d: int(np.ceil(len(blocks[d]) / cols)) for d in datasets}
     panel = (figure_width(width) - 0.1) / cols
