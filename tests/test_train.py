@@ -134,6 +134,28 @@ def test_pk_sampler_batches_have_p_classes_of_k():
         assert len(classes) == 4 and (counts == 4).all()
 
 
+@pytest.mark.parametrize("n_classes", [2, 3, 10, 50, 63, 64, 100, 200])
+def test_pk_shape_is_the_fair_rule_and_its_batches_hold_even_k_of_p_classes(n_classes):
+    """PROTOCOL, "Fair comparison: Batches": P = min(C, B/4), K = 2 floor(B/2P), P K <= B; enumerated by hand."""
+    p, k = train.pk_shape(n_classes, 256)
+    want_p = min(n_classes, 64)
+    want_k = max(k2 for k2 in range(2, 257, 2) if want_p * k2 <= 256)  # the largest even K that fits
+    assert (p, k) == (want_p, want_k) and k % 2 == 0 and k >= 4
+    labels = torch.arange(n_classes).repeat_interleave(256 // n_classes + 1)  # one batch's worth at least
+    config = RunConfig(sampler="pk", batch_size=p * k, samples_per_class=k)
+    (idx, *_) = train.batch_indices(labels, config, torch.Generator().manual_seed(0))
+    classes, counts = labels[idx].unique(return_counts=True)
+    assert len(classes) == p and (counts == k).all()
+
+
+def test_pk_shape_names_what_cannot_make_a_batch():
+    assert train.pk_shape(10) == (10, 24) and train.pk_shape(64) == (64, 4)  # PROTOCOL's two examples
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        train.pk_shape(1)
+    with pytest.raises(ValueError, match="raise batch_size"):
+        train.pk_shape(10, batch_size=6)
+
+
 def test_random_sampler_drops_the_incomplete_batch_and_repeats_nothing():
     labels = torch.arange(50) % 5
     config = RunConfig(batch_size=16)

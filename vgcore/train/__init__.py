@@ -34,6 +34,7 @@ from vgcore.train.samplers import (
     check_sampler,
     fixed_subset,
     fixed_subset_index,
+    pk_shape,
 )
 from vgcore.train.steplog import StepLog
 
@@ -55,6 +56,7 @@ __all__ = [
     "fit",
     "fixed_subset",
     "fixed_subset_index",
+    "pk_shape",
     "load_features",
     "load_result",
     "make_learner",

@@ -45,6 +45,19 @@ def batch_indices(labels: Tensor, config, generator: torch.Generator) -> Iterato
         yield order[starts[classes] + offsets]
 
 
+def pk_shape(n_classes: int, batch_size: int = 256, per_class: int = 4) -> tuple[int, int]:
+    """``(P, K)`` of the fair comparison's class-balanced batches (PROTOCOL.md, "Fair comparison:
+    Batches"): P = min(C, B / per_class) classes, K = 2 floor(B / 2P) samples of each (even, so the
+    grouped N-pair splits every class into K/2 pairs); the batch holds P K <= B samples. FashionMNIST's
+    10 classes at B = 256: (10, 24); 64 or more classes: (64, 4)."""
+    if n_classes < 2:
+        raise ValueError(f"a P x K batch needs at least 2 classes (a negative), the data has {n_classes}")
+    if per_class < 2 or batch_size < 2 * per_class:
+        raise ValueError(f"batch_size {batch_size} holds fewer than 2 classes of {per_class}; raise batch_size")
+    p = min(n_classes, batch_size // per_class)
+    return p, 2 * (batch_size // (2 * p))
+
+
 def check_sampler(labels: Tensor, config) -> None:
     """What the sampler would refuse, raised now (before a run writes anything): a batch size larger
     than the data, more classes per batch than the data has. Warns (NoPositivePairsWarning) when a
