@@ -2,18 +2,18 @@
 
 pyproject.toml's ``dependencies`` are what the losses, the metrics, the GREEDINESS monitor, training and
 the command line need. The notebooks' packages (papermill, jupytext, nbval, ipykernel, JupyterLab, and
-matplotlib and seaborn, which only vgcore/report/plots.py and the notebooks use) are the ``notebooks``
+matplotlib and seaborn, which only the figure modules of :data:`NOTEBOOK_MODULES` and the notebooks use) are the ``notebooks``
 extra, Snakemake the ``workflow`` extra.
 
 - the declarations: ``dependencies`` holds none of the notebook or workflow packages, the
   ``notebooks`` extra holds them, and every third-party module vgcore imports belongs to the core's
-  dependency closure (a module-level import anywhere but vgcore/report/plots.py) or to the extra
+  dependency closure (a module-level import anywhere but the figure modules) or to the extra
   that :data:`OPTIONAL` names for it (an import inside the function of an optional feature);
 - for real (slow): a fresh venv of this interpreter that sees exactly the core's dependency closure
   (the files each of its distributions installed here, linked into the venv's site-packages: torch
   is not installed again), where no notebook package can be imported, one loss is trained for a
   step under the GREEDINESS monitor, one retrieval metric is computed, every vgcore module but the
-  plots imports (which names the extra it needs), ``python -m vgcore list`` runs, and the notebook
+  figure modules imports (each of those names the extra it needs), ``python -m vgcore list`` runs, and the notebook
   commands (``demo``, ``notebooks``, ``execute``) end in one line naming the extras to install.
 """
 
@@ -46,8 +46,10 @@ NOT_CORE_MODULES = ("papermill", "jupytext", "nbval", "ipykernel", "jupyterlab",
                     "snakemake", "nbformat", "nbclient", "jupyter_client", "IPython")
 """Import names that a core install must not have (the extras' packages and what only they bring)."""
 
-NOTEBOOK_MODULES = ("vgcore/report/plots.py",)
-"""vgcore's modules that need the ``notebooks`` extra at import time (the figures)."""
+NOTEBOOK_MODULES = ("vgcore/report/plots.py", "vgcore/report/space_plots.py", "vgcore/report/gallery.py")
+"""vgcore's modules that need the ``notebooks`` extra at import time (the figures); each fails on a core
+install with the message of vgcore.report.plots, which names the extra."""
+FIGURE_MODULES = tuple(m.removesuffix(".py").replace("/", ".") for m in NOTEBOOK_MODULES)
 
 OPTIONAL = {
     "faiss": "dev",  # vgcore.metrics.retrieval, backend="faiss"
@@ -253,18 +255,21 @@ CORE_SCRIPT = textwrap.dedent("""
     out["active_ratio"], out["grad_norm"] = float(row["active_ratio"]), float(row["grad_norm"])
     out["recall@1"] = retrieval_metrics(model(x).detach(), y, ks=(1,), nmi=False)["recall@1"]
     failed = {}
+    figures = sys.argv[2].split(",")
     for info in pkgutil.walk_packages(vgcore.__path__, "vgcore."):
-        if info.name != "vgcore.report.plots":
+        if info.name not in figures:
             try:
                 importlib.import_module(info.name)
             except Exception as err:
                 failed[info.name] = repr(err)
     out["failed"] = failed
-    try:
-        import vgcore.report.plots  # noqa: F401
-        out["plots"] = "imported"
-    except ImportError as err:
-        out["plots"] = str(err)
+    out["plots"] = {}
+    for name in figures:
+        try:
+            importlib.import_module(name)
+            out["plots"][name] = "imported"
+        except ImportError as err:
+            out["plots"][name] = str(err)
     out["loaded"] = sorted(m for m in sys.modules if m.split(".")[0] in sys.argv[1].split(","))
     print(json.dumps(out))
 """)
@@ -296,7 +301,8 @@ def _run_isolated(python: Path, *args: str, cwd: Path) -> subprocess.CompletedPr
 
 @pytest.mark.slow
 def test_a_core_only_environment_trains_diagnoses_and_ranks_without_the_notebook_packages(core_venv, tmp_path):
-    proc = _run_isolated(core_venv, "-c", CORE_SCRIPT, ",".join(NOT_CORE_MODULES), cwd=tmp_path)
+    proc = _run_isolated(core_venv, "-c", CORE_SCRIPT, ",".join(NOT_CORE_MODULES), ",".join(FIGURE_MODULES),
+                         cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     venv = core_venv.parents[1]
@@ -305,7 +311,9 @@ def test_a_core_only_environment_trains_diagnoses_and_ranks_without_the_notebook
     assert out["importable"] == [], f"a core install can import {out['importable']}: they belong in an extra"
     assert out["loaded"] == []
     assert out["failed"] == {}, f"vgcore modules that a core install cannot import: {out['failed']}"
-    assert "pip install 'vgcore[notebooks]'" in out["plots"], out["plots"]
+    for name, message in out["plots"].items():  # each figure module names the extra it needs
+        assert "pip install 'vgcore[notebooks]'" in message, (name, message)
+    assert set(out["plots"]) == set(FIGURE_MODULES)
     assert out["loss"] > 0 and out["grad"] > 0 and 0 < out["active_ratio"] <= 1 and out["grad_norm"] > 0, out
     assert 0 <= out["recall@1"] <= 1
 

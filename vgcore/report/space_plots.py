@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
@@ -26,6 +25,7 @@ from vgcore.report.plots import (
     _wrap,
     figure_width,
     loss_palette,
+    plt,
 )
 
 SIMILARITY_BINS = 80
