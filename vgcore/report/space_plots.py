@@ -17,13 +17,13 @@ import numpy as np
 import pandas as pd
 
 from vgcore.report.plots import (
-    LOSSES,
     PAGE_HEIGHT,
     SMALL,
     _figure,
     _note,
     _wrap,
     figure_width,
+    loss_order,
     loss_palette,
     plt,
 )
@@ -33,8 +33,8 @@ SIMILARITY_BINS = 80
 
 
 def _ordered(losses) -> list[str]:
-    present = set(losses)
-    return [x for x in LOSSES if x in present] + sorted(present - set(LOSSES))
+    """`losses` in the registry's order (:func:`vgcore.report.plots.loss_order`)."""
+    return loss_order(pd.DataFrame({"loss": list(losses)}))
 
 
 def _density(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
