@@ -63,6 +63,9 @@ class RunConfig:
     train_size: int | None = None
     eval_size: int | None = None
     val_size: int = 0
+    data_seed: int | None = None
+    patience: int = 0
+    min_delta: float = 0.001
     progress_ratio: float = 2**0.5
     early_step: int = 16
     grad_threshold: float | None = None
@@ -92,6 +95,19 @@ class RunConfig:
         if not isinstance(self.val_size, int) or isinstance(self.val_size, bool) or self.val_size < 0:
             raise ValueError(f"val_size must be 0 (no validation split: progress is read on the eval split) or a "
                              f"positive number of training samples to hold out, got {self.val_size!r}")
+        if self.data_seed is not None and (not isinstance(self.data_seed, int) or isinstance(self.data_seed, bool)
+                                           or self.data_seed < 0):
+            raise ValueError(f"data_seed must be None (the fixed subsets every run shares) or a non-negative "
+                             f"integer (draw the training subset and validation rows with it), got {self.data_seed!r}")
+        if not isinstance(self.patience, int) or isinstance(self.patience, bool) or self.patience < 0:
+            raise ValueError(f"patience must be 0 (train all epochs) or a positive number of epochs without a "
+                             f"validation MAP@R gain, got {self.patience!r}")
+        if self.patience and not self.val_size:
+            raise ValueError("patience stops a run on its validation MAP@R, which needs a validation split: set "
+                             "val_size (e.g. val_size=2000) or patience=0")
+        if not _is_real(self.min_delta) or not self.min_delta >= 0:
+            raise ValueError(f"min_delta must be a number >= 0 (the MAP@R gain that counts as an improvement, "
+                             f"e.g. 0.001), got {self.min_delta!r}")
         if not _is_real(self.progress_ratio) or not self.progress_ratio > 1:
             raise ValueError(f"progress_ratio must be a number > 1 (the ratio of the log-spaced progress steps, "
                              f"e.g. 1.414), got {self.progress_ratio!r}")
@@ -124,7 +140,9 @@ class RunConfig:
         _check_options(self)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every field, except a field of :data:`LATER_FIELDS` at its default (see there)."""
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if not (k in LATER_FIELDS and _canonical(v) == _canonical(LATER_FIELDS[k]))}
 
     def full_eval_at(self, epoch: int) -> bool:
         """Whether evaluation after `epoch` computes the full retrieval set (MAP@R, R-precision, NMI)
@@ -145,6 +163,15 @@ class RunConfig:
     def from_dict(cls, values: dict[str, Any]) -> RunConfig:
         _check_keys(values)
         return cls(**values)
+
+
+LATER_FIELDS: dict[str, Any] = {"data_seed": None, "patience": 0, "min_delta": 0.001}
+"""Fields added after runs were committed, with the default that reproduces what those runs did
+(fixed data draws, a fixed number of epochs). :meth:`RunConfig.to_dict` leaves such a field out
+while it holds that default, so a run made before the field existed keeps its config, its
+``config_hash`` and its group: adding an option retrains nothing that does not use it
+(``tests/test_identity.py`` holds the committed runs' hashes). A field joins this table in the
+commit that adds it, with its default, and never leaves it."""
 
 
 def identity_hash(values: dict[str, Any]) -> str:
@@ -169,6 +196,39 @@ class Profile:
     settings: dict[str, Any] = field(default_factory=dict)
     compare_with: str | None = None
     """Another profile whose claim verdicts the claims notebook sets beside this one's (e.g. two schedules)."""
+    redraw_data: bool = False
+    """Replication over the data, not only the initialisation: each seed's run sets ``data_seed`` to
+    its seed (its own training subset and validation rows) and, for a dataset drawn from a seed (the
+    synthetic sets' ``seed`` content option), draws the dataset with it too (PROTOCOL.md, Fair
+    comparison, "Data and replication")."""
+
+    tuned: bool = False
+    """Whether each loss's learning rate and key constant come from the profile's tuning
+    (:func:`tuned_path`, written by :mod:`vgcore.train.tune`); a cell not yet tuned gets the
+    profile's own settings (:meth:`is_tuned` tells which)."""
+
+    def tuned_settings(self, dataset: str, loss: str) -> dict[str, Any]:
+        """The tuned ``lr`` and ``loss_params`` of one cell (empty when the profile is not tuned or
+        the cell not yet)."""
+        if not self.tuned:
+            return {}
+        entry = _read_tuned(self.name).get(dataset, {}).get(loss)
+        return {} if entry is None else {"lr": entry["lr"], "loss_params": dict(entry["loss_params"])}
+
+    def is_tuned(self, dataset: str, loss: str) -> bool:
+        """Whether the cell's settings come from a finished tuning (always True for an untuned profile)."""
+        return not self.tuned or bool(self.tuned_settings(dataset, loss))
+
+    def _seeded(self, values: dict[str, Any], dataset: str, seed: int) -> dict[str, Any]:
+        """`values` with the data draws of `seed` when the profile redraws the data per seed."""
+        if not self.redraw_data:
+            return values
+        from vgcore.data import dataset_spec
+
+        values["data_seed"] = seed
+        if "seed" in dataset_spec(dataset).content:
+            values["dataset_options"] = {**values.get("dataset_options", {}), "seed": seed}
+        return values
 
     def cell(self, dataset: str, loss: str, seed: int, /) -> dict[str, Any]:
         """The settings of one cell as the profile gives them, RunConfig's defaults filled in, not
@@ -176,16 +236,20 @@ class Profile:
         config of its own)."""
         _check_choice("dataset", dataset, tuple(self.datasets), what=f"dataset of profile {self.name!r}")
         defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
-                    for f in dataclasses.fields(RunConfig)}
-        return {**defaults, **copy.deepcopy({**self.settings, **self.datasets[dataset]}),
-                "profile": self.name, "dataset": dataset, "loss": loss, "seed": seed}
+                    for f in dataclasses.fields(RunConfig) if f.name not in LATER_FIELDS}
+        values = {**defaults, **copy.deepcopy({**self.settings, **self.datasets[dataset],
+                                                **self.tuned_settings(dataset, loss)}),
+                  "profile": self.name, "dataset": dataset, "loss": loss, "seed": seed}
+        return self._seeded(values, dataset, seed)
 
     def config(self, dataset: str, loss: str, seed: int, /, **overrides: Any) -> RunConfig:
         """The RunConfig of one cell of the sweep, with `overrides` applied last."""
         _check_not_cell_keys(overrides)
         _check_choice("dataset", dataset, tuple(self.datasets), what=f"dataset of profile {self.name!r}")
-        values: dict[str, Any] = {**self.settings, **self.datasets[dataset]}
+        values: dict[str, Any] = copy.deepcopy({**self.settings, **self.datasets[dataset],
+                                                **self.tuned_settings(dataset, loss)})
         values.update(profile=self.name, dataset=dataset, loss=loss, seed=seed)
+        values = self._seeded(values, dataset, seed)
         for key, value in overrides.items():
             if isinstance(value, dict) and isinstance(values.get(key), dict):
                 values[key] = {**values[key], **value}  # dotted overrides add to a dict field
@@ -196,6 +260,19 @@ class Profile:
     def configs(self, **overrides: Any) -> list[RunConfig]:
         """Every run of the sweep, in a fixed order (dataset, loss, seed)."""
         return [self.config(d, loss, s, **overrides) for d in self.datasets for loss in self.losses for s in self.seeds]
+
+
+def tuned_path(profile: str):
+    """Where a tuned profile's chosen settings live: ``vgcore/tuned/<profile>.json`` (package data,
+    committed; ``{dataset: {loss: {"lr", "loss_params", ...}}}``)."""
+    from pathlib import Path
+
+    return Path(__file__).parent / "tuned" / f"{profile}.json"
+
+
+def _read_tuned(profile: str) -> dict[str, Any]:
+    path = tuned_path(profile)
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 _DEMO_SYNTHETIC: dict[str, Any] = {
@@ -257,6 +334,29 @@ PROFILES: dict[str, Profile] = {
         seeds=(0, 1, 2, 3, 4),
         settings={"epochs": 100, "batch_size": 512, "lr": 1e-4, "eval_every": 10},
         compare_with="demo",
+    ),
+    "fair": Profile(
+        name="fair",
+        description=(
+            "the fair comparison beside the paper's protocol (PROTOCOL.md, Fair comparison): class-balanced "
+            "P x K batches for every loss, the learning rate and one key constant tuned per loss on validation "
+            "MAP@R, trained to convergence (patience 5, budget 40 epochs), data drawn anew per seed; the demo's "
+            "FashionMNIST and synthetic sets, the seven losses, grouped N-pair, 5 seeds"
+        ),
+        datasets={
+            # P x K = pk_shape(C, 256): 10 classes of 24 (240 a batch); 64 of the 100 classes, 4 each
+            "fashionmnist": {"backbone": "efficientnet_lite0", "backbone_options": {"resolution": 48},
+                             "train_size": 20000, "eval_size": 5000, "batch_size": 240, "samples_per_class": 24},
+            "synthetic": {"backbone": "pixels", "dataset_options": _DEMO_SYNTHETIC["dataset_options"],
+                          "batch_size": 256, "samples_per_class": 4},
+        },
+        losses=(*LOSSES, "npair_groups"),
+        seeds=(0, 1, 2, 3, 4),
+        settings={"epochs": 40, "sampler": "pk", "val_size": 2000, "patience": 5, "min_delta": 0.001,
+                  "eval_every": 5, "lr": 1e-3},
+        compare_with="demo",
+        redraw_data=True,
+        tuned=True,
     ),
     "paper": Profile(
         name="paper",

@@ -612,7 +612,8 @@ def runs_frame(paths: Iterable[str | os.PathLike], table: str = "summary") -> pd
         ids = {k: summary["config"][k] for k in RUN_ID_COLUMNS} | {"config_hash": summary["config_hash"]}
         if table == "summary":
             frame = pd.DataFrame([{**ids, **summary["final"], **summary["convergence"], **summary.get("untrained", {}),
-                                   **summary["greediness_mean"], "wall_time_s": summary.get("wall_time_s"),
+                                   **summary["greediness_mean"], **_stop_columns(summary),
+                                   "wall_time_s": summary.get("wall_time_s"),
                                    "steps_per_s": summary.get("steps_per_s")}])
         else:
             frame = _read_csv(path / f"{table}.csv")
@@ -623,6 +624,16 @@ def runs_frame(paths: Iterable[str | os.PathLike], table: str = "summary") -> pd
     if not frames:
         return pd.DataFrame(columns=[*RUN_ID_COLUMNS, "config_hash", *columns])
     return pd.concat(frames, ignore_index=True)
+
+
+STOP_COLUMNS = ("best_epoch", "stop_epoch", "stopped_by", "converged", "best_val_map@r")
+"""The summary table's columns of a run trained to convergence (``summary["stopping"]``,
+:mod:`vgcore.train.stopping`); absent from a table of runs with a fixed number of epochs."""
+
+
+def _stop_columns(summary: dict) -> dict:
+    stopping = summary.get("stopping")
+    return {} if stopping is None else {k: stopping[k] for k in STOP_COLUMNS}
 
 
 def runs_digest(config_hashes: Iterable[str]) -> str:

@@ -49,6 +49,14 @@ def progress_metrics(z: Tensor, y: Tensor, coarse: Tensor | None = None) -> dict
             "intra_var": intra_var(class_geometry(z, y))}
 
 
+def stopping_metrics(z: Tensor, y: Tensor, coarse: Tensor | None = None) -> dict[str, float]:
+    """What early stopping reads after every epoch on the validation split (``RunConfig.patience``):
+    MAP@R (the stopping score) and Recall@1, as :func:`evaluate` computes them; no k-means.
+    ``coarse`` is ignored."""
+    out = retrieval_metrics(z, y, ks=(1,), nmi=False, map_at_r=True)
+    return {"map@r": out["map@r"], "recall@1": out["recall@1"]}
+
+
 def evaluate_splits(head: nn.Module, splits: dict[str, tuple[Tensor, Tensor, Tensor | None]], *,
                     full: bool = True, metrics=None) -> dict[str, dict[str, float]]:
     """``{split: metrics}`` of the head's embeddings of each ``(x, y, coarse)``, in the order given;

@@ -49,7 +49,7 @@ from vgcore.metrics.convergence import (
     recall_convergence_epoch,
 )
 from vgcore.metrics.greediness import GREEDINESS_KEYS
-from vgcore.train.evaluate import embed, evaluate_splits, progress_metrics
+from vgcore.train.evaluate import embed, evaluate_splits, progress_metrics, stopping_metrics
 from vgcore.train.graph import EagerStep, GraphStep, graph_safe
 from vgcore.train.learner import make_learner
 from vgcore.train.samplers import (
@@ -60,6 +60,10 @@ from vgcore.train.samplers import (
     split_off,
 )
 from vgcore.train.steplog import Divergence, StepLog
+from vgcore.train.stopping import EarlyStopping
+
+VALIDATION = "validation"
+"""The epochs.csv split of the per-epoch stopping reading (MAP@R and Recall@1, ``patience`` > 0)."""
 
 
 class TrainingDivergedError(UserError, RuntimeError):
@@ -158,8 +162,8 @@ def fit(configs: Sequence, out_dirs: Sequence, train_data: tuple, eval_data: tup
     config = configs[0]  # what the group shares
     device = resolve_device(config.device)
     x_all, y_all, c_all = _triple(train_data)
-    (x_train, y_train, c_train), held = split_off(x_all, y_all, config.val_size, c_all)
-    x_train, y_train, c_train = fixed_subset(x_train, y_train, config.train_size, c_train)
+    (x_train, y_train, c_train), held = split_off(x_all, y_all, config.val_size, c_all, data_seed=config.data_seed)
+    x_train, y_train, c_train = fixed_subset(x_train, y_train, config.train_size, c_train, data_seed=config.data_seed)
     x_eval, y_eval, c_eval = _triple(eval_data)
     x_eval, y_eval, c_eval = fixed_subset(x_eval, y_eval, config.eval_size, c_eval)
     x_train, y_train, x_eval, y_eval = (t.to(device) for t in (x_train, y_train, x_eval, y_eval))
@@ -177,6 +181,7 @@ def fit(configs: Sequence, out_dirs: Sequence, train_data: tuple, eval_data: tup
     splits = {config.eval_split: (x_eval, y_eval, c_eval),
               "train_subset": (x_train[subset], y_train[subset], None if c_train is None else c_train[subset.cpu()])}
     progress_splits = _progress_splits(config, splits, held, device)
+    stop_split = ({VALIDATION: (held[0].to(device), held[1].to(device), held[2])} if config.patience else None)
     t_eval = time.perf_counter()
     try:  # step 0, the untrained heads: an eval split too small to evaluate fails here, before any write
         epoch_rows = [_epoch_rows(0, 0, float("nan"), m) + _epoch_rows(0, 0, float("nan"), p)
@@ -197,7 +202,8 @@ def fit(configs: Sequence, out_dirs: Sequence, train_data: tuple, eval_data: tup
         if training:
             try:
                 trained = _train(configs, out_dirs, learners, training, x_train, y_train, x_eval, y_eval, c_eval,
-                                 splits, progress_splits, epoch_rows, generator, use_graph, progress, t_start, t_eval)
+                                 splits, progress_splits, stop_split, epoch_rows, generator, use_graph, progress,
+                                 t_start, t_eval)
             except KeyboardInterrupt:  # stopped by the user: clean up now what a killed writer leaves (locks held)
                 for i in training:
                     results.recover(out_dirs[i])
@@ -214,11 +220,14 @@ def fit(configs: Sequence, out_dirs: Sequence, train_data: tuple, eval_data: tup
 
 
 def _train(configs, out_dirs, learners, training, x_train, y_train, x_eval, y_eval, c_eval, splits, progress_splits,
-           epoch_rows, generator, use_graph, progress, t_start, t_eval) -> dict[int, RunResult]:
+           stop_split, epoch_rows, generator, use_graph, progress, t_start, t_eval) -> dict[int, RunResult]:
     """Train the learners `training` (indices into the group) into staging folders; return their results.
 
     Besides each evaluated epoch's `splits`, the `progress_splits` are evaluated at the steps of
-    :func:`progress_grid` (log-spaced), mid-epoch where they fall."""
+    :func:`progress_grid` (log-spaced), mid-epoch where they fall. With early stopping
+    (``patience``; `stop_split` the validation split) every head is read on `stop_split` after every
+    epoch (:mod:`vgcore.train.stopping`); a head that stops is written then, as its best epoch's
+    head, and leaves the batch stream; the others go on."""
     config = configs[0]
     n_steps = config.epochs * (y_train.numel() // config.batch_size)
     grid = set(progress_grid(n_steps, config.progress_ratio, config.early_step)) - {0}
@@ -244,7 +253,44 @@ def _train(configs, out_dirs, learners, training, x_train, y_train, x_eval, y_ev
             except Divergence as bad:
                 fail(j, bad)
 
+    stoppers = {i: EarlyStopping(config.patience, config.min_delta) for i in training} if stop_split else {}
+    out: dict[int, RunResult] = {}
+
+    def read_validation(epoch: int) -> list[int]:
+        """Each active head's stopping score after `epoch` (logged as the ``validation`` split);
+        the step indices j of the heads that stop now."""
+        active = [training[j] for j in step.active]
+        stop = []
+        for j, i, m in zip(list(step.active), active, _evaluate(learners, active, stop_split, False, stopping_metrics),
+                           strict=True):
+            epoch_rows[i] += _epoch_rows(epoch, n_done, float("nan"), m)
+            if stoppers[i].update(epoch, m[VALIDATION]["map@r"], learners[i].head):
+                stop.append(j)
+        return stop
+
+    def finish(j: int, epoch: int, stopped_by: str | None) -> None:
+        """Write learner j's run (its best head when it stops early) and take it off the batch stream."""
+        i = training[j]
+        final = None
+        stopping = None
+        if i in stoppers:
+            stoppers[i].restore(learners[i].head)
+            final = _evaluate(learners, [i], splits, True)[0][config.eval_split]
+            stopping = stoppers[i].record(epoch, stopped_by)
+        steps_df, epochs_df = logs[i].frame(), pd.DataFrame(epoch_rows[i])
+        results.write_tables(staging[i], steps_df, epochs_df)
+        results.write_embeddings(staging[i], embed(learners[i].head, x_eval).cpu().numpy(), y_eval.cpu().numpy(),
+                                 None if c_eval is None else c_eval.numpy())
+        timing = {"wall": time.perf_counter() - t_start, "train": t_train, "eval": t_eval, "size": len(training),
+                  "graph": use_graph}
+        summary = _summary(configs[i], steps_df, epochs_df, timing, final=final, stopping=stopping)
+        path = results.finish_run(staging[i], out_dirs[i], summary)
+        step.drop(j)
+        out[i] = RunResult(path, summary, steps_df, epochs_df)
+
     epoch, t_train, n_done = 0, 0.0, 0
+    if stoppers:
+        read_validation(0)  # the untrained head is the first candidate
     what = configs[training[0]].loss if len(training) == 1 else f"{len(training)} losses"
     try:
         bar = tqdm(range(1, config.epochs + 1), desc=f"{config.dataset}/{what}/seed{config.seed}",
@@ -279,20 +325,17 @@ def _train(configs, out_dirs, learners, training, x_train, y_train, x_eval, y_ev
                     epoch_rows[i] += _epoch_rows(epoch, n_done, logs[i].epoch_mean("train_loss", epoch), m)
                 bar.set_postfix_str(recall_postfix([configs[i].loss for i in active],
                                                    [m[config.eval_split]["recall@1"] for m in metrics]))
+            if stoppers:
+                t0 = time.perf_counter()
+                stopped = read_validation(epoch)
+                t_eval += time.perf_counter() - t0
+                for j in stopped:
+                    finish(j, epoch, "patience")
+                if not step.active:
+                    break
 
-        out = {}
-        timing = {"wall": time.perf_counter() - t_start, "train": t_train, "eval": t_eval, "size": len(training),
-                  "graph": use_graph}
         for j in list(step.active):
-            i = training[j]
-            steps_df, epochs_df = logs[i].frame(), pd.DataFrame(epoch_rows[i])
-            results.write_tables(staging[i], steps_df, epochs_df)
-            results.write_embeddings(staging[i], embed(learners[i].head, x_eval).cpu().numpy(), y_eval.cpu().numpy(),
-                                     None if c_eval is None else c_eval.numpy())
-            summary = _summary(configs[i], steps_df, epochs_df, timing)
-            path = results.finish_run(staging[i], out_dirs[i], summary)
-            step.drop(j)
-            out[i] = RunResult(path, summary, steps_df, epochs_df)
+            finish(j, epoch, "budget" if stoppers else None)
     except Exception as err:  # every run still open is recorded beside its directory, then raised as it is
         for j in list(step.active):
             i = training[j]
@@ -408,13 +451,18 @@ def _fail(staging, out_dir, config, log: StepLog, epoch_rows: list[dict], bad: D
                    "or check the features for NaN.")
 
 
-def _summary(config, steps: pd.DataFrame, epochs: pd.DataFrame, timing: dict) -> dict:
+def _summary(config, steps: pd.DataFrame, epochs: pd.DataFrame, timing: dict, *, final: dict | None = None,
+             stopping: dict | None = None) -> dict:
+    """The run's summary.json. ``final``: the reported test metrics when they are not the last
+    evaluated epoch's (early stopping reports its best head); ``stopping``: its record
+    (:meth:`vgcore.train.stopping.EarlyStopping.record`), kept under ``"stopping"``."""
     test = epochs[epochs["split"] == config.eval_split].sort_values("epoch")
     val = epochs[epochs["split"] == results.PROGRESS + ("validation" if config.val_size else config.eval_split)].sort_values("step")
     early = epochs[(epochs["split"] == results.PROGRESS + "train_subset") & (epochs["step"] == config.early_step)]
     probe = epochs[epochs["split"] == "train_subset"].set_index("epoch")["intra_var"]
     loss_by_epoch = steps.groupby("epoch")["train_loss"].mean()
-    final = test.iloc[-1].drop(["epoch", "step", "split"]).to_dict()
+    if final is None:
+        final = test.iloc[-1].drop(["epoch", "step", "split"]).to_dict()
     greedy = steps[[*GREEDINESS_KEYS]].mean().to_dict() if len(steps) else {}
     return {
         "status": "complete",
@@ -434,6 +482,7 @@ def _summary(config, steps: pd.DataFrame, epochs: pd.DataFrame, timing: dict) ->
         },
         "untrained": {"untrained_recall@1": float(test.iloc[0]["recall@1"])},
         "greediness_mean": {f"{k}_mean": v for k, v in greedy.items()},
+        **({"stopping": stopping} if stopping is not None else {}),
         "batches_without_positives": int((~steps["has_positives"]).sum()),
         "n_steps": len(steps),
         # timings are the group's: a fused group trains `group_size` runs in one pass

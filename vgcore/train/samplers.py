@@ -75,38 +75,61 @@ def check_sampler(labels: Tensor, config) -> None:
             "positive pair (then most losses skip it); raise batch_size or use sampler=pk"), stacklevel=3)
 
 
-def fixed_subset_index(n: int, size: int | None) -> Tensor | None:
-    """The rows :func:`fixed_subset` keeps of `n`: `size` of them drawn without replacement with a
-    fixed seed (0), sorted; None when it keeps all (`size` None or at least `n`)."""
+def fixed_subset_index(n: int, size: int | None, data_seed: int | None = None) -> Tensor | None:
+    """The rows :func:`fixed_subset` keeps of `n`: `size` of them drawn without replacement, sorted;
+    None when it keeps all (`size` None or at least `n`). The draw's seed is 0 when `data_seed` is
+    None (every run shares it), else :func:`draw_seed` of (`data_seed`, ``"subset"``)."""
     if size is None or size >= n:
         return None
-    return torch.randperm(n, generator=torch.Generator().manual_seed(0))[:size].sort().values
+    seed = 0 if data_seed is None else draw_seed(data_seed, "subset")
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:size].sort().values
 
 
-def fixed_subset(x: Tensor, y: Tensor, size: int | None, *more: Tensor | None) -> tuple[Tensor | None, ...]:
-    """`size` rows of `x`, `y` (and of each of `more`, None passed through) drawn without replacement
-    with a fixed seed (0), in their original order (:func:`fixed_subset_index`).
+def fixed_subset(x: Tensor, y: Tensor, size: int | None, *more: Tensor | None,
+                 data_seed: int | None = None) -> tuple[Tensor | None, ...]:
+    """`size` rows of `x`, `y` (and of each of `more`, None passed through) drawn without replacement,
+    in their original order (:func:`fixed_subset_index`).
 
-    The draw does not depend on the run's seed, so every loss and seed sees the same data.
+    With ``data_seed`` None the draw does not depend on the run's seed, so every loss and seed sees
+    the same data; a run that redraws its data per seed passes its ``data_seed``.
     """
-    keep = fixed_subset_index(len(y), size)
+    keep = fixed_subset_index(len(y), size, data_seed)
     if keep is None:
         return (x, y, *more)
     return tuple(None if t is None else t[keep] for t in (x, y, *more))
+
+
+_PURPOSES = ("subset", "validation")
+
+
+def draw_seed(data_seed: int, purpose: str) -> int:
+    """The torch seed of one data draw of a run with ``data_seed``: 63 bits of NumPy's
+    ``SeedSequence([data_seed, k])``, k the index of `purpose` (``"subset"``: the training subset,
+    ``"validation"``: the held-out rows), so the two draws of one seed are independent streams and
+    no seed's draw is another seed's."""
+    import numpy as np
+
+    if purpose not in _PURPOSES:
+        raise ValueError(f"unknown data draw {purpose!r}; one of {', '.join(_PURPOSES)}")
+    state = np.random.SeedSequence([data_seed, _PURPOSES.index(purpose)]).generate_state(2, np.uint32)
+    return int((int(state[0]) << 31) ^ int(state[1]))
 
 
 VALIDATION_SEED = 1
 """Seed of the validation draw: fixed, not the run's seed, and not the training subset's (0)."""
 
 
-def split_off(x: Tensor, y: Tensor, size: int, *more: Tensor | None) -> tuple[tuple, tuple]:
-    """``(kept, held)``: `size` rows of `x`, `y` (and of each of `more`) held out with a fixed seed
-    (:data:`VALIDATION_SEED`), and the rest; each part in its original order. ``size=0`` holds out
-    nothing (``held`` is None). The draw does not depend on the run's seed."""
+def split_off(x: Tensor, y: Tensor, size: int, *more: Tensor | None,
+              data_seed: int | None = None) -> tuple[tuple, tuple]:
+    """``(kept, held)``: `size` rows of `x`, `y` (and of each of `more`) held out, and the rest; each
+    part in its original order. ``size=0`` holds out nothing (``held`` is None). The draw's seed is
+    :data:`VALIDATION_SEED` when ``data_seed`` is None (it does not depend on the run's seed), else
+    :func:`draw_seed` of (``data_seed``, ``"validation"``)."""
     if size == 0:
         return (x, y, *more), None
     if size >= len(y) - 1:
         raise ValueError(f"val_size {size} leaves no training samples out of {len(y)}; lower val_size")
-    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(VALIDATION_SEED))
+    seed = VALIDATION_SEED if data_seed is None else draw_seed(data_seed, "validation")
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
     held, kept = order[:size].sort().values, order[size:].sort().values
     return tuple(tuple(None if t is None else t[i] for t in (x, y, *more)) for i in (kept, held))

@@ -1,0 +1,127 @@
+"""The tuning run of the fair comparison (vgcore.train.tune) at smoke scale, and the tuned profile."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from vgcore import config as config_module
+from vgcore import results, tuning
+from vgcore.config import Profile, get_profile
+from vgcore.train import loop, tune
+
+SMOKE = get_profile("smoke")
+LOSSES = ("triplet", "scl")
+
+
+def small_profile(**changes) -> Profile:
+    settings = {**SMOKE.settings, "epochs": 4, "val_size": 48, "patience": 2, "sampler": "pk", "samples_per_class": 8}
+    return dataclasses.replace(SMOKE, losses=LOSSES, settings=settings, **changes)
+
+
+@pytest.fixture(scope="module")
+def tuned_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tuning")
+    frame = tune.tune(small_profile(), root, seeds=(100,), cache_dir=root / "cache", progress=False)
+    return root, frame
+
+
+def test_every_trial_of_every_loss_is_trained_and_scored_at_its_best_checkpoint(tuned_root):
+    root, frame = tuned_root
+    assert len(frame) == len(LOSSES) * tuning.N_POINTS
+    for _, row in frame.iterrows():
+        config = tune.trial_configs(small_profile(), row["dataset"], row["loss"], row["seed"])[row["trial"]]
+        assert (config.lr, config.loss_params[row["param"]]) == (row["lr"], row["value"])
+        summary = results.read_summary(tune.trial_dir(root, config, row["trial"]))
+        assert summary["config_hash"] == config.config_hash()
+        assert row["map@r"] == summary["stopping"]["best_val_map@r"]
+    # the same Sobol points for every loss: each loss's learning rates are the same list
+    lrs = frame.groupby("loss")["lr"].apply(list)
+    assert lrs["triplet"] == lrs["scl"]
+    assert not (root / "smoke").exists()  # trials never land among the profile's own runs
+
+
+def test_an_interrupted_tuning_resumes_without_retraining(tuned_root, monkeypatch):
+    root, frame = tuned_root
+    trained = []
+    monkeypatch.setattr(tune, "run_group", lambda configs, *a, **k: trained.append(configs))
+    again = tune.tune(small_profile(), root, seeds=(100,), cache_dir=root / "cache", progress=False)
+    assert trained == []
+    assert again.equals(frame)
+
+
+def test_the_pick_is_the_best_mean_over_seeds_by_hand():
+    rows = []
+    for loss in LOSSES:
+        for trial in range(tuning.N_POINTS):
+            for seed, score in zip((100, 101), (0.1 * trial, 0.5 - 0.05 * trial), strict=True):
+                rows.append({"dataset": "d", "loss": loss, "trial": trial, "seed": seed, "map@r": score,
+                             "stopped_by": "budget" if trial == 7 else "patience"})
+    import pandas as pd
+
+    chosen = tune.picks(pd.DataFrame(rows))
+    # mean = 0.25 + 0.025 trial: the last trial wins, and its two runs reached the budget
+    for loss in LOSSES:
+        entry = chosen["d"][loss]
+        assert entry["trial"] == 7 and entry["unconverged"] == 2
+        assert entry["val_map@r"] == pytest.approx(0.25 + 0.025 * 7)
+        assert (entry["lr"], entry["loss_params"]) == (tuning.trials(loss)[7]["lr"], tuning.trials(loss)[7]["loss_params"])
+
+
+def test_a_diverged_trial_scores_nan_and_loses(tuned_root, tmp_path, monkeypatch):
+    root, _ = tuned_root
+    real = loop.run_group
+
+    def diverge_first(configs, dirs, **kwargs):
+        real(configs[1:], dirs[1:], **kwargs)
+        raise loop.TrainingDivergedError("trial 0 diverged", {dirs[0]: "diverged"})
+
+    monkeypatch.setattr(tune, "run_group", diverge_first)
+    frame = tune.tune(small_profile(), tmp_path, losses=("triplet",), seeds=(100,), cache_dir=root / "cache",
+                      progress=False)
+    assert np.isnan(frame.loc[frame["trial"] == 0, "map@r"]).all()
+    assert tune.picks(frame)["synthetic"]["triplet"]["trial"] != 0
+
+
+def test_a_profile_that_stops_on_nothing_cannot_be_tuned(tmp_path):
+    with pytest.raises(ValueError, match="patience"):
+        tune.tune(SMOKE, tmp_path, losses=("triplet",), seeds=(100,), progress=False)
+
+
+def test_a_tuned_profile_reads_its_settings_and_only_those(tuned_root, tmp_path, monkeypatch):
+    _, frame = tuned_root
+    path = tmp_path / "smoke.json"
+    monkeypatch.setattr(config_module, "tuned_path", lambda name: tmp_path / f"{name}.json")
+    profile = small_profile(tuned=True)
+    untuned = profile.config("synthetic", "triplet", 0)
+    assert not profile.is_tuned("synthetic", "triplet")
+    chosen = tune.picks(frame)
+    assert tune.write_tuned(profile, chosen) == path
+    stored = json.loads(path.read_text())
+    assert stored["synthetic"]["scl"]["trial"] == chosen["synthetic"]["scl"]["trial"]
+    tuned = profile.config("synthetic", "triplet", 0)
+    assert profile.is_tuned("synthetic", "triplet")
+    assert tuned.lr == chosen["synthetic"]["triplet"]["lr"]
+    assert tuned.loss_params == chosen["synthetic"]["triplet"]["loss_params"]
+    assert {k: v for k, v in tuned.to_dict().items() if k not in ("lr", "loss_params")} == {
+        k: v for k, v in untuned.to_dict().items() if k not in ("lr", "loss_params")}
+    assert profile.cell("synthetic", "scl", 1)["lr"] == chosen["synthetic"]["scl"]["lr"]
+    # a registered profile's run with its tuned settings is its own run, not a variant
+    fair = get_profile("fair")
+    tune.write_tuned(fair, {"synthetic": {"triplet": chosen["synthetic"]["triplet"]}})
+    own = fair.config("synthetic", "triplet", 0)
+    assert own.lr == chosen["synthetic"]["triplet"]["lr"] and results.overrides_of(own) == {}
+
+
+def test_the_fair_profile_follows_the_protocol_rules():
+    from vgcore.train.samplers import pk_shape
+
+    fair = get_profile("fair")
+    assert fair.redraw_data and fair.tuned and fair.seeds == (0, 1, 2, 3, 4)
+    assert "npair_groups" in fair.losses and set(fair.losses) <= set(tuning.SEARCH_SPACE)
+    for dataset, n_classes in (("fashionmnist", 10), ("synthetic", 100)):
+        c = fair.config(dataset, "triplet", 3)
+        p, k = pk_shape(n_classes, 256)
+        assert (c.sampler, c.batch_size, c.samples_per_class) == ("pk", p * k, k)
+        assert (c.patience, c.min_delta, c.epochs, c.val_size, c.data_seed) == (5, 0.001, 40, 2000, 3)

@@ -1,0 +1,116 @@
+"""The equal tuning of the fair comparison, run: every trial of every loss, scored and picked.
+
+The rules are :mod:`vgcore.tuning`'s (PROTOCOL.md, Fair comparison, "Equal tuning"). For each dataset
+and tuning seed, every trial of every loss (:func:`vgcore.tuning.trials`: the same Sobol points for
+each loss) trains in one fused group on one batch stream, to its own stop (``patience``); a trial's
+score is its best validation MAP@R (``summary["stopping"]``). :func:`picks` chooses each loss's
+setting with :func:`vgcore.tuning.pick`; :func:`write_tuned` records it where the profile reads it
+(:meth:`vgcore.config.Profile.tuned_settings`).
+
+Trial runs live apart from a profile's own runs, under ``<root>/<profile>-tuning/<dataset>/<loss>/
+trial<k>/seed<s>``, so that :func:`vgcore.results.collect` never mixes them in; an interrupted tuning
+resumes without retraining a finished trial.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+from tqdm import tqdm
+
+from vgcore import config as config_module
+from vgcore import results, tuning
+from vgcore.config import Profile, RunConfig
+from vgcore.io import atomic_write_json
+from vgcore.train.loop import TrainingDivergedError, run_group
+
+SCORE_COLUMNS = ("dataset", "loss", "trial", "seed", "lr", "param", "value", "map@r", "stopped_by", "stop_epoch")
+
+
+def trial_configs(profile: Profile, dataset: str, loss: str, seed: int) -> list[RunConfig]:
+    """One config per trial of `loss` (:func:`vgcore.tuning.trials`), the profile's cell otherwise."""
+    return [profile.config(dataset, loss, seed, lr=t["lr"], loss_params=t["loss_params"])
+            for t in tuning.trials(loss)]
+
+
+def trial_dir(root, config: RunConfig, trial: int) -> Path:
+    """``<root>/<profile>-tuning/<dataset>/<loss>/trial<k>/seed<s>``."""
+    return Path(root) / f"{config.profile}-tuning" / config.dataset / config.loss / f"trial{trial}" / f"seed{config.seed}"
+
+
+def tune(profile: Profile, root, *, datasets: Sequence[str] | None = None, losses: Sequence[str] | None = None,
+         seeds: Sequence[int] = tuning.TUNING_SEEDS, data_root=None, cache_dir=None,
+         progress: bool = True) -> pd.DataFrame:
+    """Train every trial not yet current, fused per dataset x tuning seed; return :func:`scores`.
+
+    Every config must stop on its validation split (``patience`` > 0): a trial is scored at its
+    best checkpoint. A trial that diverges scores NaN (it loses to every scored trial)."""
+    datasets = list(datasets or profile.datasets)
+    losses = list(losses or profile.losses)
+    groups = []
+    for dataset in datasets:
+        for seed in seeds:
+            configs = [(c, k) for loss in losses for k, c in enumerate(trial_configs(profile, dataset, loss, seed))]
+            if not configs[0][0].patience:
+                raise ValueError(f"profile {profile.name!r} trains a fixed number of epochs (patience 0): a trial is "
+                                 "scored at its best validation checkpoint, so tuning needs patience > 0 and val_size")
+            groups.append(configs)
+    for configs in tqdm(groups, desc="tuning", disable=not progress):
+        todo = [(c, k) for c, k in configs if not results.is_current(trial_dir(root, c, k), c.config_hash())]
+        if not todo:
+            continue
+        try:
+            run_group([c for c, _ in todo], [trial_dir(root, c, k) for c, k in todo], data_root=data_root,
+                      cache_dir=cache_dir, progress=progress, skip_current=True)
+        except TrainingDivergedError:
+            pass  # the diverged trials have no summary: they score NaN; the others were written
+    return scores(profile, root, datasets=datasets, losses=losses, seeds=seeds)
+
+
+def scores(profile: Profile, root, *, datasets: Sequence[str] | None = None, losses: Sequence[str] | None = None,
+           seeds: Sequence[int] = tuning.TUNING_SEEDS) -> pd.DataFrame:
+    """One row per dataset x loss x trial x tuning seed (:data:`SCORE_COLUMNS`): the trial's setting
+    and its best validation MAP@R; NaN where the trial has no current run (diverged or not trained)."""
+    rows = []
+    for dataset in datasets or profile.datasets:
+        for loss in losses or profile.losses:
+            param = tuning.SEARCH_SPACE[loss].param
+            for seed in seeds:
+                for k, config in enumerate(trial_configs(profile, dataset, loss, seed)):
+                    path = trial_dir(root, config, k)
+                    stop = {}
+                    if results.is_current(path, config.config_hash()):
+                        stop = results.read_summary(path).get("stopping", {})
+                    rows.append({"dataset": dataset, "loss": loss, "trial": k, "seed": seed, "lr": config.lr,
+                                 "param": param, "value": config.loss_params[param],
+                                 "map@r": stop.get("best_val_map@r", float("nan")),
+                                 "stopped_by": stop.get("stopped_by"), "stop_epoch": stop.get("stop_epoch")})
+    return pd.DataFrame(rows, columns=list(SCORE_COLUMNS))
+
+
+def picks(frame: pd.DataFrame) -> dict[str, dict[str, dict]]:
+    """``{dataset: {loss: {"lr", "loss_params", "trial", "val_map@r", "unconverged"}}}``: each loss's
+    winning trial (:func:`vgcore.tuning.pick`), its mean validation MAP@R over the tuning seeds and
+    how many of its tuning runs reached the budget."""
+    out: dict[str, dict[str, dict]] = {}
+    for (dataset, loss), group in frame.groupby(["dataset", "loss"], sort=False):
+        grid = tuning.trials(loss)
+        best = tuning.pick(group[["trial", "map@r"]], grid)
+        chosen = group[group["trial"] == best]
+        out.setdefault(dataset, {})[loss] = {
+            "lr": grid[best]["lr"], "loss_params": grid[best]["loss_params"], "trial": best,
+            "val_map@r": float(chosen["map@r"].mean()), "unconverged": int((chosen["stopped_by"] == "budget").sum())}
+    return out
+
+
+def write_tuned(profile: Profile, chosen: dict[str, dict[str, dict]], path=None) -> Path:
+    """Merge `chosen` (:func:`picks`) into the profile's tuned settings file (atomically); its path."""
+    path = Path(path) if path is not None else config_module.tuned_path(profile.name)
+    current = json.loads(path.read_text()) if path.exists() else {}
+    for dataset, losses in chosen.items():
+        current.setdefault(dataset, {}).update(losses)
+    atomic_write_json(path, current)
+    return path
