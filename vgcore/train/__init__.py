@@ -8,7 +8,9 @@
 - :mod:`~vgcore.train.loop`: ``fit`` (the one loop: a group of runs on one batch stream), ``run_group``
   (load the features, then ``fit``), ``run`` (one config -> one run directory) and ``sweep``;
 - :mod:`~vgcore.train.monitor`: :class:`GreedinessMonitor`, the same per-step log for any loss in
-  your own training loop.
+  your own training loop;
+- :mod:`~vgcore.train.probes`: the fixed probe batches of the fair comparison and a GREEDINESS
+  reading on them without an optimiser step.
 """
 
 from __future__ import annotations
@@ -28,6 +30,13 @@ from vgcore.train.loop import (
     sweep,
 )
 from vgcore.train.monitor import GreedinessMonitor
+from vgcore.train.probes import (
+    PROBE_FRACTIONS,
+    PROBE_SEED,
+    probe_batches,
+    probe_epochs,
+    probe_reading,
+)
 from vgcore.train.samplers import (
     NoPositivePairsWarning,
     batch_indices,
@@ -39,6 +48,8 @@ from vgcore.train.samplers import (
 from vgcore.train.steplog import StepLog
 
 __all__ = [
+    "PROBE_FRACTIONS",
+    "PROBE_SEED",
     "STAT_KEYS",
     "GreedinessMonitor",
     "Learner",
@@ -60,6 +71,9 @@ __all__ = [
     "load_features",
     "load_result",
     "make_learner",
+    "probe_batches",
+    "probe_epochs",
+    "probe_reading",
     "run",
     "run_group",
     "sweep",

@@ -5,13 +5,16 @@ backward -> GREEDINESS read off that same backward (dL/dz is kept with ``retain_
 tangent to the sphere at z is measured; parameter gradients are read before the optimiser step) ->
 optimiser step -> each sample's share of that step, from Adam's updated state
 (:mod:`vgcore.metrics.adam_step`). ``train_step`` takes a list of learners so that several losses
-can be trained on the identical batch stream (a paired comparison).
+can be trained on the identical batch stream (a paired comparison). Everything before the optimiser
+step is :func:`forward_backward`, which :func:`vgcore.train.probes.probe_reading` shares to read the
+same quantities on a fixed batch without a step.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -67,25 +70,58 @@ def make_learner(config, in_dim: int, num_classes: int, device: torch.device) ->
     return Learner(head, loss_fn, optimizer)
 
 
+class StepReading(NamedTuple):
+    """What one forward + backward of a learner on a batch gives (:func:`forward_backward`)."""
+
+    loss: Tensor
+    """The scalar loss (still attached to its graph)."""
+    stats: dict[str, Tensor]
+    """GREEDINESS_KEYS -> 0-d tensors; ``adam_step_norm_mean`` NaN (it needs the optimiser's step)."""
+    unit: Tensor
+    """0-d bool: every embedding of the batch has norm 1 within UNIT_TOLERANCE (CHECK_KEYS)."""
+    trace: list | None
+    """The head's ``(layer, input, output)`` list (outputs holding their gradients), None without diagnostics."""
+
+
+def forward_backward(learner: Learner, x: Tensor, y: Tensor, *, diagnostics: bool = True,
+                     grad_threshold: float | None = None) -> StepReading:
+    """The part of a training step before the optimiser: head -> z -> loss -> one backward -> GREEDINESS.
+
+    Shared by :func:`train_step` (which steps the optimiser after it) and
+    :func:`vgcore.train.probes.probe_reading` (which does not). The backward *accumulates* into the
+    parameters' ``.grad``: the caller clears them first (``optimizer.zero_grad(set_to_none=True)``).
+    The GREEDINESS keys are read from this backward (dL/dz kept with ``retain_grad``, its part
+    tangent to the sphere at z; parameter gradients before any step). Without ``diagnostics`` only
+    the loss's own counts are read (the gradient keys NaN).
+    """
+    trace: list | None = [] if diagnostics else None
+    z = learner.head(x, trace)
+    z.retain_grad()
+    loss = learner.loss_fn(z, y)
+    out = learner.loss_fn.last  # per-sample terms and counts of this call
+    loss.backward()
+    if diagnostics:
+        kwargs = {} if grad_threshold is None else {"grad_threshold": grad_threshold}
+        g = greediness(out, z.grad, learner.head.parameters(), learner.loss_fn.parameters(), z=z, **kwargs)
+    else:  # the loss's own counts only
+        nan = torch.full((), float("nan"), device=x.device)
+        g = {k: getattr(out, k, nan) for k in GREEDINESS_KEYS}
+    unit = (torch.linalg.vector_norm(z.detach(), dim=1) - 1).abs().amax() <= UNIT_TOLERANCE  # NaN: False
+    return StepReading(loss, g, unit, trace)
+
+
 def train_step(learners: Sequence[Learner], x: Tensor, y: Tensor, *, diagnostics: bool = True,
                grad_threshold: float | None = None) -> list[Tensor]:
-    """One optimiser step per learner on the same batch; returns each learner's STAT_KEYS + CHECK_KEYS vector."""
+    """One optimiser step per learner on the same batch; returns each learner's STAT_KEYS + CHECK_KEYS vector.
+
+    Per learner: ``zero_grad``, :func:`forward_backward` (the loss and GREEDINESS of this batch),
+    ``optimizer.step()``, then ``adam_step_norm_mean`` from Adam's updated state.
+    """
     stats = []
     for learner in learners:
-        trace: list | None = [] if diagnostics else None
-        z = learner.head(x, trace)
-        z.retain_grad()
-        loss = learner.loss_fn(z, y)
-        out = learner.loss_fn.last  # per-sample terms and counts of this call
         learner.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if diagnostics:
-            kwargs = {} if grad_threshold is None else {"grad_threshold": grad_threshold}
-            g = greediness(out, z.grad, learner.head.parameters(), learner.loss_fn.parameters(), z=z, **kwargs)
-        else:  # the loss's own counts only
-            nan = torch.full((), float("nan"), device=x.device)
-            g = {k: getattr(out, k, nan) for k in GREEDINESS_KEYS}
-        unit = (torch.linalg.vector_norm(z.detach(), dim=1) - 1).abs().amax() <= UNIT_TOLERANCE  # NaN: False
+        loss, g, unit, trace = forward_backward(learner, x, y, diagnostics=diagnostics,
+                                                grad_threshold=grad_threshold)
         learner.optimizer.step()
         if diagnostics:  # each sample's share of the step just taken, read from Adam's updated state
             g["adam_step_norm_mean"] = step_share(trace, learner.optimizer)
