@@ -135,6 +135,35 @@ def test_a_budget_reached_is_flagged_unconverged(tmp_path):
     assert res.summary["stopping"]["stop_epoch"] == 3
 
 
+def test_probe_readings_are_kept_at_shares_of_each_runs_own_training_and_change_nothing(tmp_path):
+    from vgcore.train.learner import make_learner
+    from vgcore.train.probes import PROBE_FRACTIONS, probe_batches, probe_epochs, probe_reading
+    from vgcore.train.samplers import fixed_subset
+
+    config = stopping_config("triplet", epochs=6, probes=True)
+    res = train.run(config, tmp_path / "probed", cache_dir=tmp_path / "cache", progress=False)
+    plain = train.run(dataclasses.replace(config, probes=False), tmp_path / "plain", cache_dir=tmp_path / "cache",
+                      progress=False)
+    pd.testing.assert_frame_equal(res.steps, plain.steps)  # reading the probes changes no step
+    pd.testing.assert_frame_equal(res.epochs, plain.epochs)
+    assert "probes" not in plain.summary
+    stop = res.summary["stopping"]["stop_epoch"]
+    records = res.summary["probes"]
+    assert [(r["fraction"], r["epoch"]) for r in records] == [
+        (f, e) for f, e in zip(PROBE_FRACTIONS, probe_epochs(stop), strict=True) for _ in ("random", "pk")]
+    assert [r["batch"] for r in records[:2]] == ["random", "pk"]
+    # the epoch-0 readings are those of the untrained head on the fixed probe batches
+    x, y = train.load_features(config, "train", cache_dir=tmp_path / "cache", progress=False)
+    (x, y), _ = split_off(x, y, config.val_size)
+    x, y = fixed_subset(x, y, config.train_size)
+    learner = make_learner(config, x.shape[1], int(y.max()) + 1, torch.device("cpu"))
+    for record, (name, idx) in zip(records[:2], probe_batches(y, config.batch_size).items(), strict=True):
+        assert record["batch"] == name
+        expected = probe_reading(learner, x[idx], y[idx])
+        assert {k: record[k] for k in expected if not math.isnan(expected[k])} == {
+            k: v for k, v in expected.items() if not math.isnan(v)}
+
+
 # --- identity: a field added later keeps the committed runs' identity ------------------------------
 
 def test_a_later_field_at_its_default_is_left_out_of_the_identity():

@@ -66,6 +66,7 @@ class RunConfig:
     data_seed: int | None = None
     patience: int = 0
     min_delta: float = 0.001
+    probes: bool = False
     progress_ratio: float = 2**0.5
     early_step: int = 16
     grad_threshold: float | None = None
@@ -124,6 +125,8 @@ class RunConfig:
             raise ValueError(f"weight_decay must be a number >= 0 (e.g. weight_decay=1e-4), got {self.weight_decay!r}")
         if self.grad_threshold is not None and (not _is_real(self.grad_threshold) or not self.grad_threshold >= 0):
             raise ValueError(f"grad_threshold must be None (the default) or a number >= 0, got {self.grad_threshold!r}")
+        if not isinstance(self.probes, bool):
+            raise ValueError(f"probes must be true or false (probes=true), got {self.probes!r}")
         if not isinstance(self.diagnostics, bool):  # "no" or 0 is not a boolean: say so rather than guess
             raise ValueError(f"diagnostics must be true or false (diagnostics=false), got {self.diagnostics!r}")
         _check_choice("eval_split", self.eval_split, EVAL_SPLITS)
@@ -165,7 +168,7 @@ class RunConfig:
         return cls(**values)
 
 
-LATER_FIELDS: dict[str, Any] = {"data_seed": None, "patience": 0, "min_delta": 0.001}
+LATER_FIELDS: dict[str, Any] = {"data_seed": None, "patience": 0, "min_delta": 0.001, "probes": False}
 """Fields added after runs were committed, with the default that reproduces what those runs did
 (fixed data draws, a fixed number of epochs). :meth:`RunConfig.to_dict` leaves such a field out
 while it holds that default, so a run made before the field existed keeps its config, its
@@ -353,7 +356,7 @@ PROFILES: dict[str, Profile] = {
         losses=(*LOSSES, "npair_groups"),
         seeds=(0, 1, 2, 3, 4),
         settings={"epochs": 40, "sampler": "pk", "val_size": 2000, "patience": 5, "min_delta": 0.001,
-                  "eval_every": 5, "lr": 1e-3},
+                  "eval_every": 5, "lr": 1e-3, "probes": True},
         compare_with="demo",
         redraw_data=True,
         tuned=True,

@@ -52,6 +52,7 @@ from vgcore.metrics.greediness import GREEDINESS_KEYS
 from vgcore.train.evaluate import embed, evaluate_splits, progress_metrics, stopping_metrics
 from vgcore.train.graph import EagerStep, GraphStep, graph_safe
 from vgcore.train.learner import make_learner
+from vgcore.train.probes import PROBE_FRACTIONS, probe_batches, probe_epochs, probe_reading
 from vgcore.train.samplers import (
     NoPositivePairsWarning,
     batch_indices,
@@ -182,6 +183,8 @@ def fit(configs: Sequence, out_dirs: Sequence, train_data: tuple, eval_data: tup
               "train_subset": (x_train[subset], y_train[subset], None if c_train is None else c_train[subset.cpu()])}
     progress_splits = _progress_splits(config, splits, held, device)
     stop_split = ({VALIDATION: (held[0].to(device), held[1].to(device), held[2])} if config.patience else None)
+    probes = ({name: (x_train[idx], y_train[idx]) for name, idx in probe_batches(y_train, config.batch_size).items()}
+              if config.probes else None)
     t_eval = time.perf_counter()
     try:  # step 0, the untrained heads: an eval split too small to evaluate fails here, before any write
         epoch_rows = [_epoch_rows(0, 0, float("nan"), m) + _epoch_rows(0, 0, float("nan"), p)
@@ -202,8 +205,8 @@ def fit(configs: Sequence, out_dirs: Sequence, train_data: tuple, eval_data: tup
         if training:
             try:
                 trained = _train(configs, out_dirs, learners, training, x_train, y_train, x_eval, y_eval, c_eval,
-                                 splits, progress_splits, stop_split, epoch_rows, generator, use_graph, progress,
-                                 t_start, t_eval)
+                                 splits, progress_splits, stop_split, probes, epoch_rows, generator, use_graph,
+                                 progress, t_start, t_eval)
             except KeyboardInterrupt:  # stopped by the user: clean up now what a killed writer leaves (locks held)
                 for i in training:
                     results.recover(out_dirs[i])
@@ -220,14 +223,17 @@ def fit(configs: Sequence, out_dirs: Sequence, train_data: tuple, eval_data: tup
 
 
 def _train(configs, out_dirs, learners, training, x_train, y_train, x_eval, y_eval, c_eval, splits, progress_splits,
-           stop_split, epoch_rows, generator, use_graph, progress, t_start, t_eval) -> dict[int, RunResult]:
+           stop_split, probes, epoch_rows, generator, use_graph, progress, t_start, t_eval) -> dict[int, RunResult]:
     """Train the learners `training` (indices into the group) into staging folders; return their results.
 
     Besides each evaluated epoch's `splits`, the `progress_splits` are evaluated at the steps of
     :func:`progress_grid` (log-spaced), mid-epoch where they fall. With early stopping
     (``patience``; `stop_split` the validation split) every head is read on `stop_split` after every
     epoch (:mod:`vgcore.train.stopping`); a head that stops is written then, as its best epoch's
-    head, and leaves the batch stream; the others go on."""
+    head, and leaves the batch stream; the others go on. With ``probes`` (``{name: (x, y)}``, the
+    fixed probe batches of :mod:`vgcore.train.probes`) every head is read on each probe batch before
+    training and after every epoch, without a step; a run keeps the readings at
+    :data:`~vgcore.train.probes.PROBE_FRACTIONS` of its own training (summary ``"probes"``)."""
     config = configs[0]
     n_steps = config.epochs * (y_train.numel() // config.batch_size)
     grid = set(progress_grid(n_steps, config.progress_ratio, config.early_step)) - {0}
@@ -268,6 +274,17 @@ def _train(configs, out_dirs, learners, training, x_train, y_train, x_eval, y_ev
                 stop.append(j)
         return stop
 
+    readings: dict[int, dict[int, dict]] = {i: {} for i in training}
+
+    def read_probes(epoch: int) -> None:
+        for i in (training[j] for j in step.active):
+            readings[i][epoch] = {name: probe_reading(learners[i], x, y, grad_threshold=config.grad_threshold)
+                                  for name, (x, y) in probes.items()}
+
+    def probe_record(i: int, epoch: int) -> list[dict]:
+        return [{"batch": name, "fraction": f, "epoch": e, **readings[i][e][name]}
+                for f, e in zip(PROBE_FRACTIONS, probe_epochs(epoch), strict=True) for name in probes]
+
     def finish(j: int, epoch: int, stopped_by: str | None) -> None:
         """Write learner j's run (its best head when it stops early) and take it off the batch stream."""
         i = training[j]
@@ -283,7 +300,8 @@ def _train(configs, out_dirs, learners, training, x_train, y_train, x_eval, y_ev
                                  None if c_eval is None else c_eval.numpy())
         timing = {"wall": time.perf_counter() - t_start, "train": t_train, "eval": t_eval, "size": len(training),
                   "graph": use_graph}
-        summary = _summary(configs[i], steps_df, epochs_df, timing, final=final, stopping=stopping)
+        summary = _summary(configs[i], steps_df, epochs_df, timing, final=final, stopping=stopping,
+                           probes=probe_record(i, epoch) if probes else None)
         path = results.finish_run(staging[i], out_dirs[i], summary)
         step.drop(j)
         out[i] = RunResult(path, summary, steps_df, epochs_df)
@@ -291,6 +309,8 @@ def _train(configs, out_dirs, learners, training, x_train, y_train, x_eval, y_ev
     epoch, t_train, n_done = 0, 0.0, 0
     if stoppers:
         read_validation(0)  # the untrained head is the first candidate
+    if probes:
+        read_probes(0)
     what = configs[training[0]].loss if len(training) == 1 else f"{len(training)} losses"
     try:
         bar = tqdm(range(1, config.epochs + 1), desc=f"{config.dataset}/{what}/seed{config.seed}",
@@ -325,6 +345,10 @@ def _train(configs, out_dirs, learners, training, x_train, y_train, x_eval, y_ev
                     epoch_rows[i] += _epoch_rows(epoch, n_done, logs[i].epoch_mean("train_loss", epoch), m)
                 bar.set_postfix_str(recall_postfix([configs[i].loss for i in active],
                                                    [m[config.eval_split]["recall@1"] for m in metrics]))
+            if probes:
+                t0 = time.perf_counter()
+                read_probes(epoch)
+                t_eval += time.perf_counter() - t0
             if stoppers:
                 t0 = time.perf_counter()
                 stopped = read_validation(epoch)
@@ -452,10 +476,11 @@ def _fail(staging, out_dir, config, log: StepLog, epoch_rows: list[dict], bad: D
 
 
 def _summary(config, steps: pd.DataFrame, epochs: pd.DataFrame, timing: dict, *, final: dict | None = None,
-             stopping: dict | None = None) -> dict:
+             stopping: dict | None = None, probes: list[dict] | None = None) -> dict:
     """The run's summary.json. ``final``: the reported test metrics when they are not the last
     evaluated epoch's (early stopping reports its best head); ``stopping``: its record
-    (:meth:`vgcore.train.stopping.EarlyStopping.record`), kept under ``"stopping"``."""
+    (:meth:`vgcore.train.stopping.EarlyStopping.record`), kept under ``"stopping"``; ``probes``: the
+    probe readings kept (``"probes"``: one record per probe batch and fraction)."""
     test = epochs[epochs["split"] == config.eval_split].sort_values("epoch")
     val = epochs[epochs["split"] == results.PROGRESS + ("validation" if config.val_size else config.eval_split)].sort_values("step")
     early = epochs[(epochs["split"] == results.PROGRESS + "train_subset") & (epochs["step"] == config.early_step)]
@@ -483,6 +508,7 @@ def _summary(config, steps: pd.DataFrame, epochs: pd.DataFrame, timing: dict, *,
         "untrained": {"untrained_recall@1": float(test.iloc[0]["recall@1"])},
         "greediness_mean": {f"{k}_mean": v for k, v in greedy.items()},
         **({"stopping": stopping} if stopping is not None else {}),
+        **({"probes": probes} if probes is not None else {}),
         "batches_without_positives": int((~steps["has_positives"]).sum()),
         "n_steps": len(steps),
         # timings are the group's: a fused group trains `group_size` runs in one pass

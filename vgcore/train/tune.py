@@ -31,8 +31,9 @@ SCORE_COLUMNS = ("dataset", "loss", "trial", "seed", "lr", "param", "value", "ma
 
 
 def trial_configs(profile: Profile, dataset: str, loss: str, seed: int) -> list[RunConfig]:
-    """One config per trial of `loss` (:func:`vgcore.tuning.trials`), the profile's cell otherwise."""
-    return [profile.config(dataset, loss, seed, lr=t["lr"], loss_params=t["loss_params"])
+    """One config per trial of `loss` (:func:`vgcore.tuning.trials`), the profile's cell otherwise,
+    without probe readings (a trial is only scored)."""
+    return [profile.config(dataset, loss, seed, lr=t["lr"], loss_params=t["loss_params"], probes=False)
             for t in tuning.trials(loss)]
 
 
