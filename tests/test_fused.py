@@ -19,6 +19,7 @@ from _faults import nan_loss_at_call
 from vgcore import results, train
 from vgcore.config import get_profile
 from vgcore.losses import LOSSES
+from vgcore.registry import BASELINES
 
 SMOKE = get_profile("smoke")
 
@@ -60,6 +61,18 @@ def test_variants_of_one_loss_and_the_pk_sampler_fuse_too(tmp_path):
         pd.testing.assert_frame_equal(a.steps, f.steps)
         pd.testing.assert_frame_equal(a.epochs, f.epochs)
     assert not alone[0].steps["train_loss"].equals(alone[1].steps["train_loss"])
+
+
+def test_the_baseline_fuses_with_the_losses_it_is_compared_with(tmp_path):
+    """The fair comparison's baseline (Multi-Similarity) trains in a group with paper losses on the
+    P x K stream, each run as it is alone, bit for bit."""
+    configs = [smoke(loss, sampler="pk", samples_per_class=8, epochs=2) for loss in (*BASELINES, "scl", "npair")]
+    alone, fused = alone_and_fused(tmp_path, configs)
+    for a, f, config in zip(alone, fused, configs, strict=True):
+        for name in ("steps.csv", "epochs.csv"):
+            assert (a.path / name).read_bytes() == (f.path / name).read_bytes(), f"{config.loss}: {name} differs"
+    assert fused[0].summary["group_size"] == len(configs)
+    assert fused[0].steps["train_loss"].gt(0).all() and not fused[0].steps["train_loss"].equals(fused[1].steps["train_loss"])
 
 
 def test_configs_that_do_not_share_a_batch_stream_are_refused(tmp_path):
@@ -157,7 +170,7 @@ def test_map_at_r_and_nmi_only_where_reported_and_the_curves_every_epoch(tmp_pat
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_the_cuda_graph_step_equals_the_eager_step_on_the_gpu(tmp_path):
     """The captured multi-learner step (heads, losses, diagnostics, Adam) replays the eager step."""
-    configs = [smoke(loss, device="cuda", epochs=4) for loss in LOSSES]
+    configs = [smoke(loss, device="cuda", epochs=4) for loss in (*LOSSES, *BASELINES)]
     eager = train.run_group(configs, [tmp_path / "eager" / c.loss for c in configs], cache_dir=tmp_path / "cache",
                             progress=False, cuda_graph=False)
     graph = train.run_group(configs, [tmp_path / "graph" / c.loss for c in configs], cache_dir=tmp_path / "cache",
@@ -177,6 +190,7 @@ def test_which_groups_can_be_captured_in_a_cuda_graph(tmp_path):
 
     demo = get_profile("demo")
     assert graph_safe(learners(*(demo.config("synthetic", loss, 0) for loss in demo.losses)))  # every loss and variant
+    assert graph_safe(learners(*(smoke(loss) for loss in BASELINES)))
     assert not graph_safe(learners(smoke("scl", loss_params={"check_inputs": True})))
     with pytest.raises(ValueError, match="cuda_graph=True but the device is not CUDA"):
         train.run(smoke("triplet"), tmp_path / "r", cache_dir=tmp_path / "cache", progress=False, cuda_graph=True)

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from vgcore.losses import LOSSES, make_loss
+from vgcore.registry import BASELINES
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -27,7 +28,7 @@ def build(name, **hp):
     return make_loss(name, num_classes=NUM_CLASSES, embedding_dim=DIM, **hp).double()
 
 
-@pytest.mark.parametrize("name", LOSSES)
+@pytest.mark.parametrize("name", (*LOSSES, *BASELINES))
 def test_cuda_matches_cpu(name):
     z, y = batch()
     outs, grads = [], []
@@ -48,7 +49,7 @@ def test_cuda_matches_cpu(name):
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize("name", LOSSES)
+@pytest.mark.parametrize("name", (*LOSSES, *BASELINES))
 def test_training_step_has_no_host_sync(name):
     """Forward and backward of every default loss (inputs unchecked) never wait for the GPU."""
     z, y = batch(torch.float32)

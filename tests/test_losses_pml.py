@@ -1,8 +1,9 @@
 """Differential tests: vgcore.losses against pytorch-metric-learning (PML) as an oracle.
 
-For the six losses PML has, our loss configured as PROTOCOL.md's "PML mapping" must give the same
-value and the same gradients (embeddings and, for ArcFace, class weights) to rtol 1e-5 in float64,
-on several random batches and label layouts.
+For the six losses PML has, and the fair comparison's baseline (`multisimilarity`, PML's
+MultiSimilarityLoss), our loss configured as PROTOCOL.md's "PML mapping" must give the same value and
+the same gradients (embeddings and, for ArcFace, class weights) to rtol 1e-5 in float64, on several
+random batches and label layouts.
 """
 
 from __future__ import annotations
@@ -140,7 +141,18 @@ CASES = {
     ),
     "scl": (("scl", dict()), lambda: pml_losses.SupConLoss()),
     "scl_t05": (("scl", dict(temperature=0.5)), lambda: pml_losses.SupConLoss(temperature=0.5)),
+    # the baseline at PML's defaults and at the two ends of the tuned range of base (vgcore.tuning)
+    "multisimilarity": (("multisimilarity", dict()), lambda: pml_losses.MultiSimilarityLoss()),
+    "multisimilarity_low": (
+        ("multisimilarity", dict(alpha=1.0, beta=20.0, base=0.3)),
+        lambda: pml_losses.MultiSimilarityLoss(alpha=1.0, beta=20.0, base=0.3),
+    ),
+    "multisimilarity_high": (
+        ("multisimilarity", dict(alpha=4.0, beta=80.0, base=0.8)),
+        lambda: pml_losses.MultiSimilarityLoss(alpha=4.0, beta=80.0, base=0.8),
+    ),
 }
+MULTISIMILARITY = [c for c in CASES if c.startswith("multisimilarity")]
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -188,6 +200,42 @@ def test_pml_zero_cases_agree():
     one_class = torch.zeros(5, dtype=torch.long)
     assert float(pml_losses.SupConLoss()(z, one_class)) == 0.0
     assert float(make_loss("scl")(z, one_class)) > 0.0
+
+
+@pytest.mark.parametrize("case", MULTISIMILARITY)
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("labels", [
+    [0, 0, 1, 2, 3, 3, 3, 4, 5, 6, 1, 7],  # singletons: anchors without a positive, beside ones with
+    list(range(10)),  # no positive pair in the batch: every anchor keeps its negative part only
+    [2] * 6,  # one class: positive parts only
+])
+def test_multisimilarity_matches_pml_where_anchors_lack_positives(case, seed, labels):
+    """PML's MultiSimilarityLoss keeps an anchor without positives in its mean with its negative part
+    (an empty log-sum-exp is 0, MeanReducer over all B anchors); so does ours, also when no anchor has
+    a positive (has_positives False, a non-zero loss: the documented exception, as contrastive's)."""
+    (name, hp), pml_factory = CASES[case]
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.tensor(labels)
+    z = torch.randn(len(y), 8, generator=gen, dtype=F64)
+    ours = make_loss(name, **hp)
+    loss = compare(ours, pml_factory(), z, y)
+    lonely = (y.unsqueeze(0) == y.unsqueeze(1)).sum(dim=1) == 1
+    assert bool(ours.last.has_positives) == (not bool(lonely.all()))
+    assert float(loss.detach()) > 0.0 and bool((ours.last.per_sample[lonely] > 0).all())
+
+
+def test_multisimilarity_departs_from_pml_only_where_pml_sees_at_most_one_pair_of_each_kind():
+    """PML's pair losses return 0 when every list of the pair tuple holds at most one pair; the
+    Multi-Similarity formula is still defined there and ours computes it (PROTOCOL.md, "Losses")."""
+    z = torch.randn(4, 8, generator=torch.Generator().manual_seed(0), dtype=F64)
+    y = torch.tensor([0, 0, 1, 1])
+    one_each = (torch.tensor([0]), torch.tensor([1]), torch.tensor([0]), torch.tensor([2]))
+    assert float(pml_losses.MultiSimilarityLoss()(z, y, one_each)) == 0.0
+    ours = make_loss("multisimilarity")
+    assert float(ours(z, y, one_each)) > 0.0 and int(ours.last.n_terms) == 2
+    two_positives = (torch.tensor([0, 1]), torch.tensor([1, 0]), torch.tensor([0]), torch.tensor([2]))
+    torch.testing.assert_close(ours(z, y, two_positives), pml_losses.MultiSimilarityLoss()(z, y, two_positives),
+                               **TOL)
 
 
 # ---------------------------------------------------------------- drop-in: miners, ref_emb, a PML loop
@@ -275,7 +323,7 @@ def test_arcface_weights_mined_samples_like_pml(miner):
     compare_call(ours, theirs, (za, labels, mined), (zb, labels, mined), [(za, zb), (ours.weight, theirs.W)])
 
 
-@pytest.mark.parametrize("name", ["contrastive", "triplet", "npair", "infonce", "scl"])
+@pytest.mark.parametrize("name", ["contrastive", "triplet", "npair", "infonce", "scl", "multisimilarity"])
 def test_every_pair_as_a_tuple_changes_nothing(name):
     """A miner that returns every pair gives the value of no miner, to rounding."""
     z, labels = batch("long_tail", 0, normalized=True)

@@ -16,8 +16,10 @@ import torch
 import torch.nn.functional as F
 
 from vgcore.losses import LOSSES, LossOutput, loss_hyperparameters, make_loss
+from vgcore.registry import BASELINES
 
 F64 = torch.float64
+CHECKED = (*LOSSES, *BASELINES)  # the paper's seven and the fair comparison's baseline
 
 LAYOUTS = {
     "pairs_and_singleton": [0, 0, 1, 1, 2, 2, 2, 3],
@@ -34,6 +36,7 @@ PAIR_SOFTMAX_DEFAULTS = {
     "npair": {"temperature": 1.0, "normalize": False},
     "npair_all": {"temperature": 1.0, "normalize": False},
 }
+MULTISIMILARITY_DEFAULTS = {"alpha": 2.0, "beta": 50.0, "base": 0.5}
 
 
 def batch(layout: str, seed: int, dim: int = DIM):
@@ -182,6 +185,19 @@ def ref_ccl(z, y, centers, temperature=0.1, margin=0.2, center_weight=1.0):
     return out
 
 
+def ref_multisimilarity(z, y, alpha=2.0, beta=50.0, base=0.5):
+    """Each anchor's (1/alpha) log(1 + sum_p e^{-alpha (S_ip - base)}) + (1/beta) log(1 + sum_n
+    e^{beta (S_in - base)}) on cosines, an empty sum being 0; and every pair's summand."""
+    per, summands = [], []
+    for i in range(len(y)):
+        pos = [torch.exp(-alpha * (cos(z[i], z[j]) - base)) for j in range(len(y)) if j != i and y[j] == y[i]]
+        neg = [torch.exp(beta * (cos(z[i], z[j]) - base)) for j in range(len(y)) if y[j] != y[i]]
+        zero = torch.zeros((), dtype=F64)
+        per.append(torch.log1p(sum(pos, zero)) / alpha + torch.log1p(sum(neg, zero)) / beta)
+        summands += pos + neg
+    return torch.stack(per), summands
+
+
 def per_anchor_mean(terms: dict, n: int) -> torch.Tensor:
     rows = []
     for a in range(n):
@@ -303,6 +319,57 @@ def test_arcface_reference(layout, seed, hp):
     (g_ours,) = torch.autograd.grad(out.loss, loss_fn.weight, retain_graph=True)
     (g_ref,) = torch.autograd.grad(per.mean(), loss_fn.weight)
     close(g_ours, g_ref)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("hp", [{}, {"alpha": 1.0, "beta": 20.0, "base": 0.3}, {"alpha": 4.0, "beta": 80.0, "base": 0.8}])
+def test_multisimilarity_reference(layout, seed, hp):
+    z, y = batch(layout, seed)
+    per, summands = ref_multisimilarity(z, y.tolist(), **{**MULTISIMILARITY_DEFAULTS, **hp})
+    out = run(build("multisimilarity", **hp), z, y)
+    # the mean over all B anchors, one without positives included with its negative part
+    check(out, z, per.mean(), per, len(summands), sum(int(t > 0) for t in summands))
+    assert bool(out.has_positives)
+
+
+def test_multisimilarity_anchor_without_positives_keeps_its_negative_part():
+    z, y = batch("pairs_and_singleton", 1)  # class 3 has one sample
+    lonely = y.tolist().index(3)
+    per, _ = ref_multisimilarity(z, y.tolist())
+    out = run(build("multisimilarity"), z, y)
+    close(out.per_sample, per)
+    zero = torch.zeros((), dtype=F64)
+    negative_part = torch.log1p(sum((torch.exp(50.0 * (cos(z[lonely], z[j]) - 0.5)) for j in range(len(y)) if j != lonely),
+                                    zero)) / 50.0
+    close(out.per_sample[lonely], negative_part, 1e-12)
+    assert float(out.per_sample[lonely]) > 0.0
+    close(out.loss, out.per_sample.sum() / len(y), 1e-12)  # the lonely anchor counts in the mean
+    (g,) = torch.autograd.grad(out.loss, z)
+    assert bool(g[lonely].abs().sum() > 0)
+
+
+def test_multisimilarity_on_the_smallest_batches():
+    """Two samples of one class: one positive pair each way, no negative; of two classes: one
+    negative pair each way. The reference by hand, with the defaults written out."""
+    z = torch.randn(2, DIM, generator=torch.Generator().manual_seed(9), dtype=F64).requires_grad_(True)
+    c = cos(z[0], z[1])
+    for labels, expect, positives in (([0, 0], torch.log1p(torch.exp(-2.0 * (c - 0.5))) / 2.0, True),
+                                      ([0, 1], torch.log1p(torch.exp(50.0 * (c - 0.5))) / 50.0, False)):
+        out = run(build("multisimilarity"), z, torch.tensor(labels))
+        check(out, z, expect, torch.stack([expect, expect]), 2, 2, 1e-12)
+        assert bool(out.has_positives) == positives
+
+
+def test_multisimilarity_summands_that_underflow_are_not_active():
+    # negatives at cosine -1: e^{50 (-1 - 0.5)} = e^-75 is not 0 in float64, e^{-800 * 1.5} is
+    y = torch.tensor([0, 0, 1, 1])
+    z = torch.tensor([[1.0, 0.0], [1.0, 0.0], [-1.0, 0.0], [-1.0, 0.0]], dtype=F64)
+    out = run(build("multisimilarity"), z, y)
+    assert int(out.n_terms) == 12 and int(out.n_active_terms) == 12
+    out = run(build("multisimilarity", beta=800.0), z, y)
+    assert int(out.n_terms) == 12 and int(out.n_active_terms) == 4  # the four positive pairs
+    close(out.per_sample, torch.full((4,), math.log1p(math.exp(-2.0 * 0.5)) / 2.0, dtype=F64), 1e-15)
 
 
 def test_arcface_fallback_branch_beyond_pi_minus_margin():
@@ -508,10 +575,10 @@ def test_triplet_exact_ties_are_inactive_as_in_the_naive_cube(hp):
 
 
 def all_losses():
-    return [(n, {}) for n in LOSSES] + [("npair", {"pairs": "one_per_class"}), ("npair_groups", {})]
+    return [(n, {}) for n in CHECKED] + [("npair", {"pairs": "one_per_class"}), ("npair_groups", {})]
 
 
-@pytest.mark.parametrize("name", LOSSES)
+@pytest.mark.parametrize("name", CHECKED)
 def test_gradcheck(name):
     gen = torch.Generator().manual_seed(3)
     y = torch.tensor([0, 1, 0, 2, 1, 0])
@@ -520,7 +587,7 @@ def test_gradcheck(name):
     assert torch.autograd.gradcheck(lambda e: run(loss_fn, e, y).loss, (z,), eps=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", LOSSES)
+@pytest.mark.parametrize("name", CHECKED)
 def test_permutation_invariance(name):
     z, y = batch("unsorted", 4)
     # Sohn's one-pair-per-class N-pair picks its pairs by batch order (documented); its all-pairs form does not
@@ -572,14 +639,18 @@ def test_no_positive_pair_is_a_zero_that_backpropagates(name, hp):
         assert bool(out.has_positives)  # every sample's class proxy is its positive
         return
     assert not bool(out.has_positives)
-    if name == "contrastive":  # negative pairs still count (documented)
+    if name in ("contrastive", "multisimilarity"):  # negative pairs still count (documented)
         assert int(out.n_terms) == len(y) * (len(y) - 1)
+        if name == "multisimilarity":  # every anchor's negative part, averaged over the batch
+            per, _ = ref_multisimilarity(z.detach(), y.tolist())
+            close(out.loss.detach(), per.mean())
+            assert float(out.loss.detach()) > 0.0 and bool((z.grad != 0).any())
         return
     assert float(out.loss.detach()) == 0.0 and int(out.n_terms) == 0
     assert out.loss.requires_grad and torch.equal(z.grad, torch.zeros_like(z))
 
 
-@pytest.mark.parametrize("name", LOSSES)
+@pytest.mark.parametrize("name", CHECKED)
 @pytest.mark.parametrize("labels", [[0], [1, 1, 1, 1]])
 def test_degenerate_batches(name, labels):
     """One sample; one class only (no negatives): finite, backpropagates."""
@@ -606,7 +677,7 @@ def test_output_types_and_determinism(name, hp):
         a.loss = a.loss  # frozen
 
 
-@pytest.mark.parametrize("name", LOSSES)
+@pytest.mark.parametrize("name", CHECKED)
 def test_float32_input_with_default_module(name):
     """The head gives float32, L2-normalised embeddings; modules are built in float32."""
     z = F.normalize(torch.randn(16, 8, dtype=torch.float32), dim=1).requires_grad_(True)
@@ -628,12 +699,13 @@ DOCUMENTED_DEFAULTS = {
     "arcface": {"scale": 64.0, "margin": 0.5},
     "scl": {"temperature": 0.1, "normalize": True},
     "ccl": {"temperature": 0.1, "margin": 0.2, "center_weight": 1.0, "center_update": "gradient", "momentum": 0.9},
+    "multisimilarity": MULTISIMILARITY_DEFAULTS,
 }
 
 
-@pytest.mark.parametrize("name", LOSSES)
+@pytest.mark.parametrize("name", CHECKED)
 def test_loss_hyperparameters_are_the_documented_defaults(name):
-    assert set(DOCUMENTED_DEFAULTS) == set(LOSSES)
+    assert set(DOCUMENTED_DEFAULTS) == set(CHECKED)
     expect = DOCUMENTED_DEFAULTS[name] | {"check_inputs": True}  # sizes of proxy losses are not hyperparameters
     assert loss_hyperparameters(name) == expect
     key = next(iter(expect))
@@ -755,6 +827,9 @@ BAD_HYPERPARAMETERS = [
     ("ccl", "center_weight", [-1.0], "center_weight must be a non-negative finite number"),
     ("ccl", "center_update", ["wen"], "center_update must be one of"),
     ("ccl", "momentum", [1.0, -0.1, "0.5"], "momentum must lie in [0, 1)"),
+    ("multisimilarity", "alpha", [0, -2.0, math.inf], "alpha must be a positive finite number"),
+    ("multisimilarity", "beta", [0, math.nan, "50"], "beta must be a positive finite number"),
+    ("multisimilarity", "base", [math.nan, math.inf, "0.5", True], "base must be a finite number"),
 ]
 
 
@@ -769,7 +844,8 @@ def test_bad_hyperparameters_are_named(name, param, values, message):
     "name,hp",
     [("contrastive", {"margin": 0, "pos_margin": 0}), ("triplet", {"margin": 0}), ("arcface", {"margin": 0}),
      ("arcface", {"margin": 1.5}),  # just below pi/2
-     ("ccl", {"margin": 0, "center_weight": 0, "center_update": "ema", "momentum": 0})],
+     ("ccl", {"margin": 0, "center_weight": 0, "center_update": "ema", "momentum": 0}),
+     ("multisimilarity", {"base": -1.0}), ("multisimilarity", {"alpha": 1e-3, "beta": 1e-3, "base": 0})],
 )
 def test_hyperparameters_at_the_lower_bound_are_accepted(name, hp):
     z, y = batch("pairs_and_singleton", 0)
@@ -785,7 +861,7 @@ def test_proxy_sizes_must_be_positive_ints(name, bad):
             make_loss(name, **{key: bad, other: 4})
 
 
-@pytest.mark.parametrize("name", LOSSES)
+@pytest.mark.parametrize("name", CHECKED)
 def test_every_loss_checks_its_input_by_default(name):
     z = torch.randn(4, DIM, dtype=F64)
     z[1, 2] = math.nan
@@ -834,7 +910,7 @@ def test_semihard_triplet_equals_naive_cube(seed):
 # ---------------------------------------------------------------- the front door (PML-shaped calls)
 
 
-@pytest.mark.parametrize("name", LOSSES)
+@pytest.mark.parametrize("name", CHECKED)
 def test_returns_the_loss_tensor_and_keeps_the_detached_output_as_last(name):
     z, y = batch("unsorted", 0)
     loss_fn = build(name)
@@ -848,7 +924,7 @@ def test_returns_the_loss_tensor_and_keeps_the_detached_output_as_last(name):
     assert torch.isfinite(z.grad).all()
 
 
-@pytest.mark.parametrize("name", LOSSES)
+@pytest.mark.parametrize("name", CHECKED)
 @pytest.mark.parametrize("dtype", [torch.int8, torch.uint8, torch.int32, torch.int64])
 def test_any_integer_label_dtype_gives_the_same_loss(name, dtype):
     z, y = batch("unsorted", 1)
@@ -858,7 +934,7 @@ def test_any_integer_label_dtype_gives_the_same_loss(name, dtype):
     assert torch.equal(loss_fn(z, y.numpy()).detach(), expected)  # NumPy labels as well
 
 
-@pytest.mark.parametrize("name", LOSSES)
+@pytest.mark.parametrize("name", CHECKED)
 def test_empty_batch_is_a_zero_that_backpropagates(name):
     z = torch.zeros(0, DIM, dtype=F64, requires_grad=True)
     out = run(build(name), z, torch.zeros(0, dtype=torch.long))

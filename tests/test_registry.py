@@ -54,6 +54,20 @@ def test_every_loss_class_is_registered_and_variants_derive_from_their_loss():
     assert registry.VARIANTS["npair_groups"] == "npair"
 
 
+def test_the_baseline_is_registered_but_neither_a_paper_loss_nor_a_variant_nor_in_a_default_list():
+    from vgcore.config import DEMO_VARIANTS, PROFILES
+    from vgcore.losses import LOSSES
+    from vgcore.tuning import BASELINE
+
+    assert registry.BASELINES == ("multisimilarity",) == (BASELINE,)
+    assert set(registry.BASELINES) <= set(registry.names("loss"))
+    assert not set(registry.BASELINES) & (set(registry.PAPER_LOSSES) | set(registry.VARIANTS) | set(registry.VARIANTS.values()))
+    assert set(registry.names("loss")) == {*registry.PAPER_LOSSES, *registry.VARIANTS, *registry.BASELINES}
+    assert LOSSES == registry.PAPER_LOSSES
+    for name, profile in PROFILES.items():  # the paper's seven (the demo: and its four variants), never the baseline
+        assert profile.losses in (registry.PAPER_LOSSES, (*registry.PAPER_LOSSES, *DEMO_VARIANTS)), name
+
+
 @pytest.mark.parametrize(("package", "kind", "spec_type"), [
     ("vgcore.data", "dataset", DatasetSpec), ("vgcore.features", "backbone", Backbone)])
 def test_every_module_with_a_spec_is_registered_under_its_name(package, kind, spec_type):

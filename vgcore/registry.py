@@ -4,7 +4,7 @@ Each entry maps a public name to ``"module:attribute"``. Adding a loss, a datase
 one new file plus one line here; ``tests/test_registry.py`` checks that every line resolves and
 that every implementation in the packages is registered.
 
-    >>> registry.names("loss")[:7]               # the paper's seven, then the named variants
+    >>> registry.names("loss")[:7]               # the paper's seven, then the named variants and the baseline
     ('contrastive', 'triplet', 'npair', 'infonce', 'arcface', 'scl', 'ccl')
     >>> registry.load("loss", "triplet")          # imports vgcore.losses.triplet (and torch)
     <class 'vgcore.losses.triplet.TripletLoss'>
@@ -30,15 +30,20 @@ LOSSES: dict[str, str] = {
     "triplet_facenet": "vgcore.losses.triplet:TripletFaceNetLoss",
     "ccl_ema": "vgcore.losses.ccl:CenterContrastiveEMALoss",
     "npair_groups": "vgcore.losses.npair:NPairGroupsLoss",
+    "multisimilarity": "vgcore.losses.multisimilarity:MultiSimilarityLoss",
 }
 """Loss name -> its ``nn.Module`` class (``vgcore.losses``): the paper's seven in its order, then the
-named variants."""
+named variants, then the baselines."""
 
 VARIANTS: dict[str, str] = {"npair_all": "npair", "triplet_semihard": "triplet", "triplet_facenet": "triplet",
                             "ccl_ema": "ccl", "npair_groups": "npair"}
 """Variant name -> the paper's loss it is a variant of (run beside it; see PROTOCOL.md "Losses")."""
 
-PAPER_LOSSES: tuple[str, ...] = tuple(name for name in LOSSES if name not in VARIANTS)
+BASELINES: tuple[str, ...] = ("multisimilarity",)
+"""Losses that are neither the paper's nor a variant of one: the fair comparison's tuned baseline,
+pytorch-metric-learning's Multi-Similarity loss (PROTOCOL.md, "Fair comparison", "Equal tuning")."""
+
+PAPER_LOSSES: tuple[str, ...] = tuple(name for name in LOSSES if name not in VARIANTS and name not in BASELINES)
 """The seven losses of the paper."""
 
 DATASETS: dict[str, str] = {

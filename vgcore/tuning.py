@@ -57,7 +57,9 @@ LR_AXIS = Axis("lr", 1e-4, 3e-2, log=True)
 """The learning rate (Adam), tuned per loss: log-uniform in [1e-4, 3e-2] (PROTOCOL.md, Equal tuning)."""
 
 BASELINE = "multisimilarity"
-"""The tuned baseline: pytorch-metric-learning's ``MultiSimilarityLoss`` (not a registry loss)."""
+"""The tuned baseline: the Multi-Similarity loss, pytorch-metric-learning's ``MultiSimilarityLoss``
+function, registered as vgcore's ``multisimilarity`` (``registry.BASELINES``; not one of the paper's
+losses, not a variant)."""
 
 _PAPER_AXES: dict[str, Axis] = {
     "contrastive": Axis("margin", 0.2, 1.6, log=False),

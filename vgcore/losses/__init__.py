@@ -17,8 +17,9 @@ setting the ``check_inputs`` attribute of a loss module; a miner's ``indices_tup
 (npair's one-pair-per-class mode sizes its problem from it).
 
 One file per loss (``contrastive``, ``triplet``, ``npair``, ``infonce``, ``arcface``, ``scl``,
-``ccl``), the shared B x B machinery in :mod:`vgcore.losses.pairwise`, the output type and base
-classes in :mod:`vgcore.losses.base`; names are registered in :mod:`vgcore.registry`. Formulas,
+``ccl``, and ``multisimilarity``, the fair comparison's tuned baseline, which is not one of the
+paper's losses), the shared B x B machinery in :mod:`vgcore.losses.pairwise`, the output type and
+base classes in :mod:`vgcore.losses.base`; names are registered in :mod:`vgcore.registry`. Formulas,
 defaults and their sources, and the mapping to pytorch-metric-learning (PML) are in PROTOCOL.md,
 section "Losses".
 """
@@ -36,6 +37,7 @@ from vgcore.losses.base import Batch, LossOutput, MetricLoss, ProxyLoss, validat
 from vgcore.losses.ccl import CenterContrastiveEMALoss, CenterContrastiveLoss
 from vgcore.losses.contrastive import ContrastiveLoss
 from vgcore.losses.infonce import InfoNCELoss
+from vgcore.losses.multisimilarity import MultiSimilarityLoss
 from vgcore.losses.npair import NPairAllPairsLoss, NPairGroupsLoss, NPairLoss
 from vgcore.losses.scl import SupConLoss
 from vgcore.losses.triplet import TripletFaceNetLoss, TripletLoss, TripletSemiHardLoss
@@ -61,10 +63,12 @@ __all__ = [
     "TripletFaceNetLoss",
     "CenterContrastiveEMALoss",
     "NPairGroupsLoss",
+    "MultiSimilarityLoss",
 ]
 
 LOSSES: tuple[str, ...] = registry.PAPER_LOSSES
-"""The paper's seven losses; ``registry.names("loss")`` adds the named variants."""
+"""The paper's seven losses; ``registry.names("loss")`` adds the named variants and the baseline
+(``registry.BASELINES``: ``multisimilarity``)."""
 
 _SHAPE_ARGS = ("num_classes", "embedding_dim")
 
@@ -85,7 +89,8 @@ def loss_hyperparameters(name: str, **hparams: Any) -> dict[str, Any]:
 
 
 def make_loss(name: str, num_classes: int | None = None, embedding_dim: int | None = None, **hparams) -> nn.Module:
-    """Build loss ``name`` (one of :data:`LOSSES`) with its documented defaults.
+    """Build loss ``name`` (one of ``registry.names("loss")``: :data:`LOSSES`, the named variants,
+    the baseline) with its documented defaults.
 
     ``num_classes`` and ``embedding_dim`` are required by the proxy losses (arcface, ccl) and
     ignored by the others, so a training loop may pass them for every loss. Any other keyword is a
