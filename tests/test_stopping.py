@@ -228,3 +228,45 @@ def test_a_run_with_a_data_seed_trains_on_other_rows(tmp_path):
                       cache_dir=tmp_path / "cache", progress=False) for d in (0, 1)]
     val = [r.epochs[r.epochs["split"] == results.PROGRESS + "validation"]["recall@1"].to_numpy() for r in runs]
     assert not np.array_equal(val[0], val[1])
+
+
+# --- validation: class-disjoint, and as the evaluation of a tuning trial ------------------------------
+
+def test_a_class_disjoint_split_holds_out_every_4th_class_whole():
+    y = torch.tensor([5, 1, 9, 3, 1, 7, 5, 11, 13, 15, 17, 19, 3, 21, 23])
+    x = torch.arange(len(y)).float().unsqueeze(1)
+    (kept, held) = split_off(x, y, 0, by_class=True)
+    classes = sorted(set(y.tolist()))  # 1 3 5 7 9 11 13 15 17 19 21 23
+    assert set(held[1].tolist()) == {classes[0], classes[4], classes[8]}  # 1, 9, 17
+    assert set(held[1].tolist()).isdisjoint(kept[1].tolist())
+    assert held[0].flatten().tolist() == [i for i, c in enumerate(y.tolist()) if c in (1, 9, 17)]  # every row, in order
+    with pytest.raises(ValueError, match="whole classes"):
+        split_off(x, y, 3, by_class=True)
+    with pytest.raises(ValueError, match="at least 8"):
+        split_off(x[:5], y[:5], 0, by_class=True)
+    with pytest.raises(ValueError, match="val_size=0"):
+        SMOKE.config("synthetic", "triplet", 0, val_split="classes", val_size=10)
+
+
+def test_a_run_evaluated_on_validation_never_reads_the_test_split_and_runs_no_kmeans(tmp_path, monkeypatch):
+    config = SMOKE.config("synthetic", "triplet", 0, epochs=2, val_split="classes", patience=1,
+                          eval_split="validation", dataset_options={"n_fine_per_super": 8})  # 12 training classes
+    real = train.loop.load_features
+
+    def train_only(config, split, *args, **kwargs):
+        assert split == "train", f"the {split} split was read"
+        return real(config, split, *args, **kwargs)
+
+    monkeypatch.setattr(train.loop, "load_features", train_only)
+    res = train.run(config, tmp_path / "run", cache_dir=tmp_path / "cache", progress=False)
+    assert set(res.epochs["split"]) == {"validation", "train_subset", results.PROGRESS + "validation",
+                                        results.PROGRESS + "train_subset"}
+    assert math.isnan(res.summary["final"]["nmi"]) and not math.isnan(res.summary["final"]["map@r"])
+    # its validation rows are whole held-out classes, the ones the training never saw
+    x, y = real(config, "train", cache_dir=tmp_path / "cache", progress=False)
+    (_, y_kept), (_, y_held) = split_off(x, y, 0, by_class=True)
+    embedded = np.load(res.path / "embeddings.npz")["y"]
+    assert sorted(set(embedded.tolist())) == sorted(set(y_held.tolist()))
+    assert set(embedded.tolist()).isdisjoint(y_kept.tolist())
+    with pytest.raises(ValueError, match="held out"):
+        SMOKE.config("synthetic", "triplet", 0, eval_split="validation")

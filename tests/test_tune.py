@@ -36,6 +36,8 @@ def test_every_trial_of_every_loss_is_trained_and_scored_at_its_best_checkpoint(
         summary = results.read_summary(tune.trial_dir(root, config, row["trial"]))
         assert summary["config_hash"] == config.config_hash()
         assert row["map@r"] == summary["stopping"]["best_val_map@r"]
+        # scored on validation only: the test split is never evaluated and no k-means runs
+        assert summary["config"]["eval_split"] == "validation" and np.isnan(summary["final"]["nmi"])
     # the same Sobol points for every loss: each loss's learning rates are the same list
     lrs = frame.groupby("loss")["lr"].apply(list)
     assert lrs["triplet"] == lrs["scl"]
@@ -120,8 +122,11 @@ def test_the_fair_profile_follows_the_protocol_rules():
     fair = get_profile("fair")
     assert fair.redraw_data and fair.tuned and fair.seeds == (0, 1, 2, 3, 4)
     assert "npair_groups" in fair.losses and set(fair.losses) <= set(tuning.SEARCH_SPACE)
-    for dataset, n_classes in (("fashionmnist", 10), ("synthetic", 50)):  # training classes
+    # FashionMNIST: 10 classes, 2,000 validation rows; synthetic: its 50 training classes less every 4th,
+    # held out for validation because its test classes are unseen
+    for dataset, n_classes, validation in (("fashionmnist", 10, (2000, "rows")), ("synthetic", 37, (0, "classes"))):
         c = fair.config(dataset, "triplet", 3)
         p, k = pk_shape(n_classes, 256)
         assert (c.sampler, c.batch_size, c.samples_per_class) == ("pk", p * k, k)
-        assert (c.patience, c.min_delta, c.epochs, c.val_size, c.data_seed) == (5, 0.001, 40, 2000, 3)
+        assert (c.patience, c.min_delta, c.epochs, c.data_seed) == (5, 0.001, 40, 3)
+        assert (c.val_size, c.val_split) == validation

@@ -29,7 +29,10 @@ later (``npair_groups``) runs on request (``python -m vgcore run --loss npair_gr
 HEADS = ("linear", "mlp")  # vgcore.train.head.ProjectionHead
 SAMPLERS = ("random", "pk")  # vgcore.train.samplers.batch_indices
 DEVICES = ("cpu", "cuda", "auto")  # vgcore.device.resolve_device
-EVAL_SPLITS = ("test", "train")  # vgcore.data.base.SPLITS
+EVAL_SPLITS = ("test", "train", "validation")
+"""vgcore.data.base.SPLITS, and ``validation``: the rows held out of the training split (a tuning
+trial's evaluation: the test split is never read, and no k-means runs)."""
+VAL_SPLITS = ("rows", "classes")  # vgcore.train.samplers.split_off
 CELL_KEYS = ("profile", "dataset", "loss", "seed")
 """What a run is a cell of; chosen with --profile/--dataset/--loss/--seed, never as key=value overrides."""
 
@@ -63,6 +66,7 @@ class RunConfig:
     train_size: int | None = None
     eval_size: int | None = None
     val_size: int = 0
+    val_split: str = "rows"
     data_seed: int | None = None
     patience: int = 0
     min_delta: float = 0.001
@@ -103,9 +107,16 @@ class RunConfig:
         if not isinstance(self.patience, int) or isinstance(self.patience, bool) or self.patience < 0:
             raise ValueError(f"patience must be 0 (train all epochs) or a positive number of epochs without a "
                              f"validation MAP@R gain, got {self.patience!r}")
-        if self.patience and not self.val_size:
+        _check_choice("val_split", self.val_split, VAL_SPLITS)
+        if self.val_split == "classes" and self.val_size:
+            raise ValueError(f"val_split 'classes' holds out whole classes (every 4th training class), not "
+                             f"val_size rows: set val_size=0 (got {self.val_size})")
+        if self.patience and not self.has_validation:
             raise ValueError("patience stops a run on its validation MAP@R, which needs a validation split: set "
-                             "val_size (e.g. val_size=2000) or patience=0")
+                             "val_size (e.g. val_size=2000) or val_split=classes, or patience=0")
+        if self.eval_split == "validation" and not self.has_validation:
+            raise ValueError("eval_split 'validation' evaluates the rows held out of the training split: set "
+                             "val_size (e.g. val_size=2000) or val_split=classes")
         if not _is_real(self.min_delta) or not self.min_delta >= 0:
             raise ValueError(f"min_delta must be a number >= 0 (the MAP@R gain that counts as an improvement, "
                              f"e.g. 0.001), got {self.min_delta!r}")
@@ -142,6 +153,12 @@ class RunConfig:
         # dataset that is a user's file is checked now too, and its content digest recorded
         _check_options(self)
 
+    @property
+    def has_validation(self) -> bool:
+        """Whether the run holds a validation split out of its training split (``val_size`` rows, or
+        whole classes with ``val_split="classes"``)."""
+        return self.val_size > 0 or self.val_split == "classes"
+
     def to_dict(self) -> dict[str, Any]:
         """Every field, except a field of :data:`LATER_FIELDS` at its default (see there)."""
         return {k: v for k, v in dataclasses.asdict(self).items()
@@ -168,7 +185,8 @@ class RunConfig:
         return cls(**values)
 
 
-LATER_FIELDS: dict[str, Any] = {"data_seed": None, "patience": 0, "min_delta": 0.001, "probes": False}
+LATER_FIELDS: dict[str, Any] = {"data_seed": None, "patience": 0, "min_delta": 0.001, "probes": False,
+                                "val_split": "rows"}
 """Fields added after runs were committed, with the default that reproduces what those runs did
 (fixed data draws, a fixed number of epochs). :meth:`RunConfig.to_dict` leaves such a field out
 while it holds that default, so a run made before the field existed keeps its config, its
@@ -347,12 +365,13 @@ PROFILES: dict[str, Profile] = {
             "FashionMNIST and synthetic sets, the seven losses, grouped N-pair and the tuned Multi-Similarity baseline, 5 seeds"
         ),
         datasets={
-            # P x K = pk_shape(C, 256) of the training classes: FashionMNIST's 10, 24 each (240 a batch); the
-            # synthetic set trains on 50 of its 100 classes (the other 50 are the unseen test classes), 4 each
+            # P x K = pk_shape(C, 256) of the classes trained on: FashionMNIST's 10, 24 each (240 a batch); the
+            # synthetic set's test classes are unseen, so its validation holds out every 4th of its 50 training
+            # classes (class-disjoint) and 37 remain, 6 each (222 a batch)
             "fashionmnist": {"backbone": "efficientnet_lite0", "backbone_options": {"resolution": 48},
                              "train_size": 20000, "eval_size": 5000, "batch_size": 240, "samples_per_class": 24},
             "synthetic": {"backbone": "pixels", "dataset_options": _DEMO_SYNTHETIC["dataset_options"],
-                          "batch_size": 200, "samples_per_class": 4},
+                          "val_size": 0, "val_split": "classes", "batch_size": 222, "samples_per_class": 6},
         },
         losses=(*LOSSES, "npair_groups", "multisimilarity"),
         seeds=(0, 1, 2, 3, 4),

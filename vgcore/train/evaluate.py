@@ -32,12 +32,13 @@ def embed(head: nn.Module, x: Tensor, batch_size: int = 8192) -> Tensor:
     return z
 
 
-def evaluate(z: Tensor, y: Tensor, coarse: Tensor | None = None, *, full: bool = True) -> dict[str, float]:
+def evaluate(z: Tensor, y: Tensor, coarse: Tensor | None = None, *, full: bool = True,
+             nmi: bool = True) -> dict[str, float]:
     """VARIANCE, Recall@K and superclass metrics of embeddings `z` with labels `y` (and superclass
     labels `coarse`, where the dataset has them; NaN otherwise); with `full`, MAP@R, R-precision and
-    NMI too (NaN without)."""
+    NMI too (NaN without; NMI also NaN with ``nmi=False``, which skips its k-means)."""
     return {**variance(z, y),
-            **retrieval_metrics(z, y, ks=DEFAULT_KS, nmi=full, map_at_r=full, seed=KMEANS_SEED),
+            **retrieval_metrics(z, y, ks=DEFAULT_KS, nmi=full and nmi, map_at_r=full, seed=KMEANS_SEED),
             **superclass_metrics(z, y, coarse)}
 
 
@@ -58,9 +59,9 @@ def stopping_metrics(z: Tensor, y: Tensor, coarse: Tensor | None = None) -> dict
 
 
 def evaluate_splits(head: nn.Module, splits: dict[str, tuple[Tensor, Tensor, Tensor | None]], *,
-                    full: bool = True, metrics=None) -> dict[str, dict[str, float]]:
+                    full: bool = True, nmi: bool = True, metrics=None) -> dict[str, dict[str, float]]:
     """``{split: metrics}`` of the head's embeddings of each ``(x, y, coarse)``, in the order given;
-    ``metrics(z, y, coarse)`` (default :func:`evaluate` with ``full``) computes them."""
+    ``metrics(z, y, coarse)`` (default :func:`evaluate` with ``full`` and ``nmi``) computes them."""
     if metrics is None:
-        return {name: evaluate(embed(head, x), y, coarse, full=full) for name, (x, y, coarse) in splits.items()}
+        return {name: evaluate(embed(head, x), y, coarse, full=full, nmi=nmi) for name, (x, y, coarse) in splits.items()}
     return {name: metrics(embed(head, x), y, coarse) for name, (x, y, coarse) in splits.items()}

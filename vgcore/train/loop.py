@@ -133,8 +133,9 @@ def run_group(configs: Sequence, out_dirs: Sequence, *, data_root=None, cache_di
     check_available(config.dataset, data_root, download=config.dataset_options.get("download", True))
     train_data = (*load_features(config, "train", data_root, cache_dir, progress),
                   load_coarse_labels(config, "train", data_root))
-    eval_data = (*load_features(config, config.eval_split, data_root, cache_dir, progress),
-                 load_coarse_labels(config, config.eval_split, data_root))
+    eval_data = None if config.eval_split == "validation" else (  # the held-out rows: the test split is not read
+        *load_features(config, config.eval_split, data_root, cache_dir, progress),
+        load_coarse_labels(config, config.eval_split, data_root))
     return fit(configs, out_dirs, train_data, eval_data, progress=progress, skip_current=skip_current,
                lock_timeout=lock_timeout, cuda_graph=cuda_graph)
 
@@ -163,9 +164,10 @@ def fit(configs: Sequence, out_dirs: Sequence, train_data: tuple, eval_data: tup
     config = configs[0]  # what the group shares
     device = resolve_device(config.device)
     x_all, y_all, c_all = _triple(train_data)
-    (x_train, y_train, c_train), held = split_off(x_all, y_all, config.val_size, c_all, data_seed=config.data_seed)
+    (x_train, y_train, c_train), held = split_off(x_all, y_all, config.val_size, c_all, data_seed=config.data_seed,
+                                                  by_class=config.val_split == "classes")
     x_train, y_train, c_train = fixed_subset(x_train, y_train, config.train_size, c_train, data_seed=config.data_seed)
-    x_eval, y_eval, c_eval = _triple(eval_data)
+    x_eval, y_eval, c_eval = held if config.eval_split == "validation" else _triple(eval_data)
     x_eval, y_eval, c_eval = fixed_subset(x_eval, y_eval, config.eval_size, c_eval)
     x_train, y_train, x_eval, y_eval = (t.to(device) for t in (x_train, y_train, x_eval, y_eval))
     for split, x in (("train", x_train), (config.eval_split, x_eval)):
@@ -188,7 +190,8 @@ def fit(configs: Sequence, out_dirs: Sequence, train_data: tuple, eval_data: tup
     t_eval = time.perf_counter()
     try:  # step 0, the untrained heads: an eval split too small to evaluate fails here, before any write
         epoch_rows = [_epoch_rows(0, 0, float("nan"), m) + _epoch_rows(0, 0, float("nan"), p)
-                      for m, p in zip(_evaluate(learners, range(len(learners)), splits, config.full_eval_at(0)),
+                      for m, p in zip(_evaluate(learners, range(len(learners)), splits, config.full_eval_at(0),
+                                                nmi=config.eval_split != "validation"),
                                       _evaluate(learners, range(len(learners)), progress_splits, False, progress_metrics), strict=True)]
     except ValueError as err:
         raise ValueError(f"cannot evaluate {config.dataset}/{config.eval_split} (eval_size={config.eval_size}, "
@@ -259,6 +262,7 @@ def _train(configs, out_dirs, learners, training, x_train, y_train, x_eval, y_ev
             except Divergence as bad:
                 fail(j, bad)
 
+    nmi = config.eval_split != "validation"  # a tuning trial runs no k-means
     stoppers = {i: EarlyStopping(config.patience, config.min_delta) for i in training} if stop_split else {}
     out: dict[int, RunResult] = {}
 
@@ -292,7 +296,7 @@ def _train(configs, out_dirs, learners, training, x_train, y_train, x_eval, y_ev
         stopping = None
         if i in stoppers:
             stoppers[i].restore(learners[i].head)
-            final = _evaluate(learners, [i], splits, True)[0][config.eval_split]
+            final = _evaluate(learners, [i], splits, True, nmi=nmi)[0][config.eval_split]
             stopping = stoppers[i].record(epoch, stopped_by)
         steps_df, epochs_df = logs[i].frame(), pd.DataFrame(epoch_rows[i])
         results.write_tables(staging[i], steps_df, epochs_df)
@@ -339,7 +343,7 @@ def _train(configs, out_dirs, learners, training, x_train, y_train, x_eval, y_ev
             if epoch == 1 or epoch % config.eval_every == 0 or epoch == config.epochs:
                 t0 = time.perf_counter()
                 active = [training[j] for j in step.active]
-                metrics = _evaluate(learners, active, splits, config.full_eval_at(epoch))
+                metrics = _evaluate(learners, active, splits, config.full_eval_at(epoch), nmi=nmi)
                 t_eval += time.perf_counter() - t0
                 for i, m in zip(active, metrics, strict=True):
                     epoch_rows[i] += _epoch_rows(epoch, n_done, logs[i].epoch_mean("train_loss", epoch), m)
@@ -438,9 +442,9 @@ def _use_graph(cuda_graph: bool | None, device: torch.device, learners) -> bool:
     return possible
 
 
-def _evaluate(learners, active, splits, full: bool, metrics=None) -> list[dict[str, dict[str, float]]]:
+def _evaluate(learners, active, splits, full: bool, metrics=None, nmi: bool = True) -> list[dict[str, dict[str, float]]]:
     """``{split: metrics}`` of each active learner's head (evaluation never touches the batch stream)."""
-    return [evaluate_splits(learners[i].head, splits, full=full, metrics=metrics) for i in active]
+    return [evaluate_splits(learners[i].head, splits, full=full, nmi=nmi, metrics=metrics) for i in active]
 
 
 def _epoch_rows(epoch: int, step: int, train_loss: float, metrics: dict[str, dict[str, float]]) -> list[dict]:
@@ -482,7 +486,8 @@ def _summary(config, steps: pd.DataFrame, epochs: pd.DataFrame, timing: dict, *,
     (:meth:`vgcore.train.stopping.EarlyStopping.record`), kept under ``"stopping"``; ``probes``: the
     probe readings kept (``"probes"``: one record per probe batch and fraction)."""
     test = epochs[epochs["split"] == config.eval_split].sort_values("epoch")
-    val = epochs[epochs["split"] == results.PROGRESS + ("validation" if config.val_size else config.eval_split)].sort_values("step")
+    val = epochs[epochs["split"] == results.PROGRESS + ("validation" if config.has_validation else config.eval_split)
+                 ].sort_values("step")
     early = epochs[(epochs["split"] == results.PROGRESS + "train_subset") & (epochs["step"] == config.early_step)]
     probe = epochs[epochs["split"] == "train_subset"].set_index("epoch")["intra_var"]
     loss_by_epoch = steps.groupby("epoch")["train_loss"].mean()

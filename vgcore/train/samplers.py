@@ -119,17 +119,37 @@ VALIDATION_SEED = 1
 """Seed of the validation draw: fixed, not the run's seed, and not the training subset's (0)."""
 
 
-def split_off(x: Tensor, y: Tensor, size: int, *more: Tensor | None,
-              data_seed: int | None = None) -> tuple[tuple, tuple]:
-    """``(kept, held)``: `size` rows of `x`, `y` (and of each of `more`) held out, and the rest; each
-    part in its original order. ``size=0`` holds out nothing (``held`` is None). The draw's seed is
-    :data:`VALIDATION_SEED` when ``data_seed`` is None (it does not depend on the run's seed), else
-    :func:`draw_seed` of (``data_seed``, ``"validation"``)."""
-    if size == 0:
-        return (x, y, *more), None
-    if size >= len(y) - 1:
-        raise ValueError(f"val_size {size} leaves no training samples out of {len(y)}; lower val_size")
-    seed = VALIDATION_SEED if data_seed is None else draw_seed(data_seed, "validation")
-    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
-    held, kept = order[:size].sort().values, order[size:].sort().values
+VALIDATION_CLASS_STRIDE = 4
+"""A class-disjoint validation split holds out every 4th training class (PROTOCOL.md, Fair
+comparison, "Data and replication"), so that a set whose test classes are unseen is tuned on
+unseen classes too."""
+
+
+def split_off(x: Tensor, y: Tensor, size: int, *more: Tensor | None, data_seed: int | None = None,
+              by_class: bool = False) -> tuple[tuple, tuple]:
+    """``(kept, held)``: rows of `x`, `y` (and of each of `more`) held out, and the rest; each part
+    in its original order.
+
+    Rows (``by_class`` False): `size` rows drawn without replacement, with :data:`VALIDATION_SEED`
+    when ``data_seed`` is None (the draw does not depend on the run's seed), else with
+    :func:`draw_seed` of (``data_seed``, ``"validation"``); ``size=0`` holds out nothing (``held``
+    is None). Classes (``by_class`` True, `size` must be 0): every row of every
+    :data:`VALIDATION_CLASS_STRIDE`-th class present, in sorted label order from the first."""
+    if by_class:
+        if size:
+            raise ValueError(f"a class-disjoint split holds out whole classes, not {size} rows: pass size=0")
+        classes = torch.unique(y)
+        if classes.numel() < 2 * VALIDATION_CLASS_STRIDE:
+            raise ValueError(f"a class-disjoint validation split needs at least {2 * VALIDATION_CLASS_STRIDE} "
+                             f"training classes, the data has {classes.numel()}; use val_split=rows")
+        mask = torch.isin(y, classes[::VALIDATION_CLASS_STRIDE])
+        held, kept = torch.nonzero(mask).squeeze(1), torch.nonzero(~mask).squeeze(1)
+    else:
+        if size == 0:
+            return (x, y, *more), None
+        if size >= len(y) - 1:
+            raise ValueError(f"val_size {size} leaves no training samples out of {len(y)}; lower val_size")
+        seed = VALIDATION_SEED if data_seed is None else draw_seed(data_seed, "validation")
+        order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+        held, kept = order[:size].sort().values, order[size:].sort().values
     return tuple(tuple(None if t is None else t[i] for t in (x, y, *more)) for i in (kept, held))

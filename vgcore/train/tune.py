@@ -32,8 +32,10 @@ SCORE_COLUMNS = ("dataset", "loss", "trial", "seed", "lr", "param", "value", "ma
 
 def trial_configs(profile: Profile, dataset: str, loss: str, seed: int) -> list[RunConfig]:
     """One config per trial of `loss` (:func:`vgcore.tuning.trials`), the profile's cell otherwise,
-    without probe readings (a trial is only scored)."""
-    return [profile.config(dataset, loss, seed, lr=t["lr"], loss_params=t["loss_params"], probes=False)
+    evaluated on its validation split only (``eval_split="validation"``: the test split is never
+    read, no k-means runs) and without probe readings: a trial is only scored."""
+    return [profile.config(dataset, loss, seed, lr=t["lr"], loss_params=t["loss_params"], probes=False,
+                           eval_split="validation")
             for t in tuning.trials(loss)]
 
 
@@ -53,12 +55,12 @@ def tune(profile: Profile, root, *, datasets: Sequence[str] | None = None, losse
     losses = list(losses or profile.losses)
     groups = []
     for dataset in datasets:
+        if not profile.config(dataset, losses[0], seeds[0]).patience:
+            raise ValueError(f"profile {profile.name!r} trains {dataset} for a fixed number of epochs (patience 0): a "
+                             "trial is scored at its best validation checkpoint, so tuning needs patience > 0 and a "
+                             "validation split")
         for seed in seeds:
-            configs = [(c, k) for loss in losses for k, c in enumerate(trial_configs(profile, dataset, loss, seed))]
-            if not configs[0][0].patience:
-                raise ValueError(f"profile {profile.name!r} trains a fixed number of epochs (patience 0): a trial is "
-                                 "scored at its best validation checkpoint, so tuning needs patience > 0 and val_size")
-            groups.append(configs)
+            groups.append([(c, k) for loss in losses for k, c in enumerate(trial_configs(profile, dataset, loss, seed))])
     for configs in tqdm(groups, desc="tuning", disable=not progress):
         todo = [(c, k) for c, k in configs if not results.is_current(trial_dir(root, c, k), c.config_hash())]
         if not todo:
