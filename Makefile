@@ -13,7 +13,7 @@ PROFILE ?= smoke
 # optional subsets for demo/paper/figures, e.g. make demo LOSSES="triplet scl" SEEDS=0
 SELECT := $(if $(DATASETS),--datasets $(DATASETS)) $(if $(LOSSES),--losses $(LOSSES)) $(if $(SEEDS),--seeds $(SEEDS))
 
-.PHONY: help setup hooks test lint demo schedule paper figures restore sync-notebooks lab site site-notebooks data bench mutate lock repo clean
+.PHONY: help setup hooks test lint demo schedule fair paper figures restore sync-notebooks lab site site-notebooks data bench mutate lock repo clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -43,6 +43,12 @@ demo: $(STAMP) data  ## notebook build, demo profile (FashionMNIST + EfficientNe
 
 schedule: $(STAMP) data  ## notebook build, paper_schedule profile (the paper's lr 1e-4 / 100 epochs on the demo's FashionMNIST) -> figures/paper_schedule
 	$(BIN)/python -m vgcore figures --profile paper_schedule -j $(JOBS) $(SELECT)
+
+# The fair comparison (PROTOCOL.md, "Fair comparison"): the equal tuning first (trials under results/fair-tuning/,
+# the choice in vgcore/tuned/fair.json), then the notebook build of the tuned profile. Not yet built end to end.
+fair: $(STAMP) data  ## fair comparison: tune every loss equally, then the notebook build of the fair profile -> figures/fair
+	$(BIN)/python -m vgcore tune --profile fair $(if $(DATASETS),--datasets $(DATASETS)) $(if $(LOSSES),--losses $(LOSSES))
+	$(BIN)/python -m vgcore figures --profile fair -j $(JOBS) $(SELECT)
 
 paper: $(STAMP)  ## notebook build, paper profile (ViT-B/32, five datasets; needs internet, a GPU helps) -> figures/paper
 	$(BIN)/python -m vgcore paper -j $(JOBS) $(SELECT)

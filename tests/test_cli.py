@@ -68,3 +68,25 @@ def test_the_sweep_progress_names_each_loss_beside_its_recall():
 
     assert recall_postfix(["triplet"], [0.8123]) == "R@1 0.812"
     assert recall_postfix(["contrastive", "scl"], [0.5, 0.71234]) == "R@1 contrastive 0.500 · scl 0.712"
+
+
+def test_tune_refuses_a_profile_with_fixed_settings_and_writes_a_tuned_ones_choice(tmp_path, monkeypatch, capsys):
+    import dataclasses
+    import json
+
+    from vgcore import __main__ as cli
+    from vgcore import config as config_module
+
+    assert main(["tune", "--profile", "smoke", "--results", str(tmp_path)]) == 2
+    assert "not tuned" in capsys.readouterr().err
+    smoke = get_profile("smoke")
+    tuned = dataclasses.replace(smoke, tuned=True, settings={**smoke.settings, "epochs": 2, "val_size": 48,
+                                                             "patience": 1})
+    monkeypatch.setattr(cli, "get_profile", lambda name: tuned)
+    monkeypatch.setattr(config_module, "tuned_path", lambda name: tmp_path / f"{name}.json")
+    assert main(["tune", "--profile", "smoke", "--losses", "triplet", "--seeds", "100", "--results",
+                 str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    choice = json.loads((tmp_path / "smoke.json").read_text())["synthetic"]["triplet"]
+    assert f"trial {choice['trial']}: lr={choice['lr']:.3g}" in out and str(tmp_path / "smoke.json") in out
+    assert (tmp_path / "r" / "smoke-tuning" / "synthetic" / "triplet" / "trial0" / "seed100" / "summary.json").exists()

@@ -7,6 +7,7 @@ Examples::
     python -m vgcore sweep --profile demo                # resumes: complete runs are skipped
     python -m vgcore sweep --profile smoke --set loss_params.margin=0.3
     python -m vgcore sweep --features my.npz             # your features (profile custom) through the 7 losses
+    python -m vgcore tune --profile fair                 # the fair comparison's equal tuning (= first half of make fair)
     python -m vgcore diagnose my_embeddings.npz --features my.npz   # your embeddings beside those runs
     python -m vgcore sweep --profile smoke --tag margin0.3 --set loss_params.margin=0.3   # a variant, kept apart
     python -m vgcore demo -j 2                           # the notebook build (Snakemake): = make demo
@@ -109,6 +110,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_selection(p)
     _add_features(p)
     _add_paths(p)
+
+    t = sub.add_parser("tune", help="the fair comparison's equal tuning (PROTOCOL.md): every trial of every loss, "
+                       "trained fused per dataset x tuning seed to its own stop, scored on validation MAP@R; the "
+                       "choice per dataset and loss goes to vgcore/tuned/<profile>.json, which the profile reads")
+    t.add_argument("--profile", default="fair", help="a tuned profile (default: fair)")
+    t.add_argument("--datasets", nargs="+", default=None, help="subset of the profile's datasets")
+    t.add_argument("--losses", nargs="+", default=None, help="subset of the profile's losses")
+    t.add_argument("--seeds", nargs="+", type=int, default=None, help="tuning seeds (default: 100 101)")
+    t.add_argument("--results", default=DEFAULT_RESULTS, help="results root; trials go to <results>/<profile>-tuning/")
+    t.add_argument("--data-root", default=None, help="dataset root (default: $VGCORE_DATA or ./data)")
+    t.add_argument("--cache-dir", default=None, help="feature cache (default: $VGCORE_CACHE or ./cache)")
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
 
     d = sub.add_parser("diagnose", help="VARIANCE, retrieval and superclass structure of embeddings you trained, "
                        "beside the seven losses' runs on the same features")
@@ -271,6 +284,31 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tune(args: argparse.Namespace) -> int:
+    from vgcore import tuning
+    from vgcore.train import tune
+    from vgcore.workflow import selection
+
+    profile = get_profile(args.profile)
+    if not profile.tuned:
+        raise UserError(f"profile {profile.name!r} is not tuned (its settings are fixed); tune a profile whose "
+                        "settings come from its tuning: --profile fair")
+    datasets, losses, _ = selection(profile, args.datasets, args.losses, None)
+    seeds = tuple(args.seeds) if args.seeds else tuning.TUNING_SEEDS
+    frame = tune.tune(profile, args.results, datasets=datasets, losses=losses, seeds=seeds, data_root=args.data_root,
+                      cache_dir=args.cache_dir, progress=not args.quiet)
+    chosen = tune.picks(frame)
+    path = tune.write_tuned(profile, chosen)
+    for dataset, entries in chosen.items():
+        for loss, entry in entries.items():
+            params = ", ".join(f"{k}={v:.4g}" for k, v in entry["loss_params"].items())
+            print(f"{dataset:14s} {loss:18s} trial {entry['trial']}: lr={entry['lr']:.3g} {params}  "
+                  f"validation MAP@R {entry['val_map@r']:.4f}"
+                  + (f"  ({entry['unconverged']} tuning runs unconverged)" if entry["unconverged"] else ""))
+    print(f"tuned settings in {path}")
+    return 0
+
+
 def _diagnose(args: argparse.Namespace) -> int:
     from vgcore.report.diagnose import diagnose
 
@@ -420,7 +458,7 @@ def _lock(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"list": _list, "run": _run, "sweep": _sweep, "diagnose": _diagnose, "demo": _build, "paper": _build,
+COMMANDS = {"list": _list, "run": _run, "sweep": _sweep, "tune": _tune, "diagnose": _diagnose, "demo": _build, "paper": _build,
             "figures": _build, "execute": _execute, "index": _index, "snapshot": _snapshot, "notebooks": _notebooks,
             "repo": _repo, "lock": _lock}
 
