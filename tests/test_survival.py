@@ -1,0 +1,63 @@
+"""Which claims survive the fair comparison: the rule table by hand, the N-pair swap, the unconverged flag."""
+
+import itertools
+
+import pandas as pd
+import pytest
+
+from vgcore.report import claims as C
+from vgcore.report import survival as S
+
+
+def test_the_fate_of_a_claim_follows_the_protocol_rule_for_every_pair_of_verdicts():
+    verdicts = [*C.ORDER, C.NOT_CHECKED, S.NOT_JUDGED_UNCONVERGED]
+    positive = {C.SUPPORTED, C.SIGNIFICANT}
+    against = {C.NEGLIGIBLE, C.CONTRADICTED, C.CONTRADICTED_UNCERTAIN}
+    for paper, fair in itertools.product(verdicts, verdicts):
+        expected = ("survives" if paper in positive and fair in positive
+                    else "does not survive" if fair in against else "undecided")
+        assert S.survives(paper, fair) == expected, (paper, fair)
+    # the cases a reader asks about, spelled out
+    assert S.survives(C.SUPPORTED, C.SIGNIFICANT) == S.SURVIVES
+    assert S.survives(C.SUPPORTED, C.NEGLIGIBLE) == S.DOES_NOT_SURVIVE
+    assert S.survives(C.INCONCLUSIVE, C.SUPPORTED) == S.UNDECIDED  # never held under the paper's protocol
+    assert S.survives(C.SUPPORTED, S.NOT_JUDGED_UNCONVERGED) == S.UNDECIDED
+
+
+def test_survival_reads_the_side_by_side_table():
+    a = pd.DataFrame({"claim": ["x", "y", "z"], "dataset": "d", "verdict": [C.SUPPORTED, C.SUPPORTED, C.SIGNIFICANT]})
+    b = pd.DataFrame({"claim": ["x", "y"], "dataset": "d", "verdict": [C.SIGNIFICANT, C.CONTRADICTED]})
+    table = S.survival(C.compare_verdicts(a, b, ("demo", "fair")), "demo").set_index("claim")
+    assert table["survival"].to_dict() == {"x": S.SURVIVES, "y": S.DOES_NOT_SURVIVE, "z": S.UNDECIDED}
+
+
+def test_the_fair_claims_name_the_grouped_npair_and_change_nothing_else():
+    fair = S.fair_claims()
+    assert len(fair) == len(C.CLAIMS)
+    for old, new in zip(C.CLAIMS, fair, strict=True):
+        assert "npair" not in new.group + new.rest
+        assert new.group == tuple("npair_groups" if n == "npair" else n for n in old.group)
+        assert new.rest == tuple("npair_groups" if n == "npair" else n for n in old.rest)
+        assert (new.key, new.metric, new.higher, new.datasets) == (old.key, old.metric, old.higher, old.datasets)
+    assert any("npair" in c.group + c.rest for c in C.CLAIMS)  # the swap is not vacuous
+
+
+def test_a_claim_naming_a_loss_with_an_unconverged_run_is_not_judged_there():
+    claims = [C.Claim("a", "a", "recall@1", ("triplet",), ("scl",), True, "w"),
+              C.Claim("b", "b", "recall@1", ("infonce",), ("scl",), True, "w")]
+    summary = pd.DataFrame({"dataset": ["d", "d", "d", "e"], "loss": ["triplet", "scl", "infonce", "infonce"],
+                            "converged": [False, True, True, False]})
+    verdicts = pd.DataFrame({"claim": ["a", "b", "b"], "dataset": ["d", "d", "e"],
+                             "verdict": [C.SUPPORTED, C.SUPPORTED, C.NEGLIGIBLE], "note": ["", "", ""]})
+    out = S.mark_unconverged(verdicts, summary, claims)
+    assert out["verdict"].tolist() == [S.NOT_JUDGED_UNCONVERGED, C.SUPPORTED, S.NOT_JUDGED_UNCONVERGED]
+    assert "triplet" in out.loc[0, "note"] and "infonce" in out.loc[2, "note"]
+    assert verdicts["verdict"].tolist()[0] == C.SUPPORTED  # the input is left as it was
+    # runs with a fixed number of epochs carry no convergence flag: nothing is marked
+    assert S.mark_unconverged(verdicts, summary.drop(columns="converged"), claims).equals(verdicts)
+
+
+@pytest.mark.parametrize("flag", [[True, None], [True, float("nan")]])
+def test_a_run_without_a_flag_is_not_taken_for_unconverged(flag):
+    summary = pd.DataFrame({"dataset": ["d", "d"], "loss": ["triplet", "scl"], "converged": flag})
+    assert S.unconverged_losses(summary) == {}
