@@ -61,3 +61,42 @@ def test_a_claim_naming_a_loss_with_an_unconverged_run_is_not_judged_there():
 def test_a_run_without_a_flag_is_not_taken_for_unconverged(flag):
     summary = pd.DataFrame({"dataset": ["d", "d"], "loss": ["triplet", "scl"], "converged": flag})
     assert S.unconverged_losses(summary) == {}
+
+
+def _runs(values: dict[str, list[float]], metric: str, dataset: str) -> pd.DataFrame:
+    return pd.DataFrame([{"dataset": dataset, "loss": loss, "seed": s, metric: v, "converged": True}
+                         for loss, vals in values.items() for s, v in enumerate(vals)])
+
+
+def _learned(losses, dataset):
+    """An epochs table in which every loss learned (final test Recall@1 well above the untrained head's)."""
+    return pd.DataFrame([{"dataset": dataset, "loss": loss, "seed": s, "split": split, "epoch": e, "recall@1": r}
+                         for loss in losses for s in range(3)
+                         for split, e, r in (("test", 0, 0.2 + 0.01 * s), ("test", 5, 0.6 + 0.01 * s),
+                                             ("train_subset", 5, 1.0))])
+
+
+def test_the_fair_tables_judge_the_grouped_npair_flag_unconverged_runs_and_say_what_survives():
+    claim = next(c for c in C.CLAIMS if c.key == "npair_large_separation")
+    metric = claim.metric
+    losses = [*C.PAPER_LOSSES, "npair_groups"]
+    base = {x: [1.0, 1.01, 1.02] for x in losses}
+    # the grouped N-pair separates classes far more than the rest; Sohn's one-group reading does not
+    good = _runs({**base, "npair_groups": [2.0, 2.1, 2.2], "npair": [0.5, 0.6, 0.5]}, metric, "good")
+    slow = _runs({**base, "npair_groups": [2.0, 2.1, 2.2], "npair": [0.5, 0.6, 0.5]}, metric, "slow")
+    slow.loc[(slow["loss"] == "npair_groups") & (slow["seed"] == 1), "converged"] = False
+    summary = pd.concat([good, slow], ignore_index=True)
+    epochs = pd.concat([_learned(summary["loss"].unique(), d) for d in ("good", "slow")], ignore_index=True)
+    paper = pd.DataFrame({"claim": [claim.text, claim.text], "dataset": ["good", "slow"],
+                          "verdict": [C.SUPPORTED, C.SUPPORTED]})
+    out = S.fair_claims_tables(summary, epochs, {"demo": paper})
+    verdicts = out["claims"].set_index(["claim", "dataset"])["verdict"]
+    assert verdicts[("npair_large_separation", "good")] == C.SUPPORTED
+    assert verdicts[("npair_large_separation", "slow")] == S.NOT_JUDGED_UNCONVERGED
+    survival = out["survival"].set_index(["dataset", "protocol"])
+    assert survival.loc[("good", "demo"), "survival"] == S.SURVIVES
+    assert survival.loc[("slow", "demo"), "survival"] == S.UNDECIDED
+    assert list(out["survival"].columns) == list(S.SURVIVAL_COLUMNS)
+    row = out["variants"].set_index(["claim", "dataset"]).loc[("npair_large_separation", "good")]
+    assert row["variant"] == "npair_groups -> npair" and row["variant_verdict"] == C.CONTRADICTED
+    assert S.fair_claims_tables(summary, epochs)["survival"].empty

@@ -552,16 +552,18 @@ def _swap(names: tuple[str, ...], old: str, new: str) -> tuple[str, ...]:
 
 
 def variant_table(summary: pd.DataFrame, default: pd.DataFrame, datasets: Iterable[str] | None = None,
-                  learned: dict[str, set[str]] | None = None) -> pd.DataFrame:
+                  learned: dict[str, set[str]] | None = None, claims: Sequence[Claim] = CLAIMS,
+                  variants: dict[str, str] = VARIANTS) -> pd.DataFrame:
     """Which verdicts change when a loss is replaced by its named variant (e.g. ``npair_all`` for ``npair``).
 
-    ``default`` is :func:`check_claims`'s table for the same summary; rows for every (claim, dataset,
-    variant) whose variant runs exist, with both verdicts and ``changed``. ``learned`` gates the
-    variant's checks as :func:`check_claims` does (the variant must have learned too).
+    ``default`` is :func:`check_claims`'s table of ``claims`` for the same summary; rows for every
+    (claim, dataset, variant) whose variant runs exist, with both verdicts and ``changed``. ``learned``
+    gates the variant's checks as :func:`check_claims` does (the variant must have learned too).
+    ``variants``: variant -> the loss it replaces (default the registry's).
     """
     rows = []
     present = set(summary["loss"])
-    for variant, claim in variant_claims():
+    for variant, claim in variant_claims(claims, variants):
         if variant not in present:
             continue
         checked = check_claims(summary, [claim], datasets=datasets, learned=learned)
@@ -569,7 +571,7 @@ def variant_table(summary: pd.DataFrame, default: pd.DataFrame, datasets: Iterab
             base = default.loc[(default["claim"] == row["claim"]) & (default["dataset"] == row["dataset"]), "verdict"]
             if base.empty:
                 continue
-            rows.append({"claim": row["claim"], "dataset": row["dataset"], "variant": f"{VARIANTS[variant]} -> {variant}",
+            rows.append({"claim": row["claim"], "dataset": row["dataset"], "variant": f"{variants[variant]} -> {variant}",
                          "default_verdict": base.iloc[0], "variant_verdict": row["verdict"],
                          "changed": base.iloc[0] != row["verdict"], "variant_closest_pair": row["closest_pair"],
                          "variant_ci": _interval_text(row), "variant_smallest_effect": _effect_text(row)})

@@ -30,10 +30,20 @@ from vgcore.report.claims import (
     SIGNIFICANT,
     SUPPORTED,
     Claim,
+    check_claims,
+    compare_verdicts,
+    format_claims,
+    learned_gate,
+    learned_losses,
+    member_verdicts,
+    variant_table,
 )
 
 NOT_JUDGED_UNCONVERGED = "not judged: unconverged"
 GROUPED_NPAIR = "npair_groups"
+FAIR_VARIANTS = {"npair": GROUPED_NPAIR}
+"""The fair build's variant rows: Sohn's one-group N-pair in the place of the grouped one the claims name."""
+SURVIVAL_COLUMNS = ("claim", "dataset", "protocol", "paper_verdict", "fair_verdict", "changed", "survival")
 
 SURVIVES = "survives"
 DOES_NOT_SURVIVE = "does not survive"
@@ -89,3 +99,26 @@ def survival(compared: pd.DataFrame, paper: str, fair: str = "fair") -> pd.DataF
     out = compared.copy()
     out["survival"] = [survives(p, f) for p, f in zip(out[paper], out[fair], strict=True)]
     return out
+
+
+def fair_claims_tables(summary: pd.DataFrame, epochs: pd.DataFrame,
+                       paper: dict[str, pd.DataFrame] | None = None) -> dict[str, pd.DataFrame]:
+    """What the claims notebook reports for the fair build, from its collected runs.
+
+    As :func:`vgcore.report.claims.claims_tables` (``gate``, ``claims``, ``members``, ``variants``)
+    with :func:`fair_claims`, :func:`mark_unconverged` and Sohn's N-pair as the variant row, plus
+    ``survival``: for each paper-protocol profile of ``paper`` (name -> its formatted claims table,
+    ``tables/06_claims.csv``), each claim's verdict there beside the fair one and its
+    :func:`survival`, one row of :data:`SURVIVAL_COLUMNS`."""
+    gate = learned_gate(epochs)
+    learned = learned_losses(gate)
+    claims = fair_claims()
+    checked = mark_unconverged(check_claims(summary, claims, learned=learned), summary, claims)
+    rows = [survival(compare_verdicts(table, format_claims(checked), (name, "fair")), name)
+            .rename(columns={name: "paper_verdict", "fair": "fair_verdict"}).assign(protocol=name)
+            for name, table in (paper or {}).items() if not table.empty]
+    table = (pd.concat(rows, ignore_index=True)[list(SURVIVAL_COLUMNS)] if rows
+             else pd.DataFrame(columns=list(SURVIVAL_COLUMNS)))
+    return {"gate": gate, "claims": checked, "members": member_verdicts(summary, claims, learned=learned),
+            "variants": variant_table(summary, checked, learned=learned, claims=claims, variants=FAIR_VARIANTS),
+            "survival": table}
