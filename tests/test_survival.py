@@ -100,3 +100,38 @@ def test_the_fair_tables_judge_the_grouped_npair_flag_unconverged_runs_and_say_w
     row = out["variants"].set_index(["claim", "dataset"]).loc[("npair_large_separation", "good")]
     assert row["variant"] == "npair_groups -> npair" and row["variant_verdict"] == C.CONTRADICTED
     assert S.fair_claims_tables(summary, epochs)["survival"].empty
+
+
+def test_a_verdict_that_flips_at_one_value_of_a_constant_holds_at_the_others():
+    from vgcore import tuning
+    from vgcore.report import sensitivity as V
+
+    claim = next(c for c in C.CLAIMS if c.key == "npair_large_separation")
+    metric = claim.metric
+    losses = [*C.PAPER_LOSSES, "npair_groups"]
+    own = _runs({**{x: [1.0, 1.01, 1.02] for x in losses}, "npair_groups": [2.0, 2.1, 2.2]}, metric, "d")
+    epochs = _learned(losses, "d")
+    moved = {}
+    for point in range(len(tuning.SENSITIVITY_POINTS)):
+        level = 0.4 if point == 4 else 2.0  # at its largest temperature the grouped N-pair separates less
+        moved[("npair_groups", point)] = (_runs({"npair_groups": [level, level + 0.1, level + 0.2]}, metric, "d"),
+                                          _learned(["npair_groups"], "d"))
+    table = V.sensitivity_verdicts(own, epochs, moved, claims=S.fair_claims([claim]))
+    assert table["point"].tolist() == [0, 1, 2, 3, 4]
+    assert (table["fair_verdict"] == C.SUPPORTED).all()
+    assert table["holds"].tolist() == [True, True, True, True, False]
+    assert table.loc[4, "verdict"] == C.CONTRADICTED
+    assert table["value"].tolist() == tuning.sensitivity_values("npair_groups")
+    share = V.stability(table).iloc[0]
+    assert (share["share_holds"], share["values"], share["param"]) == (0.8, 5, "temperature")
+    assert [V.verdict_class(v) for v in (C.SIGNIFICANT, C.NEGLIGIBLE, C.CONTRADICTED_UNCERTAIN, C.INCONCLUSIVE,
+                                         S.NOT_JUDGED_UNCONVERGED)] == ["for", "negligible", "against", "open", "open"]
+
+
+def test_the_sensitivity_values_span_each_axis_on_its_scale():
+    from vgcore import tuning
+
+    lin, log = tuning.sensitivity_values("contrastive"), tuning.sensitivity_values("arcface")
+    assert lin[0] == 0.2 and lin[-1] == 1.6 and lin[2] == pytest.approx((0.2 + 1.6) / 2, rel=1e-12)
+    assert log[0] == pytest.approx(8.0) and log[-1] == pytest.approx(64.0) and log[2] == pytest.approx((8.0 * 64.0) ** 0.5)
+    assert tuning.sensitivity_tag("arcface", 3) == "arcface-scale-k3"

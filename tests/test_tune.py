@@ -130,3 +130,25 @@ def test_the_fair_profile_follows_the_protocol_rules():
         assert (c.sampler, c.batch_size, c.samples_per_class) == ("pk", p * k, k)
         assert (c.patience, c.min_delta, c.epochs, c.data_seed) == (5, 0.001, 40, 3)
         assert (c.val_size, c.val_split) == validation
+
+
+def test_the_sensitivity_build_trains_each_value_of_a_constant_as_its_own_variant_fused(tmp_path, monkeypatch):
+    profile = small_profile()
+    pairs = tune.sensitivity_configs(profile, losses=("triplet",), seeds=(0,))
+    assert [t for t, _ in pairs] == [f"triplet-margin-k{k}" for k in range(5)]
+    assert [c.loss_params["margin"] for _, c in pairs] == tuning.sensitivity_values("triplet")
+    assert all(c.lr == profile.config("synthetic", "triplet", 0).lr for _, c in pairs)  # the tuned lr stays
+    groups = []
+    real = loop.run_group
+    monkeypatch.setattr(loop, "run_group", lambda configs, *a, **k: groups.append(len(configs)) or real(configs, *a, **k))
+    done = tune.sensitivity(profile, tmp_path, losses=("triplet",), seeds=(0,), cache_dir=tmp_path / "c",
+                            progress=False)
+    assert groups == [5] and not done.failures  # the five values of one dataset x seed train in one group
+    for (tag, config), path in zip(pairs, done.paths, strict=True):
+        assert path.parts[-5:-3] == ("variants", tag)
+        assert results.is_current(path, config.config_hash())
+    again = tune.sensitivity(profile, tmp_path, losses=("triplet",), seeds=(0,), cache_dir=tmp_path / "c",
+                             progress=False)
+    assert groups == [5] and again.paths == done.paths  # nothing retrained
+    with pytest.raises(ValueError, match="one tag, or one per config"):
+        loop.sweep([c for _, c in pairs], tmp_path, tag=["a", "b"])

@@ -161,3 +161,24 @@ def pick(scores: Mapping[int, Sequence[float]] | Any, trials: Sequence[Mapping[s
     best = max(round(means[t], SCORE_DECIMALS) for t in finite)
     tied = [t for t in finite if round(means[t], SCORE_DECIMALS) == best]
     return min(tied, key=lambda t: (float(trials[t]["lr"]), t))
+
+
+SENSITIVITY_POINTS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+"""Where on its tuning axis each loss's key constant is set in the sensitivity build (PROTOCOL.md, Fair
+comparison, "Sensitivity"): the two ends and three inner points, on the axis's own scale."""
+
+SENSITIVITY_SEEDS: tuple[int, ...] = (0, 1, 2)
+"""The reporting seeds the sensitivity build trains (PROTOCOL.md, "Sensitivity")."""
+
+
+def sensitivity_values(loss: str) -> list[float]:
+    """The values of `loss`'s key constant in the sensitivity build: :data:`SENSITIVITY_POINTS` on its
+    axis (:data:`SEARCH_SPACE`; a log axis spaces them evenly in the logarithm)."""
+    if loss not in SEARCH_SPACE:
+        raise ValueError(f"no tuning axis for loss {loss!r}; tunable: {', '.join(SEARCH_SPACE)}")
+    return [SEARCH_SPACE[loss].value(u) for u in SENSITIVITY_POINTS]
+
+
+def sensitivity_tag(loss: str, point: int) -> str:
+    """The variant folder of `loss`'s constant at its `point`-th sensitivity value: ``<loss>-<param>-k<point>``."""
+    return f"{loss}-{SEARCH_SPACE[loss].param}-k{point}"

@@ -383,9 +383,12 @@ def load_result(path) -> RunResult:
     return RunResult(Path(path), record["summary"], record["steps"], record["epochs"])
 
 
-def sweep(configs: Sequence, root, *, tag: str | None = None, data_root=None, cache_dir=None,
-          progress: bool = True, cuda_graph: bool | None = None) -> SweepResult:
+def sweep(configs: Sequence, root, *, tag: str | Sequence[str | None] | None = None, data_root=None,
+          cache_dir=None, progress: bool = True, cuda_graph: bool | None = None) -> SweepResult:
     """Run every config whose run directory (:func:`vgcore.results.run_dir`) is not current.
+
+    ``tag``: the variant folder's name for every config that differs from its profile, or one tag
+    per config (a list as long as ``configs``: e.g. one variant per value of a constant, still fused).
 
     Each config's variant is checked first (a tag reused with other settings stops the sweep before
     any training). Configs that share a batch stream (:func:`vgcore.config.group_key`: same dataset,
@@ -394,9 +397,12 @@ def sweep(configs: Sequence, root, *, tag: str | None = None, data_root=None, ca
     anything else) is recorded in its directory and in the result's `failures` (an error outside
     the loop fails its whole group), and the sweep goes on; KeyboardInterrupt stops it.
     """
-    paths = [results.run_dir(root, config, tag) for config in configs]
-    for config in configs:
-        results.check_variant(root, config, tag)
+    tags = list(tag) if isinstance(tag, list | tuple) else [tag] * len(configs)
+    if len(tags) != len(configs):
+        raise ValueError(f"give one tag, or one per config: got {len(tags)} tags for {len(configs)} configs")
+    paths = [results.run_dir(root, config, t) for config, t in zip(configs, tags, strict=True)]
+    for config, t in zip(configs, tags, strict=True):
+        results.check_variant(root, config, t)
     out = SweepResult(paths)
     groups: dict[str, list[int]] = {}
     for i, (config, path) in enumerate(zip(configs, paths, strict=True)):

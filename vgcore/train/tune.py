@@ -25,7 +25,7 @@ from vgcore import config as config_module
 from vgcore import results, tuning
 from vgcore.config import Profile, RunConfig
 from vgcore.io import atomic_write_json
-from vgcore.train.loop import TrainingDivergedError, run_group
+from vgcore.train.loop import SweepResult, TrainingDivergedError, run_group, sweep
 
 SCORE_COLUMNS = ("dataset", "loss", "trial", "seed", "lr", "param", "value", "map@r", "stopped_by", "stop_epoch")
 
@@ -117,3 +117,32 @@ def write_tuned(profile: Profile, chosen: dict[str, dict[str, dict]], path=None)
         current.setdefault(dataset, {}).update(losses)
     atomic_write_json(path, current)
     return path
+
+
+def sensitivity_configs(profile: Profile, *, datasets: Sequence[str] | None = None,
+                        losses: Sequence[str] | None = None,
+                        seeds: Sequence[int] = tuning.SENSITIVITY_SEEDS) -> list[tuple[str, RunConfig]]:
+    """``(tag, config)`` of every run of the sensitivity build (PROTOCOL.md, Fair comparison,
+    "Sensitivity"): each loss's key constant at :func:`vgcore.tuning.sensitivity_values`, everything
+    else the profile's (its tuned learning rate), on ``seeds``; the tag names the variant folder
+    (:func:`vgcore.tuning.sensitivity_tag`)."""
+    out = []
+    for dataset in datasets or profile.datasets:
+        for loss in losses or profile.losses:
+            param = tuning.SEARCH_SPACE[loss].param
+            for k, value in enumerate(tuning.sensitivity_values(loss)):
+                for seed in seeds:
+                    config = profile.config(dataset, loss, seed, loss_params={param: value})
+                    out.append((tuning.sensitivity_tag(loss, k), config))
+    return out
+
+
+def sensitivity(profile: Profile, root, *, datasets: Sequence[str] | None = None, losses: Sequence[str] | None = None,
+                seeds: Sequence[int] = tuning.SENSITIVITY_SEEDS, data_root=None, cache_dir=None,
+                progress: bool = True) -> SweepResult:
+    """Train every sensitivity run not yet current (each loss's values of a dataset x seed fused), as
+    variants of the profile (``<root>/<profile>/variants/<tag>/``); a value equal to the tuned one is
+    the profile's own run and is not trained twice."""
+    pairs = sensitivity_configs(profile, datasets=datasets, losses=losses, seeds=seeds)
+    return sweep([c for _, c in pairs], root, tag=[t for t, _ in pairs], data_root=data_root, cache_dir=cache_dir,
+                 progress=progress)

@@ -1,0 +1,91 @@
+"""Structure or constants? How each fair verdict fares when one loss's key constant moves
+(PROTOCOL.md, Fair comparison, "Sensitivity").
+
+For each loss L and each value of its constant (:func:`vgcore.tuning.sensitivity_values`), the fair
+runs of the sensitivity seeds are taken with L's runs replaced by those trained at that value, and
+every claim that names L is judged again by the same rules (:func:`vgcore.report.survival.fair_claims`,
+the learned-heads gate, the unconverged flag). A verdict *holds* at a value when it falls in the same
+class as the fair verdict on the same seeds (:func:`verdict_class`: for the claim, negligible, against
+it, or open). A claim whose verdicts hold across every value of its losses' constants comes from the
+losses' form; one that changes inside the range comes from the constants.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import pandas as pd
+
+from vgcore import tuning
+from vgcore.report.claims import (
+    CONTRADICTED,
+    CONTRADICTED_UNCERTAIN,
+    NEGLIGIBLE,
+    NOT_CHECKED,
+    SIGNIFICANT,
+    SUPPORTED,
+    Claim,
+    check_claims,
+    learned_gate,
+    learned_losses,
+)
+from vgcore.report.survival import fair_claims, mark_unconverged
+
+SENSITIVITY_COLUMNS = ("claim", "dataset", "loss", "param", "point", "value", "fair_verdict", "verdict", "holds")
+
+
+def verdict_class(verdict: str) -> str:
+    """``for`` (supported, significant), ``negligible``, ``against`` (contradicted, either size) or
+    ``open`` (inconclusive, not judged, not checked): the classes a verdict must stay in to hold."""
+    if verdict in (SUPPORTED, SIGNIFICANT):
+        return "for"
+    if verdict == NEGLIGIBLE:
+        return "negligible"
+    if verdict in (CONTRADICTED, CONTRADICTED_UNCERTAIN):
+        return "against"
+    return "open"
+
+
+def _verdicts(summary: pd.DataFrame, epochs: pd.DataFrame, claims: Sequence[Claim]) -> pd.DataFrame:
+    learned = learned_losses(learned_gate(epochs))
+    return mark_unconverged(check_claims(summary, claims, learned=learned), summary, claims)
+
+
+def sensitivity_verdicts(summary: pd.DataFrame, epochs: pd.DataFrame,
+                         moved: Mapping[tuple[str, int], tuple[pd.DataFrame, pd.DataFrame]],
+                         claims: Sequence[Claim] | None = None,
+                         seeds: Sequence[int] = tuning.SENSITIVITY_SEEDS) -> pd.DataFrame:
+    """One row of :data:`SENSITIVITY_COLUMNS` per claim, dataset, loss it names and constant value.
+
+    ``summary``/``epochs``: the fair build's own runs (collected tables); ``moved``: ``(loss, point)``
+    -> the ``(summary, epochs)`` of that loss's runs with its constant at the ``point``-th value.
+    Only ``seeds`` are used on both sides. ``fair_verdict`` is the verdict of the own runs on those
+    seeds; a claim not judged at a value reads "not checked" there."""
+    claims = list(claims if claims is not None else fair_claims())
+    own_s, own_e = summary[summary["seed"].isin(seeds)], epochs[epochs["seed"].isin(seeds)]
+    fair = _verdicts(own_s, own_e, claims).set_index(["claim", "dataset"])["verdict"]
+    rows = []
+    for (loss, point), (moved_s, moved_e) in sorted(moved.items()):
+        named = [c for c in claims if loss in c.group or loss in c.rest]
+        if not named:
+            continue
+        swap_s = pd.concat([own_s[own_s["loss"] != loss], moved_s[moved_s["seed"].isin(seeds)]], ignore_index=True)
+        swap_e = pd.concat([own_e[own_e["loss"] != loss], moved_e[moved_e["seed"].isin(seeds)]], ignore_index=True)
+        judged = _verdicts(swap_s, swap_e, named).set_index(["claim", "dataset"])["verdict"]
+        axis = tuning.SEARCH_SPACE[loss]
+        for claim in named:
+            for (key, dataset), base in fair.items():
+                if key != claim.key:
+                    continue
+                verdict = judged.get((key, dataset), NOT_CHECKED)
+                rows.append({"claim": key, "dataset": dataset, "loss": loss, "param": axis.param, "point": point,
+                             "value": tuning.sensitivity_values(loss)[point], "fair_verdict": base,
+                             "verdict": verdict, "holds": verdict_class(verdict) == verdict_class(base)})
+    return pd.DataFrame(rows, columns=list(SENSITIVITY_COLUMNS))
+
+
+def stability(table: pd.DataFrame) -> pd.DataFrame:
+    """Per claim, dataset and loss constant: the share of its values under which the fair verdict
+    holds (``share_holds``, 0-1) and the number of values (``values``)."""
+    grouped = table.groupby(["claim", "dataset", "loss", "param"], sort=False)["holds"]
+    return grouped.agg(share_holds="mean", values="size").reset_index()
