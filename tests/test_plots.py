@@ -100,6 +100,24 @@ def claims_table() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def survival_table() -> pd.DataFrame:
+    """A fair_claims_tables survival table: every claim on two datasets against demo and paper_schedule,
+    every verdict and fate present, some checks missing on a side."""
+    from vgcore.report.claims import CLAIMS, NOT_CHECKED, ORDER
+    from vgcore.report.survival import NOT_JUDGED_UNCONVERGED, survives
+
+    verdicts = [*ORDER, NOT_CHECKED, NOT_JUDGED_UNCONVERGED]
+    rows = []
+    for d in ("fashionmnist", "synthetic"):
+        for i, claim in enumerate(CLAIMS):
+            fair = verdicts[(i + 3) % len(verdicts)]
+            for k, protocol in enumerate(("demo", "paper_schedule")):
+                paper = verdicts[(i + k) % len(verdicts)]
+                rows.append({"claim": claim.text, "dataset": d, "protocol": protocol, "paper_verdict": paper,
+                             "fair_verdict": fair, "changed": paper != fair, "survival": survives(paper, fair)})
+    return pd.DataFrame(rows)
+
+
 def embeddings(datasets=DATASETS) -> dict:
     """dataset -> loss -> (z, y[, coarse]) as embeddings.npz stores them: 10 classes, and superclass sets."""
     rng = np.random.default_rng(0)
@@ -161,6 +179,7 @@ FIGURES = {
                                                              title="fashionmnist · efficientnet_lite0 features (PCA)",
                                                              class_names=FASHION, width=w),
     "claims_intervals": lambda w: plots.claims_intervals(claims_table(), width=w),
+    "survival_grid": lambda w: plots.survival_grid(survival_table(), width=w),
     "retrieval_gallery": lambda w: gallery.retrieval_gallery(*_gallery("fashionmnist"), width=w,
                                                              title="fashionmnist · seed 0: random queries"),
     "retrieval_gallery_stand_in": lambda w: gallery.retrieval_gallery(*_gallery("synthetic"), width=w,
@@ -697,3 +716,18 @@ def test_a_metric_whose_one_range_would_squeeze_a_dataset_keeps_a_range_per_data
     assert by_metric["Recall@1"][0] == by_metric["Recall@1"][1]
     assert any("own x range" in t for _, t, _ in [(None, x.get_text(), None) for x in fig.texts])
     plt.close(fig)
+
+
+def test_the_survival_grid_marks_each_paper_cell_with_the_claims_fate_and_colours_it_by_verdict():
+    table = survival_table()
+    fig = plots.survival_grid(table, width="page")
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    coloured = table[table["paper_verdict"].isin(plots.VERDICT_COLOURS)]
+    for fate, mark in plots.SURVIVAL_MARKS.items():
+        assert texts.count(mark) == int((coloured["survival"] == fate).sum()), fate
+    faces = [p.get_facecolor() for ax in fig.axes for p in ax.patches]
+    from matplotlib.colors import to_rgba
+
+    assert faces.count(to_rgba(plots.VERDICT_COLOURS["supported"])) == int(
+        (table["paper_verdict"] == "supported").sum() + (table.drop_duplicates(["claim", "dataset"])["fair_verdict"]
+                                                       == "supported").sum())

@@ -38,6 +38,7 @@ def test_every_trial_of_every_loss_is_trained_and_scored_at_its_best_checkpoint(
         assert row["map@r"] == summary["stopping"]["best_val_map@r"]
         # scored on validation only: the test split is never evaluated and no k-means runs
         assert summary["config"]["eval_split"] == "validation" and np.isnan(summary["final"]["nmi"])
+        assert summary["config"]["diagnostics"] is False  # a trial is only scored
     # the same Sobol points for every loss: each loss's learning rates are the same list
     lrs = frame.groupby("loss")["lr"].apply(list)
     assert lrs["triplet"] == lrs["scl"]

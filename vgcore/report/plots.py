@@ -968,3 +968,67 @@ def claims_intervals(claims: pd.DataFrame, title: str = "", width: str | float =
                 "(the gate table)"],
           handles, names_)
     return fig
+
+
+SURVIVAL_MARKS = {"survives": "\u2713", "does not survive": "\u2717", "undecided": "?"}
+"""The mark a paper-protocol cell of :func:`survival_grid` carries: the claim's fate under the fair protocol."""
+UNJUDGED_CODES = {"not checked": "\u2013", "not judged: unconverged": "u"}
+"""What a :func:`survival_grid` cell without a verdict says (white cell)."""
+
+
+def survival_grid(table: pd.DataFrame, title: str = "", width: str | float = "page") -> plt.Figure:
+    """Each claim's verdict under each paper-protocol profile beside its verdict under the fair one
+    (:func:`vgcore.report.survival.fair_claims_tables`' ``survival`` table): a row per claim, a block
+    of columns per dataset, in each block a column per protocol with the fair one last. A cell's
+    colour is its verdict (white: not checked or not judged, abbreviated in the cell); a
+    paper-protocol cell carries the claim's fate there (:data:`SURVIVAL_MARKS`)."""
+    _check_columns(table, ("claim", "dataset", "protocol", "paper_verdict", "fair_verdict", "survival"), "survival_grid")
+    claims = list(dict.fromkeys(table["claim"]))
+    protocols = list(dict.fromkeys(table["protocol"]))
+    datasets = sorted(table["dataset"].unique())
+    columns = [*protocols, "fair"]
+    page = figure_width(width) >= 5
+    labels = [_wrap(str(c), 2.6 if page else 1.9, SMALL) for c in claims]
+    row = max(lab.count("\n") + 1 for lab in labels) * SMALL * 1.25 / 72 + 0.05
+    fig = _figure(width, row * len(claims) + 1.5)
+    ax = fig.subplots()
+    step = len(columns) + 0.7  # a gap between the datasets' blocks
+    ticks, names = [], []
+    for a, dataset in enumerate(datasets):
+        rows_of = table[table["dataset"] == dataset]
+        for j, column in enumerate(columns):
+            x = a * step + j
+            ticks.append(x)
+            names.append(column.replace("_", "\n" if page else " "))
+            for i, claim in enumerate(claims):
+                cells = rows_of[rows_of["claim"] == claim].set_index("protocol")
+                if column == "fair":
+                    verdict, mark = (cells["fair_verdict"].iloc[0] if len(cells) else "not checked"), ""
+                elif column in cells.index:
+                    verdict, mark = cells.loc[column, "paper_verdict"], SURVIVAL_MARKS[cells.loc[column, "survival"]]
+                else:
+                    verdict, mark = "not checked", ""
+                ax.add_patch(plt.Rectangle((x - 0.45, i - 0.42), 0.9, 0.84, facecolor=VERDICT_COLOURS.get(verdict, "white"),
+                                           edgecolor="0.6", lw=0.4))
+                text = mark if verdict in VERDICT_COLOURS else UNJUDGED_CODES.get(verdict, "\u2013")
+                ax.text(x, i, text, ha="center", va="center", fontsize=FONT,
+                        color="black" if verdict in VERDICT_COLOURS else "0.35")
+        ax.text(a * step + (len(columns) - 1) / 2, -0.55, dataset, ha="center", va="bottom", fontsize=FONT,
+                clip_on=False)
+    ax.set_xlim(-0.5, (len(datasets) - 1) * step + len(columns) - 0.5)
+    ax.set_ylim(len(claims) - 0.5, -0.5)
+    ax.set_xticks(ticks, names, fontsize=SMALL, rotation=0 if page else 90)
+    ax.set_yticks(range(len(claims)), labels)
+    ax.grid(False)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    ax.tick_params(length=0)
+    handles = [plt.Rectangle((0, 0), 1, 1, facecolor=c, edgecolor="0.6", lw=0.4) for c in VERDICT_COLOURS.values()]
+    _note(fig, [title or ("each claim's verdict under the paper's protocol beside the fair comparison's, per dataset "
+                          "(the name above its block); the mark in a paper-protocol cell is the claim's fate there: "
+                          + ", ".join(f"{m} {fate}" for fate, m in SURVIVAL_MARKS.items())),
+                "\u2013: not checked (the claim does not apply, or a loss it names did not learn); u: not judged, a "
+                "loss it names has an unconverged run; descriptive: 95% intervals per claim, no correction across "
+                "claims, datasets or protocols"],
+          handles, list(VERDICT_COLOURS))
+    return fig
