@@ -109,11 +109,11 @@ def worker(args: argparse.Namespace) -> None:
     evals: list[tuple[bool, float]] = []
     real_evaluate = loop._evaluate
 
-    def timed_evaluate(learners, active, splits, full, metrics=None):
+    def timed_evaluate(learners, active, splits, full, metrics=None, nmi=True):
         if args.device == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        out = real_evaluate(learners, active, splits, full, metrics)
+        out = real_evaluate(learners, active, splits, full, metrics, nmi=nmi)
         evals.append((full, time.perf_counter() - start))  # the progress steps' evaluations count as partial
         return out
 

@@ -199,7 +199,9 @@ def test_protocol_says_the_training_step_logs_tangential_gradients_as_it_does():
 
     from vgcore.train import learner
 
-    assert "z=z" in inspect.getsource(learner.train_step)  # greediness gets the embeddings: tangential parts
+    # the step's GREEDINESS reading is learner.forward_backward's, which train_step runs
+    assert "forward_backward(" in inspect.getsource(learner.train_step)
+    assert "z=z" in inspect.getsource(learner.forward_backward)  # greediness gets the embeddings: tangential parts
     text = (Path(__file__).resolve().parents[1] / "PROTOCOL.md").read_text()
     section = text[text.index("## Diagnostics: GREEDINESS"):text.index("## Retrieval metrics")]
     flat = " ".join(section.split())

@@ -460,8 +460,10 @@ def test_ctrl_c_stops_a_build_with_one_line_and_the_next_build_is_not_blocked(tm
     wait_for(features.exists, proc, log)  # papermill has begun writing the first job's notebook
     os.killpg(proc.pid, signal.SIGINT)
     assert proc.wait(timeout=300) == 130
-    text = log.read_text()
-    assert "Traceback" not in text and text.splitlines()[-1] == INTERRUPTED
+    # the build's own output ends with the one line; an orphaned Jupyter kernel may still say it is
+    # shutting down after the build has exited (its "[IPKernelApp]" lines share the log)
+    lines = [line for line in log.read_text().splitlines() if not line.startswith("[IPKernelApp]")]
+    assert not any("Traceback" in line for line in lines) and lines[-1] == INTERRUPTED, "\n".join(lines[-20:])
     assert not features.exists()  # its job did not finish: no half-written notebook
     nxt = subprocess.run([sys.executable, "-m", "vgcore", *build, "--", "--touch"], cwd=tmp_path, env=env(),
                          capture_output=True, text=True, timeout=600)
