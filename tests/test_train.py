@@ -444,3 +444,56 @@ def test_a_steps_loss_grad_norm_is_the_norm_of_the_loss_parameters_gradient():
     row = train_step([learner], x, y)[0]
     want = math.sqrt(sum(float((p.grad.double() ** 2).sum()) for p in learner.loss_fn.parameters()))
     assert want > 0 and float(row[STAT_KEYS.index("loss_grad_norm")]) == pytest.approx(want, rel=1e-5)
+
+
+def test_pk_distinct_batches_hold_k_distinct_rows_of_each_of_p_classes():
+    """PML's MPerClassSampler draws a class's m rows without replacement: so does `pk_distinct` (a
+    row twice in a batch is a positive pair at distance 0). Classes of unequal size; checked by hand."""
+    sizes = [7, 5, 9, 6, 5, 8]
+    labels = torch.cat([torch.full((n,), c) for c, n in enumerate(sizes)])[torch.randperm(40, generator=torch.Generator().manual_seed(1))]
+    config = RunConfig(sampler="pk_distinct", batch_size=15, samples_per_class=5)
+    seen = torch.zeros(40, dtype=torch.long)
+    for epoch in range(30):
+        batches = list(train.batch_indices(labels, config, torch.Generator().manual_seed(epoch)))
+        assert len(batches) == 40 // 15
+        for idx in batches:
+            assert idx.unique().numel() == idx.numel() == 15  # no row twice
+            classes, counts = labels[idx].unique(return_counts=True)
+            assert len(classes) == 3 and (counts == 5).all()
+            seen[idx] += 1
+    assert (seen > 0).all()  # every row of every class is drawn at some point
+    again = list(train.batch_indices(labels, config, torch.Generator().manual_seed(3)))
+    assert all(torch.equal(a, b) for a, b in zip(again, train.batch_indices(labels, config, torch.Generator().manual_seed(3)), strict=True))
+
+
+def test_pk_sampler_with_replacement_repeats_rows_and_pk_distinct_never_does():
+    labels = torch.arange(4).repeat_interleave(6)
+    drawn = {s: torch.cat(list(train.batch_indices(labels, RunConfig(sampler=s, batch_size=12, samples_per_class=6),
+                                                   torch.Generator().manual_seed(0)))) for s in ("pk", "pk_distinct")}
+    assert drawn["pk"].view(-1, 6).sort(dim=1).values.diff(dim=1).eq(0).any()  # a class's 6 of 6 with replacement
+    assert (drawn["pk_distinct"].view(-1, 6).sort(dim=1).values.diff(dim=1) > 0).all()
+
+
+def test_pk_distinct_refuses_a_class_smaller_than_k_naming_it():
+    labels = torch.tensor([0] * 6 + [1] * 3 + [2] * 6)
+    config = RunConfig(sampler="pk_distinct", batch_size=8, samples_per_class=4)
+    with pytest.raises(ValueError, match=r"class 1 has 3 rows.*samples_per_class"):
+        train.check_sampler(labels, config)
+    with pytest.raises(ValueError, match="divisible"):
+        RunConfig(sampler="pk_distinct", batch_size=10, samples_per_class=4)
+
+
+def test_without_progress_evals_training_is_the_same_and_no_progress_row_is_written(tmp_path):
+    """A tuning trial skips the log-spaced progress evaluations: the steps and the evaluated epochs
+    are those of the run with them; only the ``progress_`` rows (and the key read from them) go."""
+    on = train.run(smoke_config("triplet", val_size=40, patience=2), tmp_path / "on", cache_dir=tmp_path / "cache",
+                   progress=False)
+    off = train.run(smoke_config("triplet", val_size=40, patience=2, progress_evals=False), tmp_path / "off",
+                    cache_dir=tmp_path / "cache", progress=False)
+    np.testing.assert_array_equal(on.steps["train_loss"], off.steps["train_loss"])
+    kept = on.epochs[~on.epochs["split"].str.startswith(results.PROGRESS)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(kept, off.epochs.reset_index(drop=True))
+    assert on.epochs["split"].str.startswith(results.PROGRESS).any()
+    assert off.summary["stopping"] == on.summary["stopping"]
+    assert math.isnan(off.summary["convergence"]["val_convergence_step"])
+    assert "progress_evals" not in on.summary["config"] and off.summary["config"]["progress_evals"] is False

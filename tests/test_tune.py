@@ -128,7 +128,9 @@ def test_the_fair_profile_follows_the_protocol_rules():
     for dataset, n_classes, validation in (("fashionmnist", 10, (2000, "rows")), ("synthetic", 37, (0, "classes"))):
         c = fair.config(dataset, "triplet", 3)
         p, k = pk_shape(n_classes, 256)
-        assert (c.sampler, c.batch_size, c.samples_per_class) == ("pk", p * k, k)
+        assert (c.sampler, c.batch_size, c.samples_per_class) == ("pk_distinct", p * k, k)  # rows distinct in a batch
+        assert c.progress_evals  # the reporting runs read the convergence yardstick; the trials do not
+        assert not any(t.progress_evals or t.diagnostics or t.probes for t in tune.trial_configs(fair, dataset, "triplet", 100))
         assert (c.patience, c.min_delta, c.epochs, c.data_seed) == (5, 0.001, 40, 3)
         assert (c.val_size, c.val_split) == validation
 

@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--profile", default="fair", help="a tuned profile (default: fair)")
     t.add_argument("--datasets", nargs="+", default=None, help="subset of the profile's datasets")
     t.add_argument("--losses", nargs="+", default=None, help="subset of the profile's losses")
-    t.add_argument("--seeds", nargs="+", type=int, default=None, help="tuning seeds (default: 100 101)")
+    t.add_argument("--seeds", nargs="+", type=int, default=None, help="tuning seeds (default: vgcore.tuning.TUNING_SEEDS, 100)")
     t.add_argument("--results", default=DEFAULT_RESULTS, help="results root; trials go to <results>/<profile>-tuning/")
     t.add_argument("--data-root", default=None, help="dataset root (default: $VGCORE_DATA or ./data)")
     t.add_argument("--cache-dir", default=None, help="feature cache (default: $VGCORE_CACHE or ./cache)")

@@ -27,7 +27,7 @@ DEMO_VARIANTS = ("npair_all", "triplet_semihard", "triplet_facenet", "ccl_ema")
 """The named variants the demo trains beside the seven (its committed build); a variant registered
 later (``npair_groups``) runs on request (``python -m vgcore run --loss npair_groups``), not in the demo."""
 HEADS = ("linear", "mlp")  # vgcore.train.head.ProjectionHead
-SAMPLERS = ("random", "pk")  # vgcore.train.samplers.batch_indices
+SAMPLERS = ("random", "pk", "pk_distinct")  # vgcore.train.samplers.batch_indices
 DEVICES = ("cpu", "cuda", "auto")  # vgcore.device.resolve_device
 EVAL_SPLITS = ("test", "train", "validation")
 """vgcore.data.base.SPLITS, and ``validation``: the rows held out of the training split (a tuning
@@ -71,6 +71,7 @@ class RunConfig:
     patience: int = 0
     min_delta: float = 0.001
     probes: bool = False
+    progress_evals: bool = True
     progress_ratio: float = 2**0.5
     early_step: int = 16
     grad_threshold: float | None = None
@@ -136,14 +137,16 @@ class RunConfig:
             raise ValueError(f"weight_decay must be a number >= 0 (e.g. weight_decay=1e-4), got {self.weight_decay!r}")
         if self.grad_threshold is not None and (not _is_real(self.grad_threshold) or not self.grad_threshold >= 0):
             raise ValueError(f"grad_threshold must be None (the default) or a number >= 0, got {self.grad_threshold!r}")
+        if not isinstance(self.progress_evals, bool):
+            raise ValueError(f"progress_evals must be true or false (progress_evals=false), got {self.progress_evals!r}")
         if not isinstance(self.probes, bool):
             raise ValueError(f"probes must be true or false (probes=true), got {self.probes!r}")
         if not isinstance(self.diagnostics, bool):  # "no" or 0 is not a boolean: say so rather than guess
             raise ValueError(f"diagnostics must be true or false (diagnostics=false), got {self.diagnostics!r}")
         _check_choice("eval_split", self.eval_split, EVAL_SPLITS)
-        if self.sampler == "pk" and self.batch_size % self.samples_per_class:
+        if self.sampler != "random" and self.batch_size % self.samples_per_class:
             raise ValueError(
-                f"sampler 'pk' needs batch_size divisible by samples_per_class; got "
+                f"sampler {self.sampler!r} needs batch_size divisible by samples_per_class; got "
                 f"batch_size={self.batch_size}, samples_per_class={self.samples_per_class}"
             )
         for name in ("loss_params", "dataset_options", "backbone_options"):
@@ -186,7 +189,7 @@ class RunConfig:
 
 
 LATER_FIELDS: dict[str, Any] = {"data_seed": None, "patience": 0, "min_delta": 0.001, "probes": False,
-                                "val_split": "rows"}
+                                "val_split": "rows", "progress_evals": True}
 """Fields added after runs were committed, with the default that reproduces what those runs did
 (fixed data draws, a fixed number of epochs). :meth:`RunConfig.to_dict` leaves such a field out
 while it holds that default, so a run made before the field existed keeps its config, its
@@ -233,7 +236,7 @@ class Profile:
         the cell not yet)."""
         if not self.tuned:
             return {}
-        entry = _read_tuned(self.name).get(dataset, {}).get(loss)
+        entry = read_tuned(self.name).get(dataset, {}).get(loss)
         return {} if entry is None else {"lr": entry["lr"], "loss_params": dict(entry["loss_params"])}
 
     def is_tuned(self, dataset: str, loss: str) -> bool:
@@ -291,7 +294,8 @@ def tuned_path(profile: str):
     return Path(__file__).parent / "tuned" / f"{profile}.json"
 
 
-def _read_tuned(profile: str) -> dict[str, Any]:
+def read_tuned(profile: str) -> dict[str, Any]:
+    """The tuned settings file of `profile` (:func:`tuned_path`) as a dict; empty when there is none."""
     path = tuned_path(profile)
     return json.loads(path.read_text()) if path.exists() else {}
 
@@ -375,7 +379,7 @@ PROFILES: dict[str, Profile] = {
         },
         losses=(*LOSSES, "npair_groups", "multisimilarity"),
         seeds=(0, 1, 2, 3, 4),
-        settings={"epochs": 40, "sampler": "pk", "val_size": 2000, "patience": 5, "min_delta": 0.001,
+        settings={"epochs": 40, "sampler": "pk_distinct", "val_size": 2000, "patience": 5, "min_delta": 0.001,
                   "eval_every": 5, "lr": 1e-3, "probes": True},
         compare_with="demo",
         redraw_data=True,

@@ -94,7 +94,7 @@ Sobol points balanced; 8 points x 8 losses fused fit the fair build's budget).""
 SOBOL_SEED = 0
 """The scramble seed of the one Sobol sequence every loss shares (PROTOCOL.md, "search points")."""
 
-TUNING_SEEDS: tuple[int, ...] = (100, 101)
+TUNING_SEEDS: tuple[int, ...] = (100,)
 """The seeds a trial is trained and scored on, disjoint from the reporting seeds 0-4 (PROTOCOL.md,
 Fair comparison, "Data and replication": "tuning seeds")."""
 
@@ -131,7 +131,7 @@ def pick(scores: Mapping[int, Sequence[float]] | Any, trials: Sequence[Mapping[s
     """The index of the winning trial, by PROTOCOL.md's score rule.
 
     ``scores`` gives each trial's validation MAP@R (at its best checkpoint) on each tuning seed:
-    either a mapping ``{trial index: [MAP@R of seed 100, MAP@R of seed 101]}`` or a pandas
+    either a mapping ``{trial index: [MAP@R on each tuning seed]}`` or a pandas
     DataFrame with one row per trial x seed and the columns ``trial`` and ``map@r``. Every trial of
     ``trials`` (the list :func:`trials` gave) must be scored, on the same number of seeds.
 

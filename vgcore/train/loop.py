@@ -239,7 +239,7 @@ def _train(configs, out_dirs, learners, training, x_train, y_train, x_eval, y_ev
     :data:`~vgcore.train.probes.PROBE_FRACTIONS` of its own training (summary ``"probes"``)."""
     config = configs[0]
     n_steps = config.epochs * (y_train.numel() // config.batch_size)
-    grid = set(progress_grid(n_steps, config.progress_ratio, config.early_step)) - {0}
+    grid = set(progress_grid(n_steps, config.progress_ratio, config.early_step)) - {0} if progress_splits else set()
     kwargs = {"diagnostics": config.diagnostics, "grad_threshold": config.grad_threshold}
     chosen = [learners[i] for i in training]
     step = (GraphStep(chosen, x_train, y_train, batch_size=config.batch_size, **kwargs) if use_graph
@@ -461,7 +461,9 @@ def _epoch_rows(epoch: int, step: int, train_loss: float, metrics: dict[str, dic
 def _progress_splits(config, splits: dict, held: tuple | None, device) -> dict:
     """What is evaluated at the progress steps: the validation split held out of the training split
     (``val_size`` > 0; the eval split otherwise), and the training probe (its intra-class variance at
-    ``early_step``)."""
+    ``early_step``); nothing without ``progress_evals`` (a tuning trial: its convergence keys NaN)."""
+    if not config.progress_evals:
+        return {}
     if held is None:
         first = {results.PROGRESS + config.eval_split: splits[config.eval_split]}
     else:
@@ -513,7 +515,7 @@ def _summary(config, steps: pd.DataFrame, epochs: pd.DataFrame, timing: dict, *,
             "recall_convergence_epoch": int(test["epoch"].iloc[recall_convergence_epoch(test["recall@1"])]),
             "loss_convergence_step": int(steps["step"].iloc[convergence_step(steps["train_loss"].to_numpy())]),
             "compaction_epoch1": covered_fraction(probe.loc[0], probe.loc[1], probe.iloc[-1]),
-            "val_convergence_step": progress_step(val["step"].tolist(), val["recall@1"]),
+            "val_convergence_step": progress_step(val["step"].tolist(), val["recall@1"]) if len(val) else float("nan"),
             "early_intra_var": float(early["intra_var"].iloc[0]) if len(early) else float("nan"),
         },
         "untrained": {"untrained_recall@1": float(test.iloc[0]["recall@1"])},

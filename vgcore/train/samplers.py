@@ -20,7 +20,9 @@ def batch_indices(labels: Tensor, config, generator: torch.Generator) -> Iterato
     """One epoch of index batches of exactly ``batch_size`` (the incomplete last batch is dropped).
 
     random: a fresh permutation per epoch. pk: batch_size / K classes drawn without replacement,
-    K = samples_per_class indices drawn per class with replacement; as many batches as `random` gives.
+    K = samples_per_class indices drawn per class with replacement; pk_distinct: the same, K distinct
+    rows per class (without replacement, as pytorch-metric-learning's ``MPerClassSampler``; every class
+    needs K rows); as many batches as `random` gives.
     """
     n = labels.numel()
     n_batches = n // config.batch_size
@@ -36,12 +38,27 @@ def batch_indices(labels: Tensor, config, generator: torch.Generator) -> Iterato
     present = torch.nonzero(counts).squeeze(1)
     p = config.batch_size // config.samples_per_class
     if p > present.numel():
-        raise ValueError(f"sampler 'pk' needs {p} classes per batch but the data has {present.numel()}; "
-                         f"raise samples_per_class or lower batch_size")
+        raise ValueError(f"sampler {config.sampler!r} needs {p} classes per batch but the data has "
+                         f"{present.numel()}; raise samples_per_class or lower batch_size")
+    k = config.samples_per_class
+    if config.sampler == "pk_distinct":
+        small = present[counts[present] < k]
+        if small.numel():
+            c = int(small[0])
+            raise ValueError(f"sampler 'pk_distinct' draws {k} distinct rows of a class but class {c} has "
+                             f"{int(counts[c])} rows; lower samples_per_class to {int(counts[present].min())} "
+                             f"or use sampler=pk (rows drawn with replacement)")
+        slots = torch.arange(int(counts.max()), device=labels.device)
     for _ in range(n_batches):
         classes = present[torch.randperm(present.numel(), generator=generator, device=labels.device)[:p]]
-        classes = classes.repeat_interleave(config.samples_per_class)
-        offsets = (torch.rand(classes.numel(), generator=generator, device=labels.device) * counts[classes]).long()
+        if config.sampler == "pk_distinct":  # K smallest of uniform keys over each class's rows: K distinct rows
+            keys = torch.rand(p, slots.numel(), generator=generator, device=labels.device)
+            keys = keys.masked_fill(slots >= counts[classes, None], 2.0)
+            offsets = keys.argsort(dim=1)[:, :k].reshape(-1)
+            classes = classes.repeat_interleave(k)
+        else:
+            classes = classes.repeat_interleave(k)
+            offsets = (torch.rand(classes.numel(), generator=generator, device=labels.device) * counts[classes]).long()
         yield order[starts[classes] + offsets]
 
 
@@ -65,7 +82,7 @@ def check_sampler(labels: Tensor, config) -> None:
     larger than the number of classes."""
     next(batch_indices(labels, config, torch.Generator(device=labels.device).manual_seed(0)))
     n_classes = int(torch.count_nonzero(torch.bincount(labels)))
-    if config.batch_size < 2 or (config.sampler == "pk" and config.samples_per_class < 2):
+    if config.batch_size < 2 or (config.sampler != "random" and config.samples_per_class < 2):
         warnings.warn(NoPositivePairsWarning(
             f"no batch can hold a positive pair (batch_size={config.batch_size}, sampler={config.sampler!r}, "
             f"samples_per_class={config.samples_per_class}): the losses that need one do not train"), stacklevel=3)

@@ -33,10 +33,11 @@ SCORE_COLUMNS = ("dataset", "loss", "trial", "seed", "lr", "param", "value", "ma
 def trial_configs(profile: Profile, dataset: str, loss: str, seed: int) -> list[RunConfig]:
     """One config per trial of `loss` (:func:`vgcore.tuning.trials`), the profile's cell otherwise,
     evaluated on its validation split only (``eval_split="validation"``: the test split is never
-    read, no k-means runs), without GREEDINESS diagnostics or probe readings: a trial is only scored
-    (diagnostics change no number of the training, ``tests/test_train.py``)."""
+    read, no k-means runs), without GREEDINESS diagnostics, probe readings or the log-spaced progress
+    evaluations: a trial is only scored (none of them changes a number of the training,
+    ``tests/test_train.py``)."""
     return [profile.config(dataset, loss, seed, lr=t["lr"], loss_params=t["loss_params"], probes=False,
-                           eval_split="validation", diagnostics=False)
+                           eval_split="validation", diagnostics=False, progress_evals=False)
             for t in tuning.trials(loss)]
 
 
