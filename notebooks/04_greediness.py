@@ -58,7 +58,7 @@ elif Path.cwd().name == "notebooks" and (Path.cwd().parent / "pyproject.toml").i
     os.chdir("..")  # JupyterLab and Binder start the kernel in notebooks/
 
 # %% tags=["parameters"]
-profile = "demo"  # smoke | demo | paper
+profile = "demo"  # smoke | demo | paper_schedule | fair | paper
 results_root = "results"  # where the training runs are
 figures_root = "results/figures"  # figures go to <figures_root>/<profile>/, tables to .../tables/ (the build: figures/)
 variant = None  # None: the profile's own runs; a tag: that variant's (a build with overrides)
@@ -66,8 +66,11 @@ variant = None  # None: the profile's own runs; a tag: that variant's (a build w
 # %%
 from pathlib import Path
 
+from IPython.display import display
+
+from vgcore.config import get_profile
 from vgcore.report import plots
-from vgcore.report.analysis import GREEDINESS_TABLE, mean_std_table
+from vgcore.report.analysis import GREEDINESS_TABLE, PROBE_TABLE, mean_std_table
 from vgcore.report.outputs import Outputs, collect_profile, describe_runs
 
 summary = collect_profile(results_root, profile, "summary", variant=variant)  # fails naming valid profiles, or if nothing ran
@@ -132,6 +135,22 @@ fig = plots.metric_dots(summary, ["tuple_active_ratio_mean", "grad_active_ratio_
                                   "adam_step_norm_mean_mean"], width="page")
 out.figure(fig, "04_greediness_bars")
 fig
+
+# %% [markdown]
+# ## On the same samples: the probe batches (a tuned profile only)
+#
+# The training batches differ in what each loss sees once runs stop at different epochs. The fair
+# profile also reads every head on two fixed batches (one random, one P x K), the same for every
+# loss, at 0, 25, 50, 75 and 100 % of its own training, without a step (PROTOCOL.md, "GREEDINESS on
+# probe batches"). Each sample's share of Adam's step needs a step and is not read there.
+
+# %%
+if get_profile(profile).tuned:
+    probes = collect_profile(results_root, profile, "probes", variant=variant)
+    out.table(mean_std_table(probes, PROBE_TABLE, by=("dataset", "loss", "batch", "fraction")), "04_probes")
+    fig = plots.probe_readings(probes, width="page")
+    out.figure(fig, "04_probes")
+    display(fig)
 
 # %% tags=["nbval-check-output"]
 print(out.finish())

@@ -45,6 +45,11 @@
 # A claim is checked on a dataset only where every loss it names learned: it must beat the untrained
 # head's test Recall@1 by more than the seed spread (the gate table). PROTOCOL.md "Claims" gives each
 # claim's metric, why it was chosen, each δ with its reason, and the companion reported beside.
+#
+# A tuned profile (`fair`: PROTOCOL.md, "Fair comparison") judges the same claims with the same
+# rules on runs tuned per loss and trained to convergence, with the grouped N-pair (`npair_groups`)
+# in the claims' N-pair place; a claim naming a loss with a run that reached its budget is "not
+# judged: unconverged" there. Its last section sets each verdict beside the paper-protocol builds'.
 
 # %% cellView="form" jupyter={"source_hidden": true} tags=["setup"]
 # @title Setup (on Colab: install vgcore and the demo runs; elsewhere: work from the repository root)
@@ -70,11 +75,11 @@ elif Path.cwd().name == "notebooks" and (Path.cwd().parent / "pyproject.toml").i
     os.chdir("..")  # JupyterLab and Binder start the kernel in notebooks/
 
 # %% tags=["parameters"]
-profile = "demo"  # smoke | demo | paper_schedule | paper
+profile = "demo"  # smoke | demo | paper_schedule | fair | paper
 results_root = "results"  # where the training runs are
 figures_root = "results/figures"  # figures go to <figures_root>/<profile>/, tables to .../tables/ (the build: figures/)
 variant = None  # None: the profile's own runs; a tag: that variant's (a build with overrides)
-compare_root = "figures"  # where the tables of the profile this one is compared with are (the committed ones)
+compare_root = "figures"  # where the tables of the profiles this one is compared with are (the committed ones)
 
 # %%
 from pathlib import Path
@@ -93,6 +98,7 @@ from vgcore.report.claims import (
     format_members,
 )
 from vgcore.report.outputs import Outputs, collect_profile, describe_runs
+from vgcore.report.survival import convergence_table, fair_claims_tables, paper_tables, tuned_table
 
 summary = collect_profile(results_root, profile, "summary", variant=variant)  # fails naming valid profiles, or if nothing ran
 epochs = collect_profile(results_root, profile, "epochs", variant=variant)
@@ -107,10 +113,13 @@ print(describe_runs(summary))
 # A loss that fails this gate on a dataset keeps out of that dataset the claims that name it.
 
 # %%
-compare_with = get_profile(profile).compare_with
-compare_csv = Path(compare_root) / str(compare_with) / "tables" / "06_claims.csv"
-compare = pd.read_csv(compare_csv) if compare_with and compare_csv.is_file() else None
-tables = claims_tables(summary, epochs, compare, names=(profile, compare_with or "no comparison profile"))
+prof = get_profile(profile)
+if prof.tuned:  # the fair comparison: its verdicts beside the paper-protocol builds' (last section)
+    tables = fair_claims_tables(summary, epochs, paper_tables(compare_root))
+else:
+    compare_csv = Path(compare_root) / str(prof.compare_with) / "tables" / "06_claims.csv"
+    compare = pd.read_csv(compare_csv) if prof.compare_with and compare_csv.is_file() else None
+    tables = claims_tables(summary, epochs, compare, names=(profile, prof.compare_with or "no comparison profile"))
 out.table(tables["gate"].round(4), "06_gate")
 tables["gate"].style.format(precision=3).hide(axis="index")
 
@@ -161,14 +170,37 @@ members.style.hide(axis="index")
 # ## Variants and schedules
 #
 # Which verdicts change when N-pair is run in its all-pairs form (`npair_all`) or Triplet with
-# semi-hard negatives (`triplet_semihard`), and, for a profile with a comparison profile, which
-# verdicts differ between the two (e.g. the demo's short schedule against the paper's).
+# semi-hard negatives (`triplet_semihard`) (in the fair build: Sohn's one-group N-pair in the grouped
+# one's place), and, for a profile with a comparison profile, which verdicts differ between the two
+# (e.g. the demo's short schedule against the paper's).
 
 # %%
 out.table(tables["variants"], "06_variants")
-out.table(tables["schedules"], "06_schedules")
-for name in ("variants", "schedules"):
-    display(tables[name].style.hide(axis="index"))
+display(tables["variants"].style.hide(axis="index"))
+if "schedules" in tables:
+    out.table(tables["schedules"], "06_schedules")
+    display(tables["schedules"].style.hide(axis="index"))
+
+# %% [markdown]
+# ## The fair comparison (a tuned profile only)
+#
+# Each claim's verdict under the paper's protocol (the demo and paper-schedule builds) beside its
+# fair verdict: it **survives** when both are positive (supported, or significant with size
+# uncertain), it **does not survive** when the fair verdict is negligible or contradicted, and it is
+# **undecided** otherwise. Then the setting equal tuning chose for each loss, and how every run
+# stopped (a run stopped by the budget is unconverged).
+
+# %%
+if prof.tuned:
+    out.table(tables["survival"], "06_survival")
+    fig = plots.survival_grid(tables["survival"], width="page")
+    out.figure(fig, "06_survival")
+    display(fig)
+    out.table(tuned_table(prof, summary["dataset"].unique(), summary["loss"].unique()), "06_tuned")
+    stops = convergence_table(summary)
+    out.table(stops, "06_convergence")
+    print(tables["survival"]["survival"].value_counts().to_string())
+    print(f"{int((~stops['converged'].astype(bool)).sum())} of {len(stops)} runs unconverged (stopped by the budget)")
 
 # %% tags=["nbval-check-output"]
 print(out.finish())

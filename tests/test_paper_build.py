@@ -61,7 +61,7 @@ def test_the_paper_dag_runs_offline_and_writes_every_declared_figure_and_table(t
     assert all((s["backbone"], s["weights"], s["feature_dim"]) == ("vit_b_32", "random", 768) for s in sidecars)
 
     fig = figures / "paper"
-    expected = {*outputs.analysis_files(fig), fig / "README.md", fig / "results.tar.gz",
+    expected = {*outputs.analysis_files(fig, profile="paper"), fig / "README.md", fig / "results.tar.gz",
                 *(fig / "notebooks" / f"{nb}.ipynb" for nb in outputs.ANALYSIS)}
     written = {p for p in fig.rglob("*") if p.is_file()}
     assert expected <= written, sorted(map(str, expected - written))

@@ -85,6 +85,16 @@ def steps_table(n=120) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def probes_table() -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = [{"dataset": d, "loss": loss, "seed": s, "batch": b, "fraction": f, "epoch": int(20 * f),
+             "tuple_active_ratio": 1.0 - 0.6 * f * (k + 1) / len(LOSSES), "grad_effective_share": 0.3 + 0.05 * k,
+             "emb_grad_norm_mean": 1e-3 * 4.0**k * (1 + 0.1 * rng.random())}
+            for d in DATASETS for k, loss in enumerate(LOSSES) for s in SEEDS for b in ("random", "pk")
+            for f in (0.0, 0.25, 0.5, 0.75, 1.0)]
+    return pd.DataFrame(rows)
+
+
 def claims_table() -> pd.DataFrame:
     from vgcore.report.claims import CLAIMS
 
@@ -180,6 +190,7 @@ FIGURES = {
                                                              class_names=FASHION, width=w),
     "claims_intervals": lambda w: plots.claims_intervals(claims_table(), width=w),
     "survival_grid": lambda w: plots.survival_grid(survival_table(), width=w),
+    "probe_readings": lambda w: plots.probe_readings(probes_table(), width=w),
     "retrieval_gallery": lambda w: gallery.retrieval_gallery(*_gallery("fashionmnist"), width=w,
                                                              title="fashionmnist · seed 0: random queries"),
     "retrieval_gallery_stand_in": lambda w: gallery.retrieval_gallery(*_gallery("synthetic"), width=w,
@@ -601,7 +612,7 @@ def test_save_figure_writes_png_and_pdf_at_the_printed_size_naming_the_notebook_
 
 def test_outputs_write_only_what_the_notebook_declares(tmp_path):
     out = outputs.Outputs("06_claims", tmp_path, "smoke")
-    assert set(out.missing()) == set(outputs.analysis_files(tmp_path, "06_claims"))
+    assert set(out.missing()) == set(outputs.analysis_files(tmp_path, "06_claims", profile="smoke"))
     out.table(pd.DataFrame({"claim": ["a"], "verdict": ["holds"]}), "06_claims")
     with pytest.raises(ValueError, match="declares no figure 'other'.*declared: 06_claims"):
         out.figure(None, "other")
@@ -731,3 +742,41 @@ def test_the_survival_grid_marks_each_paper_cell_with_the_claims_fate_and_colour
     assert faces.count(to_rgba(plots.VERDICT_COLOURS["supported"])) == int(
         (table["paper_verdict"] == "supported").sum() + (table.drop_duplicates(["claim", "dataset"])["fair_verdict"]
                                                        == "supported").sum())
+
+
+def test_a_tuned_profile_writes_its_own_claims_outputs_and_an_untuned_one_the_schedules(tmp_path):
+    """The fair build's 06_claims adds the survival table and figure, the tuned settings and every
+    run's convergence; the comparison of two schedules is the paper-protocol profiles' (the fair one
+    sets both of them beside it in the survival table instead)."""
+    fair_only = {("table", "06_survival"), ("figure", "06_survival"), ("table", "06_tuned"), ("table", "06_convergence")}
+    declared = {(i.kind, i.name) for i in outputs.ANALYSIS["06_claims"]}
+    assert fair_only <= declared and ("table", "06_schedules") in declared
+    for profile, tuned in (("fair", True), ("demo", False), ("paper_schedule", False), ("smoke", False)):
+        names = {(i.kind, i.name) for i in outputs.items("06_claims", profile)}
+        assert (fair_only <= names) == tuned and bool(fair_only & names) == tuned
+        assert (("table", "06_schedules") in names) is not tuned
+        assert ("table", "06_claims") in names and ("figure", "06_claims") in names
+        files = set(outputs.analysis_files(tmp_path, "06_claims", profile=profile))
+        assert files == {p for i in outputs.items("06_claims", profile) for p in i.files(tmp_path)}
+        assert set(outputs.Outputs("06_claims", tmp_path, profile).missing()) == files
+    assert set(outputs.analysis_files(tmp_path)) >= set(outputs.analysis_files(tmp_path, profile="fair"))
+    index = outputs.write_index(tmp_path / "fair", "fair").read_text()
+    assert "`06_survival`" in index and "`06_schedules`" not in index
+    assert "`06_survival`" not in outputs.write_index(tmp_path / "demo", "demo").read_text()
+
+
+def test_probe_readings_draw_each_loss_at_its_shares_of_training_per_batch_and_dataset():
+    table = probes_table()
+    fig = plots.probe_readings(table, width="page")
+    axes = [ax for ax in fig.axes if ax.get_visible() and ax.lines]
+    assert len(axes) == len(DATASETS) * len(plots.PROBE_METRICS) * 2  # rows dataset x metric, a column per batch
+    first = axes[0]  # the first dataset's tuple_active_ratio on the random batch
+    sub = table[(table["dataset"] == sorted(DATASETS)[0]) & (table["batch"] == "random")]
+    for line in first.lines:
+        want = sub[sub["loss"] == line.get_label()].groupby("fraction")["tuple_active_ratio"].mean()
+        np.testing.assert_allclose(line.get_xdata(), want.index)
+        np.testing.assert_allclose(line.get_ydata(), want.to_numpy())
+    assert {line.get_label() for line in first.lines} == set(LOSSES)
+    assert axes[4].get_yscale() == "log" and axes[2].get_yscale() == "linear"  # row 3: emb_grad_norm_mean spans decades
+    with pytest.raises(ValueError, match="fraction"):
+        plots.probe_readings(table.drop(columns="fraction"))

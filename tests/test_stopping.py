@@ -270,3 +270,18 @@ def test_a_run_evaluated_on_validation_never_reads_the_test_split_and_runs_no_km
     assert set(embedded.tolist()).isdisjoint(y_kept.tolist())
     with pytest.raises(ValueError, match="held out"):
         SMOKE.config("synthetic", "triplet", 0, eval_split="validation")
+
+
+def test_the_probes_table_has_a_row_per_run_and_reading(tmp_path):
+    runs = [train.run(stopping_config(loss, epochs=4, probes=True), tmp_path / loss, cache_dir=tmp_path / "cache",
+                      progress=False) for loss in ("triplet", "scl")]
+    frame = results.runs_frame([r.path for r in runs], "probes")
+    assert list(frame.columns) == [*results.RUN_ID_COLUMNS, "config_hash", *results.PROBE_COLUMNS]
+    for res in runs:
+        mine = frame[frame["loss"] == res.summary["config"]["loss"]]
+        want = pd.DataFrame(res.summary["probes"]).rename(columns={"loss": "batch_loss"})
+        pd.testing.assert_frame_equal(mine.drop(columns=[*results.RUN_ID_COLUMNS, "config_hash"]).reset_index(drop=True),
+                                      want[list(results.PROBE_COLUMNS)])
+    plain = train.run(stopping_config("triplet", epochs=2), tmp_path / "plain", cache_dir=tmp_path / "cache",
+                      progress=False)
+    assert results.runs_frame([plain.path], "probes").empty  # a run without probes has no reading

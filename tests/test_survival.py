@@ -135,3 +135,54 @@ def test_the_sensitivity_values_span_each_axis_on_its_scale():
     assert lin[0] == 0.2 and lin[-1] == 1.6 and lin[2] == pytest.approx((0.2 + 1.6) / 2, rel=1e-12)
     assert log[0] == pytest.approx(8.0) and log[-1] == pytest.approx(64.0) and log[2] == pytest.approx((8.0 * 64.0) ** 0.5)
     assert tuning.sensitivity_tag("arcface", 3) == "arcface-scale-k3"
+
+
+def test_the_tuned_table_lists_each_cells_chosen_setting_from_the_tuned_file(tmp_path, monkeypatch):
+    import json
+    import math
+
+    from vgcore import config as config_module
+
+    stored = {"synthetic": {"triplet": {"lr": 0.002, "loss_params": {"margin": 0.31}, "trial": 3, "val_map@r": 0.41,
+                                        "unconverged": 1},
+                            "scl": {"lr": 0.0005, "loss_params": {"temperature": 0.07}, "trial": 0, "val_map@r": 0.44,
+                                    "unconverged": 0}}}
+    monkeypatch.setattr(config_module, "tuned_path", lambda name: tmp_path / f"{name}.json")
+    (tmp_path / "fair.json").write_text(json.dumps(stored))
+    table = S.tuned_table(config_module.get_profile("fair"), datasets=["synthetic"], losses=["scl", "triplet"])
+    assert list(table.columns) == list(S.TUNED_COLUMNS)
+    assert table[["loss", "constant", "value", "trial"]].values.tolist() == [["scl", "temperature", 0.07, 0],
+                                                                             ["triplet", "margin", 0.31, 3]]
+    assert table["lr"].tolist() == [0.0005, 0.002] and table["unconverged trials"].tolist() == [0, 1]
+    with pytest.raises(ValueError, match=r"synthetic/ccl.*not tuned.*make fair"):
+        S.tuned_table(config_module.get_profile("fair"), datasets=["synthetic"], losses=["ccl"])
+    assert not math.isnan(table["validation map@r"].iloc[0])
+
+
+def test_the_convergence_table_has_every_run_and_counts_the_unconverged():
+    summary = pd.DataFrame({"dataset": ["d"] * 4, "loss": ["a", "a", "b", "b"], "seed": [1, 0, 0, 1],
+                            "best_epoch": [7, 9, 40, 3], "stop_epoch": [12, 14, 40, 8],
+                            "stopped_by": ["patience", "patience", "budget", "patience"],
+                            "converged": [True, True, False, True], "best_val_map@r": [0.5, 0.6, 0.7, 0.4],
+                            "recall@1": [0.1] * 4})
+    table = S.convergence_table(summary)
+    assert list(table.columns) == ["dataset", "loss", "seed", *S.STOP_COLUMNS]
+    assert table[["loss", "seed"]].values.tolist() == [["a", 0], ["a", 1], ["b", 0], ["b", 1]]
+    assert table.loc[table["converged"].eq(False), ["loss", "seed"]].values.tolist() == [["b", 0]]
+    with pytest.raises(ValueError, match="trained to convergence"):
+        S.convergence_table(summary.drop(columns=["stopped_by"]))
+
+
+def test_the_paper_protocol_tables_are_read_from_the_committed_builds(tmp_path):
+    for name in S.PAPER_PROTOCOLS[:1]:
+        (tmp_path / name / "tables").mkdir(parents=True)
+        pd.DataFrame({"claim": ["x"], "dataset": ["d"], "verdict": [C.SUPPORTED]}).to_csv(
+            tmp_path / name / "tables" / "06_claims.csv", index=False)
+    assert S.PAPER_PROTOCOLS == ("demo", "paper_schedule")
+    with pytest.raises(FileNotFoundError, match=r"paper_schedule.*make figures PROFILE=paper_schedule"):
+        S.paper_tables(tmp_path)
+    (tmp_path / "paper_schedule" / "tables").mkdir(parents=True)
+    pd.DataFrame({"claim": ["x"], "dataset": ["d"], "verdict": [C.NEGLIGIBLE]}).to_csv(
+        tmp_path / "paper_schedule" / "tables" / "06_claims.csv", index=False)
+    tables = S.paper_tables(tmp_path)
+    assert list(tables) == ["demo", "paper_schedule"] and tables["paper_schedule"]["verdict"].tolist() == [C.NEGLIGIBLE]

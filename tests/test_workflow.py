@@ -230,13 +230,13 @@ def test_smoke_build_makes_every_target_and_names_its_notebooks():
                 run = runs / dataset / loss / f"seed{seed}"
                 assert {"02_train.ipynb", "summary.json", "steps.csv", "epochs.csv"} <= {p.name for p in run.iterdir()}
     fig = b.figures / "smoke"
-    expected = {*outputs.analysis_files(fig), fig / "README.md", *(fig / "notebooks" / f"{nb}.ipynb" for nb in outputs.ANALYSIS),
+    expected = {*outputs.analysis_files(fig, profile="smoke"), fig / "README.md", *(fig / "notebooks" / f"{nb}.ipynb" for nb in outputs.ANALYSIS),
                 *(outputs.manifest(fig, nb) for nb in outputs.ANALYSIS), fig / "results.tar.gz"}
     written = {p for p in fig.rglob("*") if p.is_file()}
     assert written == expected
     index = (fig / "README.md").read_text()
-    for nb, items in outputs.ANALYSIS.items():
-        for item in items:
+    for nb in outputs.ANALYSIS:
+        for item in outputs.items(nb, "smoke"):
             row = next(line for line in index.splitlines() if f"`{item.name}`" in line and item.caption in line)
             assert f"notebooks/{nb}.ipynb" in row
     maker = {item.name: nb for nb, items in outputs.ANALYSIS.items() for item in items if item.kind == "table"}

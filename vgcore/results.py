@@ -82,7 +82,10 @@ from vgcore.metrics.variance import VARIANCE_KEYS
 RUN_ID_COLUMNS = ("profile", "dataset", "backbone", "loss", "seed")
 STEP_COLUMNS = ("step", "epoch", "train_loss", *GREEDINESS_KEYS)
 EPOCH_COLUMNS = ("epoch", "step", "split", "train_loss", *VARIANCE_KEYS, *RETRIEVAL_KEYS, *HIERARCHY_KEYS)
-TABLES = ("epochs", "steps", "summary")
+PROBE_COLUMNS = ("batch", "fraction", "epoch", "batch_loss", *GREEDINESS_KEYS)
+"""The ``probes`` table's columns: a run's readings on the fixed probe batches (``summary["probes"]``,
+:mod:`vgcore.train.probes`), the batch's loss as ``batch_loss``."""
+TABLES = ("epochs", "steps", "summary", "probes")
 PROGRESS = "progress/"
 """Prefix of the epochs.csv splits evaluated at the log-spaced progress steps
 (:func:`vgcore.metrics.convergence.progress_grid`), e.g. ``progress/validation``."""
@@ -572,7 +575,7 @@ def collect(root: str | os.PathLike, table: str = "epochs", profile: str | None 
     (``profile=``), or one of its variants (``variant=`` a tag or digest).
 
     table="epochs": EPOCH_COLUMNS per run and epoch and split; "steps": STEP_COLUMNS per step;
-    "summary": one row per run with the final metrics. Each row also carries RUN_ID_COLUMNS and
+    "summary": one row per run with the final metrics; "probes": PROBE_COLUMNS per probe reading. Each row also carries RUN_ID_COLUMNS and
     ``config_hash``. Incomplete runs (no summary.json) are left out. Each run is checked
     (:func:`check_run`): a stale or corrupt one raises (``errors="raise"``) or is left out with a
     warning naming it (``errors="skip"``).
@@ -610,7 +613,13 @@ def runs_frame(paths: Iterable[str | os.PathLike], table: str = "summary") -> pd
         if summary is None:
             raise RunIntegrityError(f"{path} has no summary.json: the run is incomplete")
         ids = {k: summary["config"][k] for k in RUN_ID_COLUMNS} | {"config_hash": summary["config_hash"]}
-        if table == "summary":
+        if table == "probes":
+            readings = pd.DataFrame(summary.get("probes", []), columns=["batch", "fraction", "epoch", "loss",
+                                                                        *GREEDINESS_KEYS])
+            frame = readings.rename(columns={"loss": "batch_loss"})[list(PROBE_COLUMNS)]
+            for k, v in reversed(ids.items()):
+                frame.insert(0, k, v)
+        elif table == "summary":
             frame = pd.DataFrame([{**ids, **summary["final"], **summary["convergence"], **summary.get("untrained", {}),
                                    **summary["greediness_mean"], **_stop_columns(summary),
                                    "wall_time_s": summary.get("wall_time_s"),
@@ -620,7 +629,7 @@ def runs_frame(paths: Iterable[str | os.PathLike], table: str = "summary") -> pd
             for k, v in reversed(ids.items()):
                 frame.insert(0, k, v)
         frames.append(frame)
-    columns = {"epochs": EPOCH_COLUMNS, "steps": STEP_COLUMNS}.get(table, ())
+    columns = {"epochs": EPOCH_COLUMNS, "steps": STEP_COLUMNS, "probes": PROBE_COLUMNS}.get(table, ())
     if not frames:
         return pd.DataFrame(columns=[*RUN_ID_COLUMNS, "config_hash", *columns])
     return pd.concat(frames, ignore_index=True)

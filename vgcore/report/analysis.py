@@ -20,6 +20,8 @@ LOSSES = names("loss")
 
 RETRIEVAL_TABLE = ("recall@1", "recall@2", "recall@4", "recall@8", "map@r", "r_precision", "nmi")
 VARIANCE_TABLE = tuple(key for key, metric in VARIANCE_METRICS.items() if metric.table)
+PROBE_TABLE = ("batch_loss", "tuple_active_ratio", "grad_active_ratio", "grad_effective_share", "emb_grad_norm_mean")
+"""The ``probes`` table's columns the GREEDINESS notebook reports per dataset, loss, probe batch and share of training."""
 GREEDINESS_TABLE = ("tuple_active_ratio_mean", "active_ratio_mean", "grad_active_ratio_mean",
                     "grad_effective_share_mean", "adam_step_norm_mean_mean", "emb_grad_norm_mean_mean",
                     "grad_norm_mean", "val_convergence_step", "early_intra_var")

@@ -37,6 +37,7 @@ class Item:
     kind: str  # "figure" or "table"
     caption: str
     width: str | None = None  # a figure's printed width, a key of vgcore.report.plots.WIDTHS ("column", "page")
+    tuned: bool | None = None  # None: every profile's build writes it; True: only a tuned profile's; False: only an untuned one's
 
     def files(self, figures_dir: str | os.PathLike) -> list[Path]:
         d = Path(figures_dir)
@@ -45,12 +46,12 @@ class Item:
         return [d / "tables" / f"{self.name}.{ext}" for ext in ("csv", "md", "tex")]
 
 
-def _fig(name: str, caption: str, width: str = "page") -> Item:
-    return Item(name, "figure", caption, width)
+def _fig(name: str, caption: str, width: str = "page", tuned: bool | None = None) -> Item:
+    return Item(name, "figure", caption, width, tuned)
 
 
-def _tab(name: str, caption: str) -> Item:
-    return Item(name, "table", caption)
+def _tab(name: str, caption: str, tuned: bool | None = None) -> Item:
+    return Item(name, "table", caption, tuned=tuned)
 
 
 ANALYSIS: dict[str, tuple[Item, ...]] = {
@@ -73,6 +74,10 @@ ANALYSIS: dict[str, tuple[Item, ...]] = {
         _fig("04_greediness_bars", "mean active ratios (loss terms, embedding gradients), effective share of moving "
              "samples and each sample's share of Adam's step per loss (mean ± std over seeds; constant ratios "
              "noted, not drawn)"),
+        _tab("04_probes", "GREEDINESS on the fixed probe batches (one random, one P x K; the same samples for every "
+             "loss) at 0, 25, 50, 75 and 100 % of each run's own training: mean ± std over seeds", tuned=True),
+        _fig("04_probes", "the loss terms' active share, the effective share of moving samples and the mean "
+             "per-sample gradient norm on the probe batches over each run's own training", tuned=True),
     ),
     "05_retrieval": (
         _tab("05_retrieval", "retrieval on the test split: Recall@K and MAP@R, mean ± std over seeds"),
@@ -101,11 +106,36 @@ ANALYSIS: dict[str, tuple[Item, ...]] = {
         _tab("06_gate", "did every loss learn? final test Recall@1 (superclass_recall@1 where the heads learn superclasses "
              "only) against the untrained head, paired by seed"),
         _tab("06_variants", "which verdicts change when a loss is replaced by its named variant"),
-        _tab("06_schedules", "verdicts of this profile beside those of its comparison profile (another schedule)"),
+        _tab("06_schedules", "verdicts of this profile beside those of its comparison profile (another schedule)",
+             tuned=False),
         _fig("06_claims", "the claims' verdicts with the 95% interval of the closest pair"),
+        _tab("06_survival", "each claim's verdict under the paper's protocol (the demo and paper-schedule builds) "
+             "beside its fair verdict, and whether it survives (both positive), does not (fair negligible or "
+             f"contradicted) or is undecided; {DESCRIPTIVE_NOTE}", tuned=True),
+        _fig("06_survival", "each claim's verdict per dataset under each paper-protocol build and the fair one, "
+             "the paper cells marked with the claim's fate", tuned=True),
+        _tab("06_tuned", "the setting equal tuning chose per dataset and loss: learning rate, key constant, its "
+             "trial and validation MAP@R, and how many of its tuning runs reached the budget", tuned=True),
+        _tab("06_convergence", "every run's stop: best and last epoch, what stopped it (patience or the budget) "
+             "and whether it converged", tuned=True),
     ),
 }
-"""Analysis notebook -> what it writes under ``figures/<profile>/``."""
+"""Analysis notebook -> what it writes under ``figures/<profile>/`` (a profile writes :func:`items`)."""
+
+
+def _is_tuned(profile: str) -> bool:
+    from vgcore.config import PROFILES
+
+    return profile in PROFILES and PROFILES[profile].tuned
+
+
+def items(notebook: str, profile: str | None = None) -> tuple[Item, ...]:
+    """The items of `notebook` that `profile`'s build writes (its :attr:`Item.tuned` matches whether
+    the profile is tuned); every declared item when `profile` is None."""
+    if profile is None:
+        return ANALYSIS[notebook]
+    tuned = _is_tuned(profile)
+    return tuple(i for i in ANALYSIS[notebook] if i.tuned is None or i.tuned == tuned)
 
 
 class Outputs:
@@ -120,7 +150,7 @@ class Outputs:
         if notebook not in ANALYSIS:
             raise ValueError(f"unknown analysis notebook {notebook!r}; choose one of: {', '.join(ANALYSIS)}")
         self.notebook, self.dir, self.profile = notebook, Path(figures_dir), profile
-        self.items = {(item.kind, item.name): item for item in ANALYSIS[notebook]}
+        self.items = {(item.kind, item.name): item for item in items(notebook, profile)}
         self.written: list[Path] = []
         self.runs_digest = None
         if runs is not None:
@@ -174,7 +204,8 @@ class Outputs:
         if missing:
             raise ValueError(f"{self.notebook} did not write {', '.join(str(p) for p in missing)}: every figure and "
                              "table declared in vgcore.report.outputs.ANALYSIS needs its cell")
-        lines = [f"{file_digest(p)}  {p.relative_to(self.dir).as_posix()}\n" for p in analysis_files(self.dir, self.notebook)]
+        lines = [f"{file_digest(p)}  {p.relative_to(self.dir).as_posix()}\n"
+                 for p in analysis_files(self.dir, self.notebook, profile=self.profile)]
         atomic_write_text(manifest(self.dir, self.notebook), "".join(lines))
         kinds = [item.kind for item in self.items.values()]
         figures, tables = kinds.count("figure"), kinds.count("table")
@@ -264,10 +295,12 @@ def run_embeddings(summary, results_root: str | os.PathLike, profile: str, varia
         yield r.dataset, r.loss, r.seed, z, y
 
 
-def analysis_files(figures_dir: str | os.PathLike, notebook: str | None = None) -> list[Path]:
-    """Every file the analysis notebooks (or one of them) write under `figures_dir`."""
+def analysis_files(figures_dir: str | os.PathLike, notebook: str | None = None, *,
+                   profile: str | None = None) -> list[Path]:
+    """Every file the analysis notebooks (or one of them) write under `figures_dir` (for `profile`:
+    :func:`items`; every declared file when None)."""
     names = [notebook] if notebook else list(ANALYSIS)
-    return [p for nb in names for item in ANALYSIS[nb] for p in item.files(figures_dir)]
+    return [p for nb in names for item in items(nb, profile) for p in item.files(figures_dir)]
 
 
 def manifest(figures_dir: str | os.PathLike, notebook: str) -> Path:
@@ -304,8 +337,8 @@ def write_index(figures_dir: str | os.PathLike, profile: str, description: str =
     if description:
         lines += [f"Profile `{profile}`: {description}.", ""]
     lines += ["| file | what it shows | notebook |", "| --- | --- | --- |"]
-    for notebook, items in ANALYSIS.items():
-        for item in items:
+    for notebook in ANALYSIS:
+        for item in items(notebook, profile):
             files = [p for p in item.files(d) if p.is_file()]  # never link a file that is not there
             links = " ".join(f"[{p.suffix[1:]}]({p.relative_to(d).as_posix()})" for p in files) or "(not built)"
             lines.append(f"| `{item.name}` {links} | {item.caption} | [`notebooks/{notebook}.ipynb`]"

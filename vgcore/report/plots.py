@@ -585,6 +585,47 @@ def metric_over_steps(steps: pd.DataFrame, metrics: Sequence[str], bins: int = 6
     return fig
 
 
+PROBE_METRICS = ("tuple_active_ratio", "grad_effective_share", "emb_grad_norm_mean")
+"""What :func:`probe_readings` draws by default: the loss terms' active share, Kish's effective share
+of the per-sample gradients, and their mean norm (scale-dependent)."""
+
+
+def probe_readings(probes: pd.DataFrame, metrics: Sequence[str] = PROBE_METRICS, title: str = "",
+                   width: str | float = "page") -> plt.Figure:
+    """GREEDINESS on the fixed probe batches (the ``probes`` table of :func:`vgcore.results.collect`):
+    each loss read on the same samples at shares of its own training (0 = untrained, 1 = its stop),
+    one line per loss (mean over seeds, band ± 1 std); rows = dataset x metric, columns = probe
+    batch (random, P x K). A metric spanning decades is drawn on a log axis, a share on [0, 1]."""
+    _check_columns(probes, ["dataset", "loss", "seed", "batch", "fraction", *metrics], "probe_readings")
+    datasets = sorted(probes["dataset"].unique())
+    batches = list(dict.fromkeys(probes["batch"]))
+    palette = loss_palette(loss_order(probes))
+    notes = [title, _seed_note(probes, "line: mean over seeds; band: ± 1 std"),
+             "x: share of each run's own training (0: untrained head; 1: its stop); the same probe samples for every loss"]
+    rows = [(d, m) for d in datasets for m in metrics]
+    fig = _figure(width, 1.25 * len(rows) + 0.6 + 0.14 * len(notes))
+    axes = _grid(fig, len(rows), len(batches), sharex=True)
+    for i, (dataset, metric) in enumerate(rows):
+        for j, batch in enumerate(batches):
+            ax = axes[i, j]
+            sub = probes[(probes["dataset"] == dataset) & (probes["batch"] == batch)]
+            if i == 0:
+                ax.set_title(f"{batch} probe batch")
+            for loss, colour in palette.items():
+                one = sub[sub["loss"] == loss]
+                if len(one) and not one[metric].isna().all():
+                    _mean_band(ax, one, "fraction", metric, colour, loss)
+            if _spans_decades(sub[metric]):
+                ax.set_yscale("log")
+            elif is_share(metric):
+                ax.set_ylim(-0.03, 1.03)
+            ax.set_xticks([0.0, 0.5, 1.0])
+            ax.set_xlabel("share of training" if i == len(rows) - 1 else "")
+            ax.set_ylabel(_wrap(f"{dataset}: {label(metric)}", 1.1) if j == 0 else "")
+    _note(fig, notes, *_loss_handles(palette))
+    return fig
+
+
 def normalised_loss(steps: pd.DataFrame, bins: int = 60) -> pd.DataFrame:
     """Each run's training loss averaged in `bins` step ranges (:func:`_binned`), then scaled to
     ``(L_t - L_min) / (L_0 - L_min)``: 1 at its first range, 0 at its lowest, whatever the loss's own

@@ -18,10 +18,14 @@ claims table: no correction across claims, datasets or protocols.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import pandas as pd
 
+from vgcore import config as config_module
+from vgcore import tuning
 from vgcore.report.claims import (
     CLAIMS,
     CONTRADICTED,
@@ -38,12 +42,17 @@ from vgcore.report.claims import (
     member_verdicts,
     variant_table,
 )
+from vgcore.results import STOP_COLUMNS
 
 NOT_JUDGED_UNCONVERGED = "not judged: unconverged"
 GROUPED_NPAIR = "npair_groups"
 FAIR_VARIANTS = {"npair": GROUPED_NPAIR}
 """The fair build's variant rows: Sohn's one-group N-pair in the place of the grouped one the claims name."""
 SURVIVAL_COLUMNS = ("claim", "dataset", "protocol", "paper_verdict", "fair_verdict", "changed", "survival")
+
+PAPER_PROTOCOLS = ("demo", "paper_schedule")
+"""The paper-protocol builds each fair verdict is set beside (their committed ``tables/06_claims.csv``)."""
+TUNED_COLUMNS = ("dataset", "loss", "lr", "constant", "value", "trial", "validation map@r", "unconverged trials")
 
 SURVIVES = "survives"
 DOES_NOT_SURVIVE = "does not survive"
@@ -122,3 +131,50 @@ def fair_claims_tables(summary: pd.DataFrame, epochs: pd.DataFrame,
     return {"gate": gate, "claims": checked, "members": member_verdicts(summary, claims, learned=learned),
             "variants": variant_table(summary, checked, learned=learned, claims=claims, variants=FAIR_VARIANTS),
             "survival": table}
+
+
+def paper_tables(figures_root: str | os.PathLike = "figures") -> dict[str, pd.DataFrame]:
+    """Each of :data:`PAPER_PROTOCOLS`' committed claims table (``<figures_root>/<profile>/tables/06_claims.csv``),
+    by profile name; a missing one is named with the command that builds it."""
+    out = {}
+    for name in PAPER_PROTOCOLS:
+        path = Path(figures_root) / name / "tables" / "06_claims.csv"
+        if not path.is_file():
+            build = "make demo" if name == "demo" else f"make figures PROFILE={name}"
+            raise FileNotFoundError(f"{path} is missing: the fair verdicts are set beside the {name} build's; "
+                                    f"restore it (git checkout {path}) or rebuild it ({build})")
+        out[name] = pd.read_csv(path)
+    return out
+
+
+def tuned_table(profile, datasets: Sequence[str] | None = None, losses: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per dataset x loss (:data:`TUNED_COLUMNS`): the setting equal tuning chose
+    (``vgcore/tuned/<profile>.json``, :func:`vgcore.train.tune.write_tuned`), its trial, its
+    validation MAP@R and how many of its tuning runs reached the budget. A cell not tuned yet is
+    refused, naming it."""
+    stored = config_module.read_tuned(profile.name)
+    rows = []
+    for dataset in datasets or profile.datasets:
+        for loss in losses or profile.losses:
+            entry = stored.get(dataset, {}).get(loss)
+            if not entry:
+                raise ValueError(f"{dataset}/{loss} is not tuned in {config_module.tuned_path(profile.name)}: run "
+                                 f"`make fair` (python -m vgcore tune --profile {profile.name})")
+            param = tuning.SEARCH_SPACE[loss].param
+            rows.append({"dataset": dataset, "loss": loss, "lr": entry["lr"], "constant": param,
+                         "value": entry["loss_params"][param], "trial": entry["trial"],
+                         "validation map@r": entry["val_map@r"], "unconverged trials": entry["unconverged"]})
+    return pd.DataFrame(rows, columns=list(TUNED_COLUMNS))
+
+
+def convergence_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """Every run's stop (:data:`vgcore.results.STOP_COLUMNS`), one row per dataset x loss x seed in
+    the summary's dataset and loss order, seeds ascending."""
+    missing = [c for c in STOP_COLUMNS if c not in summary.columns]
+    if missing:
+        raise ValueError(f"the runs carry no {', '.join(missing)}: they were not trained to convergence "
+                         "(patience 0); the convergence table is the fair profile's")
+    order = {k: {v: i for i, v in enumerate(dict.fromkeys(summary[k]))} for k in ("dataset", "loss")}
+    table = summary[["dataset", "loss", "seed", *STOP_COLUMNS]]
+    keys = table.assign(_d=table["dataset"].map(order["dataset"]), _l=table["loss"].map(order["loss"]))
+    return table.loc[keys.sort_values(["_d", "_l", "seed"]).index].reset_index(drop=True)
