@@ -642,7 +642,7 @@ def test_every_committed_figure_is_printed_at_its_declared_width(profile):
     from PIL import Image
 
     folder = ROOT / "figures" / profile
-    for item in (i for items in outputs.ANALYSIS.values() for i in items if i.kind == "figure"):
+    for item in (i for nb in outputs.ANALYSIS for i in outputs.items(nb, profile) if i.kind == "figure"):
         with Image.open(folder / f"{item.name}.png") as img:
             assert img.size[0] == round(plots.WIDTHS[item.width] * plots.DPI), \
                 f"{profile}/{item.name}.png is not {item.width} width ({plots.WIDTHS[item.width]} in)"
@@ -780,3 +780,13 @@ def test_probe_readings_draw_each_loss_at_its_shares_of_training_per_batch_and_d
     assert axes[4].get_yscale() == "log" and axes[2].get_yscale() == "linear"  # row 3: emb_grad_norm_mean spans decades
     with pytest.raises(ValueError, match="fraction"):
         plots.probe_readings(table.drop(columns="fraction"))
+
+
+def test_the_claims_figure_says_what_a_grey_not_judged_claim_is():
+    table = claims_table()
+    def header(fig) -> str:
+        return " ".join(legend.get_title().get_text() for legend in fig.legends)
+
+    assert "unconverged" not in header(plots.claims_intervals(table))
+    table.loc[0, "verdict"] = "not judged: unconverged"
+    assert "unconverged" in header(plots.claims_intervals(table))

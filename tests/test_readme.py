@@ -298,3 +298,20 @@ def test_the_readme_shows_the_demo_gallery_that_notebook_05_draws():
     assert 'src="figures/demo/05_gallery.png"' in results
     assert "05_gallery" in {item.name for item in ANALYSIS["05_retrieval"]}
     assert (ROOT / "figures" / "demo" / "05_gallery.png").is_file()
+
+
+def test_the_readme_says_which_claims_survive_the_fair_comparison_from_its_table():
+    """The README's account of the fair comparison is the committed survival table's
+    (vgcore.report.survival.survival_summary), verbatim; without a fair build it says there is none."""
+    import pandas as pd
+
+    from vgcore.report.survival import survival_summary
+
+    table = ROOT / "figures" / "fair" / "tables" / "06_survival.csv"
+    results = section(README, "Results")
+    if not table.is_file():
+        assert "`figures/fair/` does not exist yet" in " ".join(results.split())
+        return
+    stated = survival_summary(pd.read_csv(table))
+    assert stated in results, f"README.md's fair-comparison list is not the committed table's; paste:\n{stated}"
+    assert "figures/fair/06_survival.png" in results and "descriptive" in results

@@ -157,6 +157,12 @@ def test_the_tuned_table_lists_each_cells_chosen_setting_from_the_tuned_file(tmp
     with pytest.raises(ValueError, match=r"synthetic/ccl.*not tuned.*make fair"):
         S.tuned_table(config_module.get_profile("fair"), datasets=["synthetic"], losses=["ccl"])
     assert not math.isnan(table["validation map@r"].iloc[0])
+    # scl's temperature 0.07 and both learning rates lie inside their ranges; triplet's margin 0.31 too
+    assert table["at range edge"].tolist() == ["", ""]
+    stored["synthetic"]["scl"].update(lr=2.9e-2, loss_params={"temperature": 0.021})  # both near an end
+    (tmp_path / "fair.json").write_text(json.dumps(stored))
+    edge = S.tuned_table(config_module.get_profile("fair"), datasets=["synthetic"], losses=["scl"])
+    assert edge["at range edge"].tolist() == ["lr, temperature"]
 
 
 def test_the_convergence_table_has_every_run_and_counts_the_unconverged():
@@ -186,3 +192,19 @@ def test_the_paper_protocol_tables_are_read_from_the_committed_builds(tmp_path):
         tmp_path / "paper_schedule" / "tables" / "06_claims.csv", index=False)
     tables = S.paper_tables(tmp_path)
     assert list(tables) == ["demo", "paper_schedule"] and tables["paper_schedule"]["verdict"].tolist() == [C.NEGLIGIBLE]
+
+
+def test_the_survival_summary_names_every_check_under_its_fate_with_the_protocols():
+    table = pd.DataFrame({
+        "claim": ["a", "a", "b", "c", "c"], "dataset": ["d", "d", "d", "e", "e"],
+        "protocol": ["demo", "paper_schedule", "demo", "demo", "paper_schedule"],
+        "paper_verdict": [C.SUPPORTED, C.SIGNIFICANT, C.SUPPORTED, C.INCONCLUSIVE, C.SUPPORTED],
+        "fair_verdict": [C.SUPPORTED, C.SUPPORTED, C.NEGLIGIBLE, C.INCONCLUSIVE, C.INCONCLUSIVE],
+        "changed": [False, True, True, False, True],
+        "survival": [S.SURVIVES, S.SURVIVES, S.DOES_NOT_SURVIVE, S.UNDECIDED, S.UNDECIDED]})
+    text = S.survival_summary(table)
+    assert text.splitlines() == [
+        "- **survives** (2 of 5 checks): `a` on d (demo, paper_schedule)",
+        "- **does not survive** (1 of 5 checks): `b` on d (demo)",
+        "- **undecided** (2 of 5 checks): `c` on e (demo, paper_schedule)"]
+    assert "none" in S.survival_summary(table[table["survival"] != S.SURVIVES]).splitlines()[0]

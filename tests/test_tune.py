@@ -155,3 +155,17 @@ def test_the_sensitivity_build_trains_each_value_of_a_constant_as_its_own_varian
     assert groups == [5] and again.paths == done.paths  # nothing retrained
     with pytest.raises(ValueError, match="one tag, or one per config"):
         loop.sweep([c for _, c in pairs], tmp_path, tag=["a", "b"])
+
+
+def test_a_value_is_at_the_edge_within_five_percent_of_its_axis_on_its_scale():
+    from vgcore.tuning import EDGE, LR_AXIS, SEARCH_SPACE, at_edge
+
+    for axis in (LR_AXIS, *SEARCH_SPACE.values()):
+        for u in (0.0, 0.04, 0.3, 0.5, 0.96, 1.0):
+            assert abs(axis.position(axis.value(u)) - u) < 1e-12
+    margin = SEARCH_SPACE["triplet"]  # uniform [0.02, 0.5]
+    lr_mid = LR_AXIS.value(0.5)
+    assert at_edge("triplet", {"lr": lr_mid, "loss_params": {"margin": 0.02 + 0.049 * 0.48}}) == ["margin"]
+    assert at_edge("triplet", {"lr": lr_mid, "loss_params": {"margin": 0.02 + 0.051 * 0.48}}) == []
+    assert at_edge("triplet", {"lr": LR_AXIS.value(1 - EDGE / 2), "loss_params": {"margin": 0.3}}) == ["lr"]
+    assert margin.position(0.5) == 1.0

@@ -506,7 +506,7 @@ def test_committed_builds_are_what_their_notebooks_wrote(profile):
     fig = ROOT / "figures" / profile
     for nb in outputs.ANALYSIS:
         names = [line.split("  ", 1)[1] for line in outputs.manifest(fig, nb).read_text().splitlines()]
-        assert [fig / n for n in names] == outputs.analysis_files(fig, nb)
+        assert [fig / n for n in names] == outputs.analysis_files(fig, nb, profile=profile)
     assert outputs.edited(fig) == []
 
 

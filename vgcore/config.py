@@ -288,10 +288,13 @@ class Profile:
 
 def tuned_path(profile: str):
     """Where a tuned profile's chosen settings live: ``vgcore/tuned/<profile>.json`` (package data,
-    committed; ``{dataset: {loss: {"lr", "loss_params", ...}}}``)."""
+    committed; ``{dataset: {loss: {"lr", "loss_params", ...}}}``), or ``$VGCORE_TUNED/<profile>.json``
+    when that variable names a directory (a build of its own, e.g. the tests' smoke-scale fair build)."""
+    import os
     from pathlib import Path
 
-    return Path(__file__).parent / "tuned" / f"{profile}.json"
+    root = os.environ.get("VGCORE_TUNED")
+    return (Path(root) if root else Path(__file__).parent / "tuned") / f"{profile}.json"
 
 
 def read_tuned(profile: str) -> dict[str, Any]:
@@ -326,6 +329,23 @@ PROFILES: dict[str, Profile] = {
         },
         seeds=(0,),
         settings={"epochs": 3, "batch_size": 32, "lr": 1e-2, "eval_train_size": 64},
+    ),
+    "smoke_fair": Profile(
+        name="smoke_fair",
+        description="seconds: the fair protocol (equal tuning, P x K batches, early stopping, probes) on the smoke set, for tests",
+        datasets={
+            "synthetic": {
+                "backbone": "pixels",
+                "dataset_options": {"n_superclasses": 3, "n_fine_per_super": 4, "n_per_class": 16, "dim": 16,
+                                    "fine_spread": 0.5, "noise": 0.6},
+            },
+        },
+        losses=(*LOSSES, "npair_groups", "multisimilarity"),
+        seeds=(0, 1),
+        settings={"epochs": 4, "batch_size": 24, "samples_per_class": 4, "sampler": "pk_distinct", "val_size": 24,
+                  "patience": 2, "lr": 1e-2, "eval_train_size": 64, "probes": True},
+        redraw_data=True,
+        tuned=True,
     ),
     "demo": Profile(
         name="demo",

@@ -52,6 +52,18 @@ class Axis:
             return math.exp(lo + u * (hi - lo))
         return self.low + u * (self.high - self.low)
 
+    def position(self, value: float) -> float:
+        """Where ``value`` lies on this axis, the inverse of :meth:`value`: 0 at ``low``, 1 at ``high``
+        (on a log axis, in the logarithm)."""
+        if self.log:
+            return (math.log(value) - math.log(self.low)) / (math.log(self.high) - math.log(self.low))
+        return (value - self.low) / (self.high - self.low)
+
+
+EDGE = 0.05
+"""A chosen value within this share of its axis's length from either end lies "at the edge" of the
+search: the best setting may lie outside the range, and the tuned table says so."""
+
 
 LR_AXIS = Axis("lr", 1e-4, 3e-2, log=True)
 """The learning rate (Adam), tuned per loss: log-uniform in [1e-4, 3e-2] (PROTOCOL.md, Equal tuning)."""
@@ -182,3 +194,11 @@ def sensitivity_values(loss: str) -> list[float]:
 def sensitivity_tag(loss: str, point: int) -> str:
     """The variant folder of `loss`'s constant at its `point`-th sensitivity value: ``<loss>-<param>-k<point>``."""
     return f"{loss}-{SEARCH_SPACE[loss].param}-k{point}"
+
+
+def at_edge(loss: str, setting: Mapping[str, Any]) -> list[str]:
+    """The searched quantities (``lr``, the loss's constant) of a chosen `setting` (``{"lr", "loss_params"}``)
+    that lie within :data:`EDGE` of either end of their axis."""
+    axis = SEARCH_SPACE[loss]
+    values = {LR_AXIS.param: (LR_AXIS, setting["lr"]), axis.param: (axis, setting["loss_params"][axis.param])}
+    return [name for name, (ax, v) in values.items() if not EDGE <= ax.position(v) <= 1 - EDGE]

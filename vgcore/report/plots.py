@@ -1006,7 +1006,9 @@ def claims_intervals(claims: pd.DataFrame, title: str = "", width: str | float =
                          "of the claim's smallest effect of interest (right of 0 favours the claim; grey band: within "
                          f"+-1, negligible; beyond +-{CLAIMS_CLIP:g}: drawn at the edge, its value beside it)",
                 "not checked: the claim does not apply to the dataset, or a loss it names did not learn there "
-                "(the gate table)"],
+                "(the gate table)",
+                *(["dark grey: not judged, a loss it names has a run that reached its budget unconverged"]
+                  if claims["verdict"].isin(UNJUDGED_CODES).any() else [])],
           handles, names_)
     return fig
 

@@ -52,7 +52,8 @@ SURVIVAL_COLUMNS = ("claim", "dataset", "protocol", "paper_verdict", "fair_verdi
 
 PAPER_PROTOCOLS = ("demo", "paper_schedule")
 """The paper-protocol builds each fair verdict is set beside (their committed ``tables/06_claims.csv``)."""
-TUNED_COLUMNS = ("dataset", "loss", "lr", "constant", "value", "trial", "validation map@r", "unconverged trials")
+TUNED_COLUMNS = ("dataset", "loss", "lr", "constant", "value", "trial", "validation map@r", "unconverged trials",
+                 "at range edge")
 
 SURVIVES = "survives"
 DOES_NOT_SURVIVE = "does not survive"
@@ -150,8 +151,9 @@ def paper_tables(figures_root: str | os.PathLike = "figures") -> dict[str, pd.Da
 def tuned_table(profile, datasets: Sequence[str] | None = None, losses: Sequence[str] | None = None) -> pd.DataFrame:
     """One row per dataset x loss (:data:`TUNED_COLUMNS`): the setting equal tuning chose
     (``vgcore/tuned/<profile>.json``, :func:`vgcore.train.tune.write_tuned`), its trial, its
-    validation MAP@R and how many of its tuning runs reached the budget. A cell not tuned yet is
-    refused, naming it."""
+    validation MAP@R, how many of its tuning runs reached the budget, and which of its values lie at
+    an edge of the searched range (:func:`vgcore.tuning.at_edge`: the best setting may lie outside).
+    A cell not tuned yet is refused, naming it."""
     stored = config_module.read_tuned(profile.name)
     rows = []
     for dataset in datasets or profile.datasets:
@@ -163,7 +165,8 @@ def tuned_table(profile, datasets: Sequence[str] | None = None, losses: Sequence
             param = tuning.SEARCH_SPACE[loss].param
             rows.append({"dataset": dataset, "loss": loss, "lr": entry["lr"], "constant": param,
                          "value": entry["loss_params"][param], "trial": entry["trial"],
-                         "validation map@r": entry["val_map@r"], "unconverged trials": entry["unconverged"]})
+                         "validation map@r": entry["val_map@r"], "unconverged trials": entry["unconverged"],
+                         "at range edge": ", ".join(tuning.at_edge(loss, entry))})
     return pd.DataFrame(rows, columns=list(TUNED_COLUMNS))
 
 
@@ -178,3 +181,16 @@ def convergence_table(summary: pd.DataFrame) -> pd.DataFrame:
     table = summary[["dataset", "loss", "seed", *STOP_COLUMNS]]
     keys = table.assign(_d=table["dataset"].map(order["dataset"]), _l=table["loss"].map(order["loss"]))
     return table.loc[keys.sort_values(["_d", "_l", "seed"]).index].reset_index(drop=True)
+
+
+def survival_summary(table: pd.DataFrame) -> str:
+    """The survival table (:func:`fair_claims_tables`' ``survival``) in Markdown, one bullet per fate:
+    how many of its checks (a claim on a dataset against one paper-protocol build) have it, and each
+    claim on each dataset with the builds it is checked against. What the README says, generated."""
+    lines = []
+    for fate in (SURVIVES, DOES_NOT_SURVIVE, UNDECIDED):
+        rows = table[table["survival"] == fate]
+        items = [f"`{claim}` on {dataset} ({', '.join(group['protocol'])})"
+                 for (claim, dataset), group in rows.groupby(["claim", "dataset"], sort=False)]
+        lines.append(f"- **{fate}** ({len(rows)} of {len(table)} checks): {'; '.join(items) or 'none'}")
+    return "\n".join(lines)
