@@ -13,12 +13,13 @@ import sys
 
 import pandas as pd
 import pytest
-from _smoke_build import ROOT, env
 
 from vgcore import tuning
 from vgcore.config import get_profile
 from vgcore.report import outputs
 from vgcore.report.survival import PAPER_PROTOCOLS, SURVIVAL_COLUMNS, TUNED_COLUMNS
+
+from _smoke_build import ROOT, env
 
 PROFILE = "smoke_fair"
 
