@@ -125,13 +125,14 @@ def test_the_fair_profile_follows_the_protocol_rules():
     assert "npair_groups" in fair.losses and set(fair.losses) <= set(tuning.SEARCH_SPACE)
     # FashionMNIST: 10 classes, 2,000 validation rows; synthetic: its 50 training classes less every 4th,
     # held out for validation because its test classes are unseen
-    for dataset, n_classes, validation in (("fashionmnist", 10, (2000, "rows")), ("synthetic", 37, (0, "classes"))):
+    for dataset, n_classes, validation, budget in (("fashionmnist", 10, (2000, "rows"), 40),
+                                                   ("synthetic", 37, (0, "classes"), 80)):
         c = fair.config(dataset, "triplet", 3)
         p, k = pk_shape(n_classes, 256)
         assert (c.sampler, c.batch_size, c.samples_per_class) == ("pk_distinct", p * k, k)  # rows distinct in a batch
         assert c.progress_evals  # the reporting runs read the convergence yardstick; the trials do not
         assert not any(t.progress_evals or t.diagnostics or t.probes for t in tune.trial_configs(fair, dataset, "triplet", 100))
-        assert (c.patience, c.min_delta, c.epochs, c.data_seed) == (5, 0.001, 40, 3)
+        assert (c.patience, c.min_delta, c.epochs, c.data_seed) == (5, 0.001, budget, 3)
         assert (c.val_size, c.val_split) == validation
 
 
@@ -169,3 +170,20 @@ def test_a_value_is_at_the_edge_within_five_percent_of_its_axis_on_its_scale():
     assert at_edge("triplet", {"lr": lr_mid, "loss_params": {"margin": 0.02 + 0.051 * 0.48}}) == []
     assert at_edge("triplet", {"lr": LR_AXIS.value(1 - EDGE / 2), "loss_params": {"margin": 0.3}}) == ["lr"]
     assert margin.position(0.5) == 1.0
+
+
+def test_a_trial_of_a_changed_profile_is_retrained_and_the_old_one_kept_aside(tuned_root, tmp_path):
+    import shutil
+
+    root, _ = tuned_root
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    longer = dataclasses.replace(small_profile(), settings={**small_profile().settings, "epochs": 5})
+    frame = tune.tune(longer, copy, losses=("triplet",), seeds=(100,), cache_dir=root / "cache", progress=False)
+    assert frame["map@r"].notna().all()  # every trial retrained under the new budget and scored
+    for k, config in enumerate(tune.trial_configs(longer, "synthetic", "triplet", 100)):
+        path = tune.trial_dir(copy, config, k)
+        assert results.read_summary(path)["config"]["epochs"] == 5
+        old = tune.trial_dir(root, tune.trial_configs(small_profile(), "synthetic", "triplet", 100)[k], k)
+        kept = path.with_name(f"{path.name}.stale-{results.read_summary(old)['config_hash'][:12]}")
+        assert results.read_summary(kept)["config_hash"] == results.read_summary(old)["config_hash"]

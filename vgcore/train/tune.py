@@ -9,7 +9,8 @@ setting with :func:`vgcore.tuning.pick`; :func:`write_tuned` records it where th
 
 Trial runs live apart from a profile's own runs, under ``<root>/<profile>-tuning/<dataset>/<loss>/
 trial<k>/seed<s>``, so that :func:`vgcore.results.collect` never mixes them in; an interrupted tuning
-resumes without retraining a finished trial.
+resumes without retraining a finished trial, and a trial the profile has changed since is retrained
+(the old one kept beside it as ``seed<s>.stale-<hash>``).
 """
 
 from __future__ import annotations
@@ -67,12 +68,22 @@ def tune(profile: Profile, root, *, datasets: Sequence[str] | None = None, losse
         todo = [(c, k) for c, k in configs if not results.is_current(trial_dir(root, c, k), c.config_hash())]
         if not todo:
             continue
+        for c, k in todo:
+            _set_aside(trial_dir(root, c, k))
         try:
             run_group([c for c, _ in todo], [trial_dir(root, c, k) for c, k in todo], data_root=data_root,
                       cache_dir=cache_dir, progress=progress, skip_current=True)
         except TrainingDivergedError:
             pass  # the diverged trials have no summary: they score NaN; the others were written
     return scores(profile, root, datasets=datasets, losses=losses, seeds=seeds)
+
+
+def _set_aside(path: Path) -> None:
+    """A complete trial of another config at `path` (the profile changed since it ran) is renamed to
+    ``<path>.stale-<its hash>`` beside it, so that its trial is retrained there and nothing is lost."""
+    summary = results.read_summary(path) if path.is_dir() else None
+    if summary is not None:
+        path.rename(path.with_name(f"{path.name}.stale-{summary['config_hash'][:12]}"))
 
 
 def scores(profile: Profile, root, *, datasets: Sequence[str] | None = None, losses: Sequence[str] | None = None,
