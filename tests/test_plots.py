@@ -635,7 +635,7 @@ def test_a_figure_drawn_at_another_width_than_declared_is_refused(tmp_path):
     assert (tmp_path / "05_retrieval_bars.png").exists()
 
 
-@pytest.mark.parametrize("profile", ["demo", "paper_schedule"])
+@pytest.mark.parametrize("profile", ["demo", "paper_schedule", "fair"])
 def test_every_committed_figure_is_printed_at_its_declared_width(profile):
     """The PNGs of figures/<profile>/ are their declared width at 300 dpi (the width their text sizes are
     checked at: test_every_figure_prints_at_its_width_with_8pt_text_and_no_overlaps)."""

@@ -100,6 +100,13 @@ def test_the_fair_tables_judge_the_grouped_npair_flag_unconverged_runs_and_say_w
     row = out["variants"].set_index(["claim", "dataset"]).loc[("npair_large_separation", "good")]
     assert row["variant"] == "npair_groups -> npair" and row["variant_verdict"] == C.CONTRADICTED
     assert S.fair_claims_tables(summary, epochs)["survival"].empty
+    # a dataset only one side ran is not set beside the other: no row of the paper's "other" or of the
+    # fair "slow" against a paper build that never ran it
+    other = pd.DataFrame({"claim": [claim.text, claim.text], "dataset": ["good", "other"],
+                          "verdict": [C.SUPPORTED, C.SUPPORTED]})
+    rows = S.fair_claims_tables(summary, epochs, {"demo": paper, "paper_schedule": other})["survival"]
+    assert sorted(zip(rows["dataset"], rows["protocol"], strict=True)) == [
+        ("good", "demo"), ("good", "paper_schedule"), ("slow", "demo")]
 
 
 def test_a_verdict_that_flips_at_one_value_of_a_constant_holds_at_the_others():

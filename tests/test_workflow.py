@@ -499,9 +499,9 @@ def test_a_notebook_records_what_it_wrote_and_a_hand_edit_is_found(tmp_path):
     assert outputs.edited(tmp_path) == []
 
 
-@pytest.mark.parametrize("profile", ["demo", "paper_schedule"])
+@pytest.mark.parametrize("profile", ["demo", "paper_schedule", "fair"])
 def test_committed_builds_are_what_their_notebooks_wrote(profile):
-    """figures/demo and figures/paper_schedule carry each analysis notebook's record of what it wrote,
+    """figures/demo, figures/paper_schedule and figures/fair carry each analysis notebook's record of what it wrote,
     and every committed figure and table still has those bytes."""
     fig = ROOT / "figures" / profile
     for nb in outputs.ANALYSIS:

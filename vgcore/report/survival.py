@@ -119,13 +119,15 @@ def fair_claims_tables(summary: pd.DataFrame, epochs: pd.DataFrame,
     with :func:`fair_claims`, :func:`mark_unconverged` and Sohn's N-pair as the variant row, plus
     ``survival``: for each paper-protocol profile of ``paper`` (name -> its formatted claims table,
     ``tables/06_claims.csv``), each claim's verdict there beside the fair one and its
-    :func:`survival`, one row of :data:`SURVIVAL_COLUMNS`."""
+    :func:`survival`, one row of :data:`SURVIVAL_COLUMNS`, on the datasets both builds ran."""
     gate = learned_gate(epochs)
     learned = learned_losses(gate)
     claims = fair_claims()
     checked = mark_unconverged(check_claims(summary, claims, learned=learned), summary, claims)
+    ran = set(summary["dataset"])
     rows = [survival(compare_verdicts(table, format_claims(checked), (name, "fair")), name)
             .rename(columns={name: "paper_verdict", "fair": "fair_verdict"}).assign(protocol=name)
+            .query("dataset in @both", local_dict={"both": ran & set(table["dataset"])})
             for name, table in (paper or {}).items() if not table.empty]
     table = (pd.concat(rows, ignore_index=True)[list(SURVIVAL_COLUMNS)] if rows
              else pd.DataFrame(columns=list(SURVIVAL_COLUMNS)))
