@@ -14,7 +14,7 @@ from _smoke_build import ROOT, env
 README = ROOT / "README.md"
 GUIDE = ROOT / "docs" / "guide"
 # the pages README.md's sections moved to (docs/index.md's toctree lists exactly these)
-PAGES = ("install", "results", "make-targets", "command-line", "notebooks", "own-model", "layout", "reproducing")
+PAGES = ("install", "results", "fair", "make-targets", "command-line", "notebooks", "own-model", "layout", "reproducing")
 
 
 def page(name: str):
