@@ -13,7 +13,7 @@ PROFILE ?= smoke
 # optional subsets for demo/paper/figures, e.g. make demo LOSSES="triplet scl" SEEDS=0
 SELECT := $(if $(DATASETS),--datasets $(DATASETS)) $(if $(LOSSES),--losses $(LOSSES)) $(if $(SEEDS),--seeds $(SEEDS))
 
-.PHONY: help setup hooks test lint demo schedule fair paper figures restore sync-notebooks lab site site-notebooks data bench mutate lock repo clean
+.PHONY: help setup hooks test lint demo schedule fair sensitivity paper figures restore sync-notebooks lab site site-notebooks data bench mutate lock repo clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -49,6 +49,11 @@ schedule: $(STAMP) data  ## notebook build, paper_schedule profile (the paper's 
 fair: $(STAMP) data  ## fair comparison: tune every loss equally, then the notebook build of the fair profile -> figures/fair
 	$(BIN)/python -m vgcore tune --profile fair $(if $(DATASETS),--datasets $(DATASETS)) $(if $(LOSSES),--losses $(LOSSES))
 	$(BIN)/python -m vgcore figures --profile fair -j $(JOBS) $(SELECT)
+
+# Structure or constants (PROTOCOL.md, "Sensitivity"): each loss's key constant at 5 values of its range, as
+# variants of the fair build (which must exist: make fair), every fair verdict judged again.
+sensitivity: $(STAMP) data  ## how each fair verdict fares as one loss's constant moves -> figures/sensitivity/fair
+	$(BIN)/python -m vgcore sensitivity --profile fair $(if $(DATASETS),--datasets $(DATASETS)) $(if $(LOSSES),--losses $(LOSSES))
 
 paper: $(STAMP)  ## notebook build, paper profile (ViT-B/32, five datasets; needs internet, a GPU helps) -> figures/paper
 	$(BIN)/python -m vgcore paper -j $(JOBS) $(SELECT)

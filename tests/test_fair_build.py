@@ -17,7 +17,7 @@ import pytest
 from vgcore import tuning
 from vgcore.config import get_profile
 from vgcore.report import outputs
-from vgcore.report.survival import PAPER_PROTOCOLS, SURVIVAL_COLUMNS, TUNED_COLUMNS
+from vgcore.report.survival import PAPER_PROTOCOLS, SURVIVAL_COLUMNS, TUNED_COLUMNS, fair_claims
 
 from _smoke_build import ROOT, env
 
@@ -67,5 +67,29 @@ def test_the_fair_build_writes_its_own_tables_and_figures(fair_build):
     survival = pd.read_csv(fig / "tables" / "06_survival.csv")
     assert list(survival.columns) == list(SURVIVAL_COLUMNS)
     assert set(survival["protocol"]) <= set(PAPER_PROTOCOLS) and len(survival)
+    judged = pd.read_csv(fig / "tables" / "06_claims.csv")
+    assert judged["verdict"].ne("not checked").any(), "the smoke set must let heads learn, or no claim is judged"
     probes = pd.read_csv(fig / "tables" / "04_probes.csv")
     assert set(probes["batch"]) == {"random", "pk"} and set(probes["fraction"]) == {0.0, 0.25, 0.5, 0.75, 1.0}
+
+
+def test_the_sensitivity_build_moves_one_constant_and_judges_every_fair_verdict_again(fair_build):
+    environ = env(VGCORE_CACHE=str(fair_build / "cache"), VGCORE_TUNED=str(fair_build / "tuned"))
+    proc = subprocess.run([sys.executable, "-m", "vgcore", "sensitivity", "--profile", PROFILE, "--losses", "triplet",
+                           "--results", str(fair_build / "results"), "--figures", str(fair_build / "figures"),
+                           "--quiet"], cwd=ROOT, env=environ, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    variants = fair_build / "results" / PROFILE / "variants"
+    for point, value in enumerate(tuning.sensitivity_values("triplet")):
+        for seed in get_profile(PROFILE).seeds:  # the sensitivity seeds 0-2
+            run = variants / tuning.sensitivity_tag("triplet", point) / "synthetic" / "triplet" / f"seed{seed}"
+            assert json.loads((run / "summary.json").read_text())["config"]["loss_params"] == {"margin": value}
+    out = fair_build / "figures" / "sensitivity" / PROFILE
+    table = pd.read_csv(out / "tables" / "sensitivity.csv")
+    assert set(table["loss"]) == {"triplet"} and set(table["point"]) == set(range(5))
+    named = {c.key for c in fair_claims() if "triplet" in c.group + c.rest}
+    assert set(table["claim"]) <= named and len(table)
+    share = pd.read_csv(out / "tables" / "stability.csv")
+    assert (share["values"] == 5).all() and share["share_holds"].between(0, 1).all()
+    assert (out / "stability.png").stat().st_size > 1000
+    assert "python -m vgcore sensitivity" in (out / "tables" / "stability.md").read_text()

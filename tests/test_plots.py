@@ -95,6 +95,17 @@ def probes_table() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def stability_table() -> pd.DataFrame:
+    from vgcore.report.claims import CLAIMS
+    from vgcore.tuning import SEARCH_SPACE
+
+    rows = [{"claim": claim.key, "dataset": d, "loss": loss, "param": SEARCH_SPACE[loss].param,
+             "share_holds": ((i + k) % 6) / 5, "values": 5}
+            for d in ("fashionmnist", "synthetic") for i, claim in enumerate(CLAIMS)
+            for k, loss in enumerate((*LOSSES[:7], "npair_groups", "multisimilarity")) if (i + k) % 4]
+    return pd.DataFrame(rows)
+
+
 def claims_table() -> pd.DataFrame:
     from vgcore.report.claims import CLAIMS
 
@@ -191,6 +202,7 @@ FIGURES = {
     "claims_intervals": lambda w: plots.claims_intervals(claims_table(), width=w),
     "survival_grid": lambda w: plots.survival_grid(survival_table(), width=w),
     "probe_readings": lambda w: plots.probe_readings(probes_table(), width=w),
+    "stability_grid": lambda w: plots.stability_grid(stability_table(), width=w),
     "retrieval_gallery": lambda w: gallery.retrieval_gallery(*_gallery("fashionmnist"), width=w,
                                                              title="fashionmnist · seed 0: random queries"),
     "retrieval_gallery_stand_in": lambda w: gallery.retrieval_gallery(*_gallery("synthetic"), width=w,
@@ -790,3 +802,18 @@ def test_the_claims_figure_says_what_a_grey_not_judged_claim_is():
     assert "unconverged" not in header(plots.claims_intervals(table))
     table.loc[0, "verdict"] = "not judged: unconverged"
     assert "unconverged" in header(plots.claims_intervals(table))
+
+
+def test_the_stability_grid_shades_each_cell_by_its_share_and_blanks_a_loss_a_claim_does_not_name():
+    table = stability_table()
+    fig = plots.stability_grid(table, width="page")
+    ax = fig.axes[0]
+    printed = [t.get_text() for t in ax.texts if t.get_text() not in ("fashionmnist", "synthetic")]
+    expected = [{0.0: "0", 1.0: "1"}.get(v, f"{v:.1f}".lstrip("0")) for v in table["share_holds"]]
+    assert sorted(p for p in printed if p != "\u2013") == sorted(expected)
+    n_cells = table["claim"].nunique() * 2 * table["loss"].nunique()
+    assert printed.count("\u2013") == n_cells - len(table)
+    with pytest.raises(ValueError, match="share_holds"):
+        plots.stability_grid(table.drop(columns="share_holds"))
+    empty = plots.stability_grid(table.iloc[:0], width="column")
+    assert any("no fair verdict" in t.get_text() for ax in empty.axes for t in ax.texts)

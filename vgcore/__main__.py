@@ -123,6 +123,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--cache-dir", default=None, help="feature cache (default: $VGCORE_CACHE or ./cache)")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
 
+    se = sub.add_parser("sensitivity", help="structure or constants (PROTOCOL.md, Fair comparison, Sensitivity): each "
+                        "loss's key constant at 5 values of its tuning range, trained as variants of a tuned profile "
+                        "(seeds 0-2), every fair verdict judged again -> figures/sensitivity/<profile>/")
+    se.add_argument("--profile", default="fair", help="a tuned profile whose build exists (default: fair)")
+    se.add_argument("--datasets", nargs="+", default=None, help="subset of the profile's datasets")
+    se.add_argument("--losses", nargs="+", default=None, help="the losses whose constant moves (default: all of the profile's)")
+    se.add_argument("--results", default=DEFAULT_RESULTS, help="results root (default: results/)")
+    se.add_argument("--figures", default="figures", help="figures root; the build goes to <figures>/sensitivity/<profile>/")
+    se.add_argument("--data-root", default=None, help="dataset root (default: $VGCORE_DATA or ./data)")
+    se.add_argument("--cache-dir", default=None, help="feature cache (default: $VGCORE_CACHE or ./cache)")
+    se.add_argument("--quiet", action="store_true", help="no progress bars")
+
     d = sub.add_parser("diagnose", help="VARIANCE, retrieval and superclass structure of embeddings you trained, "
                        "beside the seven losses' runs on the same features")
     d.add_argument("embeddings", help="a .npz with 'features' (your embeddings [N, D]) and 'labels' [N] "
@@ -309,6 +321,32 @@ def _tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sensitivity(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from vgcore import tuning
+    from vgcore.report.sensitivity import write_build
+    from vgcore.train import tune
+    from vgcore.workflow import selection
+
+    profile = get_profile(args.profile)
+    if not profile.tuned:
+        raise UserError(f"profile {profile.name!r} is not tuned: the sensitivity build moves a tuned profile's "
+                        "constants; use --profile fair")
+    datasets, losses, _ = selection(profile, args.datasets, args.losses, None)
+    seeds = [s for s in tuning.SENSITIVITY_SEEDS if s in profile.seeds]
+    done = tune.sensitivity(profile, args.results, datasets=datasets, losses=losses, seeds=seeds,
+                            data_root=args.data_root, cache_dir=args.cache_dir, progress=not args.quiet)
+    if done.failures:
+        for path, error in done.failures.items():
+            print(f"  {path}: {error.splitlines()[0]}", file=sys.stderr)
+        raise UserError(f"{len(done.failures)} sensitivity runs failed; the others are complete (rerun to retry)")
+    out = Path(args.figures) / "sensitivity" / profile.name
+    paths = write_build(args.results, out, profile.name, datasets, losses, seeds)
+    print(f"wrote {len(paths)} files to {out}/")
+    return 0
+
+
 def _diagnose(args: argparse.Namespace) -> int:
     from vgcore.report.diagnose import diagnose
 
@@ -458,8 +496,8 @@ def _lock(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"list": _list, "run": _run, "sweep": _sweep, "tune": _tune, "diagnose": _diagnose, "demo": _build, "paper": _build,
-            "figures": _build, "execute": _execute, "index": _index, "snapshot": _snapshot, "notebooks": _notebooks,
+COMMANDS = {"list": _list, "run": _run, "sweep": _sweep, "tune": _tune, "sensitivity": _sensitivity,
+            "diagnose": _diagnose, "demo": _build, "paper": _build, "figures": _build, "execute": _execute, "index": _index, "snapshot": _snapshot, "notebooks": _notebooks,
             "repo": _repo, "lock": _lock}
 
 

@@ -212,15 +212,17 @@ def stamp(fig: plt.Figure, text: str) -> None:
 def save_figure(fig: plt.Figure, stem: str | os.PathLike, notebook: str, profile: str | None = None,
                 runs: str | None = None) -> list[Path]:
     """Write `fig` at its printed size as <stem>.pdf (vector) and <stem>.png (300 dpi) with a footer
-    naming `notebook` (and `profile`, and the digest of the `runs` it was drawn from,
-    :func:`vgcore.results.runs_digest`); close it.
+    naming `notebook` (``notebooks/<notebook>``, or a command when `notebook` starts with
+    ``python -m``), `profile` and the digest of the `runs` it was drawn from
+    (:func:`vgcore.results.runs_digest`); close it.
 
     The PDF carries no creation date and the PNG no timestamp, so an unchanged figure rewrites the
     same bytes (clean diffs of the committed demo figures).
     """
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    stamp(fig, f"vgcore · notebooks/{notebook}" + (f" · profile {profile}" if profile else "")
+    source = notebook if notebook.startswith("python -m") else f"notebooks/{notebook}"
+    stamp(fig, f"vgcore · {source}" + (f" · profile {profile}" if profile else "")
           + (f", runs {runs}" if runs else ""))
     paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
     fig.savefig(paths[0], dpi=DPI, metadata={"Software": None})
@@ -1074,4 +1076,81 @@ def survival_grid(table: pd.DataFrame, title: str = "", width: str | float = "pa
                 "loss it names has an unconverged run; descriptive: 95% intervals per claim, no correction across "
                 "claims, datasets or protocols"],
           handles, list(VERDICT_COLOURS))
+    return fig
+
+
+def _share_text(share: float) -> str:
+    """A share in [0, 1] in one decimal without the leading zero: "0", ".4", "1"."""
+    return f"{share:.1f}".lstrip("0") if 0 < share < 1 else f"{share:.0f}"
+
+
+def stability_grid(table: pd.DataFrame, title: str = "", width: str | float = "page") -> plt.Figure:
+    """Structure or constants (:func:`vgcore.report.sensitivity.stability`): a row per claim, a column per
+    loss constant, a block per dataset (side by side at page width, one above the other at column
+    width); a cell's shade is the share of that constant's values under which the claim's fair verdict
+    holds (dark: at every value, from the losses' form; light: it changes inside the range, from the
+    constants), printed at page width; white with a dash: the claim does not name that loss. Without
+    a judged fair verdict (an empty table) it says so."""
+    columns = ("claim", "dataset", "loss", "param", "share_holds", "values")
+    if table.empty and set(columns) <= set(table.columns):
+        fig = _figure(width, 0.6)
+        ax = fig.subplots()
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no fair verdict to move: every claim is not checked or not judged (the fair build's gate "
+                "and convergence tables)", ha="center", va="center", fontsize=SMALL, wrap=True)
+        return fig
+    _check_columns(table, columns, "stability_grid")
+    claims = list(dict.fromkeys(table["claim"]))
+    losses = list(dict.fromkeys(table["loss"]))
+    datasets = sorted(table["dataset"].unique())
+    page = figure_width(width) >= 5
+    labels = [_wrap(str(c), 2.4 if page else 1.9, SMALL) for c in claims]
+    row = max(max(lab.count("\n") + 1 for lab in labels) * SMALL * 1.25 / 72 + 0.05, 0.2)
+    blocks_down = 1 if page else len(datasets)
+    fig = _figure(width, row * (len(claims) + 1) * blocks_down + (2.2 if page else 1.6))
+    ax = fig.subplots()
+    shades = plt.get_cmap("Greens")
+    across = len(losses) + 0.7 if page else 0  # x offset of each dataset's block
+    down = 0 if page else len(claims) + 1.2    # y offset of each dataset's block
+    xticks, xnames, yticks, ynames = [], [], [], []
+    for a, dataset in enumerate(datasets):
+        cells = table[table["dataset"] == dataset].set_index(["claim", "loss"])
+        for j, loss in enumerate(losses):
+            x = a * across + j
+            if page or a == 0:
+                param = table.loc[table["loss"] == loss, "param"].iloc[0]
+                xticks.append(x)
+                xnames.append(f"{loss} ({param})" if page else loss)
+            for i, claim in enumerate(claims):
+                y = a * down + i
+                if j == 0 and (a == 0 or not page):
+                    yticks.append(y)
+                    ynames.append(labels[i])
+                share = None
+                if (claim, loss) in cells.index:
+                    share = float(cells.loc[(claim, loss), "share_holds"])
+                face = "white" if share is None else shades(0.15 + 0.75 * share)
+                ax.add_patch(plt.Rectangle((x - 0.45, y - 0.42), 0.9, 0.84, facecolor=face, edgecolor="0.6", lw=0.4))
+                text = "\u2013" if share is None else _share_text(share) if page else ""
+                if text:
+                    ax.text(x, y, text, ha="center", va="center", fontsize=SMALL,
+                            color="white" if share is not None and share > 0.6 else "0.2")
+        ax.text(a * across + (len(losses) - 1) / 2, a * down - 0.55, dataset, ha="center", va="bottom",
+                fontsize=FONT, clip_on=False)
+    ax.set_xlim(-0.5, (len(datasets) - 1) * across + len(losses) - 0.5)
+    ax.set_ylim((len(datasets) - 1) * down + len(claims) - 0.5, -0.5)
+    ax.set_xticks(xticks, xnames, fontsize=SMALL, rotation=90)
+    ax.set_yticks(yticks, ynames)
+    ax.grid(False)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    ax.tick_params(length=0)
+    handles = [plt.Rectangle((0, 0), 1, 1, facecolor=shades(0.15 + 0.75 * v), edgecolor="0.6", lw=0.4)
+               for v in (0.0, 0.5, 1.0)]
+    n_values = int(table["values"].max())
+    _note(fig, [title or ("structure or constants: the share of each loss constant's values (its tuning range, "
+                          f"{n_values} points) under which the claim's fair verdict holds, one loss's runs moved at a "
+                          "time; dark: it holds at every value (the losses' form), light: it changes inside the range "
+                          "(the constants)"), "\u2013: the claim does not name that loss"],
+          handles, ["holds at no value", "at half of them", "at every value"])
     return fig

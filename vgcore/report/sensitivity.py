@@ -12,11 +12,13 @@ losses' form; one that changes inside the range comes from the constants.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import pandas as pd
 
-from vgcore import tuning
+from vgcore import results, tuning
 from vgcore.report.claims import (
     CONTRADICTED,
     CONTRADICTED_UNCERTAIN,
@@ -89,3 +91,53 @@ def stability(table: pd.DataFrame) -> pd.DataFrame:
     holds (``share_holds``, 0-1) and the number of values (``values``)."""
     grouped = table.groupby(["claim", "dataset", "loss", "param"], sort=False)["holds"]
     return grouped.agg(share_holds="mean", values="size").reset_index()
+
+
+def moved_runs(results_root: str | os.PathLike, profile: str, datasets: Sequence[str], losses: Sequence[str],
+               seeds: Sequence[int]) -> dict[tuple[str, int], tuple[pd.DataFrame, pd.DataFrame]]:
+    """``(loss, point)`` -> the ``(summary, epochs)`` of `loss`'s sensitivity runs with its constant at
+    the ``point``-th value (the variant :func:`vgcore.tuning.sensitivity_tag` of `profile`), on
+    `datasets` and `seeds`; a value whose runs are missing is refused, naming the command that trains it."""
+    out = {}
+    for loss in losses:
+        for point in range(len(tuning.SENSITIVITY_POINTS)):
+            tag = tuning.sensitivity_tag(loss, point)
+            tables = [results.collect(results_root, table, profile, variant=tag) for table in ("summary", "epochs")]
+            keep = [t[t["dataset"].isin(datasets) & t["seed"].isin(seeds)] for t in tables]
+            have = set(zip(keep[0]["dataset"], keep[0]["seed"], strict=True))
+            missing = sorted({(d, s) for d in datasets for s in seeds} - have)
+            if missing:
+                raise FileNotFoundError(f"{profile} variant {tag!r} has no run of {loss} on "
+                                        f"{', '.join(f'{d} seed {s}' for d, s in missing)}: train it with "
+                                        f"`python -m vgcore sensitivity --profile {profile}`")
+            out[(loss, point)] = (keep[0], keep[1])
+    return out
+
+
+def write_build(results_root: str | os.PathLike, figures_dir: str | os.PathLike, profile: str,
+                datasets: Sequence[str], losses: Sequence[str],
+                seeds: Sequence[int] = tuning.SENSITIVITY_SEEDS) -> list[Path]:
+    """The sensitivity build under `figures_dir` from trained runs: ``tables/sensitivity`` (every claim,
+    dataset, loss constant and value: :func:`sensitivity_verdicts`), ``tables/stability``
+    (:func:`stability`) and the figure ``stability`` (:func:`vgcore.report.plots.stability_grid`)."""
+    from vgcore.report import plots
+    from vgcore.report.analysis import write_table
+
+    summary = results.collect(results_root, "summary", profile)
+    epochs = results.collect(results_root, "epochs", profile)
+    summary, epochs = (t[t["dataset"].isin(datasets)] for t in (summary, epochs))
+    table = sensitivity_verdicts(summary, epochs, moved_runs(results_root, profile, datasets, losses, seeds),
+                                 seeds=seeds)
+    share = stability(table)
+    d = Path(figures_dir)
+    command = f"python -m vgcore sensitivity --profile {profile}"
+    source = (f"{profile} runs of seeds {', '.join(map(str, seeds))}, one loss's constant moved at a time "
+              f"over {len(tuning.SENSITIVITY_POINTS)} values of its tuning range")
+    paths = write_table(table, d / "tables" / "sensitivity", f"each fair verdict judged again with one loss's "
+                        f"constant moved ({source}); holds: same class as the fair verdict", command)
+    paths += write_table(share, d / "tables" / "stability", "the share of each loss constant's values under "
+                         f"which each fair verdict holds ({source})", command)
+    plots.use_style()
+    paths += plots.save_figure(plots.stability_grid(share, width="page"), d / "stability", command, profile,
+                               results.runs_digest(summary["config_hash"]))
+    return paths
