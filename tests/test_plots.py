@@ -671,8 +671,8 @@ def test_every_output_name_is_unique_and_starts_with_its_notebook_number():
 def test_index_lists_every_figure_and_table_with_its_notebook(tmp_path):
     path = outputs.write_index(tmp_path, "demo", "minutes")
     text = path.read_text()
-    for nb, items in outputs.ANALYSIS.items():
-        for item in items:
+    for nb in outputs.ANALYSIS:
+        for item in outputs.items(nb, "demo"):
             assert f"`{item.name}`" in text
         assert f"notebooks/{nb}.ipynb" in text
     assert "make demo" in text
