@@ -51,6 +51,16 @@ class _Parser(argparse.ArgumentParser):
         return super().format_usage().replace("`", "")
 
 
+def _add_tuned(p: argparse.ArgumentParser, losses_help: str) -> None:
+    """The options of the commands that work on a tuned profile (tune, sensitivity)."""
+    p.add_argument("--profile", default="fair", help="a tuned profile (default: fair)")
+    p.add_argument("--datasets", nargs="+", default=None, help="subset of the profile's datasets")
+    p.add_argument("--losses", nargs="+", default=None, help=losses_help)
+    p.add_argument("--data-root", default=None, help="dataset root (default: $VGCORE_DATA or ./data)")
+    p.add_argument("--cache-dir", default=None, help="feature cache (default: $VGCORE_CACHE or ./cache)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def _add_features(p: argparse.ArgumentParser) -> None:
     p.add_argument("--features", default=None, metavar="FILE",
                    help="your own features: a .npz with 'features' [N, D] and 'labels' [N] (optional "
@@ -114,26 +124,16 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("tune", help="the fair comparison's equal tuning (PROTOCOL.md): every trial of every loss, "
                        "trained fused per dataset x tuning seed to its own stop, scored on validation MAP@R; the "
                        "choice per dataset and loss goes to vgcore/tuned/<profile>.json, which the profile reads")
-    t.add_argument("--profile", default="fair", help="a tuned profile (default: fair)")
-    t.add_argument("--datasets", nargs="+", default=None, help="subset of the profile's datasets")
-    t.add_argument("--losses", nargs="+", default=None, help="subset of the profile's losses")
+    _add_tuned(t, "subset of the profile's losses")
     t.add_argument("--seeds", nargs="+", type=int, default=None, help="tuning seeds (default: vgcore.tuning.TUNING_SEEDS, 100)")
     t.add_argument("--results", default=DEFAULT_RESULTS, help="results root; trials go to <results>/<profile>-tuning/")
-    t.add_argument("--data-root", default=None, help="dataset root (default: $VGCORE_DATA or ./data)")
-    t.add_argument("--cache-dir", default=None, help="feature cache (default: $VGCORE_CACHE or ./cache)")
-    t.add_argument("--quiet", action="store_true", help="no progress bars")
 
     se = sub.add_parser("sensitivity", help="structure or constants (PROTOCOL.md, Fair comparison, Sensitivity): each "
                         "loss's key constant at 5 values of its tuning range, trained as variants of a tuned profile "
                         "(seeds 0-2), every fair verdict judged again -> figures/sensitivity/<profile>/")
-    se.add_argument("--profile", default="fair", help="a tuned profile whose build exists (default: fair)")
-    se.add_argument("--datasets", nargs="+", default=None, help="subset of the profile's datasets")
-    se.add_argument("--losses", nargs="+", default=None, help="the losses whose constant moves (default: all of the profile's)")
-    se.add_argument("--results", default=DEFAULT_RESULTS, help="results root (default: results/)")
+    _add_tuned(se, "the losses whose constant moves (default: all of the profile's)")
+    se.add_argument("--results", default=DEFAULT_RESULTS, help="results root (its fair build's runs; default: results/)")
     se.add_argument("--figures", default="figures", help="figures root; the build goes to <figures>/sensitivity/<profile>/")
-    se.add_argument("--data-root", default=None, help="dataset root (default: $VGCORE_DATA or ./data)")
-    se.add_argument("--cache-dir", default=None, help="feature cache (default: $VGCORE_CACHE or ./cache)")
-    se.add_argument("--quiet", action="store_true", help="no progress bars")
 
     d = sub.add_parser("diagnose", help="VARIANCE, retrieval and superclass structure of embeddings you trained, "
                        "beside the seven losses' runs on the same features")
@@ -296,16 +296,24 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def _tune(args: argparse.Namespace) -> int:
-    from vgcore import tuning
-    from vgcore.train import tune
+def _tuned_selection(args: argparse.Namespace, what: str):
+    """The tuned profile of ``--profile`` and its ``--datasets`` / ``--losses`` selection; an untuned
+    profile is refused, saying what `what` needs."""
     from vgcore.workflow import selection
 
     profile = get_profile(args.profile)
     if not profile.tuned:
-        raise UserError(f"profile {profile.name!r} is not tuned (its settings are fixed); tune a profile whose "
-                        "settings come from its tuning: --profile fair")
+        raise UserError(f"profile {profile.name!r} is not tuned (its settings are fixed); {what} needs a profile "
+                        "whose settings come from its tuning: --profile fair")
     datasets, losses, _ = selection(profile, args.datasets, args.losses, None)
+    return profile, datasets, losses
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from vgcore import tuning
+    from vgcore.train import tune
+
+    profile, datasets, losses = _tuned_selection(args, "tuning")
     seeds = tuple(args.seeds) if args.seeds else tuning.TUNING_SEEDS
     frame = tune.tune(profile, args.results, datasets=datasets, losses=losses, seeds=seeds, data_root=args.data_root,
                       cache_dir=args.cache_dir, progress=not args.quiet)
@@ -327,13 +335,8 @@ def _sensitivity(args: argparse.Namespace) -> int:
     from vgcore import tuning
     from vgcore.report.sensitivity import write_build
     from vgcore.train import tune
-    from vgcore.workflow import selection
 
-    profile = get_profile(args.profile)
-    if not profile.tuned:
-        raise UserError(f"profile {profile.name!r} is not tuned: the sensitivity build moves a tuned profile's "
-                        "constants; use --profile fair")
-    datasets, losses, _ = selection(profile, args.datasets, args.losses, None)
+    profile, datasets, losses = _tuned_selection(args, "the sensitivity build (it moves the tuned constants)")
     seeds = [s for s in tuning.SENSITIVITY_SEEDS if s in profile.seeds]
     done = tune.sensitivity(profile, args.results, datasets=datasets, losses=losses, seeds=seeds,
                             data_root=args.data_root, cache_dir=args.cache_dir, progress=not args.quiet)
