@@ -332,12 +332,17 @@ def _tune(args: argparse.Namespace) -> int:
 def _sensitivity(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from vgcore import tuning
+    from vgcore import results, tuning
     from vgcore.report.sensitivity import write_build
     from vgcore.train import tune
 
     profile, datasets, losses = _tuned_selection(args, "the sensitivity build (it moves the tuned constants)")
     seeds = [s for s in tuning.SENSITIVITY_SEEDS if s in profile.seeds]
+    own = results.collect(args.results, "summary", profile.name)
+    if own.empty or not own["dataset"].isin(datasets).any():
+        raise UserError(f"no runs of profile {profile.name!r} under {args.results}/: the sensitivity build moves the "
+                        f"constants of that build's runs; build it first (`make fair`, or python -m vgcore tune "
+                        f"--profile {profile.name} then python -m vgcore figures --profile {profile.name})")
     done = tune.sensitivity(profile, args.results, datasets=datasets, losses=losses, seeds=seeds,
                             data_root=args.data_root, cache_dir=args.cache_dir, progress=not args.quiet)
     if done.failures:
