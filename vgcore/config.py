@@ -368,8 +368,8 @@ PROFILES: dict[str, Profile] = {
         description=(
             "the fair comparison beside the paper's protocol (PROTOCOL.md, Fair comparison): class-balanced "
             "P x K batches for every loss, the learning rate and one key constant tuned per loss on validation "
-            "MAP@R, trained to convergence (patience 5, budget 40 epochs, 80 on the synthetic set), data drawn anew per seed; the demo's "
-            "FashionMNIST and synthetic sets, the seven losses, grouped N-pair and the tuned Multi-Similarity baseline, 5 seeds"
+            "MAP@R, trained to convergence (patience 5, budget 40 epochs, 80 on the synthetic set), data drawn "
+            "anew per seed; the demo's FashionMNIST and synthetic sets, the seven losses, grouped N-pair and the tuned Multi-Similarity baseline, 5 seeds"
         ),
         datasets={
             # P x K = pk_shape(C, 256) of the classes trained on: FashionMNIST's 10, 24 each (240 a batch); the

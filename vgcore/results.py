@@ -575,8 +575,8 @@ def collect(root: str | os.PathLike, table: str = "epochs", profile: str | None 
     (``profile=``), or one of its variants (``variant=`` a tag or digest).
 
     table="epochs": EPOCH_COLUMNS per run and epoch and split; "steps": STEP_COLUMNS per step;
-    "summary": one row per run with the final metrics; "probes": PROBE_COLUMNS per probe reading. Each row also carries RUN_ID_COLUMNS and
-    ``config_hash``. Incomplete runs (no summary.json) are left out. Each run is checked
+    "summary": one row per run with the final metrics; "probes": PROBE_COLUMNS per probe reading.
+    Each row also carries RUN_ID_COLUMNS and ``config_hash``. Incomplete runs (no summary.json) are left out. Each run is checked
     (:func:`check_run`): a stale or corrupt one raises (``errors="raise"``) or is left out with a
     warning naming it (``errors="skip"``).
     """

@@ -127,7 +127,7 @@ def fair_claims_tables(summary: pd.DataFrame, epochs: pd.DataFrame,
     ran = set(summary["dataset"])
     rows = [survival(compare_verdicts(table, format_claims(checked), (name, "fair")), name)
             .rename(columns={name: "paper_verdict", "fair": "fair_verdict"}).assign(protocol=name)
-            .query("dataset in @both", local_dict={"both": ran & set(table["dataset"])})
+            .loc[lambda frame, both=ran & set(table["dataset"]): frame["dataset"].isin(both)]
             for name, table in (paper or {}).items() if not table.empty]
     table = (pd.concat(rows, ignore_index=True)[list(SURVIVAL_COLUMNS)] if rows
              else pd.DataFrame(columns=list(SURVIVAL_COLUMNS)))
@@ -158,8 +158,8 @@ def tuned_table(profile, datasets: Sequence[str] | None = None, losses: Sequence
     A cell not tuned yet is refused, naming it."""
     stored = config_module.read_tuned(profile.name)
     rows = []
-    for dataset in datasets or profile.datasets:
-        for loss in losses or profile.losses:
+    for dataset in profile.datasets if datasets is None else datasets:
+        for loss in profile.losses if losses is None else losses:
             entry = stored.get(dataset, {}).get(loss)
             if not entry:
                 raise ValueError(f"{dataset}/{loss} is not tuned in {config_module.tuned_path(profile.name)}: run "

@@ -53,11 +53,9 @@ def batch_indices(labels: Tensor, config, generator: torch.Generator) -> Iterato
         classes = present[torch.randperm(present.numel(), generator=generator, device=labels.device)[:p]]
         if config.sampler == "pk_distinct":  # K smallest of uniform keys over each class's rows: K distinct rows
             keys = torch.rand(p, slots.numel(), generator=generator, device=labels.device)
-            keys = keys.masked_fill(slots >= counts[classes, None], 2.0)
-            offsets = keys.argsort(dim=1)[:, :k].reshape(-1)
-            classes = classes.repeat_interleave(k)
-        else:
-            classes = classes.repeat_interleave(k)
+            offsets = keys.masked_fill(slots >= counts[classes, None], 2.0).argsort(dim=1)[:, :k].reshape(-1)
+        classes = classes.repeat_interleave(k)
+        if config.sampler == "pk":
             offsets = (torch.rand(classes.numel(), generator=generator, device=labels.device) * counts[classes]).long()
         yield order[starts[classes] + offsets]
 
