@@ -47,7 +47,7 @@ schedule: $(STAMP) data  ## notebook build, paper_schedule profile (the paper's 
 # The fair comparison (PROTOCOL.md, "Fair comparison"): the equal tuning first (trials under results/fair-tuning/,
 # the choice in vgcore/tuned/fair.json), then the notebook build of the tuned profile (about 46 min on 2 cores).
 fair: $(STAMP) data  ## fair comparison: tune every loss equally, then the notebook build of the fair profile -> figures/fair
-	$(BIN)/python -m vgcore tune --profile fair $(if $(DATASETS),--datasets $(DATASETS)) $(if $(LOSSES),--losses $(LOSSES))
+	$(BIN)/python -m vgcore tune --profile fair -j $(JOBS) $(if $(DATASETS),--datasets $(DATASETS)) $(if $(LOSSES),--losses $(LOSSES))
 	$(BIN)/python -m vgcore figures --profile fair -j $(JOBS) $(SELECT)
 
 # Structure or constants (PROTOCOL.md, "Sensitivity"): each loss's key constant at 5 values of its range, as

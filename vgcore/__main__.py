@@ -8,6 +8,8 @@ Examples::
     python -m vgcore sweep --profile smoke --set loss_params.margin=0.3
     python -m vgcore sweep --features my.npz             # your features (profile custom) through the 7 losses
     python -m vgcore tune --profile fair                 # the fair comparison's equal tuning (= first half of make fair)
+    python -m vgcore tune --features my.npz              # the same tuning on your features, then:
+    python -m vgcore sweep --features my.npz --profile fair   # tuned, converged losses on them (profile fair_custom)
     python -m vgcore diagnose my_embeddings.npz --features my.npz   # your embeddings beside those runs
     python -m vgcore sweep --profile smoke --tag margin0.3 --set loss_params.margin=0.3   # a variant, kept apart
     python -m vgcore demo -j 2                           # the notebook build (Snakemake): = make demo
@@ -33,10 +35,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from vgcore import registry
+from vgcore import registry, your_features
 from vgcore.config import PROFILES, get_profile, parse_overrides, parse_value
 from vgcore.cpu import pin_code_path
 from vgcore.errors import UserError
+from vgcore.pool import parse_jobs
 
 DEFAULT_RESULTS = "results"
 
@@ -64,7 +67,8 @@ def _add_tuned(p: argparse.ArgumentParser, losses_help: str) -> None:
 def _add_features(p: argparse.ArgumentParser) -> None:
     p.add_argument("--features", default=None, metavar="FILE",
                    help="your own features: a .npz with 'features' [N, D] and 'labels' [N] (optional "
-                        "'superclasses', 'split'), or a .npy with --labels; implies --profile custom")
+                        "'superclasses', 'split'), or a .npy with --labels; implies --profile custom, or with "
+                        "--profile fair the fair protocol at the settings `tune --features` chose")
     p.add_argument("--labels", default=None, metavar="FILE", help="the labels .npy of a --features .npy")
 
 
@@ -127,6 +131,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tuned(t, "subset of the profile's losses")
     t.add_argument("--seeds", nargs="+", type=int, default=None, help="tuning seeds (default: vgcore.tuning.TUNING_SEEDS, 100)")
     t.add_argument("--results", default=DEFAULT_RESULTS, help="results root; trials go to <results>/<profile>-tuning/")
+    t.add_argument("--features", default=None, metavar="FILE",
+                   help="tune on your own features (as sweep --features reads them); the choice goes to "
+                        "<results>/fair_custom-tuning/tuned.json, keyed by the file's digest")
+    t.add_argument("--labels", default=None, metavar="FILE", help="the labels .npy of a --features .npy")
+    _add_set(t, "with --features: config overrides of every trial, e.g. --set dataset_options.class_split=disjoint")
+    t.add_argument("-j", "--jobs", default="all",
+                   help="worker processes (an integer or all, the default: one per core); each group of trials is cut "
+                        "into one chunk per worker, every trial at one CPU thread, so the scores do not depend on it")
 
     se = sub.add_parser("sensitivity", help="structure or constants (PROTOCOL.md, Fair comparison, Sensitivity): each "
                         "loss's key constant at 5 values of its tuning range, trained as variants of a tuned profile "
@@ -252,9 +264,11 @@ def _with_features(args: argparse.Namespace) -> tuple[str, dict]:
         if args.labels is not None:
             raise ValueError("--labels goes with --features (the labels of a features .npy)")
         return args.profile or "demo", overrides
+    if args.profile in ("fair", your_features.PROFILE):  # the file and its tuning: your_features.configs
+        return your_features.PROFILE, overrides
     if args.profile not in (None, "custom"):
-        raise ValueError(f"--features trains on your file with profile 'custom', not {args.profile!r}; "
-                         "drop --profile (or pass --profile custom)")
+        raise ValueError(f"--features trains on your file with profile 'custom' (or 'fair': the fair protocol), not "
+                         f"{args.profile!r}; drop --profile, or pass --profile custom or --profile fair")
     files = {"path": args.features, **({"labels_path": args.labels} if args.labels else {})}
     overrides["dataset_options"] = {**overrides.get("dataset_options", {}), **files}
     return "custom", overrides
@@ -267,7 +281,11 @@ def _run(args: argparse.Namespace) -> int:
     dataset = args.dataset or ("custom" if args.features else None)
     if dataset is None:
         raise ValueError("run needs --dataset (or --features FILE for your own features)")
-    config = get_profile(profile).config(dataset, args.loss, args.seed, **overrides)
+    if profile == your_features.PROFILE:
+        config, = your_features.configs(args.features, args.results, labels_path=args.labels, losses=[args.loss],
+                                        seeds=[args.seed], overrides=overrides)
+    else:
+        config = get_profile(profile).config(dataset, args.loss, args.seed, **overrides)
     results.check_variant(args.results, config, args.tag)
     result = train.run(config, results.run_dir(args.results, config, args.tag), **_paths(args))
     print(f"wrote {result.path}")
@@ -281,7 +299,11 @@ def _sweep(args: argparse.Namespace) -> int:
     name, overrides = _with_features(args)
     profile = get_profile(name)
     datasets, losses, seeds = selection(profile, args.datasets, args.losses, args.seeds)
-    configs = [profile.config(d, loss, s, **overrides) for d in datasets for loss in losses for s in seeds]
+    if name == your_features.PROFILE:
+        configs = your_features.configs(args.features, args.results, labels_path=args.labels, losses=losses,
+                                        seeds=seeds, overrides=overrides)
+    else:
+        configs = [profile.config(d, loss, s, **overrides) for d in datasets for loss in losses for s in seeds]
     done = train.sweep(configs, args.results, tag=args.tag, **_paths(args))
     table = results.runs_frame([p for p in done.paths if p not in done.failures], "summary")  # this sweep's runs only
     cols = ["dataset", "loss", "seed", "recall@1", "map@r", "intra_var", "inter_var", "active_ratio_mean"]
@@ -313,12 +335,19 @@ def _tune(args: argparse.Namespace) -> int:
     from vgcore import tuning
     from vgcore.train import tune
 
-    profile, datasets, losses = _tuned_selection(args, "tuning")
     seeds = tuple(args.seeds) if args.seeds else tuning.TUNING_SEEDS
-    frame = tune.tune(profile, args.results, datasets=datasets, losses=losses, seeds=seeds, data_root=args.data_root,
-                      cache_dir=args.cache_dir, progress=not args.quiet)
-    chosen = tune.picks(frame)
-    path = tune.write_tuned(profile, chosen)
+    if args.features is not None:
+        chosen, path = _tune_features(args, seeds)
+    else:
+        if args.overrides or args.labels:
+            raise UserError("--set and --labels go with --features (a tuning of your features); the fair build's "
+                            "tuning follows PROTOCOL.md as it stands")
+        profile, datasets, losses = _tuned_selection(args, "tuning")
+        frame = tune.tune(profile, args.results, datasets=datasets, losses=losses, seeds=seeds,
+                          data_root=args.data_root, cache_dir=args.cache_dir, progress=not args.quiet,
+                          jobs=parse_jobs(args.jobs))
+        chosen = tune.picks(frame)
+        path = tune.write_tuned(profile, chosen)
     for dataset, entries in chosen.items():
         for loss, entry in entries.items():
             params = ", ".join(f"{k}={v:.4g}" for k, v in entry["loss_params"].items())
@@ -327,6 +356,19 @@ def _tune(args: argparse.Namespace) -> int:
                   + (f"  ({entry['unconverged']} tuning runs unconverged)" if entry["unconverged"] else ""))
     print(f"tuned settings in {path}")
     return 0
+
+
+def _tune_features(args: argparse.Namespace, seeds: tuple[int, ...]):
+    """``tune --features``: the fair tuning on the user's file; ``({"custom": choice}, where it went)``."""
+    from vgcore.workflow import selection
+
+    if args.profile != "fair" or args.datasets:
+        raise UserError("--features tunes your file under the fair protocol: drop --profile and --datasets")
+    _, losses, _ = selection(get_profile(your_features.PROFILE), None, args.losses, None)
+    chosen = your_features.tune(args.features, args.results, labels_path=args.labels, losses=losses, seeds=seeds,
+                                overrides=parse_overrides(args.overrides), data_root=args.data_root,
+                                cache_dir=args.cache_dir, progress=not args.quiet, jobs=parse_jobs(args.jobs))
+    return {"custom": chosen}, your_features.tuned_path(args.results)
 
 
 def _sensitivity(args: argparse.Namespace) -> int:

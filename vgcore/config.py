@@ -224,7 +224,8 @@ class Profile:
     """Replication over the data, not only the initialisation: each seed's run sets ``data_seed`` to
     its seed (its own training subset and validation rows) and, for a dataset drawn from a seed (the
     synthetic sets' ``seed`` content option), draws the dataset with it too (PROTOCOL.md, Fair
-    comparison, "Data and replication")."""
+    comparison, "Data and replication"); a user's file keeps its train/test split (its ``seed`` option
+    splits it), so every seed's run is tested on the same rows."""
 
     tuned: bool = False
     """Whether each loss's learning rate and key constant come from the profile's tuning
@@ -250,7 +251,8 @@ class Profile:
         from vgcore.data import dataset_spec
 
         values["data_seed"] = seed
-        if "seed" in dataset_spec(dataset).content:
+        spec = dataset_spec(dataset)
+        if "seed" in spec.content and spec.pin is None:  # a user's file (pin): its seed splits it, draws nothing
             values["dataset_options"] = {**values.get("dataset_options", {}), "seed": seed}
         return values
 
@@ -315,6 +317,12 @@ _DEMO_SYNTHETIC: dict[str, Any] = {
     "val_size": 500,
 }
 """The demo's synthetic settings, shared by ``synthetic`` and ``synthetic_super`` (copied per cell)."""
+
+FAIR_LOSSES: tuple[str, ...] = (*LOSSES, "npair_groups", "multisimilarity")
+"""The fair comparison's losses: the paper's seven, the grouped N-pair and the tuned baseline."""
+_FAIR_SETTINGS: dict[str, Any] = {"epochs": 40, "sampler": "pk_distinct", "val_size": 2000, "patience": 5,
+                                  "min_delta": 0.001, "eval_every": 5, "lr": 1e-3, "probes": True}
+"""The fair comparison's shared settings (PROTOCOL.md, Fair comparison), for its datasets and for a user's file."""
 
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(
@@ -382,13 +390,24 @@ PROFILES: dict[str, Profile] = {
                           "val_size": 0, "val_split": "classes", "batch_size": 222, "samples_per_class": 6,
                           "epochs": 80},
         },
-        losses=(*LOSSES, "npair_groups", "multisimilarity"),
+        losses=FAIR_LOSSES,
         seeds=(0, 1, 2, 3, 4),
-        settings={"epochs": 40, "sampler": "pk_distinct", "val_size": 2000, "patience": 5, "min_delta": 0.001,
-                  "eval_every": 5, "lr": 1e-3, "probes": True},
+        settings=_FAIR_SETTINGS,
         compare_with="demo",
         redraw_data=True,
         tuned=True,
+    ),
+    "fair_custom": Profile(
+        name="fair_custom",
+        description=("the fair protocol on your own features: `tune --features my.npz`, then `sweep --features my.npz "
+                     "--profile fair` (P x K and the validation split from the file's classes, vgcore.your_features)"),
+        # the file, its P x K and its validation split come with each config (vgcore.your_features.cell); the
+        # tuned settings of a file live beside its results, keyed by its digest (vgcore.your_features.tuned_path)
+        datasets={"custom": {"backbone": "pixels"}},
+        losses=FAIR_LOSSES,
+        seeds=(0, 1, 2, 3, 4),
+        settings=_FAIR_SETTINGS,
+        redraw_data=True,
     ),
     "paper": Profile(
         name="paper",

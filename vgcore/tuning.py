@@ -110,6 +110,12 @@ TUNING_SEEDS: tuple[int, ...] = (100,)
 """The seeds a trial is trained and scored on, disjoint from the reporting seeds 0-4 (PROTOCOL.md,
 Fair comparison, "Data and replication": "tuning seeds")."""
 
+TUNING_THREADS = 1
+"""The CPU threads a trial trains at, in whichever worker process (``tune -j``): one, so that its
+numbers do not depend on how many cores a machine has (a reduction split over threads sums in
+another order: ArcFace's class-weight gradient does at 2 threads) and every core runs a worker
+(PROTOCOL.md, Fair comparison, Changes)."""
+
 SCORE_DECIMALS = 4
 """Mean validation MAP@R values equal to this many decimals tie (PROTOCOL.md, Equal tuning, "score")."""
 

@@ -44,31 +44,63 @@ class Diagnosis:
 
 def custom_runs(results_root: str | os.PathLike, features: str | os.PathLike,
                 labels_path=None) -> tuple[pd.DataFrame, list[str]]:
-    """The ``summary`` table (the columns of :func:`vgcore.results.collect`) of the ``custom`` runs on the
-    features file ``features`` (matched by its content digest, in whichever variant folder they live:
-    every run on a user's file differs from the profile by its path) that pass
-    :func:`vgcore.results.check_run`, with ``path`` and ``configuration`` (:func:`_configurations`)
-    columns; and, for each other run on the file, why it was left out."""
+    """The ``summary`` table (the columns of :func:`vgcore.results.collect`) of the runs on the features
+    file ``features`` (matched by its content digest, in whichever variant folder they live: every run
+    on a user's file differs from its profile by its path): profile ``custom``'s, and the fair
+    protocol's (profile ``fair_custom``) at the settings the file's current tuning chose
+    (:func:`vgcore.your_features.tuned`), that pass :func:`vgcore.results.check_run`; with ``path`` and
+    ``configuration`` (:func:`_configurations`; a fair run's starts with ``fair``, and says how many
+    of its loss's runs reached the budget unconverged) columns; and, for each other run on the file,
+    why it was left out."""
     from pathlib import Path
 
-    from vgcore import results
+    from vgcore import results, your_features
     from vgcore.data.custom import load_file
 
     sha256 = load_file(features, labels_path).sha256
+    tuned = your_features.tuned(results_root, sha256)
     paths, left_out = [], []
-    for path in sorted(p.parent for p in (Path(results_root) / "custom").glob("**/seed*/summary.json")):
-        if _features_digest(path) != sha256:
-            continue
-        try:
-            results.check_run(path)
-        except (results.RunIntegrityError, results.StaleRunError) as err:
-            left_out.append(str(err))
-            continue
-        paths.append(path)
+    for profile in ("custom", your_features.PROFILE):
+        for path in sorted(p.parent for p in (Path(results_root) / profile).glob("**/seed*/summary.json")):
+            if _features_digest(path) != sha256:
+                continue
+            try:
+                results.check_run(path)
+            except (results.RunIntegrityError, results.StaleRunError) as err:
+                left_out.append(str(err))
+                continue
+            if profile == your_features.PROFILE and not _at_tuned(path, tuned):
+                left_out.append(f"{path}: trained at settings the file's tuning no longer chooses "
+                                f"({your_features.tuned_path(results_root)}); `python -m vgcore sweep --features "
+                                f"{features} --profile fair` trains the current ones")
+                continue
+            paths.append(path)
     if not paths:
         return results.runs_frame([], "summary").assign(path=[], configuration=[]), left_out
     configs = [json.loads((p / "config.json").read_text()) for p in paths]
-    return results.runs_frame(paths, "summary").assign(path=paths, configuration=_configurations(configs)), left_out
+    frame = results.runs_frame(paths, "summary").assign(path=paths)
+    fair = np.array([c["profile"] == your_features.PROFILE for c in configs])
+    labels = np.empty(len(paths), dtype=object)
+    if (~fair).any():
+        labels[~fair] = _configurations([c for c, f in zip(configs, fair, strict=True) if not f])
+    if fair.any():  # the tuned settings differ per loss by design: not a configuration of their own
+        own = _configurations([c for c, f in zip(configs, fair, strict=True) if f], ignore=("lr", "loss_params."))
+        labels[fair] = [f"fair, {o}" if o else "fair" for o in own]
+    frame = frame.assign(configuration=labels)
+    if "converged" in frame.columns and fair.any():
+        for (_, label), group in frame[fair].groupby(["loss", "configuration"]):
+            stuck = int((group["converged"] == False).sum())  # noqa: E712 (a column of bools and NaN)
+            if stuck:
+                frame.loc[group.index, "configuration"] = f"{label}, {stuck}/{len(group)} unconverged"
+    return frame, left_out
+
+
+def _at_tuned(run, tuned: dict[str, dict]) -> bool:
+    """Whether a fair run's learning rate and constants are those its file's tuning chose for its loss."""
+    config = json.loads((run / "config.json").read_text())
+    entry = tuned.get(config["loss"])
+    return entry is not None and config["lr"] == entry["lr"] and all(
+        config["loss_params"].get(k) == v for k, v in entry["loss_params"].items())
 
 
 def _features_digest(run) -> str | None:
@@ -79,13 +111,15 @@ def _features_digest(run) -> str | None:
         return None
 
 
-def _configurations(configs: list[dict]) -> list[str]:
+def _configurations(configs: list[dict], ignore: tuple[str, ...] = ()) -> list[str]:
     """How each config differs from the others: its overrides that not all of them share
-    (``epochs=40``), in words; ``""`` where it has none."""
+    (``epochs=40``), in words; ``""`` where it has none. Keys starting with a prefix in `ignore` are
+    not counted."""
     from vgcore.config import describe_diff
     from vgcore.results import overrides_of
 
-    overrides = [overrides_of(c) for c in configs]
+    overrides = [{k: v for k, v in overrides_of(c).items() if not k.startswith(ignore)}
+                 for c in configs]
     shared = {k for k, v in overrides[0].items() if all(k in o and o[k] == v for o in overrides)}
     return [describe_diff(own) if (own := {k: v for k, v in o.items() if k not in shared}) else "" for o in overrides]
 
@@ -172,8 +206,9 @@ def diagnose(embeddings: str | os.PathLike, *, labels_path=None, features: str |
         table = pd.concat([table, rows.drop(columns="seeds")], ignore_index=True)
         seeds = ", ".join(f"{name}: {n} seed{'s' if n > 1 else ''}" for name, n in zip(rows["embeddings"], rows["seeds"],
                                                                                          strict=True))
-        notes.append(f"losses: seed mean ± std, one row per loss and configuration ({seeds}), of the `custom` runs on "
-                     f"{feat.path.name} that pass their check (profile custom; their test split)")
+        notes.append(f"losses: seed mean ± std, one row per loss and configuration ({seeds}), of the runs on "
+                     f"{feat.path.name} that pass their check (profile custom; 'fair': the fair protocol at the file's "
+                     "tuned settings, each run at its best validation checkpoint; their test split)")
     return Diagnosis(table, mine, evaluated, len(runs), notes)
 
 

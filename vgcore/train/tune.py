@@ -20,62 +20,82 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
-from tqdm import tqdm
 
 from vgcore import config as config_module
-from vgcore import results, tuning
+from vgcore import pool, results, tuning
 from vgcore.config import Profile, RunConfig
+from vgcore.device import resolve_device
 from vgcore.io import atomic_write_json
 from vgcore.train.loop import SweepResult, TrainingDivergedError, run_group, sweep
 
 SCORE_COLUMNS = ("dataset", "loss", "trial", "seed", "lr", "param", "value", "map@r", "stopped_by", "stop_epoch")
 
 
-def trial_configs(profile: Profile, dataset: str, loss: str, seed: int) -> list[RunConfig]:
-    """One config per trial of `loss` (:func:`vgcore.tuning.trials`), the profile's cell otherwise,
+def trial_configs(profile: Profile, dataset: str, loss: str, seed: int, **overrides) -> list[RunConfig]:
+    """One config per trial of `loss` (:func:`vgcore.tuning.trials`), the profile's cell otherwise
+    (with `overrides`: a user's file and what its classes decide, :func:`vgcore.your_features.cell`),
     evaluated on its validation split only (``eval_split="validation"``: the test split is never
     read, no k-means runs), without GREEDINESS diagnostics, probe readings or the log-spaced progress
     evaluations: a trial is only scored (none of them changes a number of the training,
     ``tests/test_train.py``)."""
-    return [profile.config(dataset, loss, seed, lr=t["lr"], loss_params=t["loss_params"], probes=False,
+    return [profile.config(dataset, loss, seed, **overrides, lr=t["lr"], loss_params=t["loss_params"], probes=False,
                            eval_split="validation", diagnostics=False, progress_evals=False)
             for t in tuning.trials(loss)]
 
 
 def trial_dir(root, config: RunConfig, trial: int) -> Path:
-    """``<root>/<profile>-tuning/<dataset>/<loss>/trial<k>/seed<s>``."""
-    return Path(root) / f"{config.profile}-tuning" / config.dataset / config.loss / f"trial{trial}" / f"seed{config.seed}"
+    """``<root>/<profile>-tuning/<dataset>/<loss>/trial<k>/seed<s>``; the dataset folder of a user's
+    file is ``<dataset>-<its digest>``, so that the trials of two files never displace each other."""
+    sha = config.dataset_options.get("sha256")
+    folder = config.dataset if sha is None else f"{config.dataset}-{sha}"
+    return Path(root) / f"{config.profile}-tuning" / folder / config.loss / f"trial{trial}" / f"seed{config.seed}"
 
 
 def tune(profile: Profile, root, *, datasets: Sequence[str] | None = None, losses: Sequence[str] | None = None,
          seeds: Sequence[int] = tuning.TUNING_SEEDS, data_root=None, cache_dir=None,
-         progress: bool = True) -> pd.DataFrame:
+         progress: bool = True, overrides: dict | None = None, jobs: int = 1,
+         threads: int = tuning.TUNING_THREADS) -> pd.DataFrame:
     """Train every trial not yet current, fused per dataset x tuning seed; return :func:`scores`.
+    ``overrides`` apply to every trial (a user's file: :func:`vgcore.your_features.cell`).
+
+    ``jobs`` > 1 (on the CPU): each group's trials are cut into ``jobs`` chunks (:func:`vgcore.pool.split`)
+    trained in ``jobs`` worker processes; each trial trains at ``threads`` CPU threads wherever it runs,
+    so its numbers do not depend on ``jobs`` or on the machine's cores (:data:`vgcore.tuning.TUNING_THREADS`).
 
     Every config must stop on its validation split (``patience`` > 0): a trial is scored at its
     best checkpoint. A trial that diverges scores NaN (it loses to every scored trial)."""
     datasets = list(datasets or profile.datasets)
     losses = list(losses or profile.losses)
+    overrides = overrides or {}
     groups = []
     for dataset in datasets:
-        if not profile.config(dataset, losses[0], seeds[0]).patience:
+        if not profile.config(dataset, losses[0], seeds[0], **overrides).patience:
             raise ValueError(f"profile {profile.name!r} trains {dataset} for a fixed number of epochs (patience 0): a "
                              "trial is scored at its best validation checkpoint, so tuning needs patience > 0 and a "
                              "validation split")
         for seed in seeds:
-            groups.append([(c, k) for loss in losses for k, c in enumerate(trial_configs(profile, dataset, loss, seed))])
-    for configs in tqdm(groups, desc="tuning", disable=not progress):
+            groups.append([(c, k) for loss in losses
+                           for k, c in enumerate(trial_configs(profile, dataset, loss, seed, **overrides))])
+    if any(resolve_device(c.device).type == "cuda" for configs in groups for c, _ in configs):
+        jobs = 1  # on a GPU the fused group's one CUDA graph is the parallelism
+    options = {"data_root": data_root, "cache_dir": cache_dir, "progress": progress}
+    tasks = []
+    for configs in groups:
         todo = [(c, k) for c, k in configs if not results.is_current(trial_dir(root, c, k), c.config_hash())]
-        if not todo:
-            continue
         for c, k in todo:
             _set_aside(trial_dir(root, c, k))
-        try:
-            run_group([c for c, _ in todo], [trial_dir(root, c, k) for c, k in todo], data_root=data_root,
-                      cache_dir=cache_dir, progress=progress, skip_current=True)
-        except TrainingDivergedError:
-            pass  # the diverged trials have no summary: they score NaN; the others were written
-    return scores(profile, root, datasets=datasets, losses=losses, seeds=seeds)
+        tasks += [([c for c, _ in chunk], [trial_dir(root, c, k) for c, k in chunk], options)
+                  for chunk in pool.split(todo, jobs) if chunk]
+    pool.run_tasks(train_trials, tasks, jobs, threads=threads, desc="tuning", progress=progress)
+    return scores(profile, root, datasets=datasets, losses=losses, seeds=seeds, overrides=overrides)
+
+
+def train_trials(configs: Sequence[RunConfig], out_dirs: Sequence[Path], options: dict) -> None:
+    """:func:`run_group` of trials; a trial that diverges is left without a summary (it scores NaN)."""
+    try:
+        run_group(configs, out_dirs, skip_current=True, **options)
+    except TrainingDivergedError:
+        pass  # the diverged trials have no summary; the others were written
 
 
 def _set_aside(path: Path) -> None:
@@ -87,7 +107,7 @@ def _set_aside(path: Path) -> None:
 
 
 def scores(profile: Profile, root, *, datasets: Sequence[str] | None = None, losses: Sequence[str] | None = None,
-           seeds: Sequence[int] = tuning.TUNING_SEEDS) -> pd.DataFrame:
+           seeds: Sequence[int] = tuning.TUNING_SEEDS, overrides: dict | None = None) -> pd.DataFrame:
     """One row per dataset x loss x trial x tuning seed (:data:`SCORE_COLUMNS`): the trial's setting
     and its best validation MAP@R; NaN where the trial has no current run (diverged or not trained)."""
     rows = []
@@ -95,7 +115,7 @@ def scores(profile: Profile, root, *, datasets: Sequence[str] | None = None, los
         for loss in losses or profile.losses:
             param = tuning.SEARCH_SPACE[loss].param
             for seed in seeds:
-                for k, config in enumerate(trial_configs(profile, dataset, loss, seed)):
+                for k, config in enumerate(trial_configs(profile, dataset, loss, seed, **(overrides or {}))):
                     path = trial_dir(root, config, k)
                     stop = {}
                     if results.is_current(path, config.config_hash()):
