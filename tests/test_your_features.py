@@ -133,3 +133,16 @@ def test_a_class_too_small_for_a_pk_batch_is_refused_with_the_way_out(tmp_path):
     write_features(tmp_path / "f.npz", per_class=6)  # 3 training rows a class
     with pytest.raises(your_features.UserError, match="a class has 3 training rows.*custom profile"):
         your_features.cell(tmp_path / "f.npz")
+
+
+def test_the_guides_fair_commands_are_the_ones_this_file_runs():
+    from test_readme import _own_model_blocks
+
+    from vgcore.__main__ import build_parser
+
+    _, bash = _own_model_blocks()
+    commands = [line.split("#")[0].split() for line in bash[1].splitlines()]
+    assert all(c[:3] == ["python", "-m", "vgcore"] for c in commands)
+    parsed = [build_parser().parse_args(c[3:]) for c in commands]
+    assert [p.command for p in parsed] == ["tune", "sweep", "diagnose"]
+    assert parsed[0].features == parsed[1].features == parsed[2].features and parsed[1].profile == "fair"
