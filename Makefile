@@ -45,7 +45,8 @@ schedule: $(STAMP) data  ## notebook build, paper_schedule profile (the paper's 
 	$(BIN)/python -m vgcore figures --profile paper_schedule -j $(JOBS) $(SELECT)
 
 # The fair comparison (PROTOCOL.md, "Fair comparison"): the equal tuning first (trials under results/fair-tuning/,
-# the choice in vgcore/tuned/fair.json), then the notebook build of the tuned profile (about 46 min on 2 cores).
+# the choice in vgcore/tuned/fair.json), then the notebook build of the tuned profile (about 27 min on 2 cores,
+# the tuning in one 1-thread worker process per core: `tune -j`).
 fair: $(STAMP) data  ## fair comparison: tune every loss equally, then the notebook build of the fair profile -> figures/fair
 	$(BIN)/python -m vgcore tune --profile fair -j $(JOBS) $(if $(DATASETS),--datasets $(DATASETS)) $(if $(LOSSES),--losses $(LOSSES))
 	$(BIN)/python -m vgcore figures --profile fair -j $(JOBS) $(SELECT)
