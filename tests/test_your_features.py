@@ -146,3 +146,14 @@ def test_the_guides_fair_commands_are_the_ones_this_file_runs():
     parsed = [build_parser().parse_args(c[3:]) for c in commands]
     assert [p.command for p in parsed] == ["tune", "sweep", "diagnose"]
     assert parsed[0].features == parsed[1].features == parsed[2].features and parsed[1].profile == "fair"
+
+
+def test_set_overrides_reach_the_runs_without_losing_the_file_or_its_tuning(tuned_file):
+    root, chosen = tuned_file
+    configs = your_features.configs(root / "f.npz", root / "r", losses=["triplet"], seeds=[0],
+                                    overrides={"dataset_options": {"class_split": "disjoint"}, "epochs": 3})
+    (config,) = configs
+    assert config.dataset_options["class_split"] == "disjoint" and config.dataset_options["path"].endswith("f.npz")
+    assert (config.epochs, config.lr) == (3, chosen["triplet"]["lr"])
+    (mine,) = your_features.configs(root / "f.npz", root / "r", losses=["triplet"], seeds=[0], overrides={"lr": 0.5})
+    assert mine.lr == 0.5 and mine.loss_params["margin"] == chosen["triplet"]["loss_params"]["margin"]

@@ -32,13 +32,11 @@ VALIDATION_ROWS = 2000
 VALIDATION_FRACTION = 0.2
 """A row-disjoint validation split holds out ``min(2000, 20 %)`` of the training rows: the fair
 build's 2,000 where the file is large, a fifth of a small file (PROTOCOL.md)."""
-
-
 PK_BATCH = 256
+"""The P x K batch holds at most 256 rows (the fair build's B) and at most half the training rows
+(two batches an epoch); K is at most half the smallest class's training rows (even: the class's
+validation rows are drawn per seed) and at least :data:`MIN_PER_CLASS`."""
 MIN_PER_CLASS = 2
-"""The P x K batch: at most 256 rows (the fair build's B) and at most half the training rows (two
-batches an epoch), K at most half the smallest class's training rows (even: its validation rows are
-drawn per seed) and at least 2."""
 
 
 class NotTunedError(UserError):
@@ -79,9 +77,15 @@ def cell(features: str | os.PathLike, labels_path: str | os.PathLike | None = No
                         f"rows, so every class needs {2 * MIN_PER_CLASS}: add rows, or use the custom profile "
                         "(drop --profile fair)")
     p, k = pk_shape(counts.size, min(PK_BATCH, rows // 2))
-    k = min(k, 2 * (int(counts.min()) // 4))
+    k = min(k, 2 * (int(counts.min()) // 4))  # even, at most half the smallest class
     files = {"path": str(features), **({"labels_path": str(labels_path)} if labels_path else {})}
     return {"dataset_options": {**options, **files}, **split, "batch_size": p * k, "samples_per_class": k}
+
+
+def _settings(features, labels_path, overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """:func:`cell` with `overrides` on top (their ``dataset_options`` passed to it)."""
+    overrides = dict(overrides or {})
+    return {**cell(features, labels_path, **overrides.pop("dataset_options", {})), **overrides}
 
 
 def digest(features: str | os.PathLike, labels_path: str | os.PathLike | None = None) -> str:
@@ -110,23 +114,22 @@ def configs(features: str | os.PathLike, results_root: str | os.PathLike, *, lab
     from vgcore.config import get_profile
 
     profile = get_profile(PROFILE)
-    overrides = dict(overrides or {})
-    settings = cell(features, labels_path, **overrides.pop("dataset_options", {}))
+    settings = _settings(features, labels_path, overrides)
     sha = digest(features, labels_path)
     chosen = tuned(results_root, sha)
     losses = list(losses or profile.losses)
     missing = [loss for loss in losses if loss not in chosen]
     if missing:
-        where = f"{tuned_path(results_root)}"
         raise NotTunedError(
-            f"{Path(features).name} (sha256 {sha}) has no fair tuning for {', '.join(missing)} in {where}: run "
+            f"{Path(features).name} (sha256 {sha}) has no fair tuning for {', '.join(missing)} in "
+            f"{tuned_path(results_root)}: run "
             f"`python -m vgcore tune --features {features}{f' --labels {labels_path}' if labels_path else ''} "
-            f"--results {results_root}` first (it trains {len(get_profile(PROFILE).losses)} losses x 8 trials)")
+            f"--results {results_root}` first (it trains {len(profile.losses)} losses x 8 trials)")
     out = []
     for loss in losses:
         entry = {"lr": chosen[loss]["lr"], "loss_params": dict(chosen[loss]["loss_params"])}
         for seed in seeds or profile.seeds:
-            out.append(profile.config("custom", loss, int(seed), **{**settings, **entry, **overrides}))
+            out.append(profile.config("custom", loss, int(seed), **{**entry, **settings}))  # --set wins
     return out
 
 
@@ -141,8 +144,7 @@ def tune(features: str | os.PathLike, results_root: str | os.PathLike, *, labels
     from vgcore.train import tune as tune_module
 
     profile = get_profile(PROFILE)
-    overrides = dict(overrides or {})
-    settings = {**cell(features, labels_path, **overrides.pop("dataset_options", {})), **overrides}
+    settings = _settings(features, labels_path, overrides)
     frame = tune_module.tune(profile, results_root, datasets=["custom"], losses=losses or profile.losses,
                              seeds=tuple(seeds or tuning.TUNING_SEEDS), data_root=data_root, cache_dir=cache_dir,
                              progress=progress, overrides=settings, jobs=jobs)
